@@ -1,0 +1,55 @@
+"""The ``mgoe`` command. Each subcommand is a job module in ``jobs/`` (see :mod:`jobs.common`)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from jobs.common import add_common_args, run_guarded
+
+# Subcommand name -> job module. Order is the order `mgoe --help` lists them.
+SUBCOMMANDS: dict[str, str] = {
+    "generate": "jobs.generate",
+    "ingest": "jobs.ingest",
+}
+
+DESCRIPTION = """\
+MGOE: Macro Graph of Experts for multi-task recommendation.
+
+Spark stages turn multi-behavior logs (click / fav / cart / buy ...) into a Macro Task Merging Graph and
+its feature tables; a PyTorch trainer fits MGOE and baselines on them. Every subcommand takes
+--config/--profile/--set/--run-date/--output; `mgoe <subcommand> --help` explains its own options.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mgoe", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    subs = parser.add_subparsers(dest="command", metavar="<subcommand>")
+    for name, module_name in SUBCOMMANDS.items():
+        module = importlib.import_module(module_name)
+        sub = subs.add_parser(
+            name,
+            help=module.HELP,
+            description=getattr(module, "DESCRIPTION", module.HELP),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        module.configure_parser(sub)
+        add_common_args(sub)
+        sub.set_defaults(_execute=module.execute)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_execute", None):
+        parser.print_help()
+        return 2
+    return run_guarded(args._execute, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""What every job shares: common arguments, config from arguments, user-facing errors, run summaries.
+
+A job module (``jobs/<name>.py``) provides::
+
+    HELP = "one line for `mgoe --help`"
+    def configure_parser(parser: argparse.ArgumentParser) -> None: ...   # its own arguments
+    def execute(args: argparse.Namespace) -> int: ...                    # returns an exit code
+    if __name__ == "__main__": raise SystemExit(job_main(sys.modules[__name__]))
+
+so it runs both as ``mgoe <name> ...`` and as ``spark-submit jobs/<name>.py ...`` with the same arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from types import ModuleType
+
+from mgoe_spark.config import ConfigError, MgoeConfig, load_config
+
+
+class UserError(Exception):
+    """A mistake the user can fix (bad path, empty input, ...). Printed as one line with a hint."""
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("configuration")
+    g.add_argument("--config", metavar="PATH", help="YAML config file (see configs/)")
+    g.add_argument("--profile", choices=["default", "test"], help="built-in profile (default: default)")
+    g.add_argument(
+        "--set",
+        dest="overrides",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="override one config key, e.g. --set kmeans.k_user=64 (repeatable)",
+    )
+    g.add_argument(
+        "--run-date",
+        metavar="YYYY-MM-DD",
+        default=dt.date.today().isoformat(),
+        help="run date: the partition the outputs are written to (default: today)",
+    )
+    g.add_argument("--output", metavar="URI", help="output root for all tables (overrides output.root)")
+
+
+def parse_run_date(text: str) -> str:
+    try:
+        return dt.date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise UserError(f"--run-date {text!r} is not a date; use YYYY-MM-DD, e.g. 2026-11-23") from None
+
+
+def config_from_args(args: argparse.Namespace) -> MgoeConfig:
+    overrides = list(args.overrides)
+    if getattr(args, "output", None):
+        overrides.append(f"output.root={args.output}")
+    args.run_date = parse_run_date(args.run_date)
+    return load_config(args.config, args.profile, overrides)
+
+
+@dataclass
+class StageSummary:
+    """Counts and timings of one stage; printed as one line and written to the run_metrics table."""
+
+    stage: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    details: list[tuple[str, float, str]] = field(default_factory=list)
+    """(metric, value, detail) rows, e.g. ("rejects", 12, "unknown behavior 'xyz'")."""
+
+    def add(self, metric: str, value: float, detail: str | None = None) -> None:
+        if detail is None:
+            self.metrics[metric] = float(value)
+        else:
+            self.details.append((metric, float(value), detail))
+
+    def line(self) -> str:
+        parts = [f"{k}={_fmt(v)}" for k, v in self.metrics.items()]
+        return f"[{self.stage}] " + " ".join(parts)
+
+    def rows(self) -> list[tuple[str, str, float, str | None]]:
+        out = [(self.stage, k, v, None) for k, v in self.metrics.items()]
+        return out + [(self.stage, m, v, d) for m, v, d in self.details]
+
+
+def _fmt(v: float) -> str:
+    return f"{int(v):,}" if float(v).is_integer() else f"{v:,.2f}"
+
+
+@contextmanager
+def stage(spark, summary: StageSummary, description: str) -> Iterator[StageSummary]:
+    """Label the Spark jobs of a stage (visible in the Spark UI) and time it into ``summary``."""
+    sc = spark.sparkContext
+    sc.setJobGroup(summary.stage, description, interruptOnCancel=False)
+    sc.setJobDescription(f"mgoe {summary.stage}: {description}")
+    start = time.perf_counter()
+    try:
+        yield summary
+    finally:
+        summary.add("seconds", round(time.perf_counter() - start, 2))
+        sc.setJobDescription(None)
+
+
+def write_metrics(spark, summaries: list[StageSummary], root: str, run_date: str) -> None:
+    """Append-free: the run_metrics partition of ``run_date`` holds exactly this run's summaries."""
+    from jobs.storage import write_table
+    from schemas import RUN_METRICS
+
+    rows = [r for s in summaries for r in s.rows()]
+    df = spark.createDataFrame(rows, RUN_METRICS.spark(with_partition=False))
+    write_table(df.coalesce(1), RUN_METRICS, root, run_date)
+
+
+def job_main(module: ModuleType, argv: list[str] | None = None) -> int:
+    """Run a job module as a standalone program (spark-submit entry point)."""
+    parser = argparse.ArgumentParser(prog=f"{module.__name__.rsplit('.', 1)[-1]}.py", description=module.HELP)
+    module.configure_parser(parser)
+    add_common_args(parser)
+    args = parser.parse_args(argv)
+    return run_guarded(module.execute, args)
+
+
+def run_guarded(fn, args: argparse.Namespace) -> int:
+    """Call ``fn(args)``; user mistakes become one line on stderr and exit code 2, not a stack trace."""
+    from jobs.storage import TableNotFound
+    from mgoe_spark.session import EnvironmentProblem
+
+    try:
+        return int(fn(args) or 0)
+    except (ConfigError, UserError, EnvironmentProblem, TableNotFound) as exc:
+        print(f"mgoe: error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,481 @@
+"""Typed configuration for the whole pipeline and trainer.
+
+One tree of dataclasses, loaded from YAML with ``yaml.safe_load``. Layers, later wins:
+
+1. the dataclass defaults (the ``default`` profile: the values SPEC.md gives),
+2. a named profile shipped with the package (``mgoe_spark/profiles/<name>.yaml``; ``test`` is small),
+3. a user config file (``--config my.yaml``; it may name its own ``profile:``),
+4. command-line overrides (``--set kmeans.k_user=64``; values are parsed as YAML scalars / lists).
+
+Every key is checked against the dataclass fields and their types. A typo or a bad value fails with a
+:class:`ConfigError` that names the dotted key and what is allowed, e.g.::
+
+    >>> load_config(overrides=["kmeans.kk_user=3"])
+    Traceback (most recent call last):
+    ...
+    mgoe_spark.config.ConfigError: unknown config key 'kmeans.kk_user' (did you mean 'kmeans.k_user'?) ...
+
+Every random choice in the project reads its seed from :attr:`MgoeConfig.seed` (stages derive their own
+sub-seeds with :meth:`MgoeConfig.sub_seed` so two stages never share a random stream by accident).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A user mistake in a config file or override; the message names the key and the allowed values."""
+
+
+# --------------------------------------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SparkSettings:
+    """How the SparkSession is made (see :mod:`mgoe_spark.session`)."""
+
+    master: str | None = None
+    """``None``: spark-submit decides; when run directly, ``local[*]``."""
+    app_name: str = "mgoe"
+    conf: dict[str, str] = field(default_factory=dict)
+    """Extra Spark conf, e.g. ``{"spark.sql.shuffle.partitions": "400"}``."""
+
+
+@dataclass
+class TaskSettings:
+    """The tasks, ordered by importance (the funnel). ``order[k]`` gets rank bit ``2**k`` (SPEC 4.1)."""
+
+    order: list[str] = field(default_factory=lambda: ["click", "fav", "cart", "buy"])
+    exposure: str | None = None
+    """Name of an exposure/impression pseudo-task, if the log has one (Tenrec): samples are exposures."""
+
+
+@dataclass
+class InputSettings:
+    """Where the raw multi-behavior log is and how to read it (SPEC 7)."""
+
+    format: Literal["taobao", "tenrec", "generic_csv", "generic_parquet"] = "taobao"
+    path: str | None = None
+    """``None``: the embedded default, data made by the synthetic generator."""
+    behavior_map: dict[str, str] = field(
+        default_factory=lambda: {"pv": "click", "fav": "fav", "cart": "cart", "buy": "buy"}
+    )
+    """Raw behavior value -> task name (taobao, generic with ``behavior_column``)."""
+    user_column: str = "user_id"
+    item_column: str = "item_id"
+    category_column: str | None = None
+    timestamp_column: str | None = "timestamp"
+    """``None``: no timestamp; file order is time order (like Tenrec)."""
+    timestamp_unit: Literal["epoch_seconds", "epoch_millis", "date"] = "epoch_seconds"
+    date_format: str = "yyyy-MM-dd"
+    behavior_column: str | None = "behavior"
+    """Generic logs: the column holding the behavior (mapped by ``behavior_map``) ..."""
+    task_columns: dict[str, str] = field(default_factory=dict)
+    """... or one 0/1 column per task: ``{task_name: column}`` (then ``behavior_column`` must be null)."""
+    csv_header: bool = True
+    csv_delimiter: str = ","
+
+
+@dataclass
+class GeneratorSettings:
+    """Synthetic multi-behavior log with planted structure (the embedded default data)."""
+
+    users: int = 20_000
+    items: int = 10_000
+    events: int = 1_000_000
+    """Number of first-task (click) events; later tasks are added on top by the funnel."""
+    user_groups: int = 10
+    item_groups: int = 10
+    affinity: float = 0.8
+    """Probability that a click goes to one of the user group's preferred item groups."""
+    popularity_exponent: float = 1.1
+    """Zipf exponent of item popularity within an item group (a few very hot items)."""
+    funnel_rates: list[float] = field(default_factory=lambda: [0.06, 0.09, 0.35])
+    """Base conversion rate into task k+1 (fav, cart from click; buy from cart)."""
+    conversion_spread: float = 4.0
+    """How much conversion depends on (user group, item group): rates are scaled by a factor in
+    [1/spread, spread] drawn per group pair and task."""
+    days: int = 9
+    start: str = "2017-11-25"
+    partitions: int = 8
+
+
+@dataclass
+class ScoreSettings:
+    """Merging preference score (SPEC 4.1, Eq 6-7)."""
+
+    beta: float = 1.0
+
+
+@dataclass
+class SketchSettings:
+    """Node vectors: sketched rows of S S^T and S^T S (SPEC 4.2)."""
+
+    dim: int = 64
+    normalize: bool = True
+
+
+@dataclass
+class WeightSettings:
+    """Preference-based node weights (SPEC 4.3, Eq 8)."""
+
+    enabled: bool = True
+    """``False`` is the "w/o preference" ablation: every weight is 1."""
+    w_high: float = 2.0
+    w_low: float = 0.5
+    b: float | None = None
+    """``None``: the median of the non-zero off-diagonal entries (approximate quantile)."""
+    q_high: float = 0.75
+    q_low: float = 0.25
+    neighbor_cap: int = 200
+    """At most D sampled users (items) per item (user) for the 2-hop sums: an estimate, bounded work."""
+    quantile_rel_error: float = 0.001
+
+
+@dataclass
+class KMeansSettings:
+    """Weighted mini-batch k-means with FAISS on partitions (SPEC 4.4, Eq 9)."""
+
+    k_user: int = 20
+    k_item: int = 20
+    mode: Literal["minibatch", "full"] = "minibatch"
+    max_iter: int = 30
+    tol: float = 1e-4
+    batch_fraction: float = 0.2
+    init_samples_per_center: int = 256
+    faiss_threads: int | None = None
+    """``None``: ``spark.task.cpus``."""
+
+
+@dataclass
+class WindowSettings:
+    """Feature cutoffs and sample windows (SPEC 3)."""
+
+    mode: Literal["quantile", "dates"] = "quantile"
+    q1: float = 0.8
+    q2: float = 0.9
+    train_cutoff: str | None = None
+    test_cutoff: str | None = None
+    validation_fraction: float = 0.1
+
+
+@dataclass
+class EdgeSettings:
+    """Macro edges (SPEC 4.5, Eq 10)."""
+
+    hops: int = 2
+    edge_matrix: Literal["score", "binary"] = "score"
+
+
+@dataclass
+class NeighborSettings:
+    """Recent micro neighbors (SPEC 4.6)."""
+
+    length: int = 20
+
+
+@dataclass
+class SampleSettings:
+    """Samples (SPEC 5)."""
+
+    negatives_per_user: int = 0
+    cold_start: Literal["keep", "drop"] = "keep"
+
+
+@dataclass
+class OutputSettings:
+    """Where and how tables are written (SPEC 8)."""
+
+    root: str = "mgoe_output"
+    format: Literal["parquet", "delta"] = "parquet"
+    row_group_rows: int = 65_536
+
+
+@dataclass
+class TrainSettings:
+    """The PyTorch trainer (SPEC 6)."""
+
+    models: list[str] = field(default_factory=lambda: ["mgoe", "mmoe"])
+    embed_dim: int = 10
+    batch_size: int = 1024
+    lr: float = 0.005
+    weight_decay: float = 1e-5
+    l1: float = 0.0
+    tau: float = 1.3
+    attention: Literal["neighbors", "off"] = "neighbors"
+    epochs: int = 10
+    patience: int = 2
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    threads: int = 2
+    shuffle_buffer: int = 16_384
+
+
+@dataclass
+class MgoeConfig:
+    """The whole configuration. ``seed`` fixes every random choice in the project."""
+
+    seed: int = 42
+    spark: SparkSettings = field(default_factory=SparkSettings)
+    tasks: TaskSettings = field(default_factory=TaskSettings)
+    input: InputSettings = field(default_factory=InputSettings)
+    generator: GeneratorSettings = field(default_factory=GeneratorSettings)
+    scores: ScoreSettings = field(default_factory=ScoreSettings)
+    sketch: SketchSettings = field(default_factory=SketchSettings)
+    weights: WeightSettings = field(default_factory=WeightSettings)
+    kmeans: KMeansSettings = field(default_factory=KMeansSettings)
+    windows: WindowSettings = field(default_factory=WindowSettings)
+    edges: EdgeSettings = field(default_factory=EdgeSettings)
+    neighbors: NeighborSettings = field(default_factory=NeighborSettings)
+    samples: SampleSettings = field(default_factory=SampleSettings)
+    output: OutputSettings = field(default_factory=OutputSettings)
+    train: TrainSettings = field(default_factory=TrainSettings)
+
+    def sub_seed(self, stage: str) -> int:
+        """A 31-bit seed for ``stage`` derived from :attr:`seed` (stable across Python versions)."""
+        digest = hashlib.sha256(f"{self.seed}:{stage}".encode()).digest()
+        return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Loading and validation
+# --------------------------------------------------------------------------------------------------------
+
+PROFILES = ("default", "test")
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_describe(typing.get_args(tp)[0])}"
+    if origin is dict:
+        k, v = typing.get_args(tp)
+        return f"a mapping of {_describe(k)} to {_describe(v)}"
+    if tp is type(None):
+        return "null"
+    return {int: "an integer", float: "a number", bool: "true/false", str: "a string"}.get(tp, str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against type ``tp``; return it (ints widen to float). Raise ConfigError naming ``key``."""
+    origin = typing.get_origin(tp)
+    bad = ConfigError(f"config key '{key}' must be {_describe(tp)}, got {value!r}")
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError:
+                continue
+        raise bad
+    if origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+        raise bad
+    if origin is list:
+        if not isinstance(value, list):
+            raise bad
+        (item_tp,) = typing.get_args(tp)
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise bad
+        k_tp, v_tp = typing.get_args(tp)
+        return {_coerce(k, k_tp, key): _coerce(v, v_tp, f"{key}.{k}") for k, v in value.items()}
+    if tp is type(None):
+        if value is None:
+            return None
+        raise bad
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise bad
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise bad
+    if tp is str:
+        # YAML turns 2017-11-25 into a date; a string was meant.
+        if isinstance(value, str):
+            return value
+        if hasattr(value, "isoformat") and not isinstance(value, bool):
+            return value.isoformat()
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+        raise bad
+    raise TypeError(f"unsupported config type {tp!r} for {key}")
+
+
+def _merge_into(obj: Any, data: dict[str, Any], prefix: str = "") -> None:
+    """Set fields of dataclass ``obj`` from nested mapping ``data`` (validated, in place)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"config section '{prefix.rstrip('.') or '<root>'}' must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(type(obj))
+    names = [f.name for f in dataclasses.fields(obj)]
+    for name, value in data.items():
+        key = f"{prefix}{name}"
+        if name not in names:
+            close = difflib.get_close_matches(str(name), names, n=1)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+            allowed = ", ".join(f"{prefix}{n}" for n in names)
+            raise ConfigError(f"unknown config key '{key}'{hint}; allowed keys here: {allowed}")
+        current = getattr(obj, name)
+        if dataclasses.is_dataclass(current):
+            _merge_into(current, value, f"{key}.")
+        else:
+            setattr(obj, name, _coerce(value, hints[name], key))
+
+
+def _parse_override(text: str) -> dict[str, Any]:
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value (e.g. kmeans.k_user=64)")
+    dotted, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({exc.problem})") from None
+    out: dict[str, Any] = {}
+    node = out
+    parts = dotted.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return out
+
+
+def _read_yaml(text: str, origin: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{origin}: not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: the top level must be a mapping of sections")
+    return data
+
+
+def profile_data(name: str) -> dict[str, Any]:
+    """The overrides a named profile applies on top of the defaults."""
+    if name not in PROFILES:
+        raise ConfigError(f"unknown profile '{name}'; allowed profiles: {', '.join(PROFILES)}")
+    text = resources.files("mgoe_spark").joinpath("profiles", f"{name}.yaml").read_text()
+    return _read_yaml(text, f"profile '{name}'")
+
+
+def load_config(
+    path: str | Path | None = None,
+    profile: str | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+) -> MgoeConfig:
+    """Build the config: defaults <- profile <- file at ``path`` <- ``overrides`` (``a.b=value``).
+
+    The profile is ``profile`` if given, else the file's ``profile:`` key, else ``default``.
+
+    >>> cfg = load_config(profile="test", overrides=["kmeans.k_user=8"])
+    >>> cfg.kmeans.k_user
+    8
+    """
+    file_data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file '{p}' does not exist")
+        file_data = _read_yaml(p.read_text(), str(p))
+    file_profile = file_data.pop("profile", None)
+    cfg = MgoeConfig()
+    _merge_into(cfg, profile_data(profile or file_profile or "default"))
+    _merge_into(cfg, file_data)
+    for text in overrides:
+        _merge_into(cfg, _parse_override(text))
+    validate(cfg)
+    return cfg
+
+
+def _require(cond: bool, key: str, message: str) -> None:
+    if not cond:
+        raise ConfigError(f"config key '{key}' {message}")
+
+
+def validate(cfg: MgoeConfig) -> None:
+    """Cross-field checks that types alone cannot express."""
+    tasks = cfg.tasks.order
+    _require(1 <= len(tasks) <= 16, "tasks.order", "must name between 1 and 16 tasks")
+    _require(len(set(tasks)) == len(tasks), "tasks.order", f"has a repeated task: {tasks}")
+    if cfg.tasks.exposure is not None:
+        _require(cfg.tasks.exposure not in tasks, "tasks.exposure", "must not also be in tasks.order")
+    known = set(tasks) | ({cfg.tasks.exposure} if cfg.tasks.exposure else set())
+    for raw, task in cfg.input.behavior_map.items():
+        _require(
+            task in known,
+            f"input.behavior_map.{raw}",
+            f"maps to unknown task '{task}'; allowed tasks (tasks.order / tasks.exposure): {sorted(known)}",
+        )
+    for task in cfg.input.task_columns:
+        _require(task in known, f"input.task_columns.{task}", f"is not a task; allowed: {sorted(known)}")
+    if cfg.input.format.startswith("generic"):
+        _require(
+            (cfg.input.behavior_column is None) != (not cfg.input.task_columns),
+            "input.behavior_column",
+            "or input.task_columns must be set, not both (set behavior_column: null to use task_columns)",
+        )
+    g = cfg.generator
+    for key in ("users", "items", "events", "user_groups", "item_groups", "days", "partitions"):
+        _require(getattr(g, key) >= 1, f"generator.{key}", "must be >= 1")
+    _require(g.user_groups <= g.users, "generator.user_groups", "must be <= generator.users")
+    _require(g.item_groups <= g.items, "generator.item_groups", "must be <= generator.items")
+    _require(0.0 <= g.affinity <= 1.0, "generator.affinity", "must be in [0, 1]")
+    _require(g.popularity_exponent > 0, "generator.popularity_exponent", "must be > 0")
+    _require(
+        len(g.funnel_rates) >= len(tasks) - 1 and all(0 <= r <= 1 for r in g.funnel_rates),
+        "generator.funnel_rates",
+        f"needs {len(tasks) - 1} rates in [0, 1] (one per task after the first)",
+    )
+    _require(g.conversion_spread >= 1, "generator.conversion_spread", "must be >= 1")
+    _require(cfg.sketch.dim >= 1, "sketch.dim", "must be >= 1")
+    w = cfg.weights
+    _require(0 < w.q_low <= w.q_high < 1, "weights.q_low", "and weights.q_high need 0 < q_low <= q_high < 1")
+    _require(w.neighbor_cap >= 1, "weights.neighbor_cap", "must be >= 1")
+    k = cfg.kmeans
+    _require(k.k_user >= 1, "kmeans.k_user", "must be >= 1")
+    _require(k.k_item >= 1, "kmeans.k_item", "must be >= 1")
+    _require(k.max_iter >= 1, "kmeans.max_iter", "must be >= 1")
+    _require(0 < k.batch_fraction <= 1, "kmeans.batch_fraction", "must be in (0, 1]")
+    win = cfg.windows
+    _require(0 < win.q1 < win.q2 < 1, "windows.q1", "and windows.q2 need 0 < q1 < q2 < 1")
+    _require(0 <= win.validation_fraction < 1, "windows.validation_fraction", "must be in [0, 1)")
+    if win.mode == "dates":
+        _require(win.train_cutoff is not None, "windows.train_cutoff", "is required when windows.mode=dates")
+        _require(win.test_cutoff is not None, "windows.test_cutoff", "is required when windows.mode=dates")
+    _require(cfg.edges.hops >= 1, "edges.hops", "must be >= 1")
+    _require(cfg.neighbors.length >= 1, "neighbors.length", "must be >= 1")
+    _require(cfg.output.row_group_rows >= 1, "output.row_group_rows", "must be >= 1")
+    t = cfg.train
+    _require(t.embed_dim >= 1 and t.batch_size >= 1, "train.embed_dim", "and train.batch_size must be >= 1")
+    _require(t.tau > 0, "train.tau", "must be > 0")
+    _require(len(t.seeds) >= 1, "train.seeds", "needs at least one seed")

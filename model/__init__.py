@@ -1,0 +1,1 @@
+"""model: the PyTorch MGOE trainer (and baselines) that streams the feature tables."""

@@ -1,0 +1,216 @@
+"""The table contracts (SPEC 8). Every table also has the ``run_date`` partition column.
+
+Conventions: users and items are dense ids ``1..N`` (``0`` = padding / unknown), macro ids are ``1..K``
+(``0`` = none, e.g. a cold-start node); ``side`` is ``'user'`` or ``'item'``; task names are the
+configured ``tasks.order`` names; per-task lists follow ``tasks.order``.
+"""
+
+from __future__ import annotations
+
+from schemas.core import Column, TableSchema
+
+# ---- ingestion -------------------------------------------------------------------------------------------
+
+INTERACTIONS = TableSchema(
+    "interactions",
+    [
+        Column("user_id", "int64", False, "dense user id (vocab_users)"),
+        Column("item_id", "int64", False, "dense item id (vocab_items)"),
+        Column("task", "string", False, "task name from tasks.order (or tasks.exposure)"),
+        Column("ts", "int64", False, "event time, epoch seconds; file-order ordinal for logs without time"),
+        Column("category", "string", True, "raw item category, when the log has one"),
+    ],
+    doc="Canonical multi-behavior events, one row per (user, item, task, ts); exact duplicates removed.",
+)
+
+REJECTS = TableSchema(
+    "rejects",
+    [
+        Column("source", "string", False, "input file the row came from"),
+        Column("raw", "string", True, "the raw line (CSV) or the row as JSON (Parquet)"),
+        Column("reason", "string", False, "why the row was rejected"),
+    ],
+    doc="Malformed input rows, kept with the reason: nothing is dropped silently.",
+)
+
+VOCAB_USERS = TableSchema(
+    "vocab_users",
+    [
+        Column("raw_id", "string", False, "id as it appears in the log"),
+        Column("id", "int64", False, "dense id, 1..N (0 is reserved for padding / unknown)"),
+    ],
+    doc="User vocabulary. Ids are stable across runs: a re-run keeps old ids and appends new users.",
+)
+
+VOCAB_ITEMS = TableSchema(
+    "vocab_items",
+    [
+        Column("raw_id", "string", False, "id as it appears in the log"),
+        Column("id", "int64", False, "dense id, 1..N (0 is reserved for padding / unknown)"),
+    ],
+    doc="Item vocabulary. Ids are stable across runs: a re-run keeps old ids and appends new items.",
+)
+
+GROUND_TRUTH_USERS = TableSchema(
+    "ground_truth_users",
+    [Column("raw_id", "string", False, "raw user id"), Column("group", "int32", False, "planted group")],
+    doc="Synthetic data only: the planted user group of each user.",
+)
+
+GROUND_TRUTH_ITEMS = TableSchema(
+    "ground_truth_items",
+    [Column("raw_id", "string", False, "raw item id"), Column("group", "int32", False, "planted group")],
+    doc="Synthetic data only: the planted item group of each item.",
+)
+
+RUN_METRICS = TableSchema(
+    "run_metrics",
+    [
+        Column("stage", "string", False, "pipeline stage, e.g. ingest"),
+        Column("metric", "string", False, "e.g. rows_in, rows_out, rejects, duplicates, seconds"),
+        Column("value", "float64", False, "the number"),
+        Column("detail", "string", True, "free text, e.g. a reject reason"),
+    ],
+    doc="Run summary per stage (long format).",
+)
+
+# ---- MTMG stage 1: scores, node vectors, weights, k-means ------------------------------------------------
+
+PAIR_SCORES = TableSchema(
+    "pair_scores",
+    [
+        Column("user_id", "int64"),
+        Column("item_id", "int64"),
+        Column("mask", "int32", False, "bit k set when the pair has task tasks.order[k] in the window"),
+        Column("rho", "int32", False, "rank code, Eq 7 (equals mask)"),
+        Column("score", "float64", False, "Box-Cox merging preference score s_ui, Eq 6"),
+    ],
+    doc="The sparse merging interaction matrix S: one row per pair with s > 0.",
+)
+
+NODE_VECTORS = TableSchema(
+    "node_vectors",
+    [
+        Column("side", "string"),
+        Column("node_id", "int64"),
+        Column("vector", "list<float32>", False, "sketched row of S S^T (users) or S^T S (items), length r"),
+    ],
+    doc="Node vectors clustered by k-means (SPEC 4.2).",
+)
+
+NODE_WEIGHTS = TableSchema(
+    "node_weights",
+    [
+        Column("side", "string"),
+        Column("node_id", "int64"),
+        Column("strength", "float64", False, "A_v of Eq 8 (estimated with the neighbor cap)"),
+        Column("weight", "float64", False, "w_v of Eq 8"),
+    ],
+    doc="Preference-based node weights (SPEC 4.3).",
+)
+
+ASSIGNMENTS = TableSchema(
+    "assignments",
+    [
+        Column("side", "string"),
+        Column("node_id", "int64"),
+        Column("macro_id", "int32", False, "1..K"),
+        Column("distance", "float32", False, "squared L2 distance to the centroid"),
+    ],
+    doc="Macro node of every user and item.",
+)
+
+CENTROIDS = TableSchema(
+    "centroids",
+    [
+        Column("side", "string"),
+        Column("macro_id", "int32", False, "1..K"),
+        Column("centroid", "list<float32>", False, "length r"),
+        Column("weight", "float64", False, "sum of node weights in the cluster"),
+        Column("size", "int64", False, "number of nodes in the cluster"),
+        Column("version", "string", False, "model version (run date + content hash)"),
+    ],
+    doc="Fitted k-means centroids: a versioned artifact, reused for later snapshots and warm starts.",
+)
+
+KMEANS_STATS = TableSchema(
+    "kmeans_stats",
+    [
+        Column("side", "string"),
+        Column("iteration", "int32"),
+        Column("inertia", "float64", False, "weighted inertia of the batch seen this iteration"),
+        Column("shift", "float64", False, "relative centroid shift"),
+        Column("sizes", "list<int64>", False, "points per cluster in the batch"),
+        Column("imbalance", "float64", False, "max size / mean size"),
+        Column("reseeded", "int32", False, "empty clusters re-seeded this iteration"),
+    ],
+    doc="Per-iteration k-means statistics.",
+)
+
+# ---- MTMG stage 2: edges, neighbors, lookup, samples, examples ------------------------------------------
+
+MACRO_EDGES = TableSchema(
+    "macro_edges",
+    [
+        Column("side", "string"),
+        Column("node_id", "int64"),
+        Column("hop", "int32", False, "1..hops"),
+        Column("weights", "list<float32>", False, "K-length edge weights to the macro nodes of that hop"),
+    ],
+    doc="k-hop macro edges (SPEC 4.5): E1_U, E2_U, E1_I, E2_I, ...",
+)
+
+RECENT_NEIGHBORS = TableSchema(
+    "recent_neighbors",
+    [
+        Column("side", "string"),
+        Column("node_id", "int64"),
+        Column("task", "string"),
+        Column("neighbors", "list<int64>", False, "last L neighbor ids in the task, newest first"),
+    ],
+    doc="Recent micro neighbors per node and task (SPEC 4.6).",
+)
+
+TASK_LOOKUP = TableSchema(
+    "task_lookup",
+    [
+        Column("user_id", "int64"),
+        Column("task", "string"),
+        Column("macro_id", "int32", False, "item macro node 1..K_I"),
+        Column("value", "float64", False, "T^t[u, m], Eq 22"),
+    ],
+    doc="User macro task lookup (SPEC 4.7), sparse: only non-zero entries.",
+)
+
+SAMPLES = TableSchema(
+    "samples",
+    [
+        Column("user_id", "int64"),
+        Column("item_id", "int64"),
+        Column("split", "string", False, "train | valid | test"),
+        Column("ts", "int64", False, "time of the first event of the sample"),
+        Column("labels", "list<float32>", False, "one 0/1 label per task, in tasks.order"),
+        Column("cold_start", "bool", False, "user or item has no feature-window history"),
+    ],
+    doc="Samples (SPEC 5).",
+)
+
+TRAINING_EXAMPLES = TableSchema(
+    "training_examples",
+    [
+        Column("user_id", "int64"),
+        Column("item_id", "int64"),
+        Column("split", "string", False, "train | valid | test"),
+        Column("labels", "list<float32>", False, "T labels"),
+        Column("user_macro", "int32", False, "user macro node 1..K_U, 0 if unknown"),
+        Column("item_macro", "int32", False, "item macro node 1..K_I, 0 if unknown"),
+        Column("user_edges", "list<list<float32>>", False, "hops x K: user's macro edges per hop"),
+        Column("item_edges", "list<list<float32>>", False, "hops x K: item's macro edges per hop"),
+        Column("user_recent", "list<list<int64>>", False, "T x L recent items of the user, 0-padded"),
+        Column("item_recent", "list<list<int64>>", False, "T x L recent users of the item, 0-padded"),
+        Column("lookup", "list<float32>", False, "T: T^t[u, c_I(i)]"),
+        Column("cold_start", "bool", False, "user or item unseen in the feature window"),
+    ],
+    doc="Samples joined with every feature the model needs; written in row groups for streaming.",
+    row_group_rows=65_536,
+)

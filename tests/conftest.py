@@ -1,0 +1,36 @@
+"""Shared fixtures: one local SparkSession for the whole run, and the ../shared data path."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("MGOE_SHARED", REPO.parent / "shared"))
+TAOBAO_SLICE = SHARED / "data" / "taobao_userbehavior_slice" / "UserBehavior.csv"
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from mgoe_spark.config import load_config
+    from mgoe_spark.session import get_spark
+
+    session = get_spark(load_config(profile="test").spark, app_name="mgoe-tests")
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def test_config():
+    from mgoe_spark.config import load_config
+
+    return load_config(profile="test")
+
+
+@pytest.fixture()
+def taobao_slice() -> Path:
+    if not TAOBAO_SLICE.is_file():
+        pytest.skip(f"real Taobao slice not found at {TAOBAO_SLICE} (../shared is absent)")
+    return TAOBAO_SLICE
