@@ -22,6 +22,7 @@ sub-seeds with :meth:`MgoeConfig.sub_seed` so two stages never share a random st
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import difflib
 import hashlib
 import types
@@ -91,26 +92,56 @@ class InputSettings:
 
 @dataclass
 class GeneratorSettings:
-    """Synthetic multi-behavior log with planted structure (the embedded default data)."""
+    """Synthetic multi-behavior log with planted structure (the embedded default data).
+
+    The generative model is documented in :mod:`mgoe_spark.generate`.
+    """
 
     users: int = 20_000
     items: int = 10_000
     events: int = 1_000_000
-    """Number of first-task (click) events; later tasks are added on top by the funnel."""
+    """Number of first-task (click) events emitted; later tasks are added on top by the funnel."""
     user_groups: int = 10
     item_groups: int = 10
+    preferred_groups: int = 2
+    """How many item groups each user group prefers (drawn per user group, without repetition)."""
     affinity: float = 0.8
-    """Probability that a click goes to one of the user group's preferred item groups."""
+    """Probability that a click goes to one of the user group's preferred item groups (otherwise a
+    uniformly drawn item group, which may also be a preferred one)."""
     popularity_exponent: float = 1.1
     """Zipf exponent of item popularity within an item group (a few very hot items)."""
+    user_activity_exponent: float = 0.6
+    """Zipf exponent of user activity (how many clicks a user makes); 0 = every user equally active."""
+    repeat_fraction: float = 0.2
+    """Share of clicks that go to one of the user's few personal items (repeat interactions)."""
+    personal_items: int = 5
+    """Number of personal items per user that ``repeat_fraction`` of its clicks revisit."""
     funnel_rates: list[float] = field(default_factory=lambda: [0.06, 0.09, 0.35])
-    """Base conversion rate into task k+1 (fav, cart from click; buy from cart)."""
+    """Base conversion rate into task k+1 (fav, cart from click; buy from cart): the mean over group
+    pairs of the rate, before the per-user propensity."""
+    funnel_parents: list[int] | None = None
+    """Index (in tasks.order) of the task each later task converts from, one per later task.
+    ``None``: the last task converts from the one before it (buy from cart) when there are 3+ tasks,
+    every other task from the first one (fav, cart from click)."""
     conversion_spread: float = 4.0
     """How much conversion depends on (user group, item group): rates are scaled by a factor in
     [1/spread, spread] drawn per group pair and task."""
+    propensity_sigma: float = 0.5
+    """Per-user conversion propensity: rates are scaled by a mean-1 log-normal with this sigma."""
+    conversion_delay_s: float = 3600.0
+    """Mean delay (seconds, exponential) between a task's event and the conversion into the next one."""
+    hidden_click_fraction: float = 0.05
+    """Conversions on pairs with no logged click: this many extra clicks are drawn (as a share of
+    ``events``) whose conversions are emitted but the click itself is not."""
+    categories_per_group: int = 3
+    """Item categories per item group (category_id in the log)."""
+    category_noise: float = 0.05
+    """Share of items whose category belongs to a random item group instead of their own."""
     days: int = 9
     start: str = "2017-11-25"
+    """First day (UTC) of the log; events lie in [start, start + days)."""
     partitions: int = 8
+    """Spark partitions of the generated log (= number of CSV files)."""
 
 
 @dataclass
@@ -457,6 +488,26 @@ def validate(cfg: MgoeConfig) -> None:
         f"needs {len(tasks) - 1} rates in [0, 1] (one per task after the first)",
     )
     _require(g.conversion_spread >= 1, "generator.conversion_spread", "must be >= 1")
+    for key in ("preferred_groups", "personal_items", "categories_per_group"):
+        _require(getattr(g, key) >= 1, f"generator.{key}", "must be >= 1")
+    _require(g.preferred_groups <= g.item_groups, "generator.preferred_groups", "must be <= generator.item_groups")
+    for key in ("users", "items"):
+        _require(getattr(g, key) <= 1_000_000_000, f"generator.{key}", "must be <= 1,000,000,000")
+    _require(g.user_activity_exponent >= 0, "generator.user_activity_exponent", "must be >= 0")
+    _require(g.propensity_sigma >= 0, "generator.propensity_sigma", "must be >= 0")
+    _require(g.conversion_delay_s > 0, "generator.conversion_delay_s", "must be > 0")
+    for key in ("repeat_fraction", "hidden_click_fraction", "category_noise"):
+        _require(0.0 <= getattr(g, key) <= 1.0, f"generator.{key}", "must be in [0, 1]")
+    if g.funnel_parents is not None:
+        _require(
+            len(g.funnel_parents) == len(tasks) - 1 and all(0 <= p <= k for k, p in enumerate(g.funnel_parents)),
+            "generator.funnel_parents",
+            f"needs {len(tasks) - 1} entries; entry k (task tasks.order[k+1]) must be an earlier task index 0..k",
+        )
+    try:
+        dt.date.fromisoformat(g.start)
+    except ValueError:
+        raise ConfigError(f"config key 'generator.start' must be a date YYYY-MM-DD, got {g.start!r}") from None
     _require(cfg.sketch.dim >= 1, "sketch.dim", "must be >= 1")
     w = cfg.weights
     _require(0 < w.q_low <= w.q_high < 1, "weights.q_low", "and weights.q_high need 0 < q_low <= q_high < 1")
