@@ -113,6 +113,8 @@ class LogLayout:
     exposure: str | None = None
     """Task emitted once per accepted record (0/1 task-column logs whose rows are exposures)."""
     numeric_ids: bool = True
+    require_category: bool = False
+    """Reject records with an empty category (formats where the category is always present)."""
 
     def required(self) -> list[str]:
         """Columns that must be non-empty, in the order their emptiness is reported."""
@@ -122,6 +124,8 @@ class LogLayout:
         cols += [c for c in self.task_columns.values() if c not in cols]
         if self.timestamp is not None:
             cols.append(self.timestamp)
+        if self.require_category and self.category is not None:
+            cols.insert(2, self.category)
         return cols
 
     def columns(self) -> list[str]:
@@ -147,6 +151,7 @@ def taobao_layout(cfg: MgoeConfig) -> LogLayout:
         behavior="behavior_type",
         behavior_map=dict(cfg.input.behavior_map),
         numeric_ids=cfg.input.numeric_ids,
+        require_category=True,
     )
 
 
