@@ -87,7 +87,12 @@ class InputSettings:
     task_columns: dict[str, str] = field(default_factory=dict)
     """... or one 0/1 column per task: ``{task_name: column}`` (then ``behavior_column`` must be null)."""
     csv_header: bool = True
+    """Generic CSV: the first line of each file names the columns (lines equal to it are skipped)."""
+    csv_columns: list[str] | None = None
+    """Generic CSV without a header: the column names, in file order."""
     csv_delimiter: str = ","
+    numeric_ids: bool = True
+    """Reject rows whose user / item id is not a non-negative integer; ``false`` accepts any non-empty string."""
 
 
 @dataclass
@@ -461,20 +466,37 @@ def validate(cfg: MgoeConfig) -> None:
     if cfg.tasks.exposure is not None:
         _require(cfg.tasks.exposure not in tasks, "tasks.exposure", "must not also be in tasks.order")
     known = set(tasks) | ({cfg.tasks.exposure} if cfg.tasks.exposure else set())
-    for raw, task in cfg.input.behavior_map.items():
-        _require(
-            task in known,
-            f"input.behavior_map.{raw}",
-            f"maps to unknown task '{task}'; allowed tasks (tasks.order / tasks.exposure): {sorted(known)}",
-        )
-    for task in cfg.input.task_columns:
+    inp = cfg.input
+    generic = inp.format.startswith("generic")
+    # behavior_map only matters where a behavior column is read (Tenrec has 0/1 task columns instead).
+    if inp.format == "taobao" or (generic and inp.behavior_column is not None):
+        _require(bool(inp.behavior_map), "input.behavior_map", "must map at least one raw behavior to a task")
+        for raw, task in inp.behavior_map.items():
+            _require(
+                task in known,
+                f"input.behavior_map.{raw}",
+                f"maps to unknown task '{task}'; allowed tasks (tasks.order / tasks.exposure): {sorted(known)}",
+            )
+    for task in inp.task_columns:
         _require(task in known, f"input.task_columns.{task}", f"is not a task; allowed: {sorted(known)}")
-    if cfg.input.format.startswith("generic"):
+    if generic:
         _require(
-            (cfg.input.behavior_column is None) != (not cfg.input.task_columns),
+            (inp.behavior_column is None) != (not inp.task_columns),
             "input.behavior_column",
             "or input.task_columns must be set, not both (set behavior_column: null to use task_columns)",
         )
+    if inp.format == "generic_csv" and not inp.csv_header:
+        _require(bool(inp.csv_columns), "input.csv_columns", "must name the columns when input.csv_header is false")
+    if inp.format == "tenrec":
+        flags = {"click", "follow", "like", "share"}
+        for task in tasks:
+            column = inp.task_columns.get(task, task)
+            _require(
+                column in flags,
+                "tasks.order",
+                f"task '{task}' has no Tenrec column; name one of {sorted(flags)} in input.task_columns.{task}",
+            )
+    _require(len(inp.csv_delimiter) == 1, "input.csv_delimiter", "must be a single character")
     g = cfg.generator
     for key in ("users", "items", "events", "user_groups", "item_groups", "days", "partitions"):
         _require(getattr(g, key) >= 1, f"generator.{key}", "must be >= 1")

@@ -28,7 +28,8 @@ REJECTS = TableSchema(
     [
         Column("source", "string", False, "input file the row came from"),
         Column("raw", "string", True, "the raw line (CSV) or the row as JSON (Parquet)"),
-        Column("reason", "string", False, "why the row was rejected"),
+        Column("reason", "string", False, "why the row was rejected, e.g. unknown behavior 'xyz'"),
+        Column("code", "string", False, "reason class for counting: field_count, empty_field, bad_id, ..."),
     ],
     doc="Malformed input rows, kept with the reason: nothing is dropped silently.",
 )
