@@ -162,6 +162,9 @@ class SketchSettings:
 
     dim: int = 64
     normalize: bool = True
+    """L2-normalize the sketched rows before clustering (zero rows stay zero)."""
+    distribution: Literal["gaussian", "rademacher"] = "gaussian"
+    """Entries of the hash-generated projection Omega: N(0, 1/r) or +-1/sqrt(r)."""
 
 
 @dataclass
