@@ -545,8 +545,9 @@ class WeightedKMeans:
                 r = int(first["r"])
         if r < 1:
             raise ValueError(f"node vectors must have length >= 1, got {r}")
-        if init_centroids is not None and np.asarray(init_centroids).shape != (self.k, r):
-            raise ValueError(f"initial centroids must have shape ({self.k}, {r}), got {np.asarray(init_centroids).shape}")
+        shape = None if init_centroids is None else np.asarray(init_centroids).shape
+        if shape is not None and shape != (self.k, r):
+            raise ValueError(f"initial centroids must have shape ({self.k}, {r}), got {shape}")
         threads = self._threads(spark)
 
         blocks = (
