@@ -197,6 +197,8 @@ class KMeansSettings:
     init_samples_per_center: int = 256
     faiss_threads: int | None = None
     """``None``: ``spark.task.cpus``."""
+    block_rows: int = 65_536
+    """Nodes packed per cached block (one Arrow value per block per iteration; bounds task memory)."""
 
 
 @dataclass
@@ -542,6 +544,10 @@ def validate(cfg: MgoeConfig) -> None:
     _require(k.k_item >= 1, "kmeans.k_item", "must be >= 1")
     _require(k.max_iter >= 1, "kmeans.max_iter", "must be >= 1")
     _require(0 < k.batch_fraction <= 1, "kmeans.batch_fraction", "must be in (0, 1]")
+    _require(k.tol >= 0, "kmeans.tol", "must be >= 0")
+    _require(k.init_samples_per_center >= 1, "kmeans.init_samples_per_center", "must be >= 1")
+    _require(k.faiss_threads is None or k.faiss_threads >= 1, "kmeans.faiss_threads", "must be >= 1 or null")
+    _require(k.block_rows >= 1, "kmeans.block_rows", "must be >= 1")
     win = cfg.windows
     _require(0 < win.q1 < win.q2 < 1, "windows.q1", "and windows.q2 need 0 < q1 < q2 < 1")
     _require(0 <= win.validation_fraction < 1, "windows.validation_fraction", "must be in [0, 1)")
