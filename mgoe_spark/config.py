@@ -209,8 +209,16 @@ class WindowSettings:
     q1: float = 0.8
     q2: float = 0.9
     train_cutoff: str | None = None
+    """``mode=dates``: last day (``YYYY-MM-DD``, inclusive, UTC) or instant (``YYYY-MM-DDTHH:MM:SS``) of the
+    training feature window; train / valid samples come after it, up to ``test_cutoff``."""
     test_cutoff: str | None = None
+    """``mode=dates``: end of the test feature window; test samples come after it."""
     validation_fraction: float = 0.1
+    validation_by: Literal["row", "user"] = "row"
+    """How validation is carved from the train window (seeded hash): ``row`` hashes the (user, item) pair,
+    so validation users also have training rows (like the test split); ``user`` holds out whole users."""
+    quantile_rel_error: float = 0.0001
+    """Relative error of the approximate quantiles of ``ts`` (0 = exact, a full sort)."""
 
 
 @dataclass
@@ -233,7 +241,9 @@ class SampleSettings:
     """Samples (SPEC 5)."""
 
     negatives_per_user: int = 0
+    """Random unobserved items per (user, sample window) added as all-zero-label rows (0 = none)."""
     cold_start: Literal["keep", "drop"] = "keep"
+    """Rows whose user or item has no feature-window history: keep them (flagged) or drop them."""
 
 
 @dataclass
@@ -551,11 +561,13 @@ def validate(cfg: MgoeConfig) -> None:
     win = cfg.windows
     _require(0 < win.q1 < win.q2 < 1, "windows.q1", "and windows.q2 need 0 < q1 < q2 < 1")
     _require(0 <= win.validation_fraction < 1, "windows.validation_fraction", "must be in [0, 1)")
+    _require(0 <= win.quantile_rel_error < 0.1, "windows.quantile_rel_error", "must be in [0, 0.1)")
     if win.mode == "dates":
         _require(win.train_cutoff is not None, "windows.train_cutoff", "is required when windows.mode=dates")
         _require(win.test_cutoff is not None, "windows.test_cutoff", "is required when windows.mode=dates")
     _require(cfg.edges.hops >= 1, "edges.hops", "must be >= 1")
     _require(cfg.neighbors.length >= 1, "neighbors.length", "must be >= 1")
+    _require(cfg.samples.negatives_per_user >= 0, "samples.negatives_per_user", "must be >= 0")
     _require(cfg.output.row_group_rows >= 1, "output.row_group_rows", "must be >= 1")
     t = cfg.train
     _require(t.embed_dim >= 1 and t.batch_size >= 1, "train.embed_dim", "and train.batch_size must be >= 1")
