@@ -106,7 +106,7 @@ def partition_files(root: str, run_date: str, name: str = TRAINING_EXAMPLES.name
     if is_delta(table):
         from deltalake import DeltaTable
 
-        uris = DeltaTable(table).file_uris(partition_filters=[("run_date", "=", run_date)])
+        uris = DeltaTable(table).file_uris(file_pruning_predicate=[("run_date", "=", run_date)])
         if not uris:
             return _fs_and_path(table)[0], []
         fs = _fs_and_path(uris[0])[0]
