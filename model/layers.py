@@ -38,7 +38,8 @@ class Dice(nn.Module):
         shape = x.shape
         p = torch.sigmoid(self.bn(x.reshape(shape[0], -1))).reshape(shape)
         alpha = self.alpha.reshape(shape[1:])
-        return p * x + (1 - p) * alpha * x
+        # p x + (1 - p) alpha x = x (alpha + p (1 - alpha)): one lerp and one product over the activations
+        return x * torch.lerp(alpha.expand_as(x), torch.ones_like(x), p)
 
 
 def activation(kind: str, features: int) -> nn.Module:
@@ -77,10 +78,11 @@ class BatchedMLP(nn.Module):
         for w, b, act in zip(self.weights, self.biases, self.acts, strict=True):
             if index is not None:
                 w, b = w[index], b[index]
-            if x.dim() == 2:
-                x = torch.einsum("bi,gio->bgo", x, w) + b
-            else:
-                x = torch.einsum("bgi,gio->bgo", x, w) + b
+            g, i, o = w.shape
+            if x.dim() == 2:  # one GEMM for all MLPs: (B, in) @ (in, G * out)
+                x = torch.addmm(b.reshape(1, g * o), x, w.permute(1, 0, 2).reshape(i, g * o)).reshape(-1, g, o)
+            else:  # one batched GEMM over the MLPs
+                x = torch.baddbmm(b.unsqueeze(1), x.transpose(0, 1), w).transpose(0, 1)
             x = act(x)
         return x
 
@@ -165,14 +167,13 @@ class MicroNeighbors(nn.Module):
     """Eq 18: per task, the masked sum of the embeddings of the recent neighbors (id 0 = padding, masked).
 
     forward(recent (B, T, L) int64) -> (B, T, d), using the shared micro embedding table ``table``.
-    Implemented as an ``EmbeddingBag(sum)`` lookup with per-sample weights = mask: O(B * T * L * d).
+    Implemented as an ``EmbeddingBag(sum)`` lookup that skips ``padding_idx=0``: O(B * T * L * d).
     """
 
     def forward(self, table: nn.Embedding, recent: torch.Tensor) -> torch.Tensor:
         b, t, n = recent.shape
         flat = recent.reshape(b * t, n)
-        mask = (flat > 0).to(table.weight.dtype)
-        out = F.embedding_bag(flat, table.weight, mode="sum", per_sample_weights=mask)
+        out = F.embedding_bag(flat, table.weight, mode="sum", padding_idx=0)  # id 0 does not contribute
         return out.reshape(b, t, -1)
 
 
