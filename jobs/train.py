@@ -30,7 +30,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--report", metavar="DIR", help="write report.md, results.json and plots here")
     g.add_argument("--json", metavar="PATH", help="write the results as JSON here")
-    g.add_argument("--export", metavar="DIR", help="export each model's best seed-0 checkpoint as TorchScript here")
+    g.add_argument(
+        "--export", metavar="DIR", help="export each model's best seed-0 checkpoint (torch.export, .pt2) here"
+    )
     g.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -106,7 +108,7 @@ def execute(args: argparse.Namespace) -> int:
 
 def _export_all(results: dict, out_dir: str) -> None:
     from model.data import ExampleStream, TableMeta
-    from model.export import export_torchscript
+    from model.export import export_model
     from model.train import load_checkpoint
 
     for name, r in results["models"].items():
@@ -115,7 +117,7 @@ def _export_all(results: dict, out_dir: str) -> None:
         meta = TableMeta(**{**info["meta"], "tasks": tuple(info["meta"]["tasks"])})
         stream = ExampleStream(r["examples_root"], results["run_date"], "test", meta, batch_size=256)
         example = next(iter(stream))
-        path = export_torchscript(model, example, Path(out_dir) / f"{name}.pt", info)
+        path = export_model(model, example, Path(out_dir) / f"{name}.pt2", info)
         print(f"exported {name} -> {path}")
 
 

@@ -15,7 +15,7 @@ from jobs.train import run_training
 from mgoe_spark.config import load_config
 from model.baselines import MODELS, build_model
 from model.data import ExampleStream, read_meta
-from model.export import export_torchscript, load_scorer
+from model.export import export_model, load_scorer
 from model.mgoe import ModelOptions
 from model.synthetic import SyntheticSpec, generate_examples, write_examples
 from model.train import load_checkpoint, train_one
@@ -108,15 +108,17 @@ def test_ablations_fix_their_parameters(root):
     assert "towers.lam" not in dict(build_model("mgoe_no_cascade", meta, opts).named_parameters())
 
 
-@pytest.mark.parametrize("name", ["mgoe", "grec", "esmm"])
-def test_torchscript_export_matches_eager(results, root, tmp_path, name):
+@pytest.mark.parametrize(
+    "name,fmt", [("mgoe", "export"), ("grec", "export"), ("esmm", "export"), ("mgoe", "torchscript")]
+)
+def test_export_matches_eager(results, root, tmp_path, name, fmt):
     res, _ = results
     model, info = load_checkpoint(res["models"][name]["seeds"][0]["checkpoint"])
     meta = read_meta(root)
     batches = list(ExampleStream(root, RUN, "test", meta, batch_size=40))
-    path = export_torchscript(model, batches[0], tmp_path / f"{name}.pt", info)
+    path = export_model(model, batches[0], tmp_path / f"{name}.pt2", info, fmt)
     scorer, extra = load_scorer(path)
-    assert extra["model"] == name
+    assert extra["model"] == name and extra["format"] == fmt
     with torch.no_grad():
         for b in batches[1:3]:  # other batches, other sizes than the trace example
             torch.testing.assert_close(scorer(b), torch.sigmoid(model(b)), rtol=1e-5, atol=1e-6)
@@ -127,11 +129,13 @@ def test_train_job_cli(root, tmp_path, capsys):
 
     out = tmp_path / "r.json"
     argv = ["--examples-root", root, "--models", "mgoe,mmoe", "--json", str(out), "--quiet", "--profile", "test"]
+    argv += ["--export", str(tmp_path / "exported")]
     argv += [a for s in SMALL for a in ("--set", s)]
     assert job_main(job, argv) == 0
     res = json.loads(out.read_text())
     assert set(res["models"]) == {"mgoe", "mmoe"} and "auc_mean" in res["models"]["mgoe"]
     assert "AUC mean" in capsys.readouterr().out
+    assert (tmp_path / "exported" / "mgoe.pt2").stat().st_size > 0
     assert job_main(job, ["--examples-root", str(tmp_path / "missing"), "--profile", "test"]) == 2
     assert "no training_examples" in capsys.readouterr().err
     assert job_main(job, ["--examples-root", root, "--models", "nope", "--profile", "test"]) == 2
