@@ -38,8 +38,8 @@ class Dice(nn.Module):
         shape = x.shape
         p = torch.sigmoid(self.bn(x.reshape(shape[0], -1))).reshape(shape)
         alpha = self.alpha.reshape(shape[1:])
-        # p x + (1 - p) alpha x = x (alpha + p (1 - alpha)): one lerp and one product over the activations
-        return x * torch.lerp(alpha.expand_as(x), torch.ones_like(x), p)
+        # p x + (1 - p) alpha x = x (alpha + p (1 - alpha)): two fused ops over the activations
+        return x * torch.addcmul(alpha, p, 1 - alpha)
 
 
 def activation(kind: str, features: int) -> nn.Module:
