@@ -272,6 +272,33 @@ class TrainSettings:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     threads: int = 2
     shuffle_buffer: int = 16_384
+    head_dim: int | None = None
+    """Attention size d_h of the macro graph experts; ``None``: ``embed_dim``."""
+    macro_out: int | None = None
+    """Output size of each macro graph expert channel; ``None``: ``embed_dim``."""
+    activation: Literal["dice", "relu"] = "dice"
+    """Expert activation (Dice as in MacGNN, or ReLU)."""
+    expert_sizes: list[int] = field(default_factory=lambda: [200, 80])
+    tower_hidden: int = 40
+    shared_experts: int = 2
+    task_experts: int = 1
+    lambda_init: float = 1.0
+    """Initial cascade weight lambda_t (Eq 21)."""
+    gamma_init: float = 1.0
+    """Initial macro task adjustment weight gamma_t (Eq 22)."""
+    mmoe_experts: int | None = None
+    """``None``: shared_experts + tasks * task_experts (as many experts as MGOE and PLE)."""
+    grec_experts: int = 8
+    grec_top_k: int = 2
+    task_weights: list[float] = field(default_factory=list)
+    """Per-task BCE weights (Eq 23); empty: all 1."""
+    eval_batch_size: int = 8192
+    loader_workers: int = 0
+    """DataLoader worker processes (row groups are sharded across them); 0: read in the training process."""
+    max_steps_per_epoch: int | None = None
+    """Cap on optimizer steps per epoch (smoke tests, benchmarks); ``None``: a full pass."""
+    checkpoint_dir: str | None = None
+    """Where best checkpoints go; ``None``: a ``checkpoints`` folder next to the report (or a temp dir)."""
 
 
 @dataclass
@@ -573,3 +600,22 @@ def validate(cfg: MgoeConfig) -> None:
     _require(t.embed_dim >= 1 and t.batch_size >= 1, "train.embed_dim", "and train.batch_size must be >= 1")
     _require(t.tau > 0, "train.tau", "must be > 0")
     _require(len(t.seeds) >= 1, "train.seeds", "needs at least one seed")
+    _require(t.lr > 0, "train.lr", "must be > 0")
+    _require(t.weight_decay >= 0 and t.l1 >= 0, "train.weight_decay", "and train.l1 must be >= 0")
+    _require(t.epochs >= 1 and t.patience >= 1, "train.epochs", "and train.patience must be >= 1")
+    _require(t.threads >= 1, "train.threads", "must be >= 1")
+    _require(t.shuffle_buffer >= 0, "train.shuffle_buffer", "must be >= 0")
+    _require(len(t.expert_sizes) >= 1 and min(t.expert_sizes) >= 1, "train.expert_sizes", "needs sizes >= 1")
+    _require(t.tower_hidden >= 1, "train.tower_hidden", "must be >= 1")
+    _require(t.shared_experts >= 0 and t.task_experts >= 0, "train.shared_experts", "and task_experts >= 0")
+    _require(t.shared_experts + t.task_experts >= 1, "train.shared_experts", "+ train.task_experts must be >= 1")
+    _require(1 <= t.grec_top_k <= t.grec_experts, "train.grec_top_k", "must be in 1..train.grec_experts")
+    _require(
+        not t.task_weights or len(t.task_weights) == len(tasks),
+        "train.task_weights",
+        f"needs one weight per task ({len(tasks)}) or none",
+    )
+    _require(t.eval_batch_size >= 1 and t.loader_workers >= 0, "train.eval_batch_size", "must be >= 1")
+    known_models = {"mgoe", "mgoe_no_adjust", "mgoe_no_cascade", "mmoe", "ple", "esmm", "macgnn", "grec"}
+    unknown = [m for m in t.models if m not in known_models]
+    _require(not unknown, "train.models", f"names unknown models {unknown}; allowed: {sorted(known_models)}")
