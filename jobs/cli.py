@@ -10,8 +10,12 @@ from jobs.common import add_common_args, run_guarded
 
 # Subcommand name -> job module. Order is the order `mgoe --help` lists them.
 SUBCOMMANDS: dict[str, str] = {
+    "demo": "jobs.demo",
     "generate": "jobs.generate",
     "ingest": "jobs.ingest",
+    "nodes": "jobs.nodes",
+    "features": "jobs.features",
+    "build": "jobs.build",
     "train": "jobs.train",
 }
 

@@ -106,14 +106,22 @@ def stage(spark, summary: StageSummary, description: str) -> Iterator[StageSumma
         sc.setJobDescription(None)
 
 
-def write_metrics(spark, summaries: list[StageSummary], root: str, run_date: str) -> None:
-    """Append-free: the run_metrics partition of ``run_date`` holds exactly this run's summaries."""
-    from jobs.storage import write_table
+def write_metrics(spark, cfg, summaries: list[StageSummary], run_date: str) -> None:
+    """Record ``summaries`` in the run_metrics partition of ``run_date``: rows of other stages already there
+    are kept, rows of these stages are replaced (so each job of a run can add its own). Tiny table."""
+    from pyspark.sql import functions as F
+
+    from jobs.storage import TableStore
     from schemas import RUN_METRICS
 
+    store = TableStore.of(spark, cfg)
+    stages = {s.stage for s in summaries}
     rows = [r for s in summaries for r in s.rows()]
+    if run_date in store.run_dates(RUN_METRICS):
+        kept = store.read(RUN_METRICS, run_date).where(~F.col("stage").isin(*stages)).drop("run_date").collect()
+        rows = [tuple(r) for r in kept] + rows
     df = spark.createDataFrame(rows, RUN_METRICS.spark(with_partition=False))
-    write_table(df.coalesce(1), RUN_METRICS, root, run_date)
+    store.write(df.coalesce(1), RUN_METRICS, run_date)
 
 
 def job_main(module: ModuleType, argv: list[str] | None = None) -> int:

@@ -221,7 +221,7 @@ def execute(args: argparse.Namespace) -> int:
 
     spark = get_spark(cfg.spark)
     summary = run_ingest(spark, cfg, input_path, args.run_date)
-    write_metrics(spark, [summary], cfg.output.root, args.run_date)
+    write_metrics(spark, cfg, [summary], args.run_date)
     print(summary.line())
     return 0
 

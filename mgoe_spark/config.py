@@ -199,6 +199,8 @@ class KMeansSettings:
     """``None``: ``spark.task.cpus``."""
     block_rows: int = 65_536
     """Nodes packed per cached block (one Arrow value per block per iteration; bounds task memory)."""
+    warm_start: bool = True
+    """Start a run's fit from the latest earlier run's centroids (same k and r) and match ids to them."""
 
 
 @dataclass

@@ -113,6 +113,7 @@ NODE_WEIGHTS = TableSchema(
 ASSIGNMENTS = TableSchema(
     "assignments",
     [
+        Column("snapshot", "string", False, "'train' (fitted at cutoff c1) or 'test' (same centroids, cutoff c2)"),
         Column("side", "string"),
         Column("node_id", "int64"),
         Column("macro_id", "int32", False, "1..K"),

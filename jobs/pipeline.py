@@ -1,0 +1,227 @@
+"""The MTMG build, stage by stage: the code the ``nodes``, ``features``, ``build`` and ``demo`` jobs share.
+
+``run_nodes`` (SPEC 4.1-4.4): interactions -> feature window (cutoff c1) -> pair scores -> sketched node
+vectors + preference weights -> weighted k-means per side -> pair_scores, node_vectors, node_weights,
+centroids, kmeans_stats and the 'train' snapshot of assignments.
+
+``run_features`` (SPEC 3, 4.5-4.7, 5): interactions + the fitted centroids -> both feature snapshots (the
+test snapshot reuses the centroids: known nodes keep their macro id, new nodes go to the nearest centroid
+of their vector at c2) -> macro_edges, recent_neighbors, task_lookup, samples, training_examples, and the
+assignments of both snapshots.
+
+The driver only ever holds k x r centroids, per-iteration k-sized statistics and a few counts.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from jobs.common import StageSummary, UserError, stage
+from jobs.storage import TableStore
+from mgoe_spark.config import MgoeConfig
+from mgoe_spark.features import build_features
+from mgoe_spark.kmeans import WeightedKMeans
+from mgoe_spark.scores import pair_scores_from_config
+from mgoe_spark.sketch import node_vectors
+from mgoe_spark.weights import node_weights
+from mgoe_spark.windows import TRAIN, Windows, compute_windows, feature_events
+from schemas import (
+    ASSIGNMENTS,
+    CENTROIDS,
+    INTERACTIONS,
+    KMEANS_STATS,
+    MACRO_EDGES,
+    NODE_VECTORS,
+    NODE_WEIGHTS,
+    PAIR_SCORES,
+    RECENT_NEIGHBORS,
+    SAMPLES,
+    TASK_LOOKUP,
+    TRAINING_EXAMPLES,
+)
+
+SIDES = ("user", "item")
+
+
+def _k(cfg: MgoeConfig, side: str) -> int:
+    return cfg.kmeans.k_user if side == "user" else cfg.kmeans.k_item
+
+
+def load_interactions(store: TableStore, run_date: str) -> DataFrame:
+    return store.read(INTERACTIONS, run_date).drop("run_date")
+
+
+def windows_of(interactions: DataFrame, cfg: MgoeConfig, summary: StageSummary) -> Windows:
+    windows = compute_windows(interactions, cfg.windows)
+    summary.add("train_cutoff_ts", windows.train_cutoff)
+    summary.add("test_cutoff_ts", windows.test_cutoff)
+    return windows
+
+
+def _previous_model(store: TableStore, cfg: MgoeConfig, side: str, run_date: str) -> WeightedKMeans | None:
+    """The latest earlier run's centroids of ``side`` (for a warm start that keeps macro ids), if compatible."""
+    earlier = store.latest_before(CENTROIDS, run_date)
+    if earlier is None:
+        return None
+    rows = store.read(CENTROIDS, earlier).where(F.col("side") == side).collect()  # k rows
+    if len(rows) != _k(cfg, side) or len(rows[0]["centroid"]) != cfg.sketch.dim:
+        return None  # k or r changed: a cold fit, ids start afresh
+    return WeightedKMeans.from_centroid_rows(rows)
+
+
+def model_from_table(store: TableStore, cfg: MgoeConfig, side: str, run_date: str) -> WeightedKMeans:
+    rows = store.read(CENTROIDS, run_date).where(F.col("side") == side).collect()  # k rows
+    params = {"seed": cfg.sub_seed(f"kmeans-{side}"), "faiss_threads": cfg.kmeans.faiss_threads}
+    return WeightedKMeans.from_centroid_rows(rows, **params)
+
+
+def side_nodes(scores: DataFrame, cfg: MgoeConfig, side: str) -> tuple[DataFrame, DataFrame]:
+    """(nodes to cluster: node_id, vector, weight; NODE_WEIGHTS rows). O(nnz * r) plus the capped 2-hop sums."""
+    vectors = node_vectors(scores, cfg, side)
+    weights = node_weights(scores, cfg, side).persist(StorageLevel.MEMORY_AND_DISK)  # 2-hop sums: compute once
+    nodes = vectors.join(weights.select("node_id", "weight"), "node_id").select("side", "node_id", "vector", "weight")
+    return nodes, weights
+
+
+def run_nodes(spark: SparkSession, cfg: MgoeConfig, run_date: str) -> StageSummary:
+    """Fit the macro nodes at the training cutoff and write the stage-1 tables for ``run_date``."""
+    summary = StageSummary("nodes")
+    store = TableStore.of(spark, cfg)
+    with stage(spark, summary, "pair scores, node vectors, weights, weighted k-means"):
+        interactions = load_interactions(store, run_date)
+        windows = windows_of(interactions, cfg, summary)
+        scores = pair_scores_from_config(feature_events(interactions, windows.train_cutoff), cfg)
+        scores = scores.persist(StorageLevel.MEMORY_AND_DISK)
+        store.write(scores, PAIR_SCORES, run_date)
+        summary.add("pairs", scores.count())
+        assignment_frames, centroid_frames, stats_frames, vector_frames, weight_frames = [], [], [], [], []
+        for side in SIDES:
+            nodes, weights = side_nodes(scores, cfg, side)
+            nodes = nodes.persist(StorageLevel.MEMORY_AND_DISK)
+            n = nodes.count()
+            k = _k(cfg, side)
+            if n < k:
+                key = "kmeans.k_user" if side == "user" else "kmeans.k_item"
+                raise UserError(
+                    f"{key}={k} is larger than the number of {side}s in the feature window ({n}); "
+                    f"lower it with --set {key}=N"
+                )
+            model = WeightedKMeans.from_config(cfg.kmeans, k, cfg.sub_seed(f"kmeans-{side}"))
+            previous = _previous_model(store, cfg, side, run_date) if cfg.kmeans.warm_start else None
+            t0 = time.perf_counter()
+            model.fit(nodes.select("node_id", "vector", "weight"), warm_start=previous)
+            summary.add(f"{side}_kmeans_seconds", round(time.perf_counter() - t0, 2))
+            summary.add(f"{side}s", n)
+            summary.add(f"{side}_k", k)
+            summary.add(f"{side}_iterations", model.n_iter)
+            summary.add(f"{side}_inertia", float(model.inertia))
+            summary.add(f"{side}_warm_start", 1.0 if previous is not None else 0.0)
+            sizes = np.asarray(model.sizes)
+            summary.add(f"{side}_cluster_imbalance", round(float(sizes.max() / max(sizes.mean(), 1e-12)), 3))
+            summary.add(f"{side}_empty_clusters", int((sizes == 0).sum()))
+            for m, size in enumerate(sizes, start=1):
+                summary.add(f"{side}_cluster_size", int(size), detail=f"macro {m}")
+            assigned = model.assign(nodes.select("node_id", "vector"))
+            assignment_frames.append(assigned.select(F.lit(TRAIN).alias("snapshot"), F.lit(side).alias("side"), "*"))
+            centroid_frames.append(model.centroids_frame(spark, side, run_date))
+            stats_frames.append(model.stats_frame(spark, side))
+            vector_frames.append(nodes.select("side", "node_id", "vector"))
+            weight_frames.append(weights)
+        union = _union
+        store.write(union(vector_frames), NODE_VECTORS, run_date)
+        store.write(union(weight_frames), NODE_WEIGHTS, run_date)
+        store.write(union(assignment_frames), ASSIGNMENTS, run_date)
+        store.write(union(centroid_frames).coalesce(1), CENTROIDS, run_date)
+        store.write(union(stats_frames).coalesce(1), KMEANS_STATS, run_date)
+        spark.catalog.clearCache()
+    return summary
+
+
+def _union(frames: list[DataFrame]) -> DataFrame:
+    out = frames[0]
+    for df in frames[1:]:
+        out = out.unionByName(df)
+    return out
+
+
+def run_features(spark: SparkSession, cfg: MgoeConfig, run_date: str) -> StageSummary:
+    """Build both feature snapshots and the training examples of ``run_date`` (needs ``run_nodes`` first)."""
+    summary = StageSummary("features")
+    store = TableStore.of(spark, cfg)
+    with stage(spark, summary, "macro edges, recent neighbors, task lookup, samples, training examples"):
+        interactions = load_interactions(store, run_date).persist(StorageLevel.MEMORY_AND_DISK)
+        windows = windows_of(interactions, cfg, summary)
+        models = {side: model_from_table(store, cfg, side, run_date) for side in SIDES}
+        fitted = (
+            store.read(ASSIGNMENTS, run_date)
+            .where(F.col("snapshot") == TRAIN)
+            .select("side", "node_id", "macro_id", "distance")
+            .persist(StorageLevel.MEMORY_AND_DISK)
+        )
+        fitted.count()  # materialized: the assignments partition is rewritten at the end of this stage
+
+        def assign_new(scores: DataFrame, nodes: DataFrame) -> DataFrame:
+            out = []
+            for side in SIDES:
+                wanted = nodes.where(F.col("side") == side).select("node_id")
+                vectors = node_vectors(scores, cfg, side).join(wanted, "node_id")
+                out.append(models[side].assign(vectors).select(F.lit(side).alias("side"), "*"))
+            return _union(out)
+
+        features = build_features(
+            cfg,
+            interactions,
+            lambda events: pair_scores_from_config(events, cfg),
+            lambda _scores: fitted,
+            assign_new,
+            windows=windows,
+        )
+        tables = features.tables()
+        assignments = features.tagged["assignments"].persist(StorageLevel.MEMORY_AND_DISK)
+        for name, schema in (
+            ("macro_edges", MACRO_EDGES),
+            ("recent_neighbors", RECENT_NEIGHBORS),
+            ("task_lookup", TASK_LOOKUP),
+            ("samples", SAMPLES),
+            ("training_examples", TRAINING_EXAMPLES),
+        ):
+            store.write(tables[name], schema, run_date, row_group_rows=cfg.output.row_group_rows)
+        store.write(assignments, ASSIGNMENTS, run_date)
+        examples = store.read(TRAINING_EXAMPLES, run_date)
+        per_split = examples.groupBy("split").agg(
+            F.count("*").alias("n"), F.sum(F.col("cold_start").cast("int")).alias("cold")
+        )
+        for row in per_split.collect():  # <= 3 rows
+            summary.add(f"examples_{row['split']}", row["n"])
+            summary.add(f"cold_start_{row['split']}", row["cold"] or 0)
+        for row in assignments.groupBy("snapshot", "side").count().collect():
+            summary.add(f"{row['snapshot']}_{row['side']}_nodes", row["count"])
+        spark.catalog.clearCache()
+    return summary
+
+
+STAGES = {"nodes": run_nodes, "features": run_features}
+
+
+def execute_stages(args, names: list[str], input_path: str | None = None) -> int:
+    """Shared ``execute`` of the stage jobs: optional ingest, then ``names`` in order, then run metrics."""
+    from jobs.common import config_from_args, write_metrics
+    from jobs.ingest import run_ingest
+    from mgoe_spark.session import get_spark
+
+    cfg = config_from_args(args)
+    spark = get_spark(cfg.spark)
+    summaries = []
+    if input_path:
+        summaries.append(run_ingest(spark, cfg, input_path, args.run_date))
+        print(summaries[-1].line(), flush=True)
+    for name in names:
+        summaries.append(STAGES[name](spark, cfg, args.run_date))
+        print(summaries[-1].line(), flush=True)
+    write_metrics(spark, cfg, summaries, args.run_date)
+    return 0
