@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -207,7 +206,7 @@ def test_id_scramble_is_a_bijection(n, seed):
 
 
 def test_job_writes_taobao_csv_and_ground_truth_atomically(spark, tmp_path):
-    cfg = dataclasses.replace(_cfg("generator.events=3000"))
+    cfg = _cfg("generator.events=3000")
     cfg.output.root = str(tmp_path / "out")
     raw = tmp_path / "out" / "raw" / "2026-11-23"
     summary = run_generate(spark, cfg, str(raw), "2026-11-23")
