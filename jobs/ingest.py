@@ -135,13 +135,13 @@ def _ingest_parsed(
     reject_counts = {r["code"]: r["n"] for r in kinds if r["code"] is not None}
     n_rejects = sum(reject_counts.values())
     accepted = [r for r in kinds if r["code"] is None and not r["header"]]
-    accepted_lines = sum(r["n"] for r in accepted)
     events_in = sum(r["events"] or 0 for r in accepted)
 
     rejected = ing.rejects(parsed)
     write_table(rejected, REJECTS, root, run_date)
 
     deduped = ing.deduplicate(ing.valid_events(parsed)).persist(StorageLevel.MEMORY_AND_DISK)
+    cached = [deduped]
     try:
         per_task = {
             r["task"]: (r["n"], r["copies"])
@@ -158,8 +158,8 @@ def _ingest_parsed(
 
         old_users = _previous_vocab(spark, VOCAB_USERS, root, run_date)
         old_items = _previous_vocab(spark, VOCAB_ITEMS, root, run_date)
-        vocab_users = ing.build_vocab(deduped.select(F.col("user_raw").alias("raw_id")), old_users)
-        vocab_items = ing.build_vocab(deduped.select(F.col("item_raw").alias("raw_id")), old_items)
+        vocab_users = ing.build_vocab(deduped.select(F.col("user_raw").alias("raw_id")), old_users, cached)
+        vocab_items = ing.build_vocab(deduped.select(F.col("item_raw").alias("raw_id")), old_items, cached)
         # The new partitions are written before the interactions read them back, so the joins use exactly
         # the published ids (and an earlier partition may be the one being replaced on a re-run).
         write_table(vocab_users, VOCAB_USERS, root, run_date)
@@ -178,11 +178,13 @@ def _ingest_parsed(
         ]
         written = read_table(spark, INTERACTIONS, root, run_date).count()
     finally:
-        deduped.unpersist()
+        for df in cached:
+            df.unpersist()
 
-    # Nothing dropped silently: every record is a header, a reject or accepted; every accepted event is
-    # written or counted as a duplicate; and the joins to the vocabularies lost no row.
-    if lines_in != headers + n_rejects + accepted_lines or events_in != rows_out + duplicates or written != rows_out:
+    # Nothing dropped silently: every record is a header, a reject or accepted (by construction of the
+    # parsed frame), every accepted event is written or counted as a duplicate, and the joins to the
+    # vocabularies lost no row (checked on the written table).
+    if events_in != rows_out + duplicates or written != rows_out:
         raise RuntimeError(
             f"ingest accounting broken: lines_in={lines_in} events_in={events_in} rows_out={rows_out} "
             f"written={written} duplicates={duplicates}"
