@@ -3,15 +3,21 @@ generic CSV / Parquet layouts, dense and stable vocabularies, and the `mgoe inge
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import importlib.util
+import io
 import json
+import re
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pyspark.sql import functions as F
 
 from jobs.ingest import run_ingest
 from jobs.storage import partition_path
@@ -382,3 +388,56 @@ def test_cli_input_errors_are_one_line(cli_main, tmp_path, capsys):
     bad.write_text("a,b\n")
     assert cli_main([*base, "--input", str(bad)]) == 2
     assert "no valid events" in capsys.readouterr().err
+
+
+# ---- properties against Python oracles -------------------------------------------------------------------
+
+TOKENS = ["1", "42", " 7 ", "", "x", "-3", "pv", "fav", "buy", "zzz", "1511658000", "99999999999999999999", "0"]
+
+
+def taobao_oracle(line: str, behavior_map: dict[str, str]) -> tuple[str | None, str | None]:
+    """(code, task) for one Taobao line, straight from the format's definition."""
+    if line.strip(" ") == "":
+        return "empty_line", None
+    f = [x.strip(" ") for x in line.split(",")]
+    if len(f) != 5:
+        return "field_count", None
+    if "" in f:
+        return "empty_field", None
+    if not all(re.fullmatch("[0-9]+", x) for x in f[:2]):
+        return "bad_id", None
+    if not re.fullmatch("-?[0-9]+", f[4]) or not -(2**63) <= int(f[4]) < 2**63:
+        return "bad_timestamp", None
+    if f[3] not in behavior_map:
+        return "unknown_behavior", None
+    return None, behavior_map[f[3]]
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.lists(st.sampled_from(TOKENS), min_size=0, max_size=7).map(",".join), min_size=1, max_size=40))
+def test_taobao_parser_matches_oracle(spark, lines):
+    cfg = cfg_with()
+    df = spark.createDataFrame([("mem", 0, x) for x in lines], "source string, block_start long, raw string")
+    parsed = ing.parse_taobao(df, cfg)
+    got = sorted((r["raw"], r["code"], tuple(r["tasks"])) for r in parsed.collect())
+    want = []
+    for x in lines:
+        code, task = taobao_oracle(x, cfg.input.behavior_map)
+        want.append((x, code, (task,) if task else ()))
+    assert got == sorted(want)
+
+
+FIELD = st.text(alphabet='ab,"', max_size=6)
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.lists(FIELD, min_size=2, max_size=5), min_size=1, max_size=20))
+def test_quoted_csv_split_matches_python_csv(spark, records):
+    lines = []
+    for fields in records:
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="").writerow(fields)
+        lines.append(buf.getvalue())
+    df = spark.createDataFrame([(i, x) for i, x in enumerate(lines)], "i long, raw string")
+    out = df.select("i", ing._split_fields(F.col("raw"), ",", quoted=True).alias("f")).collect()
+    assert sorted((r["i"], list(r["f"])) for r in out) == [(i, f) for i, f in enumerate(records)]
