@@ -32,9 +32,9 @@ from mgoe_spark.config import MgoeConfig
 from schemas import INTERACTIONS, REJECTS, VOCAB_ITEMS, VOCAB_USERS
 
 HELP = "read a raw multi-behavior log into interactions, rejects and id vocabularies"
-DESCRIPTION = (
-    __doc__.split("\n\n")[0]
-    + """
+DESCRIPTION = """\
+Read a raw multi-behavior log into the interactions, rejects, vocab_users and vocab_items tables of the run
+date (SPEC 7, 8). Vocabularies are cumulative: ids of earlier run dates are kept and new ids appended.
 
 Formats (input.format / --format): taobao (UserBehavior CSV, no header), tenrec (QB-video CSV with header;
 file order is time order), generic_csv / generic_parquet (columns named in the config's input section).
@@ -43,7 +43,6 @@ counted. Example:
 
   mgoe ingest --config configs/taobao_userbehavior.yaml --input UserBehavior.csv --run-date 2017-12-03
 """
-)
 
 FORMATS = ("taobao", "tenrec", "generic_csv", "generic_parquet")
 

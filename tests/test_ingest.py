@@ -441,3 +441,30 @@ def test_quoted_csv_split_matches_python_csv(spark, records):
     df = spark.createDataFrame([(i, x) for i, x in enumerate(lines)], "i long, raw string")
     out = df.select("i", ing._split_fields(F.col("raw"), ",", quoted=True).alias("f")).collect()
     assert sorted((r["i"], list(r["f"])) for r in out) == [(i, f) for i, f in enumerate(records)]
+
+
+# ---- config checks (no Spark) ----------------------------------------------------------------------------
+
+
+def test_config_checks_for_the_input_formats():
+    from mgoe_spark.config import ConfigError
+
+    # Tenrec reads 0/1 columns: the Taobao behavior_map is not needed, but every task needs a column.
+    cfg = load_config("configs/tenrec_qb_video.yaml")
+    assert ing.tenrec_layout(cfg).task_columns == {
+        "click": "click",
+        "like": "like",
+        "share": "share",
+        "follow": "follow",
+    }
+    with pytest.raises(ConfigError, match="task 'fav' has no Tenrec column"):
+        load_config(overrides=["input.format=tenrec"])
+    renamed = load_config(
+        "configs/tenrec_qb_video.yaml", overrides=["tasks.order=[click, fav]", "input.task_columns={fav: like}"]
+    )
+    assert ing.tenrec_layout(renamed).task_columns == {"click": "click", "fav": "like"}
+    with pytest.raises(ConfigError, match="input.csv_columns"):
+        load_config(overrides=["input.format=generic_csv", "input.csv_header=false"])
+    with pytest.raises(ConfigError, match="input.behavior_map.pv"):
+        load_config(overrides=["input.behavior_map={pv: view}"])
+    assert load_config("configs/taobao_userbehavior.yaml").input.behavior_map["pv"] == "click"
