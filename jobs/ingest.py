@@ -92,7 +92,8 @@ def csv_columns(spark: SparkSession, cfg: MgoeConfig, raw: DataFrame) -> list[st
     if not cfg.input.csv_header:
         return list(cfg.input.csv_columns or [])
     first = sorted(raw.inputFiles())[0]
-    return spark.read.options(header=True, sep=cfg.input.csv_delimiter, inferSchema=False).csv(first).columns
+    names = spark.read.options(header=True, sep=cfg.input.csv_delimiter, inferSchema=False).csv(first).columns
+    return [n.lstrip("\ufeff") for n in names]  # a byte order mark is not part of the first name
 
 
 def _previous_vocab(spark: SparkSession, schema, root: str, run_date: str) -> DataFrame | None:

@@ -201,11 +201,12 @@ def generic_layout(cfg: MgoeConfig) -> LogLayout:
 
 
 def text_lines(df: DataFrame) -> DataFrame:
-    """``spark.read.text(...)`` -> ``(source, block_start, raw)``, one row per line. O(N), narrow."""
+    """``spark.read.text(...)`` -> ``(source, block_start, raw)``, one row per line (a UTF-8 byte order mark
+    at the start of a file is dropped, so a header still matches). O(N), narrow."""
     return df.select(
         F.col("_metadata.file_path").alias("source"),
         F.col("_metadata.file_block_start").alias("block_start"),
-        F.col("value").alias("raw"),
+        F.regexp_replace("value", "^\ufeff", "").alias("raw"),
     )
 
 

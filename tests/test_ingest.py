@@ -200,7 +200,7 @@ def test_file_order_ordinal_is_file_position_across_many_splits(spark, tmp_path)
 def test_generic_csv_behavior_column_dates_and_quotes(spark, tmp_path):
     path = tmp_path / "g.csv"
     path.write_text(
-        "uid;iid;cat;action;day\n"
+        "\ufeffuid;iid;cat;action;day\n"  # with a byte order mark, as spreadsheet exports write it
         '"u1";i1;"c;1";view;2024-01-02\n'
         'u2;"i ""2""";c2;purchase;2024-02-29\n'
         "u3;i3;;view;2024-13-45\n"
@@ -307,7 +307,10 @@ def test_vocab_is_dense_numeric_ordered_and_stable(spark):
 
     existing = spark.createDataFrame([("10", 1), ("9", 2)], "raw_id string, id long")
     again = spark.createDataFrame([(x,) for x in ["9", "11", "5"]], "raw_id string")
-    assert dict(rows(ing.build_vocab(again, existing), "raw_id", "id")) == {"10": 1, "9": 2, "5": 3, "11": 4}
+    second = ing.build_vocab(again, existing)
+    assert dict(rows(second, "raw_id", "id")) == {"10": 1, "9": 2, "5": 3, "11": 4}
+    # a re-run over ids the vocabulary already has changes nothing
+    assert rows(ing.build_vocab(again, second), "raw_id", "id") == rows(second, "raw_id", "id")
 
 
 def test_vocab_large_against_numpy_oracle(spark):
