@@ -473,3 +473,16 @@ def test_config_checks_for_the_input_formats():
     with pytest.raises(ConfigError, match="input.behavior_map.pv"):
         load_config(overrides=["input.behavior_map={pv: view}"])
     assert load_config("configs/taobao_userbehavior.yaml").input.behavior_map["pv"] == "click"
+
+
+def test_csv_columns_come_from_the_first_file_header(spark, tmp_path):
+    from jobs.ingest import csv_columns
+
+    d = tmp_path / "g"
+    d.mkdir()
+    (d / "b.csv").write_text("z;y\n1;2\n")
+    (d / "a.csv").write_text('\ufeffuid;"item id";ts\n1;2;3\n')
+    cfg = cfg_with("input.format=generic_csv", "input.csv_delimiter=;")
+    assert csv_columns(spark, cfg, spark.read.text(str(d))) == ["uid", "item id", "ts"]
+    no_header = cfg_with("input.format=generic_csv", "input.csv_header=false", "input.csv_columns=[p, q]")
+    assert csv_columns(spark, no_header, spark.read.text(str(d))) == ["p", "q"]
