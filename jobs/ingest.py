@@ -32,9 +32,9 @@ from mgoe_spark.config import MgoeConfig
 from schemas import INTERACTIONS, REJECTS, VOCAB_ITEMS, VOCAB_USERS
 
 HELP = "read a raw multi-behavior log into interactions, rejects and id vocabularies"
-DESCRIPTION = (
-    __doc__.split("\n\n")[0]
-    + """
+DESCRIPTION = """\
+Read a raw multi-behavior log into the interactions, rejects, vocab_users and vocab_items tables of the run
+date (SPEC 7, 8). Vocabularies are cumulative: ids of earlier run dates are kept and new ids appended.
 
 Formats (input.format / --format): taobao (UserBehavior CSV, no header), tenrec (QB-video CSV with header;
 file order is time order), generic_csv / generic_parquet (columns named in the config's input section).
@@ -43,7 +43,6 @@ counted. Example:
 
   mgoe ingest --config configs/taobao_userbehavior.yaml --input UserBehavior.csv --run-date 2017-12-03
 """
-)
 
 FORMATS = ("taobao", "tenrec", "generic_csv", "generic_parquet")
 
@@ -93,7 +92,8 @@ def csv_columns(spark: SparkSession, cfg: MgoeConfig, raw: DataFrame) -> list[st
     if not cfg.input.csv_header:
         return list(cfg.input.csv_columns or [])
     first = sorted(raw.inputFiles())[0]
-    return spark.read.options(header=True, sep=cfg.input.csv_delimiter, inferSchema=False).csv(first).columns
+    names = spark.read.options(header=True, sep=cfg.input.csv_delimiter, inferSchema=False).csv(first).columns
+    return [n.lstrip("\ufeff") for n in names]  # a byte order mark is not part of the first name
 
 
 def _previous_vocab(spark: SparkSession, schema, root: str, run_date: str) -> DataFrame | None:
@@ -135,13 +135,13 @@ def _ingest_parsed(
     reject_counts = {r["code"]: r["n"] for r in kinds if r["code"] is not None}
     n_rejects = sum(reject_counts.values())
     accepted = [r for r in kinds if r["code"] is None and not r["header"]]
-    accepted_lines = sum(r["n"] for r in accepted)
     events_in = sum(r["events"] or 0 for r in accepted)
 
     rejected = ing.rejects(parsed)
     write_table(rejected, REJECTS, root, run_date)
 
     deduped = ing.deduplicate(ing.valid_events(parsed)).persist(StorageLevel.MEMORY_AND_DISK)
+    cached = [deduped]
     try:
         per_task = {
             r["task"]: (r["n"], r["copies"])
@@ -158,8 +158,8 @@ def _ingest_parsed(
 
         old_users = _previous_vocab(spark, VOCAB_USERS, root, run_date)
         old_items = _previous_vocab(spark, VOCAB_ITEMS, root, run_date)
-        vocab_users = ing.build_vocab(deduped.select(F.col("user_raw").alias("raw_id")), old_users)
-        vocab_items = ing.build_vocab(deduped.select(F.col("item_raw").alias("raw_id")), old_items)
+        vocab_users = ing.build_vocab(deduped.select(F.col("user_raw").alias("raw_id")), old_users, cached)
+        vocab_items = ing.build_vocab(deduped.select(F.col("item_raw").alias("raw_id")), old_items, cached)
         # The new partitions are written before the interactions read them back, so the joins use exactly
         # the published ids (and an earlier partition may be the one being replaced on a re-run).
         write_table(vocab_users, VOCAB_USERS, root, run_date)
@@ -178,11 +178,13 @@ def _ingest_parsed(
         ]
         written = read_table(spark, INTERACTIONS, root, run_date).count()
     finally:
-        deduped.unpersist()
+        for df in cached:
+            df.unpersist()
 
-    # Nothing dropped silently: every record is a header, a reject or accepted; every accepted event is
-    # written or counted as a duplicate; and the joins to the vocabularies lost no row.
-    if lines_in != headers + n_rejects + accepted_lines or events_in != rows_out + duplicates or written != rows_out:
+    # Nothing dropped silently: every record is a header, a reject or accepted (by construction of the
+    # parsed frame), every accepted event is written or counted as a duplicate, and the joins to the
+    # vocabularies lost no row (checked on the written table).
+    if events_in != rows_out + duplicates or written != rows_out:
         raise RuntimeError(
             f"ingest accounting broken: lines_in={lines_in} events_in={events_in} rows_out={rows_out} "
             f"written={written} duplicates={duplicates}"

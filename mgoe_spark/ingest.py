@@ -201,11 +201,12 @@ def generic_layout(cfg: MgoeConfig) -> LogLayout:
 
 
 def text_lines(df: DataFrame) -> DataFrame:
-    """``spark.read.text(...)`` -> ``(source, block_start, raw)``, one row per line. O(N), narrow."""
+    """``spark.read.text(...)`` -> ``(source, block_start, raw)``, one row per line (a UTF-8 byte order mark
+    at the start of a file is dropped, so a header still matches). O(N), narrow."""
     return df.select(
         F.col("_metadata.file_path").alias("source"),
         F.col("_metadata.file_block_start").alias("block_start"),
-        F.col("value").alias("raw"),
+        F.regexp_replace("value", "^\ufeff", "").alias("raw"),
     )
 
 
@@ -492,13 +493,16 @@ def deduplicate(events: DataFrame) -> DataFrame:
 # --------------------------------------------------------------------------------------------------------
 
 
-def dense_index(df: DataFrame, order: list[Column], name: str = "index") -> DataFrame:
+def dense_index(
+    df: DataFrame, order: list[Column], name: str = "index", persisted: list[DataFrame] | None = None
+) -> DataFrame:
     """Add ``name`` = 0-based position of each row in the global ``order`` (which must be a total order).
 
     Distributed zipWithIndex: a range-partitioned sort, then per-partition row counts (one small row per
     partition to the driver) turned into offsets, and ``index = offset(partition) + row within partition``
     (``monotonically_increasing_id`` is ``partition << 33 | row``). The sorted frame is persisted so both
-    passes see the same partitioning. Cost: O(R log R) distributed sort for R rows; driver O(#partitions).
+    passes see the same partitioning; it is appended to ``persisted`` (if given) for the caller to unpersist
+    once the result is written. Cost: O(R log R) distributed sort for R rows; driver O(#partitions).
     """
     spark = df.sparkSession
     ranked = (
@@ -507,6 +511,8 @@ def dense_index(df: DataFrame, order: list[Column], name: str = "index") -> Data
         .withColumn("_row", F.monotonically_increasing_id() - F.shiftleft(F.col("_pid").cast("long"), 33))
         .persist(StorageLevel.MEMORY_AND_DISK)
     )
+    if persisted is not None:
+        persisted.append(ranked)
     counts = sorted((r["_pid"], r["count"]) for r in ranked.groupBy("_pid").count().collect())
     offsets, total = [], 0
     for pid, n in counts:
@@ -517,13 +523,16 @@ def dense_index(df: DataFrame, order: list[Column], name: str = "index") -> Data
     return out.drop("_pid", "_row", "_offset")
 
 
-def build_vocab(raw_ids: DataFrame, existing: DataFrame | None = None) -> DataFrame:
+def build_vocab(
+    raw_ids: DataFrame, existing: DataFrame | None = None, persisted: list[DataFrame] | None = None
+) -> DataFrame:
     """Vocabulary ``(raw_id, id)`` over the ``raw_id`` column of ``raw_ids``: ids are dense ``1..N``.
 
     New raw ids are numbered in (length, string) order -- numeric order for plain integers -- so the result
     is deterministic. With ``existing`` (a previous vocabulary with ids ``1..M``), its rows are kept as they
     are and ids not in it get ``M+1..``; the result covers both. Nothing per id reaches the driver (only
     ``M`` and per-partition counts). Cost: one shuffle for distinct / anti-join, one sort of the new ids.
+    ``persisted``: see :func:`dense_index`.
     """
     new = raw_ids.select(F.col("raw_id").cast("string")).where(F.col("raw_id").isNotNull()).distinct()
     base = 0
@@ -531,7 +540,7 @@ def build_vocab(raw_ids: DataFrame, existing: DataFrame | None = None) -> DataFr
         existing = existing.select("raw_id", F.col("id").cast("long"))
         new = new.join(existing.select("raw_id"), "raw_id", "left_anti")
         base = existing.agg(F.max("id")).first()[0] or 0
-    numbered = dense_index(new, [F.length("raw_id"), F.col("raw_id")])
+    numbered = dense_index(new, [F.length("raw_id"), F.col("raw_id")], persisted=persisted)
     numbered = numbered.select("raw_id", (F.col("index") + F.lit(base + 1)).alias("id"))
     return numbered if existing is None else existing.unionByName(numbered)
 

@@ -29,7 +29,12 @@ REJECTS = TableSchema(
         Column("source", "string", False, "input file the row came from"),
         Column("raw", "string", True, "the raw line (CSV) or the row as JSON (Parquet)"),
         Column("reason", "string", False, "why the row was rejected, e.g. unknown behavior 'xyz'"),
-        Column("code", "string", False, "reason class for counting: field_count, empty_field, bad_id, ..."),
+        Column(
+            "code",
+            "string",
+            False,
+            "reason class: empty_line, field_count, empty_field, bad_id, bad_timestamp, unknown_behavior, bad_flag",
+        ),
     ],
     doc="Malformed input rows, kept with the reason: nothing is dropped silently.",
 )

@@ -3,15 +3,21 @@ generic CSV / Parquet layouts, dense and stable vocabularies, and the `mgoe inge
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import importlib.util
+import io
 import json
+import re
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pyspark.sql import functions as F
 
 from jobs.ingest import run_ingest
 from jobs.storage import partition_path
@@ -167,8 +173,9 @@ def test_file_order_ordinal_is_file_position_across_many_splits(spark, tmp_path)
     d.mkdir()
     rng = np.random.default_rng(0)
     expected = []
-    for f in range(3):
-        lines = [f"{f}-{i}-" + "x" * int(rng.integers(0, 30)) for i in range(int(rng.integers(40, 90)))]
+    for f in range(7):  # big files (several splits each) and tiny ones (several files per task)
+        n = int(rng.integers(40, 90)) if f % 2 == 0 else int(rng.integers(1, 4))
+        lines = [f"{f}-{i}-" + "x" * int(rng.integers(0, 30)) for i in range(n)]
         (d / f"part{f}.txt").write_text("\n".join(lines) + "\n")
         expected += lines
     old = {k: spark.conf.get(k) for k in ("spark.sql.files.maxPartitionBytes", "spark.sql.files.openCostInBytes")}
@@ -176,7 +183,8 @@ def test_file_order_ordinal_is_file_position_across_many_splits(spark, tmp_path)
     spark.conf.set("spark.sql.files.openCostInBytes", "10")
     try:
         lines = lines_of(spark, d)
-        assert lines.select("source", "block_start").distinct().count() > 10
+        n_splits = lines.select("source", "block_start").distinct().count()
+        assert n_splits > 10 and lines.rdd.getNumPartitions() < n_splits  # some task reads several splits
         got = ing.file_order_ordinal(lines).select("ordinal", "raw").toPandas()
     finally:
         for k, v in old.items():
@@ -192,7 +200,7 @@ def test_file_order_ordinal_is_file_position_across_many_splits(spark, tmp_path)
 def test_generic_csv_behavior_column_dates_and_quotes(spark, tmp_path):
     path = tmp_path / "g.csv"
     path.write_text(
-        "uid;iid;cat;action;day\n"
+        "\ufeffuid;iid;cat;action;day\n"  # with a byte order mark, as spreadsheet exports write it
         '"u1";i1;"c;1";view;2024-01-02\n'
         'u2;"i ""2""";c2;purchase;2024-02-29\n'
         "u3;i3;;view;2024-13-45\n"
@@ -299,7 +307,10 @@ def test_vocab_is_dense_numeric_ordered_and_stable(spark):
 
     existing = spark.createDataFrame([("10", 1), ("9", 2)], "raw_id string, id long")
     again = spark.createDataFrame([(x,) for x in ["9", "11", "5"]], "raw_id string")
-    assert dict(rows(ing.build_vocab(again, existing), "raw_id", "id")) == {"10": 1, "9": 2, "5": 3, "11": 4}
+    second = ing.build_vocab(again, existing)
+    assert dict(rows(second, "raw_id", "id")) == {"10": 1, "9": 2, "5": 3, "11": 4}
+    # a re-run over ids the vocabulary already has changes nothing
+    assert rows(ing.build_vocab(again, second), "raw_id", "id") == rows(second, "raw_id", "id")
 
 
 def test_vocab_large_against_numpy_oracle(spark):
@@ -382,3 +393,96 @@ def test_cli_input_errors_are_one_line(cli_main, tmp_path, capsys):
     bad.write_text("a,b\n")
     assert cli_main([*base, "--input", str(bad)]) == 2
     assert "no valid events" in capsys.readouterr().err
+
+
+# ---- properties against Python oracles -------------------------------------------------------------------
+
+TOKENS = ["1", "42", " 7 ", "", "x", "-3", "pv", "fav", "buy", "zzz", "1511658000", "99999999999999999999", "0"]
+
+
+def taobao_oracle(line: str, behavior_map: dict[str, str]) -> tuple[str | None, str | None]:
+    """(code, task) for one Taobao line, straight from the format's definition."""
+    if line.strip(" ") == "":
+        return "empty_line", None
+    f = [x.strip(" ") for x in line.split(",")]
+    if len(f) != 5:
+        return "field_count", None
+    if "" in f:
+        return "empty_field", None
+    if not all(re.fullmatch("[0-9]+", x) for x in f[:2]):
+        return "bad_id", None
+    if not re.fullmatch("-?[0-9]+", f[4]) or not -(2**63) <= int(f[4]) < 2**63:
+        return "bad_timestamp", None
+    if f[3] not in behavior_map:
+        return "unknown_behavior", None
+    return None, behavior_map[f[3]]
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.lists(st.sampled_from(TOKENS), min_size=0, max_size=7).map(",".join), min_size=1, max_size=40))
+def test_taobao_parser_matches_oracle(spark, lines):
+    cfg = cfg_with()
+    df = spark.createDataFrame([("mem", 0, x) for x in lines], "source string, block_start long, raw string")
+    parsed = ing.parse_taobao(df, cfg)
+    got = sorted((r["raw"], r["code"], tuple(r["tasks"])) for r in parsed.collect())
+    want = []
+    for x in lines:
+        code, task = taobao_oracle(x, cfg.input.behavior_map)
+        want.append((x, code, (task,) if task else ()))
+    assert got == sorted(want)
+
+
+FIELD = st.text(alphabet='ab,"', max_size=6)
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.lists(FIELD, min_size=2, max_size=5), min_size=1, max_size=20))
+def test_quoted_csv_split_matches_python_csv(spark, records):
+    lines = []
+    for fields in records:
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="").writerow(fields)
+        lines.append(buf.getvalue())
+    df = spark.createDataFrame([(i, x) for i, x in enumerate(lines)], "i long, raw string")
+    out = df.select("i", ing._split_fields(F.col("raw"), ",", quoted=True).alias("f")).collect()
+    assert sorted((r["i"], list(r["f"])) for r in out) == [(i, f) for i, f in enumerate(records)]
+
+
+# ---- config checks (no Spark) ----------------------------------------------------------------------------
+
+
+def test_config_checks_for_the_input_formats():
+    from mgoe_spark.config import ConfigError
+
+    # Tenrec reads 0/1 columns: the Taobao behavior_map is not needed, but every task needs a column.
+    cfg = load_config("configs/tenrec_qb_video.yaml")
+    assert ing.tenrec_layout(cfg).task_columns == {
+        "click": "click",
+        "like": "like",
+        "share": "share",
+        "follow": "follow",
+    }
+    with pytest.raises(ConfigError, match="task 'fav' has no Tenrec column"):
+        load_config(overrides=["input.format=tenrec"])
+    renamed = load_config(
+        "configs/tenrec_qb_video.yaml", overrides=["tasks.order=[click, fav]", "input.task_columns={fav: like}"]
+    )
+    assert ing.tenrec_layout(renamed).task_columns == {"click": "click", "fav": "like"}
+    with pytest.raises(ConfigError, match="input.csv_columns"):
+        load_config(overrides=["input.format=generic_csv", "input.csv_header=false"])
+    with pytest.raises(ConfigError, match="input.behavior_map.pv"):
+        load_config(overrides=["input.behavior_map={pv: view}"])
+    assert load_config("configs/taobao_userbehavior.yaml").input.behavior_map["pv"] == "click"
+
+
+def test_csv_columns_come_from_the_first_file_header(spark, tmp_path):
+    from jobs.ingest import csv_columns
+
+    d = tmp_path / "g"
+    d.mkdir()
+    (d / "b.csv").write_text("z;y\n1;2\n")
+    (d / "a.csv").write_text('\ufeffuid;"item id";ts\n1;2;3\n')
+    cfg = cfg_with("input.format=generic_csv", "input.csv_delimiter=;")
+    assert csv_columns(spark, cfg, spark.read.text(str(d))) == ["uid", "item id", "ts"]
+    no_header = cfg_with("input.format=generic_csv", "input.csv_header=false", "input.csv_columns=[p, q]")
+    assert csv_columns(spark, no_header, spark.read.text(str(d))) == ["p", "q"]
