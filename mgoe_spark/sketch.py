@@ -22,7 +22,8 @@ Omega entries have mean 0 and variance 1/r, so ``E ||Z_u - Z_v||^2 = ||x_u - x_v
   Then ``||Z_u - Z_v||^2 / ||x_u - x_v||^2`` is exactly chi-square(r) / r distributed for a fixed pair, the
   textbook JL setting (tests check the chi-square tolerance).
 - ``rademacher``: +-1/sqrt(r), one bit of a 64-bit xxhash per entry (one hash per 64 columns): cheaper,
-  same JL guarantee up to constants (Achlioptas 2003).
+  same JL guarantee up to constants (Achlioptas 2003). Measured (98.5k pairs, user side, r = 64, busy
+  2-core box): 27 s vs 36 s for gaussian; at r = 8: 7 s vs 12.5 s.
 
 Vectors are summed in double and stored as float32. The rows are L2-normalized when ``normalize`` is on
 (SPEC 4.2, MacGNN normalizes rows); a zero row (possible only by exact cancellation) stays zero rather
