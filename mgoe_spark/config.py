@@ -25,6 +25,7 @@ import dataclasses
 import datetime as dt
 import difflib
 import hashlib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -182,6 +183,7 @@ class WeightSettings:
     neighbor_cap: int = 200
     """At most D sampled users (items) per item (user) for the 2-hop sums: an estimate, bounded work."""
     quantile_rel_error: float = 0.001
+    """Relative rank error of the approximate quantiles (b, theta_low, theta_high); 0 = exact (small data)."""
 
 
 @dataclass
@@ -574,10 +576,14 @@ def validate(cfg: MgoeConfig) -> None:
         dt.date.fromisoformat(g.start)
     except ValueError:
         raise ConfigError(f"config key 'generator.start' must be a date YYYY-MM-DD, got {g.start!r}") from None
+    _require(math.isfinite(cfg.scores.beta), "scores.beta", "must be a finite number")
     _require(cfg.sketch.dim >= 1, "sketch.dim", "must be >= 1")
     w = cfg.weights
     _require(0 < w.q_low <= w.q_high < 1, "weights.q_low", "and weights.q_high need 0 < q_low <= q_high < 1")
     _require(w.neighbor_cap >= 1, "weights.neighbor_cap", "must be >= 1")
+    _require(w.w_high > 0 and w.w_low > 0, "weights.w_high", "and weights.w_low must be > 0 (k-means weights)")
+    _require(w.b is None or math.isfinite(w.b), "weights.b", "must be a finite number or null")
+    _require(0 <= w.quantile_rel_error < 1, "weights.quantile_rel_error", "must be in [0, 1) (0 = exact, small data)")
     k = cfg.kmeans
     _require(k.k_user >= 1, "kmeans.k_user", "must be >= 1")
     _require(k.k_item >= 1, "kmeans.k_item", "must be >= 1")

@@ -17,11 +17,13 @@ work and O((|U| + |I|) * r) shuffled state after map-side combining.
 
 Omega entries have mean 0 and variance 1/r, so ``E ||Z_u - Z_v||^2 = ||x_u - x_v||^2`` for rows x of S_U:
 
-- ``gaussian`` (default): N(0, 1/r) via Box-Muller on two hashed uniforms (:func:`mgoe_spark.rand.normal`).
+- ``gaussian`` (default): N(0, 1/r) via Box-Muller on the two 32-bit halves of one xxhash64 of
+  (seed, side, node, column pair): two entries per hash.
   Then ``||Z_u - Z_v||^2 / ||x_u - x_v||^2`` is exactly chi-square(r) / r distributed for a fixed pair, the
   textbook JL setting (tests check the chi-square tolerance).
 - ``rademacher``: +-1/sqrt(r), one bit of a 64-bit xxhash per entry (one hash per 64 columns): cheaper,
-  same JL guarantee up to constants (Achlioptas 2003).
+  same JL guarantee up to constants (Achlioptas 2003). Measured (98.5k pairs, user side, r = 64, busy
+  2-core box): 27 s vs 36 s for gaussian; at r = 8: 7 s vs 12.5 s.
 
 Vectors are summed in double and stored as float32. The rows are L2-normalized when ``normalize`` is on
 (SPEC 4.2, MacGNN normalizes rows); a zero row (possible only by exact cancellation) stays zero rather
@@ -33,7 +35,8 @@ How the r-vectors are aggregated: one ``sum`` aggregate per column (``F.sum(s * 
 whole-stage codegen, so a hot key costs O(r) memory. ``bench/sketch_agg.py`` compares it with
 explode + groupBy(key, c) (r times more shuffled rows, plus a re-pivot) and collect_list + zip_with
 (materializes all of a key's vectors in one task: O(deg * r) memory for a hot item, not billion-safe);
-see that file's docstring for measured numbers. Whole-stage codegen needs r + 1 <= spark.sql.codegen.maxFields
+measured there on 98.5k pairs, r = 64: 51 s vs 69 s vs 69 s on the
+(heavily shared) 2-core dev box. Whole-stage codegen needs r + 1 <= spark.sql.codegen.maxFields
 (default 100); bigger r still works, through the slower interpreted aggregation path.
 """
 
@@ -45,7 +48,6 @@ from typing import Literal
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from mgoe_spark import rand
 from schemas.tables import NODE_VECTORS
 
 Side = Literal["user", "item"]
@@ -74,11 +76,20 @@ def omega_entries(node: Column, dim: int, seed: int, side: Side, distribution: D
     _check(dim, distribution, side)
     salt = f"omega_{side}"
     scale = 1.0 / math.sqrt(dim)
+    seed_col, salt_col = F.lit(int(seed)), F.lit(salt)
+    out: list[Column] = []
     if distribution == "gaussian":
-        return [rand.normal(seed, salt, node, F.lit(c)) * F.lit(scale) for c in range(dim)]
-    # One 64-bit hash per block of 64 columns; column c uses bit c % 64 of block c // 64.
-    blocks = [F.xxhash64(F.lit(int(seed)), F.lit(salt), node, F.lit(b)) for b in range((dim + 63) // 64)]
-    out = []
+        # Box-Muller on the two 32-bit halves of one 64-bit hash: two independent normals per hash.
+        for p in range((dim + 1) // 2):
+            h = F.xxhash64(seed_col, salt_col, node, F.lit(p))
+            u1 = (F.shiftrightunsigned(h, 32).cast("double") + F.lit(0.5)) * F.lit(2.0**-32)  # in (0, 1)
+            u2 = h.bitwiseAND(F.lit(0xFFFFFFFF)).cast("double") * F.lit(2.0**-32)  # in [0, 1)
+            radius = F.sqrt(F.lit(-2.0) * F.log(u1)) * F.lit(scale)
+            angle = F.lit(2.0 * math.pi) * u2
+            out += [radius * F.cos(angle), radius * F.sin(angle)]
+        return out[:dim]
+    # Rademacher: one 64-bit hash per block of 64 columns; column c uses bit c % 64 of block c // 64.
+    blocks = [F.xxhash64(seed_col, salt_col, node, F.lit(b)) for b in range((dim + 63) // 64)]
     for c in range(dim):
         bit = F.shiftrightunsigned(blocks[c // 64], c % 64).bitwiseAND(F.lit(1))
         out.append((bit.cast("double") * F.lit(2.0) - F.lit(1.0)) * F.lit(scale))
@@ -97,10 +108,15 @@ def omega_rows(
 
 
 def _sum_vectors(df: DataFrame, key: str, terms: list[Column], out: str) -> DataFrame:
-    """``groupBy(key)``, one ``sum`` per vector component, packed into ``array<double>`` column ``out``."""
-    sums = [F.sum(t).alias(f"_c{c}") for c, t in enumerate(terms)]
-    agg = df.groupBy(key).agg(*sums)
-    return agg.select(key, F.array(*[F.col(f"_c{c}") for c in range(len(terms))]).alias(out))
+    """``groupBy(key)``, one ``sum`` per vector component, packed into ``array<double>`` column ``out``.
+
+    The terms are projected first so shared subexpressions (one hash feeds two Gaussian entries) are
+    evaluated once per row by the projection's common-subexpression elimination.
+    """
+    names = [f"_c{c}" for c in range(len(terms))]
+    projected = df.select(key, *[t.alias(n) for t, n in zip(terms, names, strict=True)])
+    agg = projected.groupBy(key).agg(*[F.sum(n).alias(n) for n in names])
+    return agg.select(key, F.array(*[F.col(n) for n in names]).alias(out))
 
 
 def l2_normalize(vec: Column) -> Column:

@@ -109,7 +109,7 @@ NODE_WEIGHTS = TableSchema(
     [
         Column("side", "string"),
         Column("node_id", "int64"),
-        Column("strength", "float64", False, "A_v of Eq 8 (estimated with the neighbor cap)"),
+        Column("strength", "float64", False, "A_v of Eq 8 on the neighbor-capped matrix; 0 when weights are off"),
         Column("weight", "float64", False, "w_v of Eq 8"),
     ],
     doc="Preference-based node weights (SPEC 4.3).",

@@ -127,7 +127,7 @@ def test_planted_clusters_from_sketch_agree_with_exact_rows(spark, side):
     ids, gram = exact_gram(triples, side)
     truth = (ug if side == "user" else ig)[np.array(ids) - 1]
     exact_rows = gram / np.linalg.norm(gram, axis=1, keepdims=True)
-    z = collect_vectors(sketch_side(to_df(spark, triples), side, 32, SEED, normalize=True))
+    z = collect_vectors(sketch_side(to_df(spark, triples), side, 64, SEED, normalize=True))
     zs = np.stack([z[i] for i in ids])
     k = 3
     exact_labels = kmeans(exact_rows, k, seed=0)
@@ -144,3 +144,16 @@ def test_bad_arguments_are_clear_errors(spark, small):
         sketch_side(df, "user", 4, SEED, distribution="uniform")
     with pytest.raises(ValueError, match="side"):
         sketch_side(df, "users", 4, SEED)
+
+
+@pytest.mark.parametrize("distribution", ["gaussian", "rademacher"])
+def test_omega_entries_have_mean_zero_variance_one_over_r(spark, distribution):
+    """Moments of the hashed Omega over 4000 nodes: mean 0, variance 1/r, uncorrelated columns."""
+    dim = 6
+    ids = spark.range(1, 4001).withColumnRenamed("id", "node_id")
+    omega = np.stack([r.omega for r in omega_rows(ids, dim, SEED, "user", distribution).collect()]) * np.sqrt(dim)
+    n = len(omega)
+    assert np.all(np.abs(omega.mean(0)) < 5 / np.sqrt(n))  # 5 standard errors
+    assert np.all(np.abs(omega.var(0) - 1) < 5 * np.sqrt(2 / n) * (1 if distribution == "gaussian" else 0.1))
+    corr = np.corrcoef(omega.T)[np.triu_indices(dim, 1)]
+    assert np.all(np.abs(corr) < 5 / np.sqrt(n))
