@@ -40,6 +40,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     import pyarrow as pa
+    from pyspark import RDD
     from pyspark.sql import DataFrame, SparkSession
 
     from mgoe_spark.config import KMeansSettings
@@ -60,8 +62,6 @@ _BLOCK_SCHEMA = (
     "n long, ids binary, x binary, w binary, u binary, wsum double, nonzero long, "
     "bad_len long, bad_len_id long, bad_w long, bad_w_id long, bad_x long, bad_x_id long"
 )
-_STEP_SCHEMA = "sums binary, cand_ids binary, cand_score binary, cand_x binary"
-_SAMPLE_SCHEMA = "ids binary, x binary, w binary, key binary"
 ASSIGN_SCHEMA = "node_id long, macro_id int, distance float"
 
 
@@ -199,25 +199,42 @@ def _make_block_fn(r: int, seed: int, block_rows: int):
     return to_blocks
 
 
-def _unpack(batch: pa.RecordBatch, i: int, r: int, cols: tuple[str, ...]) -> dict[str, np.ndarray]:
+_STAT_KEYS = ("n", "wsum", "nonzero", "bad_len", "bad_len_id", "bad_w", "bad_w_id", "bad_x", "bad_x_id")
+
+
+def _decode_block(row: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, float]]:
+    """A packed block row -> (ids int64 (n,), x float32 (n, r), w float64 (n,), u float64 (n,), stats)."""
+    ids = np.frombuffer(row["ids"], dtype="<i8")
+    x = np.frombuffer(row["x"], dtype="<f4").reshape(len(ids), -1) if len(ids) else np.zeros((0, 0), np.float32)
+    return (
+        ids,
+        x,
+        np.frombuffer(row["w"], dtype="<f8"),
+        np.frombuffer(row["u"], dtype="<f8"),
+        {key: row[key] for key in _STAT_KEYS},
+    )
+
+
+def _merge_stats(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
     out = {}
-    dtypes = {"ids": "<i8", "x": "<f4", "w": "<f8", "u": "<f8"}
-    for c in cols:
-        buf = batch.column(c)[i].as_buffer()
-        arr = np.frombuffer(buf, dtype=dtypes[c])
-        out[c] = arr.reshape(-1, r) if c == "x" else arr
+    for key in _STAT_KEYS:
+        if key.endswith("_id"):
+            ids = [v for v in (a[key], b[key]) if v >= 0]
+            out[key] = min(ids) if ids else -1
+        else:
+            out[key] = a[key] + b[key]
     return out
 
 
 def _make_step_fn(centroids: np.ndarray, iteration: int, fraction: float, threads: int):
-    """mapInArrow function: blocks -> one row per partition with the k x (r + 2) sums and re-seed candidates.
+    """mapPartitions function: numpy blocks -> one ``(sums, cand_ids, cand_score, cand_x)`` per partition.
 
-    ``sums`` packs ``[coordinate sums (k*r), weights (k), counts (k), inertia (1)]`` as float64.
+    ``sums`` packs ``[coordinate sums (k*r), weights (k), counts (k), inertia (1)]`` as float64; the
+    candidates are the partition's k heaviest-farthest nodes (``w * d``), for re-seeding empty clusters.
     """
     k, r = centroids.shape
 
-    def step(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        import pyarrow as pa
+    def step(blocks: Iterator[tuple]) -> Iterator[tuple]:
         import scipy.sparse as sp
 
         index = None
@@ -229,69 +246,43 @@ def _make_step_fn(centroids: np.ndarray, iteration: int, fraction: float, thread
         cand_score = np.zeros(0, dtype=np.float64)
         cand_x = np.zeros((0, r), dtype=np.float32)
         seen = False
-        for batch in batches:
-            for i in range(batch.num_rows):
-                b = _unpack(batch, i, r, ("ids", "x", "w", "u"))
-                ids, x, w = b["ids"], b["x"], b["w"]
-                if fraction < 1.0:
-                    sel = minibatch_mask(b["u"], iteration, fraction)
-                    ids, x, w = ids[sel], x[sel], w[sel]
-                if len(ids) == 0:
-                    continue
-                seen = True
-                if index is None:
-                    index = _faiss_index(centroids, threads)
-                lab, d = _nearest(index, x)
-                onehot = sp.csr_matrix((w, (lab, np.arange(len(lab)))), shape=(k, len(lab)))
-                coord += onehot @ x.astype(np.float64)
-                wsum += np.bincount(lab, weights=w, minlength=k)
-                cnt += np.bincount(lab, minlength=k)
-                score = w * d
-                inertia += float(score.sum())
-                # keep the k heaviest-farthest nodes as re-seed candidates (ties: smaller id first)
-                top = np.argpartition(-score, k - 1)[:k] if len(score) > k else np.arange(len(score))
-                cand_ids = np.concatenate([cand_ids, ids[top]])
-                cand_score = np.concatenate([cand_score, score[top]])
-                cand_x = np.concatenate([cand_x, x[top]])
-                keep = np.lexsort((cand_ids, -cand_score))[:k]
-                cand_ids, cand_score, cand_x = cand_ids[keep], cand_score[keep], cand_x[keep]
-        if not seen:
-            return
-        sums = np.concatenate([coord.ravel(), wsum, cnt, [inertia]])
-        yield pa.RecordBatch.from_pylist(
-            [
-                {
-                    "sums": sums.astype("<f8").tobytes(),
-                    "cand_ids": cand_ids.astype("<i8").tobytes(),
-                    "cand_score": cand_score.astype("<f8").tobytes(),
-                    "cand_x": cand_x.astype("<f4").tobytes(),
-                }
-            ]
-        )
+        for ids, x, w, u, _ in blocks:
+            if fraction < 1.0:
+                sel = minibatch_mask(u, iteration, fraction)
+                ids, x, w = ids[sel], x[sel], w[sel]
+            if len(ids) == 0:
+                continue
+            seen = True
+            if index is None:
+                index = _faiss_index(centroids, threads)
+            lab, d = _nearest(index, x)
+            onehot = sp.csr_matrix((w, (lab, np.arange(len(lab)))), shape=(k, len(lab)))
+            coord += onehot @ x
+            wsum += np.bincount(lab, weights=w, minlength=k)
+            cnt += np.bincount(lab, minlength=k)
+            score = w * d
+            inertia += float(score.sum())
+            top = np.argpartition(-score, k - 1)[:k] if len(score) > k else np.arange(len(score))
+            cand_ids = np.concatenate([cand_ids, ids[top]])
+            cand_score = np.concatenate([cand_score, score[top]])
+            cand_x = np.concatenate([cand_x, x[top]])
+            keep = np.lexsort((cand_ids, -cand_score))[:k]  # ties: smaller id first
+            cand_ids, cand_score, cand_x = cand_ids[keep], cand_score[keep], cand_x[keep]
+        if seen:
+            yield np.concatenate([coord.ravel(), wsum, cnt, [inertia]]), cand_ids, cand_score, cand_x
 
     return step
 
 
-def _make_sample_fn(r: int, seed: int, prob: float):
-    """mapInArrow function: blocks -> the nodes whose hash key is below ``prob`` (the init sample)."""
+def _make_sample_fn(seed: int, prob: float):
+    """mapPartitions function: numpy blocks -> ``(ids, x, w, key)`` of the nodes whose hash key < ``prob``."""
 
-    def sample(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        import pyarrow as pa
-
-        for batch in batches:
-            for i in range(batch.num_rows):
-                b = _unpack(batch, i, r, ("ids", "x", "w"))
-                key = hash_uniform(b["ids"], seed, salt=2)
-                sel = key < prob
-                if not sel.any():
-                    continue
-                row = {
-                    "ids": b["ids"][sel].tobytes(),
-                    "x": b["x"][sel].tobytes(),
-                    "w": b["w"][sel].tobytes(),
-                    "key": key[sel].astype("<f8").tobytes(),
-                }
-                yield pa.RecordBatch.from_pylist([row])
+    def sample(blocks: Iterator[tuple]) -> Iterator[tuple]:
+        for ids, x, w, _, _ in blocks:
+            key = hash_uniform(ids, seed, salt=2)
+            sel = key < prob
+            if sel.any():
+                yield ids[sel], x[sel], w[sel], key[sel]
 
     return sample
 
@@ -468,6 +459,8 @@ class WeightedKMeans:
         self.stats: list[IterationStats] = []
         self.n_iter = 0
         self.reseeded_total = 0
+        self.timings: dict[str, float] = {}
+        """Wall seconds of the last fit's phases: blocks (cache + validation), init, iterations, final_pass."""
 
     @classmethod
     def from_config(cls, settings: KMeansSettings, k: int, seed: int) -> WeightedKMeans:
@@ -550,43 +543,47 @@ class WeightedKMeans:
             raise ValueError(f"initial centroids must have shape ({self.k}, {r}), got {shape}")
         threads = self._threads(spark)
 
-        blocks = (
-            nodes.select(
-                F.col("node_id").cast("long"), F.col("vector").cast("array<float>"), F.col("weight").cast("double")
-            )
-            .mapInArrow(_make_block_fn(r, self.seed, self.block_rows), _BLOCK_SCHEMA)
-            .persist(StorageLevel.MEMORY_AND_DISK)
-        )
+        # Arrow batches -> packed blocks (DataFrame, one pass) -> cached RDD of numpy blocks. Iterating over a
+        # cached RDD of a few large pickled numpy arrays per partition costs far less per pass than a
+        # DataFrame job (no query planning, no Arrow re-encoding, unpickling is a memcpy).
+        packed = nodes.select(
+            F.col("node_id").cast("long"), F.col("vector").cast("array<float>"), F.col("weight").cast("double")
+        ).mapInArrow(_make_block_fn(r, self.seed, self.block_rows), _BLOCK_SCHEMA)
+        blocks = packed.rdd.map(_decode_block).persist(StorageLevel.MEMORY_AND_DISK)
+        self.timings = {}
+        clock = time.perf_counter()
+
+        def lap(name: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            self.timings[name] = now - clock
+            clock = now
+
         try:
-            n, total_w = self._validate(blocks, r)
+            n = self._validate(blocks, r)
+            lap("blocks")
             if init_centroids is not None:
                 centroids = np.asarray(init_centroids, dtype=np.float64).copy()
             else:
                 centroids = self._init(blocks, r, n)
+            lap("init")
             centroids = self._iterate(blocks, centroids, threads)
             self.centroids = centroids.astype(np.float32)
+            lap("iterations")
             final = self._step(blocks, self.centroids, 0, 1.0, threads)
             self.weights, self.sizes, self.inertia = final["wsum"], final["cnt"].astype(np.int64), final["inertia"]
+            lap("final_pass")
         finally:
             blocks.unpersist()
         if warm_start is not None:
             self._permute(match_to_previous(self.centroids, warm_start.centroids))
         return self
 
-    def _validate(self, blocks: DataFrame, r: int) -> tuple[int, float]:
+    def _validate(self, blocks: RDD, r: int) -> int:
         """Count nodes and bad input over the cached blocks; raise one clear error for bad input."""
-        from pyspark.sql import functions as F
-
-        def first_bad(c: str):
-            return F.min(F.when(F.col(c) >= 0, F.col(c)))
-
-        row = blocks.agg(
-            F.sum("n").alias("n"),
-            F.sum("wsum").alias("wsum"),
-            F.sum("nonzero").alias("nonzero"),
-            *[F.sum(c).alias(c) for c in ("bad_len", "bad_w", "bad_x")],
-            *[first_bad(c).alias(c) for c in ("bad_len_id", "bad_w_id", "bad_x_id")],
-        ).first()
+        row = blocks.map(lambda b: b[4]).fold(
+            {key: (-1 if key.endswith("_id") else 0) for key in _STAT_KEYS}, _merge_stats
+        )
         n = int(row["n"] or 0)
         if n == 0:
             raise ValueError("cannot cluster an empty set of nodes")
@@ -606,19 +603,20 @@ class WeightedKMeans:
             raise ValueError(f"all {n} node vectors are zero: nothing to cluster (check the node vectors stage)")
         if not row["wsum"] or row["wsum"] <= 0:
             raise ValueError(f"the node weights sum to {row['wsum']}; at least one weight must be positive")
-        return n, float(row["wsum"])
+        return n
 
-    def _init(self, blocks: DataFrame, r: int, n: int) -> np.ndarray:
+    def _init(self, blocks: RDD, r: int, n: int) -> np.ndarray:
         """Weighted k-means++ on a hash-seeded sample of at most ``init_samples_per_center * k`` nodes."""
         cap = self.init_samples_per_center * self.k
         # oversample a little so the sample rarely falls short of the cap, then keep the smallest keys
         prob = min(1.0, 1.2 * cap / n)
-        rows = blocks.select("ids", "x", "w").mapInArrow(_make_sample_fn(r, self.seed, prob), _SAMPLE_SCHEMA)
-        rows = rows.collect()
-        ids = np.concatenate([np.frombuffer(x["ids"], "<i8") for x in rows])
-        x = np.concatenate([np.frombuffer(x["x"], "<f4").reshape(-1, r) for x in rows])
-        w = np.concatenate([np.frombuffer(x["w"], "<f8") for x in rows])
-        key = np.concatenate([np.frombuffer(x["key"], "<f8") for x in rows])
+        rows = blocks.mapPartitions(_make_sample_fn(self.seed, prob)).collect()
+        if not rows:  # no key fell below prob (astronomically unlikely unless n is tiny): take one block
+            rows = blocks.mapPartitions(_make_sample_fn(self.seed, 1.0)).take(1)
+        ids = np.concatenate([b[0] for b in rows])
+        x = np.concatenate([b[1] for b in rows]).reshape(len(ids), r)
+        w = np.concatenate([b[2] for b in rows])
+        key = np.concatenate([b[3] for b in rows])
         keep = np.lexsort((ids, key))[:cap]  # partition-independent choice ...
         keep = keep[np.argsort(ids[keep], kind="stable")]  # ... and order
         x, w = x[keep], w[keep]
@@ -626,17 +624,17 @@ class WeightedKMeans:
             w = np.ones_like(w)
         return kmeans_plusplus(x, w, self.k, self.seed)
 
-    def _step(self, blocks: DataFrame, centroids: np.ndarray, iteration: int, fraction: float, threads: int):
+    def _step(self, blocks: RDD, centroids: np.ndarray, iteration: int, fraction: float, threads: int):
         fn = _make_step_fn(np.asarray(centroids, dtype=np.float32), iteration, fraction, threads)
-        rows = blocks.select("ids", "x", "w", "u").mapInArrow(fn, _STEP_SCHEMA).collect()
+        parts = blocks.mapPartitions(fn).collect()
         k, r = centroids.shape
         total = np.zeros(k * (r + 2) + 1)
         cand_ids, cand_score, cand_x = [], [], []
-        for row in rows:  # partition order: deterministic float sums
-            total += np.frombuffer(row["sums"], "<f8")
-            cand_ids.append(np.frombuffer(row["cand_ids"], "<i8"))
-            cand_score.append(np.frombuffer(row["cand_score"], "<f8"))
-            cand_x.append(np.frombuffer(row["cand_x"], "<f4").reshape(-1, r))
+        for sums, ids, score, xs in parts:  # partition order: deterministic float sums
+            total += sums
+            cand_ids.append(ids)
+            cand_score.append(score)
+            cand_x.append(xs.reshape(-1, r))
         cids = np.concatenate(cand_ids) if cand_ids else np.zeros(0, np.int64)
         cscore = np.concatenate(cand_score) if cand_score else np.zeros(0)
         cx = np.concatenate(cand_x) if cand_x else np.zeros((0, r), np.float32)
@@ -650,7 +648,7 @@ class WeightedKMeans:
             "cand_x": cx[order].astype(np.float64),
         }
 
-    def _iterate(self, blocks: DataFrame, centroids: np.ndarray, threads: int) -> np.ndarray:
+    def _iterate(self, blocks: RDD, centroids: np.ndarray, threads: int) -> np.ndarray:
         full = self.mode == "full"
         fraction = 1.0 if full else self.batch_fraction
         running = np.zeros(self.k)  # Sculley's per-centre weighted counts v_c
