@@ -160,6 +160,10 @@ class KMeansSettings:
     """``None``: ``spark.task.cpus``."""
     block_rows: int = 65_536
     """Nodes packed per cached block (one Arrow value per block per iteration; bounds task memory)."""
+    engine: Literal["jobs", "barrier"] = "jobs"
+    """``jobs``: one Spark job per iteration (works anywhere). ``barrier``: one barrier-mode job for the whole
+    fit, partitions kept in the Python workers and sums exchanged with allGather (faster; needs a free slot
+    per partition, no dynamic allocation)."""
 
 
 @dataclass

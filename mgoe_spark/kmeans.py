@@ -402,6 +402,105 @@ def adjusted_rand_index(a: np.ndarray, b: np.ndarray) -> float:
 # ---------------------------------------------------------------------------------------------------------
 
 
+def _combine(parts: list[tuple], k: int, r: int) -> dict[str, Any]:
+    """Add the per-partition step outputs (in partition order: deterministic) and pick re-seed candidates."""
+    total = np.zeros(k * (r + 2) + 1)
+    cand_ids, cand_score, cand_x = [], [], []
+    for sums, ids, score, xs in parts:
+        total += sums
+        cand_ids.append(ids)
+        cand_score.append(score)
+        cand_x.append(xs.reshape(-1, r))
+    cids = np.concatenate(cand_ids) if cand_ids else np.zeros(0, np.int64)
+    cscore = np.concatenate(cand_score) if cand_score else np.zeros(0)
+    cx = np.concatenate(cand_x) if cand_x else np.zeros((0, r), np.float32)
+    order = np.lexsort((cids, -cscore))[:k]
+    return {
+        "coord": total[: k * r].reshape(k, r),
+        "wsum": total[k * r : k * r + k],
+        "cnt": total[k * r + k : k * r + 2 * k],
+        "inertia": float(total[-1]),
+        "cand_score": cscore[order],
+        "cand_x": cx[order].astype(np.float64),
+    }
+
+
+def _update(
+    centroids: np.ndarray, s: dict[str, Any], running: np.ndarray, it: int, full: bool, tol: float
+) -> tuple[np.ndarray, IterationStats, bool]:
+    """One centroid update from combined sums ``s``: Lloyd (full) or weighted Sculley (mini-batch).
+
+    ``running`` (Sculley's v_c) is updated in place. Returns (new centroids, stats, stop?).
+    """
+    new = centroids.copy()
+    has = s["wsum"] > 0
+    if full:
+        new[has] = s["coord"][has] / s["wsum"][has, None]
+    else:
+        # mu_c <- mu_c + (S_c - W_c mu_c) / v_c with v_c += W_c: eta_c = W_c / v_c (weighted Sculley)
+        running[has] += s["wsum"][has]
+        new[has] += (s["coord"][has] - s["wsum"][has, None] * centroids[has]) / running[has, None]
+    # full: a cluster with no weight is empty. Mini-batch: a cluster missing from one batch may just
+    # be small, so only clusters that never drew any weight (running count 0) are re-seeded.
+    empty = np.flatnonzero(~has if full else ~has & (running == 0))
+    usable = s["cand_x"][s["cand_score"] > 0]
+    reseed = empty[: len(usable)]
+    if len(reseed):
+        new[reseed] = usable[: len(reseed)]
+        running[reseed] = 0.0
+    shift = float(np.linalg.norm(new - centroids) / max(np.linalg.norm(centroids), 1e-12))
+    sizes = s["cnt"].astype(np.int64)
+    mean = sizes.mean()
+    stat = IterationStats(
+        iteration=it,
+        inertia=s["inertia"],
+        shift=shift,
+        sizes=sizes.tolist(),
+        imbalance=float(sizes.max() / mean) if mean > 0 else 0.0,
+        reseeded=len(reseed),
+    )
+    return new, stat, shift < tol and not len(reseed)
+
+
+def _make_barrier_fn(init: np.ndarray, mode: str, batch_fraction: float, max_iter: int, tol: float, threads: int):
+    """Barrier mapPartitions function running the whole fit; partition 0 yields (centroids, stats, final)."""
+    k, r = init.shape
+    full = mode == "full"
+    fraction = 1.0 if full else batch_fraction
+
+    def exchange(ctx, local: list[tuple]) -> dict[str, Any]:
+        import base64
+        import pickle
+
+        msg = base64.b64encode(pickle.dumps(local, protocol=pickle.HIGHEST_PROTOCOL)).decode("ascii")
+        parts = []
+        for m in ctx.allGather(msg):  # ordered by partition id
+            parts.extend(pickle.loads(base64.b64decode(m)))
+        return _combine(parts, k, r)
+
+    def run(blocks: Iterator[tuple]) -> Iterator[tuple]:
+        from pyspark import BarrierTaskContext
+
+        ctx = BarrierTaskContext.get()
+        data = list(blocks)
+        centroids = np.asarray(init, dtype=np.float64).copy()
+        running = np.zeros(k)
+        stats = []
+        for it in range(1, max_iter + 1):
+            step = _make_step_fn(centroids.astype(np.float32), it, fraction, threads)
+            s = exchange(ctx, list(step(iter(data))))
+            centroids, stat, stop = _update(centroids, s, running, it, full, tol)
+            stats.append(stat)
+            if stop:
+                break
+        final_fn = _make_step_fn(centroids.astype(np.float32), 0, 1.0, threads)
+        final = exchange(ctx, list(final_fn(iter(data))))
+        if ctx.partitionId() == 0:
+            yield centroids, stats, final
+
+    return run
+
+
 @dataclass
 class IterationStats:
     """One row of KMEANS_STATS (without ``side``)."""
@@ -439,9 +538,12 @@ class WeightedKMeans:
         seed: int = 0,
         faiss_threads: int | None = None,
         block_rows: int = 65_536,
+        engine: Literal["jobs", "barrier"] = "jobs",
     ) -> None:
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
+        if engine not in ("jobs", "barrier"):
+            raise ValueError(f"engine must be 'jobs' or 'barrier', got {engine!r}")
         if mode not in ("minibatch", "full"):
             raise ValueError(f"mode must be 'minibatch' or 'full', got {mode!r}")
         if not 0 < batch_fraction <= 1:
@@ -457,6 +559,7 @@ class WeightedKMeans:
         self.seed = seed
         self.faiss_threads = faiss_threads
         self.block_rows = block_rows
+        self.engine = engine
         # fitted state
         self.centroids: np.ndarray | None = None
         self.weights: np.ndarray | None = None
@@ -481,6 +584,7 @@ class WeightedKMeans:
             seed=seed,
             faiss_threads=settings.faiss_threads,
             block_rows=settings.block_rows,
+            engine=settings.engine,
         )
 
     # ---- properties ------------------------------------------------------------------------------------
@@ -573,10 +677,16 @@ class WeightedKMeans:
             else:
                 centroids = self._init(blocks, r, n)
             lap("init")
-            centroids = self._iterate(blocks, centroids, threads)
+            self._barrier_final = None
+            if self.engine == "barrier":
+                centroids = self._iterate_barrier(blocks, centroids, threads)
+            else:
+                centroids = self._iterate(blocks, centroids, threads)
+            self.n_iter = len(self.stats)
+            self.reseeded_total = sum(st.reseeded for st in self.stats)
             self.centroids = centroids.astype(np.float32)
             lap("iterations")
-            final = self._step(blocks, self.centroids, 0, 1.0, threads)
+            final = self._barrier_final or self._step(blocks, self.centroids, 0, 1.0, threads)
             self.weights, self.sizes, self.inertia = final["wsum"], final["cnt"].astype(np.int64), final["inertia"]
             lap("final_pass")
         finally:
@@ -632,70 +742,39 @@ class WeightedKMeans:
 
     def _step(self, blocks: RDD, centroids: np.ndarray, iteration: int, fraction: float, threads: int):
         fn = _make_step_fn(np.asarray(centroids, dtype=np.float32), iteration, fraction, threads)
-        parts = blocks.mapPartitions(fn).collect()
-        k, r = centroids.shape
-        total = np.zeros(k * (r + 2) + 1)
-        cand_ids, cand_score, cand_x = [], [], []
-        for sums, ids, score, xs in parts:  # partition order: deterministic float sums
-            total += sums
-            cand_ids.append(ids)
-            cand_score.append(score)
-            cand_x.append(xs.reshape(-1, r))
-        cids = np.concatenate(cand_ids) if cand_ids else np.zeros(0, np.int64)
-        cscore = np.concatenate(cand_score) if cand_score else np.zeros(0)
-        cx = np.concatenate(cand_x) if cand_x else np.zeros((0, r), np.float32)
-        order = np.lexsort((cids, -cscore))[:k]
-        return {
-            "coord": total[: k * r].reshape(k, r),
-            "wsum": total[k * r : k * r + k],
-            "cnt": total[k * r + k : k * r + 2 * k],
-            "inertia": float(total[-1]),
-            "cand_score": cscore[order],
-            "cand_x": cx[order].astype(np.float64),
-        }
+        return _combine(blocks.mapPartitions(fn).collect(), *centroids.shape)
 
     def _iterate(self, blocks: RDD, centroids: np.ndarray, threads: int) -> np.ndarray:
+        """Driver loop ("jobs" engine): one Spark job per iteration over the cached blocks."""
         full = self.mode == "full"
         fraction = 1.0 if full else self.batch_fraction
         running = np.zeros(self.k)  # Sculley's per-centre weighted counts v_c
         self.stats = []
-        self.reseeded_total = 0
         for it in range(1, self.max_iter + 1):
             s = self._step(blocks, centroids, it, fraction, threads)
-            new = centroids.copy()
-            has = s["wsum"] > 0
-            if full:
-                new[has] = s["coord"][has] / s["wsum"][has, None]
-            else:
-                # mu_c <- mu_c + (S_c - W_c mu_c) / v_c with v_c += W_c: eta_c = W_c / v_c (weighted Sculley)
-                running[has] += s["wsum"][has]
-                new[has] += (s["coord"][has] - s["wsum"][has, None] * centroids[has]) / running[has, None]
-            # full: a cluster with no weight is empty. Mini-batch: a cluster missing from one batch may just
-            # be small, so only clusters that never drew any weight (running count 0) are re-seeded.
-            empty = np.flatnonzero(~has if full else ~has & (running == 0))
-            usable = s["cand_x"][s["cand_score"] > 0]
-            reseed = empty[: len(usable)]
-            if len(reseed):
-                new[reseed] = usable[: len(reseed)]
-                running[reseed] = 0.0
-            shift = float(np.linalg.norm(new - centroids) / max(np.linalg.norm(centroids), 1e-12))
-            sizes = s["cnt"].astype(np.int64)
-            mean = sizes.mean()
-            self.stats.append(
-                IterationStats(
-                    iteration=it,
-                    inertia=s["inertia"],
-                    shift=shift,
-                    sizes=sizes.tolist(),
-                    imbalance=float(sizes.max() / mean) if mean > 0 else 0.0,
-                    reseeded=len(reseed),
-                )
-            )
-            self.reseeded_total += len(reseed)
-            centroids = new
-            self.n_iter = it
-            if shift < self.tol and not len(reseed):
+            centroids, stat, stop = _update(centroids, s, running, it, full, self.tol)
+            self.stats.append(stat)
+            if stop:
                 break
+        return centroids
+
+    def _iterate_barrier(self, blocks: RDD, centroids: np.ndarray, threads: int) -> np.ndarray:
+        """One barrier-mode Spark job for all iterations ("barrier" engine).
+
+        Every task keeps its partition's numpy blocks in memory, computes its k x (r + 2) sums and shares
+        them with ``BarrierTaskContext.allGather``; each task then applies the same update (same partition
+        order, same arithmetic) so all hold the same centroids without a driver round trip or a re-read of
+        the data per iteration. Needs as many free task slots as partitions (the blocks are coalesced to
+        ``defaultParallelism``); per iteration each task receives P x k x (r + 2) floats.
+        """
+        sc = blocks.context
+        slots = max(1, sc.defaultParallelism)
+        if blocks.getNumPartitions() > slots:
+            blocks = blocks.coalesce(slots)
+        fn = _make_barrier_fn(centroids, self.mode, self.batch_fraction, self.max_iter, self.tol, threads)
+        (centroids, stats, final) = blocks.barrier().mapPartitions(fn).collect()[0]
+        self.stats = stats
+        self._barrier_final = final
         return centroids
 
     def _permute(self, perm: np.ndarray) -> None:
