@@ -6,8 +6,9 @@ All methods get the same data (a planted Gaussian mixture with weights 0.5 / 1 /
 centroids (weighted k-means++ on a seeded sample, computed once, not timed), run exactly ``--iters``
 iterations (tolerance 0) and end with an assignment of every point:
 
-- ours: :class:`mgoe_spark.kmeans.WeightedKMeans` in mini-batch and in full mode, from the cached nodes
-  DataFrame: fit (block cache, iterations, final pass) + ``assign(df)`` materialised with the noop sink;
+- ours: :class:`mgoe_spark.kmeans.WeightedKMeans` in mini-batch and in full mode (barrier engine; full mode
+  also with the one-job-per-iteration engine), from the cached nodes DataFrame: fit (block cache,
+  iterations, final pass) + ``assign(df)`` materialised with the noop sink;
 - MLlib: ``org.apache.spark.mllib.clustering.KMeans`` with ``setInitialModel`` and ``runWithWeight`` (the
   code path under ``pyspark.ml.clustering.KMeans(weightCol=...)``, whose Python API has no initial-model
   parameter), from a cached JVM RDD of (vector, weight), + ``model.predict`` over all points; optionally
@@ -60,10 +61,12 @@ def nodes_frame(spark, x: np.ndarray, w: np.ndarray, partitions: int):
     return spark.createDataFrame(table).repartition(partitions)
 
 
-def run_ours(df, init, x, w, mode: str, iters: int, batch_fraction: float) -> dict:
+def run_ours(df, init, x, w, mode: str, engine: str, iters: int, batch_fraction: float) -> dict:
     from mgoe_spark.kmeans import WeightedKMeans
 
-    km = WeightedKMeans(init.shape[0], mode=mode, max_iter=iters, tol=0.0, batch_fraction=batch_fraction, seed=1)
+    km = WeightedKMeans(
+        init.shape[0], mode=mode, engine=engine, max_iter=iters, tol=0.0, batch_fraction=batch_fraction, seed=1
+    )
     t0 = time.perf_counter()
     km.fit(df, init_centroids=init)
     t1 = time.perf_counter()
@@ -166,6 +169,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--partitions", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-mllib", action="store_true")
+    p.add_argument(
+        "--variants",
+        default="minibatch/barrier,full/barrier,full/jobs",
+        help="our runs as mode/engine pairs (mode: minibatch|full, engine: barrier|jobs)",
+    )
     p.add_argument("--ml-api", action="store_true", help="also time pyspark.ml KMeans with its own init")
     p.add_argument("--driver-memory", default="6g")
     args = p.parse_args(argv)
@@ -200,9 +208,10 @@ def main(argv: list[str] | None = None) -> int:
         "load_avg_start": os.getloadavg()[0],
     }
     modes = {}
-    for mode in ("minibatch", "full"):
-        modes[mode] = run_ours(df, init, x, w, mode, args.iters, args.batch_fraction)
-        print(f"ours {mode}: {modes[mode]['seconds']:.2f}s inertia {modes[mode]['inertia']:.6g}", flush=True)
+    for mode, engine in [tuple(v.split("/")) for v in args.variants.split(",")]:
+        name = f"{mode}/{engine}"
+        modes[name] = run_ours(df, init, x, w, mode, engine, args.iters, args.batch_fraction)
+        print(f"ours {name}: {modes[name]['seconds']:.2f}s inertia {modes[name]['inertia']:.6g}", flush=True)
     result["ours"] = modes
     faiss_single = run_faiss_single(x, w, init, args.iters)
     print(f"faiss single: {faiss_single['seconds']:.2f}s inertia {faiss_single['inertia']:.6g}", flush=True)

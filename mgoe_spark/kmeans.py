@@ -7,22 +7,30 @@ Input: a DataFrame of nodes ``(node_id int64, vector array<float> of length r, w
 
 How it runs (n nodes, r dims, k centroids, P partitions, T iterations):
 
-1. **Blocks** (one pass, O(n r)): each partition's Arrow batches are packed into a few large rows
-   ``(ids, x, w, u)`` of raw little-endian bytes (``block_rows`` nodes each) and cached. Iterating over
-   the cache then moves a handful of big binary values per partition through Arrow instead of millions of
-   ``array<float>`` rows: the JVM -> Python hand-off becomes a memcpy and numpy views the bytes with no
-   per-row work. The same pass counts bad input (wrong vector length, NaN / negative weights, non-finite
-   vectors), so the driver raises one clear error before any clustering.
+1. **Blocks** (one pass, O(n r)): each partition's Arrow batches are packed into a few large blocks
+   ``(ids, x, w, u)`` of ``block_rows`` nodes (numpy arrays; the vector column is viewed through its Arrow
+   offsets, no per-row Python) and cached as an RDD. A pass over a cached RDD of a few large pickled numpy
+   arrays per partition costs far less than a DataFrame job (no query planning, no Arrow re-encoding of
+   ``array<float>``; unpickling is a memcpy). The same pass counts bad input (wrong vector length, NaN /
+   negative weights, non-finite vectors), so the driver raises one clear error before any clustering.
 2. **Init** (one pass + O(m k r) on the driver): a hash-seeded uniform sample of at most
    ``m = init_samples_per_center * k`` nodes (with their weights) is collected; greedy weighted k-means++ on it.
-3. **Iterations** (T passes, O(n k r / threads) each, FAISS): the centroids travel in the task closure
-   (k x r floats); each partition builds a ``faiss.IndexFlatL2`` on them, assigns its nodes (mini-batch: a
-   seeded, hash-chosen ``batch_fraction`` of them that rotates every iteration; full: all), and returns
-   ``k x (r + 2)`` sums (weighted coordinate sums, weights, counts) plus inertia and its ``k`` farthest
-   nodes (re-seed candidates). The driver adds the P small arrays (O(P k r) driver memory) and updates:
-   full = Lloyd step; mini-batch = Sculley's per-centre learning rate ``eta_c = W_c(batch) / v_c`` with
-   ``v_c`` the running weighted count. Empty clusters are re-seeded at the heaviest-farthest nodes.
-   Stops after ``max_iter`` or when the relative centroid shift ``||M' - M||_F / ||M||_F < tol``.
+3. **Iterations** (T passes, O(n k r / threads) each, FAISS): each partition builds a ``faiss.IndexFlatL2``
+   on the k centroids, assigns its nodes (mini-batch: a seeded, hash-chosen ``batch_fraction`` of them that
+   rotates every iteration; full: all), and returns ``k x (r + 2)`` sums (weighted coordinate sums,
+   weights, counts) plus inertia and its ``k`` heaviest-farthest nodes (re-seed candidates). The sums are
+   added in partition order and the update is: full = Lloyd step; mini-batch = Sculley's per-centre
+   learning rate ``eta_c = W_c(batch) / v_c`` with ``v_c`` the running weighted count. Empty clusters are
+   re-seeded at the heaviest-farthest nodes. Stops after ``max_iter`` or when the relative centroid shift
+   ``||M' - M||_F / ||M||_F < tol``. Two engines run the same math (:func:`_combine`, :func:`_update`):
+
+   - ``jobs``: one Spark job per iteration; the centroids travel in the task closure, the driver adds the
+     P partial sums (O(P k r) driver memory). Works on any cluster.
+   - ``barrier``: one barrier-mode job for the whole fit; each task keeps its blocks in its Python worker
+     and the tasks exchange their sums with ``BarrierTaskContext.allGather`` (P x k x (r + 2) floats per
+     task and iteration), so no data is re-read and no job is scheduled per iteration. Needs a free slot
+     per partition (blocks are shuffled into ``defaultParallelism`` partitions when there are more) and no
+     dynamic allocation.
 4. **Final pass** (one pass): sizes, weights and inertia of the final clustering over all nodes; then
    :meth:`WeightedKMeans.assign` gives the lazy ``(node_id, macro_id, distance)`` DataFrame.
 
@@ -482,7 +490,7 @@ def _make_barrier_fn(init: np.ndarray, mode: str, batch_fraction: float, max_ite
         from pyspark import BarrierTaskContext
 
         ctx = BarrierTaskContext.get()
-        data = list(blocks)
+        data = sorted(blocks, key=lambda b: int(b[0][0]))  # shuffle order is arbitrary; sums must not be
         centroids = np.asarray(init, dtype=np.float64).copy()
         running = np.zeros(k)
         stats = []
@@ -767,10 +775,11 @@ class WeightedKMeans:
         the data per iteration. Needs as many free task slots as partitions (the blocks are coalesced to
         ``defaultParallelism``); per iteration each task receives P x k x (r + 2) floats.
         """
-        sc = blocks.context
-        slots = max(1, sc.defaultParallelism)
+        slots = max(1, blocks.context.defaultParallelism)
         if blocks.getNumPartitions() > slots:
-            blocks = blocks.coalesce(slots)
+            # a barrier stage may not narrow-depend on an RDD with another partition count (no coalesce):
+            # shuffle the (few, large) blocks, keyed by their first node id, into ``slots`` partitions
+            blocks = blocks.map(lambda b: (int(b[0][0]), b)).partitionBy(slots).values()
         fn = _make_barrier_fn(centroids, self.mode, self.batch_fraction, self.max_iter, self.tol, threads)
         (centroids, stats, final) = blocks.barrier().mapPartitions(fn).collect()[0]
         self.stats = stats
