@@ -203,6 +203,10 @@ class KMeansSettings:
     """Nodes packed per cached block (one Arrow value per block per iteration; bounds task memory)."""
     warm_start: bool = True
     """Start a run's fit from the latest earlier run's centroids (same k and r) and match ids to them."""
+    engine: Literal["jobs", "barrier"] = "jobs"
+    """``jobs``: one Spark job per iteration (works anywhere). ``barrier``: one barrier-mode job for the whole
+    fit, partitions kept in the Python workers and sums exchanged with allGather (faster; needs a free slot
+    per partition, no dynamic allocation)."""
 
 
 @dataclass

@@ -7,22 +7,30 @@ Input: a DataFrame of nodes ``(node_id int64, vector array<float> of length r, w
 
 How it runs (n nodes, r dims, k centroids, P partitions, T iterations):
 
-1. **Blocks** (one pass, O(n r)): each partition's Arrow batches are packed into a few large rows
-   ``(ids, x, w, u)`` of raw little-endian bytes (``block_rows`` nodes each) and cached. Iterating over
-   the cache then moves a handful of big binary values per partition through Arrow instead of millions of
-   ``array<float>`` rows: the JVM -> Python hand-off becomes a memcpy and numpy views the bytes with no
-   per-row work. The same pass counts bad input (wrong vector length, NaN / negative weights, non-finite
-   vectors), so the driver raises one clear error before any clustering.
+1. **Blocks** (one pass, O(n r)): each partition's Arrow batches are packed into a few large blocks
+   ``(ids, x, w, u)`` of ``block_rows`` nodes (numpy arrays; the vector column is viewed through its Arrow
+   offsets, no per-row Python) and cached as an RDD. A pass over a cached RDD of a few large pickled numpy
+   arrays per partition costs far less than a DataFrame job (no query planning, no Arrow re-encoding of
+   ``array<float>``; unpickling is a memcpy). The same pass counts bad input (wrong vector length, NaN /
+   negative weights, non-finite vectors), so the driver raises one clear error before any clustering.
 2. **Init** (one pass + O(m k r) on the driver): a hash-seeded uniform sample of at most
    ``m = init_samples_per_center * k`` nodes (with their weights) is collected; greedy weighted k-means++ on it.
-3. **Iterations** (T passes, O(n k r / threads) each, FAISS): the centroids travel in the task closure
-   (k x r floats); each partition builds a ``faiss.IndexFlatL2`` on them, assigns its nodes (mini-batch: a
-   seeded, hash-chosen ``batch_fraction`` of them that rotates every iteration; full: all), and returns
-   ``k x (r + 2)`` sums (weighted coordinate sums, weights, counts) plus inertia and its ``k`` farthest
-   nodes (re-seed candidates). The driver adds the P small arrays (O(P k r) driver memory) and updates:
-   full = Lloyd step; mini-batch = Sculley's per-centre learning rate ``eta_c = W_c(batch) / v_c`` with
-   ``v_c`` the running weighted count. Empty clusters are re-seeded at the heaviest-farthest nodes.
-   Stops after ``max_iter`` or when the relative centroid shift ``||M' - M||_F / ||M||_F < tol``.
+3. **Iterations** (T passes, O(n k r / threads) each, FAISS): each partition builds a ``faiss.IndexFlatL2``
+   on the k centroids, assigns its nodes (mini-batch: a seeded, hash-chosen ``batch_fraction`` of them that
+   rotates every iteration; full: all), and returns ``k x (r + 2)`` sums (weighted coordinate sums,
+   weights, counts) plus inertia and its ``k`` heaviest-farthest nodes (re-seed candidates). The sums are
+   added in partition order and the update is: full = Lloyd step; mini-batch = Sculley's per-centre
+   learning rate ``eta_c = W_c(batch) / v_c`` with ``v_c`` the running weighted count. Empty clusters are
+   re-seeded at the heaviest-farthest nodes. Stops after ``max_iter`` or when the relative centroid shift
+   ``||M' - M||_F / ||M||_F < tol``. Two engines run the same math (:func:`_combine`, :func:`_update`):
+
+   - ``jobs``: one Spark job per iteration; the centroids travel in the task closure, the driver adds the
+     P partial sums (O(P k r) driver memory). Works on any cluster.
+   - ``barrier``: one barrier-mode job for the whole fit; each task keeps its blocks in its Python worker
+     and the tasks exchange their sums with ``BarrierTaskContext.allGather`` (P x k x (r + 2) floats per
+     task and iteration), so no data is re-read and no job is scheduled per iteration. Needs a free slot
+     per partition (blocks are shuffled into ``defaultParallelism`` partitions when there are more) and no
+     dynamic allocation.
 4. **Final pass** (one pass): sizes, weights and inertia of the final clustering over all nodes; then
    :meth:`WeightedKMeans.assign` gives the lazy ``(node_id, macro_id, distance)`` DataFrame.
 
@@ -40,6 +48,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,19 +58,19 @@ import numpy as np
 
 if TYPE_CHECKING:
     import pyarrow as pa
+    from pyspark import RDD
     from pyspark.sql import DataFrame, SparkSession
 
     from mgoe_spark.config import KMeansSettings
 
 FORMAT_VERSION = 1
+_SUM_CHUNK = 4096  # rows summed in float32 before adding to the float64 totals (relative error ~1e-6)
 _GOLDEN = 0.6180339887498949  # rotation of the mini-batch window: consecutive batches barely overlap
 
 _BLOCK_SCHEMA = (
     "n long, ids binary, x binary, w binary, u binary, wsum double, nonzero long, "
     "bad_len long, bad_len_id long, bad_w long, bad_w_id long, bad_x long, bad_x_id long"
 )
-_STEP_SCHEMA = "sums binary, cand_ids binary, cand_score binary, cand_x binary"
-_SAMPLE_SCHEMA = "ids binary, x binary, w binary, key binary"
 ASSIGN_SCHEMA = "node_id long, macro_id int, distance float"
 
 
@@ -199,25 +208,42 @@ def _make_block_fn(r: int, seed: int, block_rows: int):
     return to_blocks
 
 
-def _unpack(batch: pa.RecordBatch, i: int, r: int, cols: tuple[str, ...]) -> dict[str, np.ndarray]:
+_STAT_KEYS = ("n", "wsum", "nonzero", "bad_len", "bad_len_id", "bad_w", "bad_w_id", "bad_x", "bad_x_id")
+
+
+def _decode_block(row: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, float]]:
+    """A packed block row -> (ids int64 (n,), x float32 (n, r), w float64 (n,), u float64 (n,), stats)."""
+    ids = np.frombuffer(row["ids"], dtype="<i8")
+    x = np.frombuffer(row["x"], dtype="<f4").reshape(len(ids), -1) if len(ids) else np.zeros((0, 0), np.float32)
+    return (
+        ids,
+        x,
+        np.frombuffer(row["w"], dtype="<f8"),
+        np.frombuffer(row["u"], dtype="<f8"),
+        {key: row[key] for key in _STAT_KEYS},
+    )
+
+
+def _merge_stats(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
     out = {}
-    dtypes = {"ids": "<i8", "x": "<f4", "w": "<f8", "u": "<f8"}
-    for c in cols:
-        buf = batch.column(c)[i].as_buffer()
-        arr = np.frombuffer(buf, dtype=dtypes[c])
-        out[c] = arr.reshape(-1, r) if c == "x" else arr
+    for key in _STAT_KEYS:
+        if key.endswith("_id"):
+            ids = [v for v in (a[key], b[key]) if v >= 0]
+            out[key] = min(ids) if ids else -1
+        else:
+            out[key] = a[key] + b[key]
     return out
 
 
 def _make_step_fn(centroids: np.ndarray, iteration: int, fraction: float, threads: int):
-    """mapInArrow function: blocks -> one row per partition with the k x (r + 2) sums and re-seed candidates.
+    """mapPartitions function: numpy blocks -> one ``(sums, cand_ids, cand_score, cand_x)`` per partition.
 
-    ``sums`` packs ``[coordinate sums (k*r), weights (k), counts (k), inertia (1)]`` as float64.
+    ``sums`` packs ``[coordinate sums (k*r), weights (k), counts (k), inertia (1)]`` as float64; the
+    candidates are the partition's k heaviest-farthest nodes (``w * d``), for re-seeding empty clusters.
     """
     k, r = centroids.shape
 
-    def step(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        import pyarrow as pa
+    def step(blocks: Iterator[tuple]) -> Iterator[tuple]:
         import scipy.sparse as sp
 
         index = None
@@ -229,69 +255,48 @@ def _make_step_fn(centroids: np.ndarray, iteration: int, fraction: float, thread
         cand_score = np.zeros(0, dtype=np.float64)
         cand_x = np.zeros((0, r), dtype=np.float32)
         seen = False
-        for batch in batches:
-            for i in range(batch.num_rows):
-                b = _unpack(batch, i, r, ("ids", "x", "w", "u"))
-                ids, x, w = b["ids"], b["x"], b["w"]
-                if fraction < 1.0:
-                    sel = minibatch_mask(b["u"], iteration, fraction)
-                    ids, x, w = ids[sel], x[sel], w[sel]
-                if len(ids) == 0:
-                    continue
-                seen = True
-                if index is None:
-                    index = _faiss_index(centroids, threads)
-                lab, d = _nearest(index, x)
-                onehot = sp.csr_matrix((w, (lab, np.arange(len(lab)))), shape=(k, len(lab)))
-                coord += onehot @ x.astype(np.float64)
-                wsum += np.bincount(lab, weights=w, minlength=k)
-                cnt += np.bincount(lab, minlength=k)
-                score = w * d
-                inertia += float(score.sum())
-                # keep the k heaviest-farthest nodes as re-seed candidates (ties: smaller id first)
-                top = np.argpartition(-score, k - 1)[:k] if len(score) > k else np.arange(len(score))
-                cand_ids = np.concatenate([cand_ids, ids[top]])
-                cand_score = np.concatenate([cand_score, score[top]])
-                cand_x = np.concatenate([cand_x, x[top]])
-                keep = np.lexsort((cand_ids, -cand_score))[:k]
-                cand_ids, cand_score, cand_x = cand_ids[keep], cand_score[keep], cand_x[keep]
-        if not seen:
-            return
-        sums = np.concatenate([coord.ravel(), wsum, cnt, [inertia]])
-        yield pa.RecordBatch.from_pylist(
-            [
-                {
-                    "sums": sums.astype("<f8").tobytes(),
-                    "cand_ids": cand_ids.astype("<i8").tobytes(),
-                    "cand_score": cand_score.astype("<f8").tobytes(),
-                    "cand_x": cand_x.astype("<f4").tobytes(),
-                }
-            ]
-        )
+        for ids, x, w, u, _ in blocks:
+            if fraction < 1.0:
+                sel = minibatch_mask(u, iteration, fraction)
+                ids, x, w = ids[sel], x[sel], w[sel]
+            if len(ids) == 0:
+                continue
+            seen = True
+            if index is None:
+                index = _faiss_index(centroids, threads)
+            lab, d = _nearest(index, x)
+            # per-cluster weighted sums: a one-hot (k x n) CSC matrix needs no sorting to build; float32
+            # products over chunks of _SUM_CHUNK rows, accumulated in float64 (4x cheaper than upcasting x)
+            w32 = w.astype(np.float32)
+            for lo in range(0, len(lab), _SUM_CHUNK):
+                hi = min(lo + _SUM_CHUNK, len(lab))
+                onehot = sp.csc_matrix((w32[lo:hi], lab[lo:hi], np.arange(hi - lo + 1)), shape=(k, hi - lo))
+                coord += onehot @ x[lo:hi]
+            wsum += np.bincount(lab, weights=w, minlength=k)
+            cnt += np.bincount(lab, minlength=k)
+            score = w * d
+            inertia += float(score.sum())
+            top = np.argpartition(-score, k - 1)[:k] if len(score) > k else np.arange(len(score))
+            cand_ids = np.concatenate([cand_ids, ids[top]])
+            cand_score = np.concatenate([cand_score, score[top]])
+            cand_x = np.concatenate([cand_x, x[top]])
+            keep = np.lexsort((cand_ids, -cand_score))[:k]  # ties: smaller id first
+            cand_ids, cand_score, cand_x = cand_ids[keep], cand_score[keep], cand_x[keep]
+        if seen:
+            yield np.concatenate([coord.ravel(), wsum, cnt, [inertia]]), cand_ids, cand_score, cand_x
 
     return step
 
 
-def _make_sample_fn(r: int, seed: int, prob: float):
-    """mapInArrow function: blocks -> the nodes whose hash key is below ``prob`` (the init sample)."""
+def _make_sample_fn(seed: int, prob: float):
+    """mapPartitions function: numpy blocks -> ``(ids, x, w, key)`` of the nodes whose hash key < ``prob``."""
 
-    def sample(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        import pyarrow as pa
-
-        for batch in batches:
-            for i in range(batch.num_rows):
-                b = _unpack(batch, i, r, ("ids", "x", "w"))
-                key = hash_uniform(b["ids"], seed, salt=2)
-                sel = key < prob
-                if not sel.any():
-                    continue
-                row = {
-                    "ids": b["ids"][sel].tobytes(),
-                    "x": b["x"][sel].tobytes(),
-                    "w": b["w"][sel].tobytes(),
-                    "key": key[sel].astype("<f8").tobytes(),
-                }
-                yield pa.RecordBatch.from_pylist([row])
+    def sample(blocks: Iterator[tuple]) -> Iterator[tuple]:
+        for ids, x, w, _, _ in blocks:
+            key = hash_uniform(ids, seed, salt=2)
+            sel = key < prob
+            if sel.any():
+                yield ids[sel], x[sel], w[sel], key[sel]
 
     return sample
 
@@ -405,6 +410,105 @@ def adjusted_rand_index(a: np.ndarray, b: np.ndarray) -> float:
 # ---------------------------------------------------------------------------------------------------------
 
 
+def _combine(parts: list[tuple], k: int, r: int) -> dict[str, Any]:
+    """Add the per-partition step outputs (in partition order: deterministic) and pick re-seed candidates."""
+    total = np.zeros(k * (r + 2) + 1)
+    cand_ids, cand_score, cand_x = [], [], []
+    for sums, ids, score, xs in parts:
+        total += sums
+        cand_ids.append(ids)
+        cand_score.append(score)
+        cand_x.append(xs.reshape(-1, r))
+    cids = np.concatenate(cand_ids) if cand_ids else np.zeros(0, np.int64)
+    cscore = np.concatenate(cand_score) if cand_score else np.zeros(0)
+    cx = np.concatenate(cand_x) if cand_x else np.zeros((0, r), np.float32)
+    order = np.lexsort((cids, -cscore))[:k]
+    return {
+        "coord": total[: k * r].reshape(k, r),
+        "wsum": total[k * r : k * r + k],
+        "cnt": total[k * r + k : k * r + 2 * k],
+        "inertia": float(total[-1]),
+        "cand_score": cscore[order],
+        "cand_x": cx[order].astype(np.float64),
+    }
+
+
+def _update(
+    centroids: np.ndarray, s: dict[str, Any], running: np.ndarray, it: int, full: bool, tol: float
+) -> tuple[np.ndarray, IterationStats, bool]:
+    """One centroid update from combined sums ``s``: Lloyd (full) or weighted Sculley (mini-batch).
+
+    ``running`` (Sculley's v_c) is updated in place. Returns (new centroids, stats, stop?).
+    """
+    new = centroids.copy()
+    has = s["wsum"] > 0
+    if full:
+        new[has] = s["coord"][has] / s["wsum"][has, None]
+    else:
+        # mu_c <- mu_c + (S_c - W_c mu_c) / v_c with v_c += W_c: eta_c = W_c / v_c (weighted Sculley)
+        running[has] += s["wsum"][has]
+        new[has] += (s["coord"][has] - s["wsum"][has, None] * centroids[has]) / running[has, None]
+    # full: a cluster with no weight is empty. Mini-batch: a cluster missing from one batch may just
+    # be small, so only clusters that never drew any weight (running count 0) are re-seeded.
+    empty = np.flatnonzero(~has if full else ~has & (running == 0))
+    usable = s["cand_x"][s["cand_score"] > 0]
+    reseed = empty[: len(usable)]
+    if len(reseed):
+        new[reseed] = usable[: len(reseed)]
+        running[reseed] = 0.0
+    shift = float(np.linalg.norm(new - centroids) / max(np.linalg.norm(centroids), 1e-12))
+    sizes = s["cnt"].astype(np.int64)
+    mean = sizes.mean()
+    stat = IterationStats(
+        iteration=it,
+        inertia=s["inertia"],
+        shift=shift,
+        sizes=sizes.tolist(),
+        imbalance=float(sizes.max() / mean) if mean > 0 else 0.0,
+        reseeded=len(reseed),
+    )
+    return new, stat, shift < tol and not len(reseed)
+
+
+def _make_barrier_fn(init: np.ndarray, mode: str, batch_fraction: float, max_iter: int, tol: float, threads: int):
+    """Barrier mapPartitions function running the whole fit; partition 0 yields (centroids, stats, final)."""
+    k, r = init.shape
+    full = mode == "full"
+    fraction = 1.0 if full else batch_fraction
+
+    def exchange(ctx, local: list[tuple]) -> dict[str, Any]:
+        import base64
+        import pickle
+
+        msg = base64.b64encode(pickle.dumps(local, protocol=pickle.HIGHEST_PROTOCOL)).decode("ascii")
+        parts = []
+        for m in ctx.allGather(msg):  # ordered by partition id
+            parts.extend(pickle.loads(base64.b64decode(m)))
+        return _combine(parts, k, r)
+
+    def run(blocks: Iterator[tuple]) -> Iterator[tuple]:
+        from pyspark import BarrierTaskContext
+
+        ctx = BarrierTaskContext.get()
+        data = sorted(blocks, key=lambda b: int(b[0][0]))  # shuffle order is arbitrary; sums must not be
+        centroids = np.asarray(init, dtype=np.float64).copy()
+        running = np.zeros(k)
+        stats = []
+        for it in range(1, max_iter + 1):
+            step = _make_step_fn(centroids.astype(np.float32), it, fraction, threads)
+            s = exchange(ctx, list(step(iter(data))))
+            centroids, stat, stop = _update(centroids, s, running, it, full, tol)
+            stats.append(stat)
+            if stop:
+                break
+        final_fn = _make_step_fn(centroids.astype(np.float32), 0, 1.0, threads)
+        final = exchange(ctx, list(final_fn(iter(data))))
+        if ctx.partitionId() == 0:
+            yield centroids, stats, final
+
+    return run
+
+
 @dataclass
 class IterationStats:
     """One row of KMEANS_STATS (without ``side``)."""
@@ -442,9 +546,12 @@ class WeightedKMeans:
         seed: int = 0,
         faiss_threads: int | None = None,
         block_rows: int = 65_536,
+        engine: Literal["jobs", "barrier"] = "jobs",
     ) -> None:
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
+        if engine not in ("jobs", "barrier"):
+            raise ValueError(f"engine must be 'jobs' or 'barrier', got {engine!r}")
         if mode not in ("minibatch", "full"):
             raise ValueError(f"mode must be 'minibatch' or 'full', got {mode!r}")
         if not 0 < batch_fraction <= 1:
@@ -460,6 +567,7 @@ class WeightedKMeans:
         self.seed = seed
         self.faiss_threads = faiss_threads
         self.block_rows = block_rows
+        self.engine = engine
         # fitted state
         self.centroids: np.ndarray | None = None
         self.weights: np.ndarray | None = None
@@ -468,6 +576,8 @@ class WeightedKMeans:
         self.stats: list[IterationStats] = []
         self.n_iter = 0
         self.reseeded_total = 0
+        self.timings: dict[str, float] = {}
+        """Wall seconds of the last fit's phases: blocks (cache + validation), init, iterations, final_pass."""
 
     @classmethod
     def from_config(cls, settings: KMeansSettings, k: int, seed: int) -> WeightedKMeans:
@@ -482,6 +592,7 @@ class WeightedKMeans:
             seed=seed,
             faiss_threads=settings.faiss_threads,
             block_rows=settings.block_rows,
+            engine=settings.engine,
         )
 
     # ---- properties ------------------------------------------------------------------------------------
@@ -550,43 +661,53 @@ class WeightedKMeans:
             raise ValueError(f"initial centroids must have shape ({self.k}, {r}), got {shape}")
         threads = self._threads(spark)
 
-        blocks = (
-            nodes.select(
-                F.col("node_id").cast("long"), F.col("vector").cast("array<float>"), F.col("weight").cast("double")
-            )
-            .mapInArrow(_make_block_fn(r, self.seed, self.block_rows), _BLOCK_SCHEMA)
-            .persist(StorageLevel.MEMORY_AND_DISK)
-        )
+        # Arrow batches -> packed blocks (DataFrame, one pass) -> cached RDD of numpy blocks. Iterating over a
+        # cached RDD of a few large pickled numpy arrays per partition costs far less per pass than a
+        # DataFrame job (no query planning, no Arrow re-encoding, unpickling is a memcpy).
+        packed = nodes.select(
+            F.col("node_id").cast("long"), F.col("vector").cast("array<float>"), F.col("weight").cast("double")
+        ).mapInArrow(_make_block_fn(r, self.seed, self.block_rows), _BLOCK_SCHEMA)
+        blocks = packed.rdd.map(_decode_block).persist(StorageLevel.MEMORY_AND_DISK)
+        self.timings = {}
+        clock = time.perf_counter()
+
+        def lap(name: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            self.timings[name] = now - clock
+            clock = now
+
         try:
-            n, total_w = self._validate(blocks, r)
+            n = self._validate(blocks, r)
+            lap("blocks")
             if init_centroids is not None:
                 centroids = np.asarray(init_centroids, dtype=np.float64).copy()
             else:
                 centroids = self._init(blocks, r, n)
-            centroids = self._iterate(blocks, centroids, threads)
+            lap("init")
+            self._barrier_final = None
+            if self.engine == "barrier":
+                centroids = self._iterate_barrier(blocks, centroids, threads)
+            else:
+                centroids = self._iterate(blocks, centroids, threads)
+            self.n_iter = len(self.stats)
+            self.reseeded_total = sum(st.reseeded for st in self.stats)
             self.centroids = centroids.astype(np.float32)
-            final = self._step(blocks, self.centroids, 0, 1.0, threads)
+            lap("iterations")
+            final = self._barrier_final or self._step(blocks, self.centroids, 0, 1.0, threads)
             self.weights, self.sizes, self.inertia = final["wsum"], final["cnt"].astype(np.int64), final["inertia"]
+            lap("final_pass")
         finally:
             blocks.unpersist()
         if warm_start is not None:
             self._permute(match_to_previous(self.centroids, warm_start.centroids))
         return self
 
-    def _validate(self, blocks: DataFrame, r: int) -> tuple[int, float]:
+    def _validate(self, blocks: RDD, r: int) -> int:
         """Count nodes and bad input over the cached blocks; raise one clear error for bad input."""
-        from pyspark.sql import functions as F
-
-        def first_bad(c: str):
-            return F.min(F.when(F.col(c) >= 0, F.col(c)))
-
-        row = blocks.agg(
-            F.sum("n").alias("n"),
-            F.sum("wsum").alias("wsum"),
-            F.sum("nonzero").alias("nonzero"),
-            *[F.sum(c).alias(c) for c in ("bad_len", "bad_w", "bad_x")],
-            *[first_bad(c).alias(c) for c in ("bad_len_id", "bad_w_id", "bad_x_id")],
-        ).first()
+        row = blocks.map(lambda b: b[4]).fold(
+            {key: (-1 if key.endswith("_id") else 0) for key in _STAT_KEYS}, _merge_stats
+        )
         n = int(row["n"] or 0)
         if n == 0:
             raise ValueError("cannot cluster an empty set of nodes")
@@ -606,19 +727,20 @@ class WeightedKMeans:
             raise ValueError(f"all {n} node vectors are zero: nothing to cluster (check the node vectors stage)")
         if not row["wsum"] or row["wsum"] <= 0:
             raise ValueError(f"the node weights sum to {row['wsum']}; at least one weight must be positive")
-        return n, float(row["wsum"])
+        return n
 
-    def _init(self, blocks: DataFrame, r: int, n: int) -> np.ndarray:
+    def _init(self, blocks: RDD, r: int, n: int) -> np.ndarray:
         """Weighted k-means++ on a hash-seeded sample of at most ``init_samples_per_center * k`` nodes."""
         cap = self.init_samples_per_center * self.k
         # oversample a little so the sample rarely falls short of the cap, then keep the smallest keys
         prob = min(1.0, 1.2 * cap / n)
-        rows = blocks.select("ids", "x", "w").mapInArrow(_make_sample_fn(r, self.seed, prob), _SAMPLE_SCHEMA)
-        rows = rows.collect()
-        ids = np.concatenate([np.frombuffer(x["ids"], "<i8") for x in rows])
-        x = np.concatenate([np.frombuffer(x["x"], "<f4").reshape(-1, r) for x in rows])
-        w = np.concatenate([np.frombuffer(x["w"], "<f8") for x in rows])
-        key = np.concatenate([np.frombuffer(x["key"], "<f8") for x in rows])
+        rows = blocks.mapPartitions(_make_sample_fn(self.seed, prob)).collect()
+        if not rows:  # no key fell below prob (astronomically unlikely unless n is tiny): take one block
+            rows = blocks.mapPartitions(_make_sample_fn(self.seed, 1.0)).take(1)
+        ids = np.concatenate([b[0] for b in rows])
+        x = np.concatenate([b[1] for b in rows]).reshape(len(ids), r)
+        w = np.concatenate([b[2] for b in rows])
+        key = np.concatenate([b[3] for b in rows])
         keep = np.lexsort((ids, key))[:cap]  # partition-independent choice ...
         keep = keep[np.argsort(ids[keep], kind="stable")]  # ... and order
         x, w = x[keep], w[keep]
@@ -626,72 +748,42 @@ class WeightedKMeans:
             w = np.ones_like(w)
         return kmeans_plusplus(x, w, self.k, self.seed)
 
-    def _step(self, blocks: DataFrame, centroids: np.ndarray, iteration: int, fraction: float, threads: int):
+    def _step(self, blocks: RDD, centroids: np.ndarray, iteration: int, fraction: float, threads: int):
         fn = _make_step_fn(np.asarray(centroids, dtype=np.float32), iteration, fraction, threads)
-        rows = blocks.select("ids", "x", "w", "u").mapInArrow(fn, _STEP_SCHEMA).collect()
-        k, r = centroids.shape
-        total = np.zeros(k * (r + 2) + 1)
-        cand_ids, cand_score, cand_x = [], [], []
-        for row in rows:  # partition order: deterministic float sums
-            total += np.frombuffer(row["sums"], "<f8")
-            cand_ids.append(np.frombuffer(row["cand_ids"], "<i8"))
-            cand_score.append(np.frombuffer(row["cand_score"], "<f8"))
-            cand_x.append(np.frombuffer(row["cand_x"], "<f4").reshape(-1, r))
-        cids = np.concatenate(cand_ids) if cand_ids else np.zeros(0, np.int64)
-        cscore = np.concatenate(cand_score) if cand_score else np.zeros(0)
-        cx = np.concatenate(cand_x) if cand_x else np.zeros((0, r), np.float32)
-        order = np.lexsort((cids, -cscore))[:k]
-        return {
-            "coord": total[: k * r].reshape(k, r),
-            "wsum": total[k * r : k * r + k],
-            "cnt": total[k * r + k : k * r + 2 * k],
-            "inertia": float(total[-1]),
-            "cand_score": cscore[order],
-            "cand_x": cx[order].astype(np.float64),
-        }
+        return _combine(blocks.mapPartitions(fn).collect(), *centroids.shape)
 
-    def _iterate(self, blocks: DataFrame, centroids: np.ndarray, threads: int) -> np.ndarray:
+    def _iterate(self, blocks: RDD, centroids: np.ndarray, threads: int) -> np.ndarray:
+        """Driver loop ("jobs" engine): one Spark job per iteration over the cached blocks."""
         full = self.mode == "full"
         fraction = 1.0 if full else self.batch_fraction
         running = np.zeros(self.k)  # Sculley's per-centre weighted counts v_c
         self.stats = []
-        self.reseeded_total = 0
         for it in range(1, self.max_iter + 1):
             s = self._step(blocks, centroids, it, fraction, threads)
-            new = centroids.copy()
-            has = s["wsum"] > 0
-            if full:
-                new[has] = s["coord"][has] / s["wsum"][has, None]
-            else:
-                # mu_c <- mu_c + (S_c - W_c mu_c) / v_c with v_c += W_c: eta_c = W_c / v_c (weighted Sculley)
-                running[has] += s["wsum"][has]
-                new[has] += (s["coord"][has] - s["wsum"][has, None] * centroids[has]) / running[has, None]
-            # full: a cluster with no weight is empty. Mini-batch: a cluster missing from one batch may just
-            # be small, so only clusters that never drew any weight (running count 0) are re-seeded.
-            empty = np.flatnonzero(~has if full else ~has & (running == 0))
-            usable = s["cand_x"][s["cand_score"] > 0]
-            reseed = empty[: len(usable)]
-            if len(reseed):
-                new[reseed] = usable[: len(reseed)]
-                running[reseed] = 0.0
-            shift = float(np.linalg.norm(new - centroids) / max(np.linalg.norm(centroids), 1e-12))
-            sizes = s["cnt"].astype(np.int64)
-            mean = sizes.mean()
-            self.stats.append(
-                IterationStats(
-                    iteration=it,
-                    inertia=s["inertia"],
-                    shift=shift,
-                    sizes=sizes.tolist(),
-                    imbalance=float(sizes.max() / mean) if mean > 0 else 0.0,
-                    reseeded=len(reseed),
-                )
-            )
-            self.reseeded_total += len(reseed)
-            centroids = new
-            self.n_iter = it
-            if shift < self.tol and not len(reseed):
+            centroids, stat, stop = _update(centroids, s, running, it, full, self.tol)
+            self.stats.append(stat)
+            if stop:
                 break
+        return centroids
+
+    def _iterate_barrier(self, blocks: RDD, centroids: np.ndarray, threads: int) -> np.ndarray:
+        """One barrier-mode Spark job for all iterations ("barrier" engine).
+
+        Every task keeps its partition's numpy blocks in memory, computes its k x (r + 2) sums and shares
+        them with ``BarrierTaskContext.allGather``; each task then applies the same update (same partition
+        order, same arithmetic) so all hold the same centroids without a driver round trip or a re-read of
+        the data per iteration. Needs as many free task slots as partitions (the blocks are coalesced to
+        ``defaultParallelism``); per iteration each task receives P x k x (r + 2) floats.
+        """
+        slots = max(1, blocks.context.defaultParallelism)
+        if blocks.getNumPartitions() > slots:
+            # a barrier stage may not narrow-depend on an RDD with another partition count (no coalesce):
+            # shuffle the (few, large) blocks, keyed by their first node id, into ``slots`` partitions
+            blocks = blocks.map(lambda b: (int(b[0][0]), b)).partitionBy(slots).values()
+        fn = _make_barrier_fn(centroids, self.mode, self.batch_fraction, self.max_iter, self.tol, threads)
+        (centroids, stats, final) = blocks.barrier().mapPartitions(fn).collect()[0]
+        self.stats = stats
+        self._barrier_final = final
         return centroids
 
     def _permute(self, perm: np.ndarray) -> None:

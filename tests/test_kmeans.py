@@ -265,3 +265,40 @@ def test_warm_start_keeps_macro_ids_stable_on_shifted_data(spark):
     cold = WeightedKMeans(4, mode="full", max_iter=6, seed=1234).fit(df2)
     perm = match_to_previous(cold.centroids, old.centroids)
     np.testing.assert_allclose(cold.centroids[perm], new.centroids, atol=0.3)
+
+
+def test_empty_cluster_is_reseeded_and_reported(spark):
+    x, w, labels, _ = planted(8, k=3, per=40)
+    df = nodes_df(spark, x, w)
+    # the third start is far from every node: it gets no weight in the first step and must be re-seeded
+    init = np.vstack([x[0], x[40], np.full(6, 1e3)]).astype(np.float64)
+    km = WeightedKMeans(3, mode="full", max_iter=6, seed=0).fit(df, init_centroids=init)
+    assert km.stats[0].reseeded == 1 and km.stats[0].sizes[2] == 0
+    assert km.reseeded_total >= 1 and (km.sizes > 0).all()
+    pred = np.array([m for _, (m, _) in sorted(assignments(km, df).items())])
+    assert adjusted_rand_index(labels, pred) >= 0.9
+
+
+def test_from_config_uses_the_kmeans_section(test_config):
+    s = test_config.kmeans
+    km = WeightedKMeans.from_config(s, k=s.k_user, seed=test_config.sub_seed("kmeans:user"))
+    assert (km.k, km.mode, km.max_iter, km.tol, km.batch_fraction) == (
+        s.k_user,
+        s.mode,
+        s.max_iter,
+        s.tol,
+        s.batch_fraction,
+    )
+    assert km.block_rows == s.block_rows and km.seed == test_config.sub_seed("kmeans:user")
+
+
+@pytest.mark.parametrize("mode", ["full", "minibatch"])
+def test_barrier_engine_matches_jobs_engine(spark, mode):
+    x, w, _, _ = planted(9, k=3, per=40)
+    df = nodes_df(spark, x, w, partitions=2)
+    params = dict(mode=mode, max_iter=4, batch_fraction=0.5, tol=0.0, seed=4)
+    jobs = WeightedKMeans(3, engine="jobs", **params).fit(df)
+    barrier = WeightedKMeans(3, engine="barrier", **params).fit(df)
+    np.testing.assert_allclose(barrier.centroids, jobs.centroids, rtol=1e-5, atol=1e-5)
+    assert [s.sizes for s in barrier.stats] == [s.sizes for s in jobs.stats]
+    assert barrier.inertia == pytest.approx(jobs.inertia, rel=1e-6) and barrier.n_iter == jobs.n_iter == 4
