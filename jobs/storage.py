@@ -90,7 +90,18 @@ def conform(df: DataFrame, schema: TableSchema) -> DataFrame:
     if missing:
         raise ValueError(f"table {schema.name}: DataFrame lacks columns {missing}; has {df.columns}")
     spark_schema = schema.spark(with_partition=False)
-    return df.select([F.col(f.name).cast(f.dataType).alias(f.name) for f in spark_schema.fields])
+    return df.select([F.col(f.name).cast(_nullable_elements(f.dataType)).alias(f.name) for f in spark_schema.fields])
+
+
+def _nullable_elements(dtype):
+    """``dtype`` with nullable array elements: Spark cannot cast an array that MAY hold nulls to one that
+    may not (e.g. a literal ``array<float>`` column), while every writer here produces no null elements;
+    the pyarrow contract has nullable list items anyway, and Spark reads files as nullable."""
+    from pyspark.sql.types import ArrayType
+
+    if isinstance(dtype, ArrayType):
+        return ArrayType(_nullable_elements(dtype.elementType), containsNull=True)
+    return dtype
 
 
 def _check_format(spark: SparkSession, schema: TableSchema, root: str, fmt: str) -> None:

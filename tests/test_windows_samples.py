@@ -37,7 +37,9 @@ def test_date_cutoffs_are_inclusive_days_and_errors_name_the_key():
     assert w.test_cutoff == int(dt.datetime(2017, 12, 2, 12, tzinfo=dt.UTC).timestamp())
     assert parse_instant("2017-11-30", "k") == day_end
     with pytest.raises(ValueError, match="windows.train_cutoff 'yesterday' is not a date"):
-        compute_windows(None, cfg("windows.mode=dates", "windows.train_cutoff=yesterday", "windows.test_cutoff=2017-12-02").windows)
+        compute_windows(
+            None, cfg("windows.mode=dates", "windows.train_cutoff=yesterday", "windows.test_cutoff=2017-12-02").windows
+        )
     with pytest.raises(ValueError, match="must be before test cutoff"):
         Windows(10, 10)
 
@@ -123,7 +125,9 @@ def test_exposures_are_the_sample_space(spark):
         (2, 2, "like", 23, None),
     ]
     df = spark.createDataFrame(log, SCHEMA)
-    c = cfg("tasks.order=[click, like]", "tasks.exposure=exposure", "input.behavior_map={}", "windows.validation_fraction=0")
+    c = cfg(
+        "tasks.order=[click, like]", "tasks.exposure=exposure", "input.behavior_map={}", "windows.validation_fraction=0"
+    )
     got = {(r.user_id, r.item_id, r.split): list(r.labels) for r in build_samples(df, WIN, c).collect()}
     assert got == {(1, 1, "train"): [1.0, 0.0], (1, 2, "train"): [0.0, 0.0], (2, 2, "test"): [0.0, 1.0]}
     expected = label_oracle(log, WIN, ["click", "like"], exposure="exposure")
