@@ -232,25 +232,24 @@ def _file_stats(uri: str, schema: TableSchema) -> str:
         if col.type not in _SCALAR_STATS or col.name not in names:
             continue
         idx = names.index(col.name)
-        mins, maxs, nulls = [], [], 0
+        mins, maxs, nulls, exact = [], [], 0, True
         for g in range(meta.num_row_groups):
             st = meta.row_group(g).column(idx).statistics
             if st is None or not st.has_null_count:
-                mins = None
+                nulls = None
                 break
             nulls += st.null_count
-            if st.has_min_max:
-                if col.type == "string" and not (
-                    getattr(st, "is_min_value_exact", True) and getattr(st, "is_max_value_exact", True)
-                ):
-                    mins = None
-                    break
+            # min/max only if EVERY row group has exact ones (a writer drops them for huge values, and
+            # a partial min/max would make Delta readers skip a file that does hold matching rows)
+            if st.has_min_max and getattr(st, "is_min_value_exact", True) and getattr(st, "is_max_value_exact", True):
                 mins.append(st.min)
                 maxs.append(st.max)
-        if mins is None:
+            elif st.num_values > 0:  # non-null values (pyarrow's num_values) without exact min/max
+                exact = False
+        if nulls is None:
             continue
         stats["nullCount"][col.name] = nulls
-        if mins:
+        if mins and exact:
             lo, hi = min(mins), max(maxs)
             if isinstance(lo, bytes):
                 lo, hi = lo.decode(), hi.decode()
