@@ -91,25 +91,18 @@ def conform(df: DataFrame, schema: TableSchema) -> DataFrame:
     if missing:
         raise ValueError(f"table {schema.name}: DataFrame lacks columns {missing}; has {df.columns}")
     spark_schema = schema.spark(with_partition=False)
-    have = {f.name: f.dataType for f in df.schema.fields}
-    # Spark refuses casts that only tighten element nullability (array<float> -> array<float not null>);
-    # the contract's nullability is checked by the writers' tests, so cast only where the types differ.
-    return df.select(
-        [
-            (F.col(f.name) if _loose(have[f.name]) == _loose(f.dataType) else F.col(f.name).cast(_loose(f.dataType)))
-            .alias(f.name)
-            for f in spark_schema.fields
-        ]
-    )
+    return df.select([F.col(f.name).cast(_nullable_elements(f.dataType)).alias(f.name) for f in spark_schema.fields])
 
 
-def _loose(data_type):
-    """``data_type`` with every array element nullable (the form Spark casts to)."""
+def _nullable_elements(dtype):
+    """``dtype`` with nullable array elements: Spark cannot cast an array that MAY hold nulls to one that
+    may not (e.g. a literal ``array<float>`` column), while every writer here produces no null elements;
+    the pyarrow contract has nullable list items anyway, and Spark reads files as nullable."""
     from pyspark.sql.types import ArrayType
 
-    if isinstance(data_type, ArrayType):
-        return ArrayType(_loose(data_type.elementType), containsNull=True)
-    return data_type
+    if isinstance(dtype, ArrayType):
+        return ArrayType(_nullable_elements(dtype.elementType), containsNull=True)
+    return dtype
 
 
 def _check_format(spark: SparkSession, schema: TableSchema, root: str, fmt: str) -> None:
@@ -240,25 +233,24 @@ def _file_stats(uri: str, schema: TableSchema) -> str:
         if col.type not in _SCALAR_STATS or col.name not in names:
             continue
         idx = names.index(col.name)
-        mins, maxs, nulls = [], [], 0
+        mins, maxs, nulls, exact = [], [], 0, True
         for g in range(meta.num_row_groups):
             st = meta.row_group(g).column(idx).statistics
             if st is None or not st.has_null_count:
-                mins = None
+                nulls = None
                 break
             nulls += st.null_count
-            if st.has_min_max:
-                if col.type == "string" and not (
-                    getattr(st, "is_min_value_exact", True) and getattr(st, "is_max_value_exact", True)
-                ):
-                    mins = None
-                    break
+            # min/max only if EVERY row group has exact ones (a writer drops them for huge values, and
+            # a partial min/max would make Delta readers skip a file that does hold matching rows)
+            if st.has_min_max and getattr(st, "is_min_value_exact", True) and getattr(st, "is_max_value_exact", True):
                 mins.append(st.min)
                 maxs.append(st.max)
-        if mins is None:
+            elif st.num_values > 0:  # non-null values (pyarrow's num_values) without exact min/max
+                exact = False
+        if nulls is None:
             continue
         stats["nullCount"][col.name] = nulls
-        if mins:
+        if mins and exact:
             lo, hi = min(mins), max(maxs)
             if isinstance(lo, bytes):
                 lo, hi = lo.decode(), hi.decode()

@@ -40,10 +40,14 @@ def edge_values(pair_scores: DataFrame, edge_matrix: Literal["score", "binary"])
 
 
 def one_hot(assignments: DataFrame, side: str, k: int) -> DataFrame:
-    """C_side as (node_id, vec): dense K-vector with a 1 at ``macro_id - 1``. O(nodes * K)."""
-    onehot = F.transform(
-        F.sequence(F.lit(1), F.lit(int(k))), lambda m: F.when(m == F.col("macro_id"), 1.0).otherwise(0.0)
+    """C_side as (node_id, vec): dense K-vector with a 1 at ``macro_id - 1``. O(nodes * K). A macro id
+    outside 1..K fails the job with a message naming it."""
+    macro = F.col("macro_id")
+    # a macro id outside 1..K would silently vanish from every edge: fail the job instead
+    checked = F.when((macro >= 1) & (macro <= k), macro).otherwise(
+        F.raise_error(F.concat(F.lit(f"{side} assignment has macro_id outside 1..{k}: "), macro.cast("string")))
     )
+    onehot = F.transform(F.sequence(F.lit(1), F.lit(int(k))), lambda m: F.when(m == checked, 1.0).otherwise(0.0))
     return assignments.where(F.col("side") == side).select("node_id", array_to_vector(onehot).alias("vec"))
 
 

@@ -3,12 +3,13 @@ assignments (the same clustering reused at a later cutoff, SPEC 3).
 
 Every feature table carries a ``snapshot`` column (``train``: cutoff c1, serves train and valid rows;
 ``test``: cutoff c2, serves test rows). The per-node features are first folded into one row per
-(snapshot, side, node) -- macro id, the hops x K edge arrays, the T x L recent lists -- with full outer joins
-over O(nodes) rows; then each sample row is joined once with its user's row, once with its item's row and
-once with the lookup row (snapshot, user, item macro). Missing features become zeros: macro id 0,
-zero K-arrays, 0-padded neighbor lists, lookup 0. Cost: O(nodes * (hops * K + T * L)) for the folds and
-O(rows) for the three sample joins (a hot item's rows meet one feature row; AQE's skew-join splitting handles
-the skew of that key). Nothing is collected to the driver.
+(snapshot, side, node) -- macro id, the hops x K edge arrays, the T x L recent lists -- by one grouped
+aggregation of their union per side (O(nodes) rows); then each sample row is joined once with its user's
+row, once with its item's row and once with the lookup row (snapshot, user, item macro). Missing
+features become zeros: macro id 0, zero K-arrays, 0-padded neighbor lists, lookup 0. Cost:
+O(nodes * (hops * K + T * L)) for the folds and O(rows) for the three sample joins (a hot item's rows
+meet one feature row; AQE's skew-join splitting handles the skew of that key). Nothing is collected to
+the driver.
 
 Streaming layout: write with :data:`SORT_KEYS` within partitions and ``output.row_group_rows`` rows per
 Parquet row group (``jobs.storage.write_table`` caps them), so a reader batches by row group and skips
@@ -92,16 +93,38 @@ def node_features(
     length: int,
 ) -> DataFrame:
     """One row per (snapshot, node_id) of ``side``: macro (int, 0 = none), edges (hops x K float32),
-    recent (T x L int64, 0-padded). Inputs carry a ``snapshot`` column. O(nodes * (hops*K + T*L))."""
+    recent (T x L int64, 0-padded). Inputs carry a ``snapshot`` column. One grouped aggregation,
+    O(nodes * (hops*K + T*L)) data."""
     key = ["snapshot", "node_id"]
-    macro = assignments.where(F.col("side") == side).select(*key, F.col("macro_id").cast("int").alias("macro"))
-    e = edges.where(F.col("side") == side).groupBy(*key).agg(F.collect_list(F.struct("hop", "weights")).alias("_e"))
-    n = (
-        neighbors.where(F.col("side") == side)
-        .groupBy(*key)
-        .agg(F.collect_list(F.struct("task", "neighbors")).alias("_n"))
+    # One aggregation over the union of the three inputs (not joins): one shuffle of O(node rows).
+    e_type = "struct<hop:int,weights:array<float>>"
+    n_type = "struct<task:string,neighbors:array<bigint>>"
+    macro = assignments.where(F.col("side") == side).select(
+        *key,
+        F.col("macro_id").cast("int").alias("macro"),
+        F.lit(None).cast(e_type).alias("e"),
+        F.lit(None).cast(n_type).alias("n"),
     )
-    nodes = macro.join(e, key, "full_outer").join(n, key, "full_outer")
+    e = edges.where(F.col("side") == side).select(
+        *key,
+        F.lit(None).cast("int").alias("macro"),
+        F.struct(F.col("hop").cast("int").alias("hop"), F.col("weights").cast("array<float>").alias("weights")).alias(
+            "e"
+        ),
+        F.lit(None).cast(n_type).alias("n"),
+    )
+    n = neighbors.where(F.col("side") == side).select(
+        *key,
+        F.lit(None).cast("int").alias("macro"),
+        F.lit(None).cast(e_type).alias("e"),
+        F.struct("task", F.col("neighbors").cast("array<bigint>").alias("neighbors")).alias("n"),
+    )
+    nodes = (
+        macro.unionByName(e)
+        .unionByName(n)
+        .groupBy(*key)
+        .agg(F.max("macro").alias("macro"), F.collect_list("e").alias("_e"), F.collect_list("n").alias("_n"))
+    )
     hop_arrays = []
     for h in range(1, hops + 1):
         k = edge_width(side, h, k_user, k_item)

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -62,6 +63,19 @@ class Features:
     tagged: dict[str, DataFrame] = field(default_factory=dict)
     """``assignments``, ``macro_edges``, ``recent_neighbors``, ``task_lookup`` of both snapshots, with a
     ``snapshot`` column."""
+
+    def persist(self, level: StorageLevel = StorageLevel.MEMORY_AND_DISK) -> Features:
+        """Persist the snapshot tables, samples and examples, so that writing several tables (and
+        summarizing them) computes each once. Returns ``self``; the frames here are replaced by the
+        persisted ones."""
+        self.tagged = {name: df.persist(level) for name, df in self.tagged.items()}
+        self.samples = self.samples.persist(level)
+        self.examples = self.examples.persist(level)
+        return self
+
+    def unpersist(self) -> None:
+        for df in (*self.tagged.values(), self.samples, self.examples):
+            df.unpersist()
 
     def tables(self) -> dict[str, DataFrame]:
         """Table name -> DataFrame for MACRO_EDGES, RECENT_NEIGHBORS, TASK_LOOKUP, SAMPLES,

@@ -67,3 +67,14 @@ def test_task_lookup_matches_eq22(spark):
     assert len(out) == int((expected > 0).sum())  # sparse: only non-zero entries
     sums = expected.sum(axis=2)
     assert np.all((np.abs(sums - 1) < 1e-9) | (sums == 0))
+
+
+def test_top_l_is_limited_before_the_shuffle(spark):
+    """A hot node must not ship all its neighbors to one task: the plan keeps L rows per group in each
+    map partition (a partial WindowGroupLimit below the exchange), then L again after it."""
+    events = spark.createDataFrame(
+        random_events(1, n=20), "user_id long, item_id long, task string, ts long, category string"
+    )
+    plan = recent_neighbors(events, TASKS, 4)._jdf.queryExecution().executedPlan().toString()
+    assert plan.count("WindowGroupLimit") >= 4  # partial + final, for each side
+    assert "Partial" in plan

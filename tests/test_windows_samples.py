@@ -153,3 +153,20 @@ def test_negative_sampling_is_seeded_and_avoids_observed_pairs(spark):
         assert len(items) == len(set(items)) <= 3
         # fewer than 3 only if the user's unobserved items ran out or the 14 draws collided
         assert len(items) == 3 or len(items) == 6 - sum(1 for u, _, w in observed if (u, w) == key)
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("samples.negatives_per_user=-1", "samples.negatives_per_user' must be >= 0"),
+        ("windows.validation_by=item", "windows.validation_by' must be one of 'row', 'user'"),
+        ("windows.quantile_rel_error=0.5", "windows.quantile_rel_error' must be in [0, 0.1)"),
+        ("samples.cold_start=maybe", "samples.cold_start' must be one of 'keep', 'drop'"),
+    ],
+)
+def test_stage2_config_errors_name_the_key(override, needle):
+    from mgoe_spark.config import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=[override])
+    assert needle in str(err.value)
