@@ -130,9 +130,9 @@ class MacroGraphExpert(nn.Module):
 
     def alpha(self, macro: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Attention over the K macro neighbors: (B, G, K), rows sum to 1."""
-        q = torch.einsum("gkd,gdh->gkh", macro, self.wq)
+        q = torch.einsum("gkd,gdh->gkh", macro, self.wq) / math.sqrt(self.head)  # scale the K-sized side once
         k = torch.einsum("bd,gdh->bgh", target, self.wk)
-        scores = torch.einsum("bgh,gkh->bgk", k, q) / math.sqrt(self.head)
+        scores = torch.einsum("bgh,gkh->bgk", k, q)
         return torch.softmax(scores, dim=-1)
 
     def forward(self, macro: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
