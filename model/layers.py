@@ -130,9 +130,9 @@ class MacroGraphExpert(nn.Module):
 
     def alpha(self, macro: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Attention over the K macro neighbors: (B, G, K), rows sum to 1."""
-        q = torch.einsum("gkd,gdh->gkh", macro, self.wq)
+        q = torch.einsum("gkd,gdh->gkh", macro, self.wq) / math.sqrt(self.head)  # scale the K-sized side once
         k = torch.einsum("bd,gdh->bgh", target, self.wk)
-        scores = torch.einsum("bgh,gkh->bgk", k, q) / math.sqrt(self.head)
+        scores = torch.einsum("bgh,gkh->bgk", k, q)
         return torch.softmax(scores, dim=-1)
 
     def forward(self, macro: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -194,16 +194,17 @@ class ExpertFusion(nn.Module):
 
     def forward(self, c: torch.Tensor) -> torch.Tensor:
         b = c.shape[0]
-        parts = []
+        g = torch.softmax(self.gate(c), dim=-1)  # (B, T, S+P)
+        out = torch.zeros(b, self.tasks, self.out_dim, dtype=c.dtype, device=c.device)
+        # mix without materializing the (B, T, S+P, out) stack of expert outputs
         if self.shared_experts is not None:
-            sh = self.shared_experts(c.mean(dim=1))  # (B, S, out)
-            parts.append(sh.unsqueeze(1).expand(b, self.tasks, self.shared, self.out_dim))
+            sh = self.shared_experts(c.mean(dim=1))  # (B, S, out), run once for all tasks
+            out = out + torch.bmm(g[:, :, : self.shared], sh)
         if self.task_experts is not None:
             x = c.repeat_interleave(self.per_task, dim=1) if self.per_task > 1 else c
-            parts.append(self.task_experts(x).reshape(b, self.tasks, self.per_task, self.out_dim))
-        experts = torch.cat(parts, dim=2)  # (B, T, S+P, out)
-        g = torch.softmax(self.gate(c), dim=-1)  # (B, T, S+P)
-        return torch.einsum("bte,bteo->bto", g, experts)
+            te = self.task_experts(x).reshape(b, self.tasks, self.per_task, self.out_dim)
+            out = out + (g[:, :, self.shared :].unsqueeze(-1) * te).sum(dim=2)
+        return out
 
 
 class CascadeTowers(nn.Module):

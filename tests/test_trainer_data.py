@@ -143,6 +143,13 @@ def test_workers_partition_row_groups(parquet_root, monkeypatch):
     assert all(parts) and sorted(sum(parts, [])) == whole
 
 
+def test_dataloader_workers_cover_the_split(parquet_root):
+    meta = read_meta(parquet_root)
+    whole = _rows(ExampleStream(parquet_root, RUN, "test", meta, batch_size=32))
+    stream = ExampleStream(parquet_root, RUN, "test", meta, batch_size=32, shuffle=True, seed=1)
+    assert _rows(data.make_loader(stream, workers=2)) == whole
+
+
 def test_delta_table(tmp_path, table, parquet_root):
     root = str(tmp_path)
     write_examples(table, root, RUN, fmt="delta")

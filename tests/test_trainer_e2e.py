@@ -140,3 +140,20 @@ def test_train_job_cli(root, tmp_path, capsys):
     assert "no training_examples" in capsys.readouterr().err
     assert job_main(job, ["--examples-root", root, "--models", "nope", "--profile", "test"]) == 2
     assert sys.modules["jobs.train"] is job
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("train.models=[mgoe,foo]", "unknown models"),
+        ("train.grec_top_k=9", "grec_top_k"),
+        ("train.task_weights=[1.0]", "one weight per task"),
+        ("train.activation=tanh", "train.activation"),
+        ("train.lr=0", "train.lr"),
+    ],
+)
+def test_train_config_validation(override, message):
+    from mgoe_spark.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(overrides=[override])

@@ -152,3 +152,21 @@ def test_esmm_product_logit(a, b):
     pa, pb = 1 / (1 + math.exp(-a)), 1 / (1 + math.exp(-b))
     got = torch.sigmoid(product_logit(torch.tensor([a], dtype=torch.float64), torch.tensor([b], dtype=torch.float64)))
     assert got.item() == pytest.approx(pa * pb, rel=1e-6)
+
+
+def test_expert_fusion_matches_loop():
+    from model.layers import ExpertFusion
+
+    torch.manual_seed(0)
+    fusion = ExpertFusion(tasks=3, in_dim=5, sizes=[7, 4], shared=2, per_task=2, act="relu")
+    c = torch.randn(6, 3, 5)
+    out = fusion(c)
+    g = torch.softmax(fusion.gate(c), -1)
+    sh = fusion.shared_experts(c.mean(1))  # shared experts see the task-averaged input
+    te = fusion.task_experts(c.repeat_interleave(2, dim=1)).reshape(6, 3, 2, 4)
+    for b in range(6):
+        for t in range(3):
+            expected = sum(g[b, t, s] * sh[b, s] for s in range(2)) + sum(
+                g[b, t, 2 + p] * te[b, t, p] for p in range(2)
+            )
+            torch.testing.assert_close(out[b, t], expected)
