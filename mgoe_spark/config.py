@@ -224,6 +224,16 @@ class TrainSettings:
 
 
 @dataclass
+class QualitySettings:
+    """Data-quality gates between stages (``jobs/quality.py``, the Airflow DAG)."""
+
+    max_reject_fraction: float = 0.05
+    """Ingest gate: at most this fraction of input rows may be rejected as malformed."""
+    min_rows: int = 1
+    """Every checked table must have at least this many rows in the run date's partition."""
+
+
+@dataclass
 class MgoeConfig:
     """The whole configuration. ``seed`` fixes every random choice in the project."""
 
@@ -242,6 +252,7 @@ class MgoeConfig:
     samples: SampleSettings = field(default_factory=SampleSettings)
     output: OutputSettings = field(default_factory=OutputSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
+    quality: QualitySettings = field(default_factory=QualitySettings)
 
     def sub_seed(self, stage: str) -> int:
         """A 31-bit seed for ``stage`` derived from :attr:`seed` (stable across Python versions)."""
@@ -479,3 +490,6 @@ def validate(cfg: MgoeConfig) -> None:
     _require(t.embed_dim >= 1 and t.batch_size >= 1, "train.embed_dim", "and train.batch_size must be >= 1")
     _require(t.tau > 0, "train.tau", "must be > 0")
     _require(len(t.seeds) >= 1, "train.seeds", "needs at least one seed")
+    q = cfg.quality
+    _require(0 <= q.max_reject_fraction <= 1, "quality.max_reject_fraction", "must be in [0, 1]")
+    _require(q.min_rows >= 0, "quality.min_rows", "must be >= 0")

@@ -214,3 +214,18 @@ TRAINING_EXAMPLES = TableSchema(
     doc="Samples joined with every feature the model needs; written in row groups for streaming.",
     row_group_rows=65_536,
 )
+
+# ---- operations ------------------------------------------------------------------------------------------
+
+QUALITY_CHECKS = TableSchema(
+    "quality_checks",
+    [
+        Column("gate", "string", False, "quality gate: ingest | nodes | features"),
+        Column("table_name", "string", False, "the table checked"),
+        Column("check", "string", False, "e.g. row_count, unique_side_node_id, finite_weight"),
+        Column("passed", "bool", False, "whether the check held"),
+        Column("value", "float64", False, "the measured number (rows, duplicate keys, bad rows, ...)"),
+        Column("detail", "string", True, "limit, example of a bad key, empty macro ids, ..."),
+    ],
+    doc="Data-quality gate results: the run date's partition holds the latest result of every gate run.",
+)
