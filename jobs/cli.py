@@ -12,6 +12,7 @@ from jobs.common import add_common_args, run_guarded
 SUBCOMMANDS: dict[str, str] = {
     "generate": "jobs.generate",
     "ingest": "jobs.ingest",
+    "train": "jobs.train",
 }
 
 DESCRIPTION = """\

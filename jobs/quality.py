@@ -56,6 +56,7 @@ HELP = "check the run date's tables after a stage (row counts, unique keys, fini
 QUALITY_FAILED = 3
 SIDES = ("user", "item")
 SPLITS = ("train", "valid", "test")
+SNAPSHOTS = ("train", "test")
 
 Reader = Callable[[TableSchema], DataFrame]
 
@@ -190,6 +191,7 @@ def gate_features(read: Reader, cfg: MgoeConfig) -> list[CheckResult]:
     n_tasks = len(tasks)
     hops = cfg.edges.hops
     side_bad = {"unknown_side": _not_in("side", list(SIDES))}
+    snapshot_bad = {"unknown_snapshot": _not_in("snapshot", list(SNAPSHOTS))}
     # Hop h of a user reaches item macros when h is odd, user macros when even (SPEC 4.5); items mirror it.
     other = F.when(F.col("side") == "user", F.lit("item")).otherwise(F.lit("user"))
     target = F.when(F.col("hop") % 2 == 1, other).otherwise(F.col("side"))
@@ -198,9 +200,10 @@ def gate_features(read: Reader, cfg: MgoeConfig) -> list[CheckResult]:
         TableSpec(
             MACRO_EDGES.name,
             n,
-            unique=[["side", "node_id", "hop"]],
+            unique=[["snapshot", "side", "node_id", "hop"]],
             finite=["weights"],
             violations={
+                **snapshot_bad,
                 **side_bad,
                 "hop_out_of_range": (F.col("hop") < 1) | (F.col("hop") > hops),
                 "weights_length": F.size("weights") != _k_of(target, cfg),
@@ -212,8 +215,9 @@ def gate_features(read: Reader, cfg: MgoeConfig) -> list[CheckResult]:
         TableSpec(
             RECENT_NEIGHBORS.name,
             n,
-            unique=[["side", "node_id", "task"]],
+            unique=[["snapshot", "side", "node_id", "task"]],
             violations={
+                **snapshot_bad,
                 **side_bad,
                 "unknown_task": _not_in("task", tasks),
                 "too_many_neighbors": F.size("neighbors") > cfg.neighbors.length,
@@ -225,9 +229,10 @@ def gate_features(read: Reader, cfg: MgoeConfig) -> list[CheckResult]:
         TableSpec(
             TASK_LOOKUP.name,
             n,
-            unique=[["user_id", "task", "macro_id"]],
+            unique=[["snapshot", "user_id", "task", "macro_id"]],
             finite=["value"],
             violations={
+                **snapshot_bad,
                 "unknown_task": _not_in("task", tasks),
                 "macro_id_out_of_range": (F.col("macro_id") < 1) | (F.col("macro_id") > cfg.kmeans.k_item),
                 # NaN sorts above every number in Spark SQL; finite_value reports it, not this check.

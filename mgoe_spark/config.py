@@ -22,6 +22,7 @@ sub-seeds with :meth:`MgoeConfig.sub_seed` so two stages never share a random st
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import difflib
 import hashlib
 import types
@@ -86,31 +87,66 @@ class InputSettings:
     task_columns: dict[str, str] = field(default_factory=dict)
     """... or one 0/1 column per task: ``{task_name: column}`` (then ``behavior_column`` must be null)."""
     csv_header: bool = True
+    """Generic CSV: the first line of each file names the columns (lines equal to it are skipped)."""
+    csv_columns: list[str] | None = None
+    """Generic CSV without a header: the column names, in file order."""
     csv_delimiter: str = ","
+    numeric_ids: bool = True
+    """Reject rows whose user / item id is not a non-negative integer; ``false`` accepts any non-empty string."""
 
 
 @dataclass
 class GeneratorSettings:
-    """Synthetic multi-behavior log with planted structure (the embedded default data)."""
+    """Synthetic multi-behavior log with planted structure (the embedded default data).
+
+    The generative model is documented in :mod:`mgoe_spark.generate`.
+    """
 
     users: int = 20_000
     items: int = 10_000
     events: int = 1_000_000
-    """Number of first-task (click) events; later tasks are added on top by the funnel."""
+    """Number of first-task (click) events emitted; later tasks are added on top by the funnel."""
     user_groups: int = 10
     item_groups: int = 10
+    preferred_groups: int = 2
+    """How many item groups each user group prefers (drawn per user group, without repetition)."""
     affinity: float = 0.8
-    """Probability that a click goes to one of the user group's preferred item groups."""
+    """Probability that a click goes to one of the user group's preferred item groups (otherwise a
+    uniformly drawn item group, which may also be a preferred one)."""
     popularity_exponent: float = 1.1
     """Zipf exponent of item popularity within an item group (a few very hot items)."""
+    user_activity_exponent: float = 0.6
+    """Zipf exponent of user activity (how many clicks a user makes); 0 = every user equally active."""
+    repeat_fraction: float = 0.2
+    """Share of clicks that go to one of the user's few personal items (repeat interactions)."""
+    personal_items: int = 5
+    """Number of personal items per user that ``repeat_fraction`` of its clicks revisit."""
     funnel_rates: list[float] = field(default_factory=lambda: [0.06, 0.09, 0.35])
-    """Base conversion rate into task k+1 (fav, cart from click; buy from cart)."""
+    """Base conversion rate into task k+1 (fav, cart from click; buy from cart): the mean over group
+    pairs of the rate, before the per-user propensity."""
+    funnel_parents: list[int] | None = None
+    """Index (in tasks.order) of the task each later task converts from, one per later task.
+    ``None``: the last task converts from the one before it (buy from cart) when there are 3+ tasks,
+    every other task from the first one (fav, cart from click)."""
     conversion_spread: float = 4.0
     """How much conversion depends on (user group, item group): rates are scaled by a factor in
     [1/spread, spread] drawn per group pair and task."""
+    propensity_sigma: float = 0.5
+    """Per-user conversion propensity: rates are scaled by a mean-1 log-normal with this sigma."""
+    conversion_delay_s: float = 3600.0
+    """Mean delay (seconds, exponential) between a task's event and the conversion into the next one."""
+    hidden_click_fraction: float = 0.05
+    """Conversions on pairs with no logged click: this many extra clicks are drawn (as a share of
+    ``events``) whose conversions are emitted but the click itself is not."""
+    categories_per_group: int = 3
+    """Item categories per item group (category_id in the log)."""
+    category_noise: float = 0.05
+    """Share of items whose category belongs to a random item group instead of their own."""
     days: int = 9
     start: str = "2017-11-25"
+    """First day (UTC) of the log; events lie in [start, start + days)."""
     partitions: int = 8
+    """Spark partitions of the generated log (= number of CSV files)."""
 
 
 @dataclass
@@ -126,6 +162,9 @@ class SketchSettings:
 
     dim: int = 64
     normalize: bool = True
+    """L2-normalize the sketched rows before clustering (zero rows stay zero)."""
+    distribution: Literal["gaussian", "rademacher"] = "gaussian"
+    """Entries of the hash-generated projection Omega: N(0, 1/r) or +-1/sqrt(r)."""
 
 
 @dataclass
@@ -158,6 +197,8 @@ class KMeansSettings:
     init_samples_per_center: int = 256
     faiss_threads: int | None = None
     """``None``: ``spark.task.cpus``."""
+    block_rows: int = 65_536
+    """Nodes packed per cached block (one Arrow value per block per iteration; bounds task memory)."""
 
 
 @dataclass
@@ -168,8 +209,16 @@ class WindowSettings:
     q1: float = 0.8
     q2: float = 0.9
     train_cutoff: str | None = None
+    """``mode=dates``: last day (``YYYY-MM-DD``, inclusive, UTC) or instant (``YYYY-MM-DDTHH:MM:SS``) of the
+    training feature window; train / valid samples come after it, up to ``test_cutoff``."""
     test_cutoff: str | None = None
+    """``mode=dates``: end of the test feature window; test samples come after it."""
     validation_fraction: float = 0.1
+    validation_by: Literal["row", "user"] = "row"
+    """How validation is carved from the train window (seeded hash): ``row`` hashes the (user, item) pair,
+    so validation users also have training rows (like the test split); ``user`` holds out whole users."""
+    quantile_rel_error: float = 0.0001
+    """Relative error of the approximate quantiles of ``ts`` (0 = exact, a full sort)."""
 
 
 @dataclass
@@ -192,7 +241,9 @@ class SampleSettings:
     """Samples (SPEC 5)."""
 
     negatives_per_user: int = 0
+    """Random unobserved items per (user, sample window) added as all-zero-label rows (0 = none)."""
     cold_start: Literal["keep", "drop"] = "keep"
+    """Rows whose user or item has no feature-window history: keep them (flagged) or drop them."""
 
 
 @dataclass
@@ -221,6 +272,33 @@ class TrainSettings:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     threads: int = 2
     shuffle_buffer: int = 16_384
+    head_dim: int | None = None
+    """Attention size d_h of the macro graph experts; ``None``: ``embed_dim``."""
+    macro_out: int | None = None
+    """Output size of each macro graph expert channel; ``None``: ``embed_dim``."""
+    activation: Literal["dice", "relu"] = "dice"
+    """Expert activation (Dice as in MacGNN, or ReLU)."""
+    expert_sizes: list[int] = field(default_factory=lambda: [200, 80])
+    tower_hidden: int = 40
+    shared_experts: int = 2
+    task_experts: int = 1
+    lambda_init: float = 1.0
+    """Initial cascade weight lambda_t (Eq 21)."""
+    gamma_init: float = 1.0
+    """Initial macro task adjustment weight gamma_t (Eq 22)."""
+    mmoe_experts: int | None = None
+    """``None``: shared_experts + tasks * task_experts (as many experts as MGOE and PLE)."""
+    grec_experts: int = 8
+    grec_top_k: int = 2
+    task_weights: list[float] = field(default_factory=list)
+    """Per-task BCE weights (Eq 23); empty: all 1."""
+    eval_batch_size: int = 8192
+    loader_workers: int = 0
+    """DataLoader worker processes (row groups are sharded across them); 0: read in the training process."""
+    max_steps_per_epoch: int | None = None
+    """Cap on optimizer steps per epoch (smoke tests, benchmarks); ``None``: a full pass."""
+    checkpoint_dir: str | None = None
+    """Where best checkpoints go; ``None``: a ``checkpoints`` folder next to the report (or a temp dir)."""
 
 
 @dataclass
@@ -441,20 +519,37 @@ def validate(cfg: MgoeConfig) -> None:
     if cfg.tasks.exposure is not None:
         _require(cfg.tasks.exposure not in tasks, "tasks.exposure", "must not also be in tasks.order")
     known = set(tasks) | ({cfg.tasks.exposure} if cfg.tasks.exposure else set())
-    for raw, task in cfg.input.behavior_map.items():
-        _require(
-            task in known,
-            f"input.behavior_map.{raw}",
-            f"maps to unknown task '{task}'; allowed tasks (tasks.order / tasks.exposure): {sorted(known)}",
-        )
-    for task in cfg.input.task_columns:
+    inp = cfg.input
+    generic = inp.format.startswith("generic")
+    # behavior_map only matters where a behavior column is read (Tenrec has 0/1 task columns instead).
+    if inp.format == "taobao" or (generic and inp.behavior_column is not None):
+        _require(bool(inp.behavior_map), "input.behavior_map", "must map at least one raw behavior to a task")
+        for raw, task in inp.behavior_map.items():
+            _require(
+                task in known,
+                f"input.behavior_map.{raw}",
+                f"maps to unknown task '{task}'; allowed tasks (tasks.order / tasks.exposure): {sorted(known)}",
+            )
+    for task in inp.task_columns:
         _require(task in known, f"input.task_columns.{task}", f"is not a task; allowed: {sorted(known)}")
-    if cfg.input.format.startswith("generic"):
+    if generic:
         _require(
-            (cfg.input.behavior_column is None) != (not cfg.input.task_columns),
+            (inp.behavior_column is None) != (not inp.task_columns),
             "input.behavior_column",
             "or input.task_columns must be set, not both (set behavior_column: null to use task_columns)",
         )
+    if inp.format == "generic_csv" and not inp.csv_header:
+        _require(bool(inp.csv_columns), "input.csv_columns", "must name the columns when input.csv_header is false")
+    if inp.format == "tenrec":
+        flags = {"click", "follow", "like", "share"}
+        for task in tasks:
+            column = inp.task_columns.get(task, task)
+            _require(
+                column in flags,
+                "tasks.order",
+                f"task '{task}' has no Tenrec column; name one of {sorted(flags)} in input.task_columns.{task}",
+            )
+    _require(len(inp.csv_delimiter) == 1, "input.csv_delimiter", "must be a single character")
     g = cfg.generator
     for key in ("users", "items", "events", "user_groups", "item_groups", "days", "partitions"):
         _require(getattr(g, key) >= 1, f"generator.{key}", "must be >= 1")
@@ -468,6 +563,26 @@ def validate(cfg: MgoeConfig) -> None:
         f"needs {len(tasks) - 1} rates in [0, 1] (one per task after the first)",
     )
     _require(g.conversion_spread >= 1, "generator.conversion_spread", "must be >= 1")
+    for key in ("preferred_groups", "personal_items", "categories_per_group"):
+        _require(getattr(g, key) >= 1, f"generator.{key}", "must be >= 1")
+    _require(g.preferred_groups <= g.item_groups, "generator.preferred_groups", "must be <= generator.item_groups")
+    for key in ("users", "items"):
+        _require(getattr(g, key) <= 1_000_000_000, f"generator.{key}", "must be <= 1,000,000,000")
+    _require(g.user_activity_exponent >= 0, "generator.user_activity_exponent", "must be >= 0")
+    _require(g.propensity_sigma >= 0, "generator.propensity_sigma", "must be >= 0")
+    _require(g.conversion_delay_s > 0, "generator.conversion_delay_s", "must be > 0")
+    for key in ("repeat_fraction", "hidden_click_fraction", "category_noise"):
+        _require(0.0 <= getattr(g, key) <= 1.0, f"generator.{key}", "must be in [0, 1]")
+    if g.funnel_parents is not None:
+        _require(
+            len(g.funnel_parents) == len(tasks) - 1 and all(0 <= p <= k for k, p in enumerate(g.funnel_parents)),
+            "generator.funnel_parents",
+            f"needs {len(tasks) - 1} entries; entry k (task tasks.order[k+1]) must be an earlier task index 0..k",
+        )
+    try:
+        dt.date.fromisoformat(g.start)
+    except ValueError:
+        raise ConfigError(f"config key 'generator.start' must be a date YYYY-MM-DD, got {g.start!r}") from None
     _require(cfg.sketch.dim >= 1, "sketch.dim", "must be >= 1")
     w = cfg.weights
     _require(0 < w.q_low <= w.q_high < 1, "weights.q_low", "and weights.q_high need 0 < q_low <= q_high < 1")
@@ -477,19 +592,44 @@ def validate(cfg: MgoeConfig) -> None:
     _require(k.k_item >= 1, "kmeans.k_item", "must be >= 1")
     _require(k.max_iter >= 1, "kmeans.max_iter", "must be >= 1")
     _require(0 < k.batch_fraction <= 1, "kmeans.batch_fraction", "must be in (0, 1]")
+    _require(k.tol >= 0, "kmeans.tol", "must be >= 0")
+    _require(k.init_samples_per_center >= 1, "kmeans.init_samples_per_center", "must be >= 1")
+    _require(k.faiss_threads is None or k.faiss_threads >= 1, "kmeans.faiss_threads", "must be >= 1 or null")
+    _require(k.block_rows >= 1, "kmeans.block_rows", "must be >= 1")
     win = cfg.windows
     _require(0 < win.q1 < win.q2 < 1, "windows.q1", "and windows.q2 need 0 < q1 < q2 < 1")
     _require(0 <= win.validation_fraction < 1, "windows.validation_fraction", "must be in [0, 1)")
+    _require(0 <= win.quantile_rel_error < 0.1, "windows.quantile_rel_error", "must be in [0, 0.1)")
     if win.mode == "dates":
         _require(win.train_cutoff is not None, "windows.train_cutoff", "is required when windows.mode=dates")
         _require(win.test_cutoff is not None, "windows.test_cutoff", "is required when windows.mode=dates")
     _require(cfg.edges.hops >= 1, "edges.hops", "must be >= 1")
     _require(cfg.neighbors.length >= 1, "neighbors.length", "must be >= 1")
+    _require(cfg.samples.negatives_per_user >= 0, "samples.negatives_per_user", "must be >= 0")
     _require(cfg.output.row_group_rows >= 1, "output.row_group_rows", "must be >= 1")
     t = cfg.train
     _require(t.embed_dim >= 1 and t.batch_size >= 1, "train.embed_dim", "and train.batch_size must be >= 1")
     _require(t.tau > 0, "train.tau", "must be > 0")
     _require(len(t.seeds) >= 1, "train.seeds", "needs at least one seed")
+    _require(t.lr > 0, "train.lr", "must be > 0")
+    _require(t.weight_decay >= 0 and t.l1 >= 0, "train.weight_decay", "and train.l1 must be >= 0")
+    _require(t.epochs >= 1 and t.patience >= 1, "train.epochs", "and train.patience must be >= 1")
+    _require(t.threads >= 1, "train.threads", "must be >= 1")
+    _require(t.shuffle_buffer >= 0, "train.shuffle_buffer", "must be >= 0")
+    _require(len(t.expert_sizes) >= 1 and min(t.expert_sizes) >= 1, "train.expert_sizes", "needs sizes >= 1")
+    _require(t.tower_hidden >= 1, "train.tower_hidden", "must be >= 1")
+    _require(t.shared_experts >= 0 and t.task_experts >= 0, "train.shared_experts", "and task_experts >= 0")
+    _require(t.shared_experts + t.task_experts >= 1, "train.shared_experts", "+ train.task_experts must be >= 1")
+    _require(1 <= t.grec_top_k <= t.grec_experts, "train.grec_top_k", "must be in 1..train.grec_experts")
+    _require(
+        not t.task_weights or len(t.task_weights) == len(tasks),
+        "train.task_weights",
+        f"needs one weight per task ({len(tasks)}) or none",
+    )
+    _require(t.eval_batch_size >= 1 and t.loader_workers >= 0, "train.eval_batch_size", "must be >= 1")
+    known_models = {"mgoe", "mgoe_no_adjust", "mgoe_no_cascade", "mmoe", "ple", "esmm", "macgnn", "grec"}
+    unknown = [m for m in t.models if m not in known_models]
+    _require(not unknown, "train.models", f"names unknown models {unknown}; allowed: {sorted(known_models)}")
     q = cfg.quality
     _require(0 <= q.max_reject_fraction <= 1, "quality.max_reject_fraction", "must be in [0, 1]")
     _require(q.min_rows >= 0, "quality.min_rows", "must be >= 0")

@@ -28,7 +28,8 @@ REJECTS = TableSchema(
     [
         Column("source", "string", False, "input file the row came from"),
         Column("raw", "string", True, "the raw line (CSV) or the row as JSON (Parquet)"),
-        Column("reason", "string", False, "why the row was rejected"),
+        Column("reason", "string", False, "why the row was rejected, e.g. unknown behavior 'xyz'"),
+        Column("code", "string", False, "reason class for counting: field_count, empty_field, bad_id, ..."),
     ],
     doc="Malformed input rows, kept with the reason: nothing is dropped silently.",
 )
@@ -149,37 +150,50 @@ KMEANS_STATS = TableSchema(
 
 # ---- MTMG stage 2: edges, neighbors, lookup, samples, examples ------------------------------------------
 
+SNAPSHOT_DOC = "feature snapshot: 'train' (cutoff c1, serves train/valid rows) or 'test' (cutoff c2)"
+
 MACRO_EDGES = TableSchema(
     "macro_edges",
     [
+        Column("snapshot", "string", False, SNAPSHOT_DOC),
         Column("side", "string"),
         Column("node_id", "int64"),
         Column("hop", "int32", False, "1..hops"),
-        Column("weights", "list<float32>", False, "K-length edge weights to the macro nodes of that hop"),
+        Column(
+            "weights",
+            "list<float32>",
+            False,
+            "edge weights to the macro nodes of that hop: K_I long for user odd hops / item even hops, else K_U",
+        ),
     ],
-    doc="k-hop macro edges (SPEC 4.5): E1_U, E2_U, E1_I, E2_I, ...",
+    doc="k-hop macro edges (SPEC 4.5): E1_U, E2_U, E1_I, E2_I, ...; nodes with no edge in a hop have no row.",
+    sort_within_partitions=("snapshot", "side", "node_id", "hop"),
 )
 
 RECENT_NEIGHBORS = TableSchema(
     "recent_neighbors",
     [
+        Column("snapshot", "string", False, SNAPSHOT_DOC),
         Column("side", "string"),
         Column("node_id", "int64"),
         Column("task", "string"),
-        Column("neighbors", "list<int64>", False, "last L neighbor ids in the task, newest first"),
+        Column("neighbors", "list<int64>", False, "last L distinct neighbor ids in the task, newest first"),
     ],
     doc="Recent micro neighbors per node and task (SPEC 4.6).",
+    sort_within_partitions=("snapshot", "side", "node_id", "task"),
 )
 
 TASK_LOOKUP = TableSchema(
     "task_lookup",
     [
+        Column("snapshot", "string", False, SNAPSHOT_DOC),
         Column("user_id", "int64"),
         Column("task", "string"),
         Column("macro_id", "int32", False, "item macro node 1..K_I"),
         Column("value", "float64", False, "T^t[u, m], Eq 22"),
     ],
     doc="User macro task lookup (SPEC 4.7), sparse: only non-zero entries.",
+    sort_within_partitions=("snapshot", "user_id", "task", "macro_id"),
 )
 
 SAMPLES = TableSchema(
@@ -204,15 +218,31 @@ TRAINING_EXAMPLES = TableSchema(
         Column("labels", "list<float32>", False, "T labels"),
         Column("user_macro", "int32", False, "user macro node 1..K_U, 0 if unknown"),
         Column("item_macro", "int32", False, "item macro node 1..K_I, 0 if unknown"),
-        Column("user_edges", "list<list<float32>>", False, "hops x K: user's macro edges per hop"),
-        Column("item_edges", "list<list<float32>>", False, "hops x K: item's macro edges per hop"),
+        Column(
+            "user_edges",
+            "list<list<float32>>",
+            False,
+            "hops lists: hop h has K_I weights (odd h, to item macros) or K_U (even h); zeros when missing",
+        ),
+        Column(
+            "item_edges",
+            "list<list<float32>>",
+            False,
+            "hops lists: hop h has K_U weights (odd h, to user macros) or K_I (even h); zeros when missing",
+        ),
         Column("user_recent", "list<list<int64>>", False, "T x L recent items of the user, 0-padded"),
         Column("item_recent", "list<list<int64>>", False, "T x L recent users of the item, 0-padded"),
         Column("lookup", "list<float32>", False, "T: T^t[u, c_I(i)]"),
         Column("cold_start", "bool", False, "user or item unseen in the feature window"),
     ],
-    doc="Samples joined with every feature the model needs; written in row groups for streaming.",
+    doc=(
+        "Samples joined with every feature the model needs (train/valid rows use the features at cutoff c1, "
+        "test rows those at c2). Streaming layout: sorted by (split, user_id, item_id) within each file, "
+        "row groups of at most output.row_group_rows rows, so readers batch by row group and skip other "
+        "splits by the row-group statistics of 'split'."
+    ),
     row_group_rows=65_536,
+    sort_within_partitions=("split", "user_id", "item_id"),
 )
 
 # ---- operations ------------------------------------------------------------------------------------------

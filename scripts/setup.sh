@@ -33,11 +33,12 @@ fi
 stamp="$VENV/.mgoe-installed"
 if [ ! -f "$stamp" ] || [ setup.cfg -nt "$stamp" ]; then
   echo "[setup] installing pinned dependencies into $VENV (a few minutes the first time)"
-  "$VENV/bin/python" -m pip install -q --upgrade pip
+  pip_quiet() { "$VENV/bin/python" -m pip install -q "$@" 2>&1 | { grep -v "is ignored: it is neither" || true; }; }
+  pip_quiet --upgrade pip
   # torch first and alone: the pinned CPU build (PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu
   # gives the CPU wheel where PyPI's default would be a CUDA build).
-  "$VENV/bin/python" -m pip install -q "torch==2.13.0"
-  "$VENV/bin/python" -m pip install -q -e ".[dev]"
+  pip_quiet "torch==2.13.0"
+  pip_quiet -e ".[dev]"
   touch "$stamp"
 fi
 echo "[setup] ready: $VENV/bin/mgoe"

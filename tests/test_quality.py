@@ -44,6 +44,7 @@ from schemas import (
 )
 
 RUN_DATE = "2026-11-23"
+SNAPSHOTS = ("train", "test")
 NODE_TABLES = (PAIR_SCORES, NODE_VECTORS, NODE_WEIGHTS, ASSIGNMENTS, CENTROIDS)
 SPECIAL = [float("nan"), float("inf"), float("-inf")]
 
@@ -154,10 +155,13 @@ def _tables(cfg) -> dict:
         ASSIGNMENTS.name: [(s, n, macro[s, n], 0.25) for s, n in nodes],
         CENTROIDS.name: [(s, m, [0.0] * r, 1.0, 1, "v1") for s in k_of for m in range(1, k_of[s] + 1)],
         MACRO_EDGES.name: [
-            (s, n, h, [0.5] * k_of[other[s] if h % 2 else s]) for s, n in nodes for h in range(1, hops + 1)
+            (snap, s, n, h, [0.5] * k_of[other[s] if h % 2 else s])
+            for snap in SNAPSHOTS
+            for s, n in nodes
+            for h in range(1, hops + 1)
         ],
-        RECENT_NEIGHBORS.name: [(s, n, tasks[0], [1, 2]) for s, n in nodes],
-        TASK_LOOKUP.name: [(u, tasks[0], 1 + u % ki, 1.0) for u in range(1, N_USERS + 1)],
+        RECENT_NEIGHBORS.name: [(snap, s, n, tasks[0], [1, 2]) for snap in SNAPSHOTS for s, n in nodes],
+        TASK_LOOKUP.name: [(snap, u, tasks[0], 1 + u % ki, 1.0) for snap in SNAPSHOTS for u in range(1, N_USERS + 1)],
         SAMPLES.name: [(u, i, "train" if u < 5 else "test", 2000, [1.0] + [0.0] * (t - 1), False) for u, i in pairs],
         TRAINING_EXAMPLES.name: [
             (
@@ -204,7 +208,12 @@ BREAKS = [
         ("interactions", "unknown_task"),
     ),
     ("ingest", VOCAB_USERS, lambda rows: rows[:-1] + [("u99", 99)], ("vocab_users", "dense_ids")),
-    ("ingest", REJECTS, lambda rows: [("log.csv", "x", "not enough fields")], ("rejects", "reject_fraction")),
+    (
+        "ingest",
+        REJECTS,
+        lambda rows: [("log.csv", "x", "not enough fields", "field_count")],
+        ("rejects", "reject_fraction"),
+    ),
     ("nodes", NODE_WEIGHTS, lambda rows: [(*rows[0][:3], float("nan"))] + rows[1:], ("node_weights", "finite_weight")),
     (
         "nodes",
@@ -221,8 +230,15 @@ BREAKS = [
     ("nodes", ASSIGNMENTS, lambda rows: [(*rows[0][:2], 9, 0.0)] + rows[1:], ("assignments", "macro_id_out_of_range")),
     ("nodes", CENTROIDS, lambda rows: [(*rows[0][:4], 0, "v1")] + rows[1:], ("centroids", "empty_cluster")),
     ("nodes", PAIR_SCORES, lambda rows: [], ("pair_scores", "row_count")),
-    ("features", MACRO_EDGES, lambda rows: [(*rows[0][:3], [0.5])] + rows[1:], ("macro_edges", "weights_length")),
-    ("features", TASK_LOOKUP, lambda rows: [(*rows[0][:3], float("nan"))] + rows[1:], ("task_lookup", "finite_value")),
+    ("features", MACRO_EDGES, lambda rows: [(*rows[0][:4], [0.5])] + rows[1:], ("macro_edges", "weights_length")),
+    ("features", MACRO_EDGES, lambda rows: rows + [("later", *rows[0][1:])], ("macro_edges", "unknown_snapshot")),
+    (
+        "features",
+        RECENT_NEIGHBORS,
+        lambda rows: rows + rows[-1:],
+        ("recent_neighbors", "unique_snapshot_side_node_id_task"),
+    ),
+    ("features", TASK_LOOKUP, lambda rows: [(*rows[0][:4], float("nan"))] + rows[1:], ("task_lookup", "finite_value")),
     (
         "features",
         TRAINING_EXAMPLES,
@@ -277,3 +293,17 @@ def test_missing_table_is_a_one_line_user_error(spark, test_config, tmp_path, ca
     cfg.output.root = str(tmp_path)
     with pytest.raises(TableNotFound):
         qjob.run_gate(spark, "ingest", cfg, RUN_DATE)
+
+
+def test_ingest_gate_passes_on_real_ingest_output(spark, test_config, tmp_path):
+    """The gate's expectations match what jobs/generate.py + jobs/ingest.py actually write."""
+    generate = pytest.importorskip("jobs.generate", reason="jobs/generate.py not merged yet")
+    ingest = pytest.importorskip("jobs.ingest", reason="jobs/ingest.py not merged yet")
+    cfg = copy.deepcopy(test_config)
+    cfg.output.root = str(tmp_path / "out")
+    cfg.generator.events = 3000
+    generate.run_generate(spark, cfg, str(tmp_path / "raw"), RUN_DATE)
+    ingest.run_ingest(spark, cfg, str(tmp_path / "raw"), RUN_DATE)
+    results = qjob.run_gate(spark, "ingest", cfg, RUN_DATE)
+    assert [r.line() for r in results if not r.passed] == []
+    assert next(r.value for r in results if r.check == "row_count" and r.table == "interactions") > 0

@@ -1,0 +1,154 @@
+"""Trainer benchmark: ``python -m bench.trainer --json PATH``.
+
+Measures, on a synthetic training_examples table written to a temp dir (or ``--examples-root``):
+training samples/s and inference microseconds per sample for MGOE and MMoE at batch 1024, d = 10, with
+``--threads`` (default 2) torch threads, and the loader's decoded rows/s (single process). Prints the
+numbers and writes them as JSON with the keys ``mgoe_train_samples_per_s``, ``mmoe_train_samples_per_s``,
+``mgoe_infer_us_per_sample``, ``mmoe_infer_us_per_sample``, ``loader_rows_per_s`` (plus context: the
+load average, which shows CPU contention from other processes, and the settings).
+
+Training and inference are timed on batches already decoded in memory, so they measure the model; the
+loader is timed separately (it must be >= 5x the training rate so it never starves the model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def _batches(root: str, run_date: str, meta, n: int, batch_size: int):
+    from model.data import ExampleStream
+
+    out = []
+    stream = ExampleStream(root, run_date, None, meta, batch_size, shuffle=True, shuffle_buffer=batch_size)
+    while len(out) < n:
+        for b in stream:
+            if len(b["user_id"]) == batch_size:
+                out.append(b)
+            if len(out) >= n:
+                break
+    return out
+
+
+def bench_loader(root: str, run_date: str, meta, batch_size: int, seconds: float) -> float:
+    from model.data import ExampleStream
+
+    stream = ExampleStream(root, run_date, "train", meta, batch_size, shuffle=True, shuffle_buffer=16_384)
+    rows, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for b in stream:
+            rows += len(b["user_id"])
+    return rows / (time.perf_counter() - start)
+
+
+def bench_model(name: str, meta, batches, seconds: float) -> tuple[float, float]:
+    from model.baselines import build_model
+    from model.mgoe import ModelOptions, multitask_bce
+
+    torch.manual_seed(0)
+    model = build_model(name, meta, ModelOptions(embed_dim=10))
+    optim = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-5)
+
+    def step(b):
+        loss = multitask_bce(model(b), b["labels"])
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        optim.step()
+
+    for b in batches[:3]:  # warm-up
+        step(b)
+    rows, k, start = 0, 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        b = batches[k % len(batches)]
+        step(b)
+        rows += len(b["user_id"])
+        k += 1
+    train = rows / (time.perf_counter() - start)
+    model.eval()
+    with torch.no_grad():
+        for b in batches[:3]:
+            model(b)
+        rows, k, start = 0, 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            b = batches[k % len(batches)]
+            model(b)
+            rows += len(b["user_id"])
+            k += 1
+        infer_us = (time.perf_counter() - start) / rows * 1e6
+    return train, infer_us
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.trainer", description=__doc__.splitlines()[0])
+    parser.add_argument("--json", metavar="PATH", help="write the numbers here")
+    parser.add_argument("--examples-root", metavar="URI", help="use this table instead of a synthetic one")
+    parser.add_argument("--run-date", metavar="YYYY-MM-DD")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--seconds", type=float, default=8.0, help="time per measurement")
+    args = parser.parse_args(argv)
+
+    from model.data import read_meta, resolve_run_date
+    from model.synthetic import SyntheticSpec, generate_examples, write_examples
+
+    torch.set_num_threads(args.threads)
+    tmp = None
+    root = args.examples_root
+    if root is None:
+        tmp = tempfile.TemporaryDirectory(prefix="mgoe-bench-")
+        root = tmp.name
+        # Taobao-like sizes for the parts that matter to speed: 4 tasks, K = 20, L = 20, 2 hops.
+        spec = SyntheticSpec(
+            users=5000,
+            items=5000,
+            user_groups=20,
+            item_groups=20,
+            feature_exposures_per_user=40,
+            sample_exposures_per_user=24,
+            recent_len=20,
+            split_fractions=(0.9, 0.05),
+        )
+        write_examples(generate_examples(spec), root, "2024-01-01", row_group_rows=65_536 // 4, files=2)
+    run_date = resolve_run_date(root, args.run_date)
+    meta = read_meta(root, run_date)
+    batches = _batches(root, run_date, meta, 20, args.batch_size)
+    out = {
+        "loader_rows_per_s": bench_loader(root, run_date, meta, args.batch_size, args.seconds),
+    }
+    for name in ("mgoe", "mmoe"):
+        train, infer = bench_model(name, meta, batches, args.seconds)
+        out[f"{name}_train_samples_per_s"] = train
+        out[f"{name}_infer_us_per_sample"] = infer
+    out["mgoe_over_mmoe_infer"] = out["mgoe_infer_us_per_sample"] / out["mmoe_infer_us_per_sample"]
+    out["loader_over_mgoe_train"] = out["loader_rows_per_s"] / out["mgoe_train_samples_per_s"]
+    out["context"] = {
+        "batch_size": args.batch_size,
+        "embed_dim": 10,
+        "threads": args.threads,
+        "load_average_1m": os.getloadavg()[0],
+        "cpu_count": os.cpu_count(),
+        "meta": {k: v for k, v in meta.__dict__.items() if k != "tasks"},
+        "note": "CPU shared with other processes when load_average_1m > cpu_count: numbers are lower bounds",
+    }
+    for k, v in out.items():
+        if k != "context":
+            print(f"{k:32s} {v:,.2f}")
+    print(f"{'load average (1 min)':32s} {out['context']['load_average_1m']:.2f} on {os.cpu_count()} CPUs")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(out, indent=2))
+    if tmp is not None:
+        tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

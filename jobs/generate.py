@@ -1,0 +1,116 @@
+"""``mgoe generate``: write the synthetic multi-behavior log (the embedded default data) and its ground truth.
+
+Writes
+
+- the raw log as headerless Taobao UserBehavior CSV (``user_id,item_id,category_id,behavior,ts``) to
+  ``--out`` (default ``<output.root>/raw/<run_date>``), atomically: the files are written to a hidden
+  sibling directory and renamed into place, so a killed job leaves no partial log and a re-run replaces
+  the old one;
+- the planted groups as the ``ground_truth_users`` / ``ground_truth_items`` tables (run-date partition).
+
+The generative model and its parameters (config section ``generator``) are documented in
+:mod:`mgoe_spark.generate`. Cost: one map-only pass over the generated rows (no shuffle); the counts per
+task are collected during the write (a Spark ``Observation``), not by a second pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import uuid
+
+from pyspark.sql import DataFrame, Observation, SparkSession
+from pyspark.sql import functions as F
+
+from jobs.common import StageSummary, UserError, config_from_args, job_main, stage
+from jobs.storage import write_table
+from mgoe_spark.config import MgoeConfig
+from mgoe_spark.generate import behavior_names, generate_events, ground_truth
+from schemas import GROUND_TRUTH_ITEMS, GROUND_TRUTH_USERS
+
+HELP = "write the synthetic multi-behavior log (Taobao CSV) with planted user/item groups"
+DESCRIPTION = __doc__
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--out",
+        metavar="DIR",
+        help="directory for the raw CSV log (default: <output.root>/raw/<run_date>); replaced if it exists",
+    )
+
+
+def default_out_dir(cfg: MgoeConfig, run_date: str) -> str:
+    return f"{cfg.output.root.rstrip('/')}/raw/{run_date}"
+
+
+def _hadoop_path(spark: SparkSession, path: str):
+    jvm = spark.sparkContext._jvm
+    hpath = jvm.org.apache.hadoop.fs.Path(path)
+    return hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), hpath
+
+
+def write_csv_atomically(df: DataFrame, out_dir: str) -> None:
+    """Write ``df`` as headerless CSV files into ``out_dir``, replacing it as a whole (write to a hidden
+    sibling, then rename; the old directory is moved aside first and deleted last)."""
+    spark = df.sparkSession
+    fs, target = _hadoop_path(spark, out_dir)
+    if fs.exists(target) and not fs.getFileStatus(target).isDirectory():
+        raise UserError(f"--out {out_dir} is an existing file; give a directory path")
+    parent, name = target.getParent(), target.getName()
+    token = uuid.uuid4().hex[:12]
+    jvm = spark.sparkContext._jvm
+    staging = jvm.org.apache.hadoop.fs.Path(parent, f"_{name}.staging-{token}")
+    trash = jvm.org.apache.hadoop.fs.Path(parent, f"_{name}.trash-{token}")
+    df.write.mode("error").option("header", False).csv(staging.toString())
+    had_old = fs.exists(target)
+    if had_old and not fs.rename(target, trash):
+        raise OSError(f"could not move the old {out_dir} aside")
+    if not fs.rename(staging, target):
+        if had_old:
+            fs.rename(trash, target)
+        raise OSError(f"could not publish {staging} as {out_dir}")
+    if had_old:
+        fs.delete(trash, True)
+
+
+def run_generate(spark: SparkSession, cfg: MgoeConfig, out_dir: str, run_date: str) -> StageSummary:
+    """Generate the log into ``out_dir`` (CSV) and the ground truth (tables under ``output.root``).
+
+    Returns the summary: ``events`` (all rows), ``events_<task>`` per task, ``users``, ``items``, ``seconds``.
+    """
+    try:
+        behaviors = behavior_names(cfg)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    summary = StageSummary("generate")
+    with stage(spark, summary, f"synthetic log -> {out_dir}"):
+        obs = Observation("generate_counts")
+        counts = [F.count(F.lit(1)).alias("events")] + [
+            F.count_if(F.col("behavior") == F.lit(b)).alias(f"events_{t}")
+            for t, b in zip(cfg.tasks.order, behaviors, strict=True)
+        ]
+        write_csv_atomically(generate_events(spark, cfg).observe(obs, *counts), out_dir)
+        for key, value in obs.get.items():
+            summary.add(key, value)
+        users, items = ground_truth(spark, cfg)
+        write_table(users, GROUND_TRUTH_USERS, cfg.output.root, run_date)
+        write_table(items, GROUND_TRUTH_ITEMS, cfg.output.root, run_date)
+        summary.add("users", cfg.generator.users)
+        summary.add("items", cfg.generator.items)
+    return summary
+
+
+def execute(args: argparse.Namespace) -> int:
+    from mgoe_spark.session import get_spark
+
+    cfg = config_from_args(args)
+    out_dir = args.out or default_out_dir(cfg, args.run_date)
+    spark = get_spark(cfg.spark)
+    summary = run_generate(spark, cfg, out_dir, args.run_date)
+    print(f"{summary.line()} out={out_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(job_main(sys.modules[__name__]))

@@ -1,0 +1,125 @@
+"""``mgoe train``: train MGOE and baselines on a training_examples table; print, save JSON and a report.
+
+Reads ``<examples-root>/training_examples`` (Parquet partitions or a Delta table) for one run date,
+streams it by row groups (never loading the table), trains every model for every seed in
+``train.seeds``, and prints per-task AUC / Logloss (mean ± std over seeds). Pure PyTorch: no Spark needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from jobs.common import UserError, config_from_args, job_main
+
+HELP = "train MGOE and baselines on the training_examples table; metrics, report, checkpoints"
+DESCRIPTION = __doc__
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("training")
+    g.add_argument("--examples-root", metavar="URI", help="table root holding training_examples (default: output.root)")
+    g.add_argument(
+        "--models", metavar="A,B", help="comma-separated models (default: train.models); e.g. mgoe,mmoe,ple,esmm"
+    )
+    g.add_argument(
+        "--no-pref-root",
+        metavar="URI",
+        help="also train MGOE as 'mgoe_no_pref' on this table root (built with weights.enabled=false)",
+    )
+    g.add_argument("--report", metavar="DIR", help="write report.md, results.json and plots here")
+    g.add_argument("--json", metavar="PATH", help="write the results as JSON here")
+    g.add_argument(
+        "--export", metavar="DIR", help="export each model's best seed-0 checkpoint (torch.export, .pt2) here"
+    )
+    g.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def run_training(
+    cfg,
+    examples_root: str,
+    run_date: str | None,
+    models: list[str] | None = None,
+    report_dir: str | Path | None = None,
+    *,
+    no_pref_root: str | None = None,
+    progress: bool = True,
+) -> dict:
+    """Train ``models`` (default ``cfg.train.models``) and return the results dict.
+
+    ``results["models"][name]`` has ``auc_mean`` / ``auc_mean_std`` / ``logloss_mean`` / ``logloss_mean_std``
+    (test split, over seeds), ``auc[task]`` / ``logloss[task]`` as {mean, std, values}, and per-seed runs.
+    With ``report_dir``, also writes the Markdown report, plots, results.json and checkpoints there.
+    """
+    import torch
+
+    from model.baselines import MODELS
+    from model.data import DataError
+    from model.report import write_report
+    from model.train import train_models
+
+    models = list(models or cfg.train.models)
+    unknown = [m for m in models if m not in MODELS]
+    if unknown:
+        raise UserError(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
+    torch.set_num_threads(cfg.train.threads)
+    ckpt = Path(report_dir) / "checkpoints" if report_dir else None
+    extra = {"mgoe_no_pref": ("mgoe", no_pref_root)} if no_pref_root else None
+    try:
+        results = train_models(cfg, examples_root, run_date, models, ckpt, extra, progress)
+    except DataError as exc:
+        raise UserError(str(exc)) from None
+    if report_dir:
+        write_report(results, report_dir)
+    return results
+
+
+def execute(args: argparse.Namespace) -> int:
+    from model.evaluate import results_table, to_json
+
+    cfg = config_from_args(args)
+    root = args.examples_root or cfg.output.root
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+    # --run-date defaults to today; when the table has no partition for today and the date was not
+    # chosen explicitly (it equals today's default), train on the latest partition instead.
+    import datetime as dt
+
+    from model.data import available_run_dates
+
+    dates = available_run_dates(root)
+    run_date = args.run_date
+    if run_date not in dates and run_date == dt.date.today().isoformat():
+        run_date = None
+    results = run_training(
+        cfg, root, run_date, models, args.report, no_pref_root=args.no_pref_root, progress=not args.quiet
+    )
+    print(f"training_examples {results['examples_root']} run date {results['run_date']}")
+    print(results_table(results, results["tasks"]))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(to_json(results))
+    if args.report:
+        print(f"report: {Path(args.report) / 'report.md'}")
+    if args.export:
+        _export_all(results, args.export)
+    return 0
+
+
+def _export_all(results: dict, out_dir: str) -> None:
+    from model.data import ExampleStream, TableMeta
+    from model.export import export_model
+    from model.train import load_checkpoint
+
+    for name, r in results["models"].items():
+        run = r["seeds"][0]
+        model, info = load_checkpoint(run["checkpoint"])
+        meta = TableMeta(**{**info["meta"], "tasks": tuple(info["meta"]["tasks"])})
+        stream = ExampleStream(r["examples_root"], results["run_date"], "test", meta, batch_size=256)
+        example = next(iter(stream))
+        path = export_model(model, example, Path(out_dir) / f"{name}.pt2", info)
+        print(f"exported {name} -> {path}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(job_main(sys.modules[__name__]))

@@ -1,0 +1,183 @@
+"""Preference-based node weights (SPEC 4.3, Eq 8) [reconstructed].
+
+For a node v with row x_v of S_U = S S^T (users; items use S_I = S^T S)::
+
+    A_v = sum_{j != v} x_vj * 1[x_vj > b]
+    w_v = w_high if A_v > theta_high;  w_low if A_v < theta_low;  1 otherwise
+
+- The diagonal is excluded everywhere: x_vv = sum_i s_vi^2 is a node's own activity, not a preference it
+  shares with another node, and SPEC defines b over the off-diagonal entries, so A uses the same entries.
+- b: ``weights.b`` if set, else the median of the non-zero off-diagonal entries of S_U. Both (v, j) and
+  (j, v) are entries of the symmetric matrix, so each unordered pair counts twice (it does not move the
+  median). All scores are > 0, so every 2-hop pair gives a non-zero entry.
+- theta_low / theta_high: the ``q_low`` / ``q_high`` quantiles of A over the nodes of that side (every node
+  with a non-zero in S, A = 0 included). Strict inequalities: with many A = 0 and theta_low = 0 nobody is
+  below theta_low.
+- Quantiles are Spark's ``percentile_approx`` with relative rank error ``quantile_rel_error`` (accuracy
+  1 / rel_error); ``rel_error = 0`` asks for the exact lower quantile (smallest value with at least
+  ceil(q * n) values <= it), which keeps every value in one task's memory: for tests and small data only.
+- ``enabled = False`` (the "w/o preference" ablation): every weight is 1, strength 0, nothing is computed.
+
+Entries of S_U need 2-hop pairs (v, j) through shared items. A hot item with deg users has deg^2 of them,
+so each item keeps at most D = ``neighbor_cap`` of its users (chosen by a seeded hash rank, the same on
+any cluster) and A is computed exactly on that capped matrix S_D. That makes A an estimate whenever an item
+has more than D users: contributions through a hot item are dropped for the pairs not sampled (biased low
+for users of hot items; no rescaling, so entries keep their natural scale for the b threshold). With no item
+above the cap it is Eq 8 exactly. Items symmetric: at most D items per user.
+
+Complexity (users; items symmetric), with m_i = min(deg_i, D): the cap is a per-item top-D by hash,
+O(nnz log D) with Spark's window group limit (partial top-D before the shuffle); the 2-hop self-join
+emits sum_i m_i (m_i - 1) <= sum_i min(deg_i, D)^2 rows, aggregated to the distinct (v, j) pairs; the
+quantiles are single passes; the driver sees three numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from mgoe_spark import rand
+from schemas.tables import NODE_WEIGHTS
+
+Side = Literal["user", "item"]
+SIDES = ("user", "item")
+_KEYS = {"user": ("user_id", "item_id"), "item": ("item_id", "user_id")}
+"""side -> (the node column of that side, the shared middle column of its 2-hop paths)."""
+_MAX_ACCURACY = 2**31 - 1
+
+
+def _check_side(side: str) -> None:
+    if side not in SIDES:
+        raise ValueError(f"weights: side must be one of {SIDES}, got {side!r}")
+
+
+def _accuracy(rel_error: float) -> int:
+    """``percentile_approx`` accuracy for a relative rank error (0 -> the largest: exact for n < 2^31)."""
+    if not 0 <= rel_error < 1 or math.isnan(rel_error):
+        raise ValueError(f"weights: quantile_rel_error must be in [0, 1), got {rel_error!r}")
+    return _MAX_ACCURACY if rel_error == 0 else min(_MAX_ACCURACY, max(1, round(1 / rel_error)))
+
+
+def capped_edges(scores: DataFrame, side: Side, cap: int, seed: int) -> DataFrame:
+    """S restricted to at most ``cap`` nodes of ``side`` per middle node: ``(node, mid, score)``.
+
+    For ``side='user'``: each item keeps the ``cap`` users with the smallest hash(seed, user, item) (ties by
+    user id), a seeded uniform sample without replacement, independent of partitioning.
+    """
+    _check_side(side)
+    if not isinstance(cap, int) or cap < 1:
+        raise ValueError(f"weights: neighbor_cap must be a positive integer, got {cap!r}")
+    node, mid = _KEYS[side]
+    edges = scores.select(F.col(node).cast("long").alias("node"), F.col(mid).cast("long").alias("mid"), "score")
+    key = rand.uniform(seed, f"cap_{side}", F.col("node"), F.col("mid"))
+    rank = F.row_number().over(Window.partitionBy("mid").orderBy(key, F.col("node")))
+    return edges.withColumn("_rank", rank).where(F.col("_rank") <= cap).drop("_rank")
+
+
+def two_hop_pairs(scores: DataFrame, side: Side, cap: int, seed: int) -> DataFrame:
+    """Every 2-hop path v - mid - j (v != j) of the capped matrix: ``(node, other, contrib = s_v,mid s_j,mid)``.
+
+    Exactly ``sum_mid m(m - 1)`` rows with m = min(deg(mid), cap); exposed so tests can count them.
+    """
+    e = capped_edges(scores, side, cap, seed)
+    left = e.select("mid", F.col("node"), F.col("score").alias("s1"))
+    right = e.select("mid", F.col("node").alias("other"), F.col("score").alias("s2"))
+    joined = left.join(right, on="mid").where(F.col("node") != F.col("other"))
+    return joined.select("node", "other", (F.col("s1") * F.col("s2")).alias("contrib"))
+
+
+def gram_entries(scores: DataFrame, side: Side, cap: int, seed: int) -> DataFrame:
+    """The non-zero off-diagonal entries of S_D S_D^T (users) / S_D^T S_D (items): ``(node, other, x)``."""
+    pairs = two_hop_pairs(scores, side, cap, seed)
+    return pairs.groupBy("node", "other").agg(F.sum("contrib").alias("x"))
+
+
+def preference_weights(
+    scores: DataFrame,
+    side: Side,
+    *,
+    seed: int,
+    enabled: bool = True,
+    w_high: float = 2.0,
+    w_low: float = 0.5,
+    b: float | None = None,
+    q_high: float = 0.75,
+    q_low: float = 0.25,
+    neighbor_cap: int = 200,
+    quantile_rel_error: float = 0.001,
+) -> DataFrame:
+    """Eq 8 weights of every node of ``side`` that has a non-zero in S.
+
+    Args:
+        scores: S as PAIR_SCORES rows (``user_id, item_id, score``, score > 0).
+        side: ``user`` (rows of S S^T) or ``item`` (rows of S^T S).
+        seed: seeds the neighbor-cap sample (use ``cfg.sub_seed("weights")``).
+        enabled: ``False`` is the ablation: weight 1, strength 0 for every node.
+        w_high, w_low, b, q_high, q_low, neighbor_cap, quantile_rel_error: the ``weights.*`` settings.
+
+    Returns:
+        NODE_WEIGHTS ``(side, node_id, strength = A_v, weight = w_v)``; lazy. Cost: see the module docstring.
+    """
+    _check_side(side)
+    if not 0 < q_low <= q_high < 1:
+        raise ValueError(f"weights: need 0 < q_low <= q_high < 1, got q_low={q_low}, q_high={q_high}")
+    if b is not None and not math.isfinite(b):
+        raise ValueError(f"weights: b must be a finite number or null, got {b!r}")
+    accuracy = _accuracy(quantile_rel_error)
+    node = _KEYS[side][0]
+    nodes = scores.select(F.col(node).cast("long").alias("node")).distinct()
+    if not enabled:
+        return nodes.select(
+            F.lit(side).alias("side"),
+            F.col("node").alias("node_id"),
+            F.lit(0.0).alias("strength"),
+            F.lit(1.0).alias("weight"),
+        )
+
+    x = gram_entries(scores, side, neighbor_cap, seed)
+    if b is None:
+        # One row; null when S_U has no off-diagonal non-zero (then A = 0 everywhere).
+        threshold = x.agg(F.percentile_approx("x", 0.5, accuracy).alias("b"))
+    else:
+        threshold = x.sparkSession.range(1).select(F.lit(float(b)).alias("b"))
+    strong = x.crossJoin(F.broadcast(threshold)).where(F.col("x") > F.col("b"))
+    a = strong.groupBy("node").agg(F.sum("x").alias("strength"))
+    strength = nodes.join(a, on="node", how="left").select("node", F.coalesce("strength", F.lit(0.0)).alias("A"))
+
+    thetas = strength.agg(F.percentile_approx("A", F.array(F.lit(q_low), F.lit(q_high)), accuracy).alias("q"))
+    thetas = thetas.select(F.col("q")[0].alias("theta_low"), F.col("q")[1].alias("theta_high"))
+    weight = (
+        F.when(F.col("A") > F.col("theta_high"), F.lit(float(w_high)))
+        .when(F.col("A") < F.col("theta_low"), F.lit(float(w_low)))
+        .otherwise(F.lit(1.0))
+    )
+    return strength.crossJoin(F.broadcast(thetas)).select(
+        F.lit(side).alias("side"),
+        F.col("node").alias("node_id"),
+        F.col("A").alias("strength"),
+        weight.alias("weight"),
+    )
+
+
+def node_weights(scores: DataFrame, cfg, side: Side) -> DataFrame:
+    """:func:`preference_weights` with the ``weights.*`` settings and ``weights`` sub-seed of a config."""
+    w = cfg.weights
+    return preference_weights(
+        scores,
+        side,
+        seed=cfg.sub_seed("weights"),
+        enabled=w.enabled,
+        w_high=w.w_high,
+        w_low=w.w_low,
+        b=w.b,
+        q_high=w.q_high,
+        q_low=w.q_low,
+        neighbor_cap=w.neighbor_cap,
+        quantile_rel_error=w.quantile_rel_error,
+    )
+
+
+__all__ = ["NODE_WEIGHTS", "capped_edges", "gram_entries", "node_weights", "preference_weights", "two_hop_pairs"]

@@ -1,0 +1,177 @@
+"""Baselines trained by the same harness on the same tables (SPEC 6), and the model registry.
+
+Every model maps a batch (see :mod:`model.data`) to per-task logits (B, T); the harness applies the same
+loss, optimizer, early stopping and metrics to all of them.
+
+- ``mmoe``: MMoE (Ma et al. 2018): E shared experts on [e_u, e_i], one softmax gate and one tower per task.
+- ``ple``: PLE (Tang et al. 2020) with one extraction level (CGC): shared + task-specific experts.
+- ``esmm``: ESMM (Ma et al. 2018): CTR and CVR towers; task 1 is trained on pCTCVR = pCTR * pCVR over the
+  whole sample space; tasks after the second get their own tower.
+- ``macgnn``: single-graph MacGNN-style model: one set of macro embeddings shared by all tasks (no
+  task-specific macro graph), neighbor sums over all tasks, one MLP and one tower per task. For MacGNN's binary
+  edges train it on tables built with ``edges.edge_matrix=binary`` and ``weights.enabled=false``.
+- ``grec``: GRec-style task-routed sparse MoE: each task routes to its top-k experts by a learned task routing
+  score; only those T * k experts run; the mixing weights are a softmax over the selected experts of
+  (task score + per-sample gate). Experts use ReLU (units must be independent to run a subset).
+- ``mgoe``, ``mgoe_no_adjust`` (gamma = 0), ``mgoe_no_cascade`` (lambda = 0): :class:`model.mgoe.MGOE`.
+
+Baselines see the micro features [e_u, e_i] only (as in the paper's comparison); MacGNN and MGOE add the graph.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from model.data import TableMeta
+from model.layers import BatchedMLP, ExpertFusion, MicroNeighbors
+from model.mgoe import MGOE, MacroGraphEncoder, MicroEmbeddings, ModelOptions
+
+
+def parallel_towers(tasks: int, in_dim: int, hidden: int) -> BatchedMLP:
+    """One MLP tower per task: (B, T, in) -> (B, T, 1)."""
+    return BatchedMLP(tasks, in_dim, [hidden, 1], "relu", last_linear=True)
+
+
+class MMoE(nn.Module):
+    """forward(batch) -> logits (B, T). Experts (E, 2d -> sizes), gates softmax(W_t [e_u, e_i]) over E."""
+
+    def __init__(self, meta: TableMeta, opts: ModelOptions) -> None:
+        super().__init__()
+        d, T = opts.embed_dim, meta.num_tasks
+        n = opts.mmoe_experts or (opts.shared_experts + T * opts.task_experts)
+        self.micro = MicroEmbeddings(meta, d)
+        self.experts = BatchedMLP(n, 2 * d, opts.expert_sizes, opts.activation)
+        self.gates = nn.Linear(2 * d, T * n)
+        self.towers = parallel_towers(T, opts.expert_sizes[-1], opts.tower_hidden)
+        self.tasks, self.n = T, n
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        eu, ei = self.micro(batch["user_id"], batch["item_id"])
+        x = torch.cat([eu, ei], dim=-1)
+        e = self.experts(x)  # (B, E, out)
+        g = torch.softmax(self.gates(x).reshape(-1, self.tasks, self.n), dim=-1)
+        return self.towers(torch.einsum("bte,beo->bto", g, e)).squeeze(-1)
+
+
+class PLE(nn.Module):
+    """forward(batch) -> logits (B, T). One CGC level on [e_u, e_i] (shared + task experts), then towers."""
+
+    def __init__(self, meta: TableMeta, opts: ModelOptions) -> None:
+        super().__init__()
+        d, T = opts.embed_dim, meta.num_tasks
+        self.micro = MicroEmbeddings(meta, d)
+        self.cgc = ExpertFusion(T, 2 * d, opts.expert_sizes, opts.shared_experts, opts.task_experts, opts.activation)
+        self.towers = parallel_towers(T, opts.expert_sizes[-1], opts.tower_hidden)
+        self.tasks = T
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        eu, ei = self.micro(batch["user_id"], batch["item_id"])
+        x = torch.cat([eu, ei], dim=-1).unsqueeze(1).expand(-1, self.tasks, -1)
+        return self.towers(self.cgc(x)).squeeze(-1)
+
+
+def product_logit(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """logit(sigmoid(a) * sigmoid(b)), computed in log space (stable for large |a|, |b|)."""
+    log_p = F.logsigmoid(a) + F.logsigmoid(b)
+    log_q = torch.log(torch.clamp(-torch.expm1(log_p), min=1e-12))
+    return log_p - log_q
+
+
+class ESMM(nn.Module):
+    """forward(batch) -> logits (B, T): [CTR, logit(pCTR * pCVR), independent towers for tasks >= 2]."""
+
+    def __init__(self, meta: TableMeta, opts: ModelOptions) -> None:
+        super().__init__()
+        d, T = opts.embed_dim, meta.num_tasks
+        self.micro = MicroEmbeddings(meta, d)
+        self.towers = BatchedMLP(T, 2 * d, [*opts.expert_sizes, opts.tower_hidden, 1], "relu", last_linear=True)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        eu, ei = self.micro(batch["user_id"], batch["item_id"])
+        raw = self.towers(torch.cat([eu, ei], dim=-1)).squeeze(-1)  # (B, T)
+        if raw.shape[1] < 2:
+            return raw
+        ctcvr = product_logit(raw[:, 0], raw[:, 1]).unsqueeze(1)
+        return torch.cat([raw[:, :1], ctcvr, raw[:, 2:]], dim=1)
+
+
+class MacGNNStyle(nn.Module):
+    """forward(batch) -> logits (B, T). One macro graph for all tasks + neighbor sums over all tasks."""
+
+    def __init__(self, meta: TableMeta, opts: ModelOptions) -> None:
+        super().__init__()
+        d, T = opts.embed_dim, meta.num_tasks
+        self.micro = MicroEmbeddings(meta, d)
+        self.graph = MacroGraphEncoder(meta, opts, shared=True)
+        self.neighbors = MicroNeighbors()
+        self.mlp = BatchedMLP(1, self.graph.out_dim + 4 * d, opts.expert_sizes, opts.activation)
+        self.towers = parallel_towers(T, opts.expert_sizes[-1], opts.tower_hidden)
+        self.tasks = T
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        eu, ei = self.micro(batch["user_id"], batch["item_id"])
+        mge = self.graph(batch["user_edges"], batch["item_edges"], eu, ei)[:, 0]  # (B, F)
+        ru = self.neighbors(self.micro.item, batch["user_recent"]).sum(dim=1)
+        ri = self.neighbors(self.micro.user, batch["item_recent"]).sum(dim=1)
+        h = self.mlp(torch.cat([mge, ru, ri, eu, ei], dim=-1))  # (B, 1, out)
+        return self.towers(h.expand(-1, self.tasks, -1)).squeeze(-1)
+
+
+class GRecMoE(nn.Module):
+    """forward(batch) -> logits (B, T). Task-routed sparse MoE: task t runs only its top-k experts."""
+
+    def __init__(self, meta: TableMeta, opts: ModelOptions) -> None:
+        super().__init__()
+        d, T = opts.embed_dim, meta.num_tasks
+        if not 1 <= opts.grec_top_k <= opts.grec_experts:
+            raise ValueError(f"grec_top_k must be in 1..grec_experts ({opts.grec_experts}), got {opts.grec_top_k}")
+        self.micro = MicroEmbeddings(meta, d)
+        self.experts = BatchedMLP(opts.grec_experts, 2 * d, opts.expert_sizes, "relu")
+        self.router = nn.Parameter(torch.randn(T, opts.grec_experts) * 0.1)  # task routing scores
+        self.gate = nn.Linear(2 * d, T * opts.grec_experts)
+        self.towers = parallel_towers(T, opts.expert_sizes[-1], opts.tower_hidden)
+        self.tasks, self.n, self.k = T, opts.grec_experts, opts.grec_top_k
+
+    def selected(self) -> torch.Tensor:
+        """(T, k) expert indices of each task's route."""
+        return torch.topk(self.router, self.k, dim=1).indices
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        eu, ei = self.micro(batch["user_id"], batch["item_id"])
+        x = torch.cat([eu, ei], dim=-1)
+        sel = self.selected()
+        out = self.experts(x, sel.reshape(-1)).reshape(x.shape[0], self.tasks, self.k, -1)
+        sample = self.gate(x).reshape(-1, self.tasks, self.n)
+        logits = torch.gather(sample, 2, sel.unsqueeze(0).expand(x.shape[0], -1, -1))
+        g = torch.softmax(logits + torch.gather(self.router, 1, sel).unsqueeze(0), dim=-1)  # (B, T, k)
+        return self.towers(torch.einsum("btk,btko->bto", g, out)).squeeze(-1)
+
+
+MODELS: dict[str, str] = {
+    "mgoe": "MGOE (SPEC 6)",
+    "mgoe_no_adjust": "MGOE w/o macro task adjustment (gamma = 0)",
+    "mgoe_no_cascade": "MGOE w/o cascading readout (lambda = 0)",
+    "mmoe": "MMoE",
+    "ple": "PLE (one CGC level)",
+    "esmm": "ESMM (CTR x CVR over the first two tasks)",
+    "macgnn": "single-graph MacGNN-style model",
+    "grec": "GRec-style task-routed sparse MoE",
+}
+
+
+def build_model(name: str, meta: TableMeta, opts: ModelOptions) -> nn.Module:
+    """A fresh model by registry name (ValueError naming the choices for an unknown name)."""
+    if name == "mgoe":
+        return MGOE(meta, opts)
+    if name == "mgoe_no_adjust":
+        return MGOE(meta, dataclasses.replace(opts, adjust=False))
+    if name == "mgoe_no_cascade":
+        return MGOE(meta, dataclasses.replace(opts, cascade=False))
+    classes = {"mmoe": MMoE, "ple": PLE, "esmm": ESMM, "macgnn": MacGNNStyle, "grec": GRecMoE}
+    if name not in classes:
+        raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
+    return classes[name](meta, opts)

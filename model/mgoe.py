@@ -1,0 +1,190 @@
+"""The MGOE model (SPEC 6, Eq 11-24) and the options every model of the harness is built from.
+
+Data flow for a batch of B (user, item) rows, T tasks, d = embedding size::
+
+    e_u, e_i (B, d)                              micro embeddings, shared by tasks
+    M^t_U (T, K_U, d), M^t_I (T, K_I, d)          task-specific macro embeddings            Eq 11
+    w = softmax(log(eps + 1) / tau)  per hop      log-smoothed macro weights               Eq 14
+    z^t per (side, hop) (B, T, o)                 macro graph experts with attention        Eq 15-17
+    MGE^t = concat_z (B, T, 2H*o)                 one macro graph expert per task
+    x^t = sum_k g^t_k MGE^k                       macro graph bottom                        Eq 12-13
+    r^t_u, r^t_i (B, T, d)                        per-task micro-neighbor sums               Eq 18
+    c^t = [x^t, r^t_u, r^t_i, e_u, e_i]           -> shared + task experts (CGC)             Eq 19-20
+    o_t = tower_t([h^t, lambda_t o_{t-1}])        cascading readout                          Eq 21
+    logit_t = o_t + gamma_t T^t[u, c_I(i)]        macro task adjustment; y_t = sigmoid      Eq 22
+    loss = sum_t BCE_t + l1 |theta|_1 (+ L2 as Adam weight decay)                           Eq 1, 23, 24
+
+Cost per row: O(T * H * K * (d + h + o) + T * L * d + experts), independent of graph size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from model.data import TableMeta
+from model.layers import (
+    CascadeTowers,
+    ExpertFusion,
+    MacroEmbeddings,
+    MacroGraphBottom,
+    MacroGraphExpert,
+    MicroNeighbors,
+    TaskAdjustment,
+    log_smoothed_weights,
+)
+
+
+@dataclass
+class ModelOptions:
+    """Hyper-parameters of every model (filled from ``cfg.train`` by :meth:`from_train_settings`)."""
+
+    embed_dim: int = 10
+    head_dim: int | None = None
+    """Attention size d_h; ``None``: ``embed_dim``."""
+    macro_out: int | None = None
+    """Output size o of each macro graph expert channel; ``None``: ``embed_dim``."""
+    tau: float = 1.3
+    attention: str = "neighbors"
+    activation: str = "dice"
+    expert_sizes: list[int] = field(default_factory=lambda: [200, 80])
+    tower_hidden: int = 40
+    shared_experts: int = 2
+    task_experts: int = 1
+    cascade: bool = True
+    adjust: bool = True
+    lambda_init: float = 1.0
+    gamma_init: float = 1.0
+    mmoe_experts: int | None = None
+    """``None``: shared_experts + tasks * task_experts (the same number of experts as MGOE / PLE)."""
+    grec_experts: int = 8
+    grec_top_k: int = 2
+
+    @staticmethod
+    def from_train_settings(train) -> ModelOptions:
+        return ModelOptions(
+            embed_dim=train.embed_dim,
+            head_dim=train.head_dim,
+            macro_out=train.macro_out,
+            tau=train.tau,
+            attention=train.attention,
+            activation=train.activation,
+            expert_sizes=list(train.expert_sizes),
+            tower_hidden=train.tower_hidden,
+            shared_experts=train.shared_experts,
+            task_experts=train.task_experts,
+            lambda_init=train.lambda_init,
+            gamma_init=train.gamma_init,
+            mmoe_experts=train.mmoe_experts,
+            grec_experts=train.grec_experts,
+            grec_top_k=train.grec_top_k,
+        )
+
+
+class MicroEmbeddings(nn.Module):
+    """User and item id embeddings (Xavier init; row 0 = padding, kept at zero). ids (B,) -> (B, d)."""
+
+    def __init__(self, meta: TableMeta, dim: int) -> None:
+        super().__init__()
+        self.user = nn.Embedding(meta.num_users, dim, padding_idx=0)
+        self.item = nn.Embedding(meta.num_items, dim, padding_idx=0)
+        for emb in (self.user, self.item):
+            nn.init.xavier_uniform_(emb.weight)
+            with torch.no_grad():
+                emb.weight[0].zero_()
+
+    def forward(self, user_id: torch.Tensor, item_id: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.user(user_id), self.item(item_id)
+
+
+class MacroGraphEncoder(nn.Module):
+    """Eq 11, 14-17 for every (side, hop) channel: -> MGE (B, G, 2 * hops * o).
+
+    Channel order: user hops 1..H, then item hops 1..H. Macro nodes of user hop h are item macros for odd h
+    (keyed by e_i) and user macros for even h (keyed by e_u); the item side mirrors it (SPEC 6: user 1-hop keyed
+    by e_i, user 2-hop by e_u, item 1-hop by e_u, item 2-hop by e_i). ``G`` = T task-specific macro tables,
+    or 1 with ``shared=True`` (single-graph MacGNN).
+    """
+
+    def __init__(self, meta: TableMeta, opts: ModelOptions, shared: bool = False) -> None:
+        super().__init__()
+        d = opts.embed_dim
+        groups = 1 if shared else meta.num_tasks
+        self.tau = opts.tau
+        self.macro_user = MacroEmbeddings(meta.num_tasks, meta.k_user, d, shared)
+        self.macro_item = MacroEmbeddings(meta.num_tasks, meta.k_item, d, shared)
+        out = opts.macro_out or d
+        self.channels: list[tuple[str, int, int, str]] = []  # (side, start col, width, macro side)
+        for side in ("user", "item"):
+            start = 0
+            for h, width in enumerate(meta.hop_widths(side)):
+                macro_side = (
+                    ("item" if h % 2 == 0 else "user") if side == "user" else ("user" if h % 2 == 0 else "item")
+                )
+                self.channels.append((side, start, width, macro_side))
+                start += width
+        self.experts = nn.ModuleList(
+            MacroGraphExpert(groups, d, opts.head_dim or d, out, opts.attention) for _ in self.channels
+        )
+        self.out_dim = out * len(self.channels)
+
+    def forward(
+        self, user_edges: torch.Tensor, item_edges: torch.Tensor, eu: torch.Tensor, ei: torch.Tensor
+    ) -> torch.Tensor:
+        mu, mi = self.macro_user(), self.macro_item()
+        zs = []
+        for (side, start, width, macro_side), expert in zip(self.channels, self.experts, strict=True):
+            edges = (user_edges if side == "user" else item_edges)[:, start : start + width]
+            w = log_smoothed_weights(edges, self.tau)
+            macro, target = (mu, eu) if macro_side == "user" else (mi, ei)
+            zs.append(expert(macro, target, w))
+        return torch.cat(zs, dim=-1)
+
+
+def multitask_bce(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Eq 23: sum over tasks of (weighted) mean binary cross-entropy. logits, labels (B, T) -> scalar."""
+    per_task = F.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(dim=0)
+    if weights is not None:
+        per_task = per_task * weights
+    return per_task.sum()
+
+
+def l1_penalty(model: nn.Module) -> torch.Tensor:
+    """Eq 24's L1 term: sum of |theta| over trainable parameters (the L2 term is Adam's weight decay)."""
+    return sum(p.abs().sum() for p in model.parameters() if p.requires_grad)
+
+
+class MGOE(nn.Module):
+    """Macro Graph of Experts. forward(batch) -> adjusted logits (B, T); ``sigmoid`` gives y_t (Eq 22).
+
+    ``opts.cascade=False`` is "w/o cascading" (lambda = 0), ``opts.adjust=False`` "w/o adjustment" (gamma = 0);
+    "w/o preference" is the same model trained on tables built with ``weights.enabled=false``.
+    """
+
+    def __init__(self, meta: TableMeta, opts: ModelOptions) -> None:
+        super().__init__()
+        d, T = opts.embed_dim, meta.num_tasks
+        self.micro = MicroEmbeddings(meta, d)
+        self.graph = MacroGraphEncoder(meta, opts)
+        self.bottom = MacroGraphBottom(T, d)
+        self.neighbors = MicroNeighbors()
+        in_dim = self.graph.out_dim + 4 * d
+        self.fusion = ExpertFusion(
+            T, in_dim, opts.expert_sizes, opts.shared_experts, opts.task_experts, opts.activation
+        )
+        self.towers = CascadeTowers(T, opts.expert_sizes[-1], opts.tower_hidden, opts.cascade, opts.lambda_init)
+        self.adjust = TaskAdjustment(T, opts.adjust, opts.gamma_init)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        eu, ei = self.micro(batch["user_id"], batch["item_id"])
+        mge = self.graph(batch["user_edges"], batch["item_edges"], eu, ei)  # (B, T, F)
+        x = self.bottom(mge, eu, ei)
+        ru = self.neighbors(self.micro.item, batch["user_recent"])  # (B, T, d)
+        ri = self.neighbors(self.micro.user, batch["item_recent"])
+        t = x.shape[1]
+        c = torch.cat([x, ru, ri, eu.unsqueeze(1).expand(-1, t, -1), ei.unsqueeze(1).expand(-1, t, -1)], dim=-1)
+        o = self.towers(self.fusion(c))
+        return self.adjust(o, batch["lookup"])

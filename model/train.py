@@ -1,0 +1,208 @@
+"""Training harness (SPEC 6): the same loop, loss, early stopping and metrics for MGOE and every baseline.
+
+For each model and seed: Adam (``train.lr``, L2 = ``train.weight_decay``), loss = sum of per-task BCE
+(+ ``train.l1`` * L1), one streamed pass over the train split per epoch, validation mean AUC after each epoch,
+early stopping after ``train.patience`` epochs without improvement, the best state kept as a checkpoint
+(``torch.save(state_dict)`` + a JSON sidecar; loaded back with ``weights_only=True``) and scored on the test
+split. Results are aggregated over ``train.seeds`` (mean and population std).
+
+Deterministic for a seed: the model init (``torch.manual_seed``), the loader order (seeded per epoch) and
+the thread count (``train.threads``) are fixed; the CPU kernels used are deterministic.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from model.baselines import build_model
+from model.data import ExampleStream, TableMeta, make_loader, read_meta, resolve_run_date
+from model.evaluate import evaluate
+from model.mgoe import ModelOptions, l1_penalty, multitask_bce
+
+
+def save_checkpoint(model: nn.Module, path: str | Path, info: dict) -> None:
+    """state_dict (tensors only) at ``path`` and ``info`` (JSON) at ``path + '.json'``."""
+    torch.save(model.state_dict(), path)
+    Path(f"{path}.json").write_text(json.dumps(info, indent=2, default=str))
+
+
+def load_checkpoint(path: str | Path, meta: TableMeta | None = None) -> tuple[nn.Module, dict]:
+    """Rebuild the model from the JSON sidecar and load the tensors with ``weights_only=True``."""
+    info = json.loads(Path(f"{path}.json").read_text())
+    meta = meta or TableMeta.from_json(json.dumps(info["meta"]))
+    model = build_model(info["model"], meta, ModelOptions(**info["options"]))
+    model.load_state_dict(torch.load(path, weights_only=True))
+    model.eval()
+    return model, info
+
+
+def _streams(cfg, root: str, run_date: str, meta: TableMeta, seed: int):
+    t = cfg.train
+    train = ExampleStream(
+        root, run_date, "train", meta, t.batch_size, shuffle=True, shuffle_buffer=t.shuffle_buffer, seed=seed
+    )
+    valid = ExampleStream(root, run_date, "valid", meta, t.eval_batch_size)
+    test = ExampleStream(root, run_date, "test", meta, t.eval_batch_size)
+    return train, valid, test
+
+
+def train_one(
+    name: str,
+    cfg,
+    root: str,
+    run_date: str,
+    meta: TableMeta,
+    seed: int,
+    checkpoint: str | Path,
+    progress: bool = True,
+) -> dict:
+    """Train ``name`` with ``seed``; returns history, best epoch, valid and test metrics, throughput."""
+    t = cfg.train
+    torch.set_num_threads(t.threads)
+    torch.manual_seed(seed)
+    opts = ModelOptions.from_train_settings(t)
+    model = build_model(name, meta, opts)
+    optim = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    weights = torch.tensor(t.task_weights, dtype=torch.float32) if t.task_weights else None
+    train_s, valid_s, test_s = _streams(cfg, root, run_date, meta, seed)
+    tasks = list(meta.tasks)
+    history, best, best_epoch, bad = [], -math.inf, -1, 0
+    info = {"model": name, "seed": seed, "meta": asdict(meta), "options": asdict(opts)}
+    train_seconds, train_rows = 0.0, 0
+    for epoch in range(t.epochs):
+        train_s.set_epoch(epoch)
+        model.train()
+        losses, rows, start = [], 0, time.perf_counter()
+        bar = tqdm(
+            make_loader(train_s, t.loader_workers),
+            desc=f"{name} seed {seed} epoch {epoch + 1}/{t.epochs}",
+            disable=not progress,
+            leave=False,
+            unit="batch",
+        )
+        for step, batch in enumerate(bar):
+            if t.max_steps_per_epoch is not None and step >= t.max_steps_per_epoch:
+                break
+            logits = model(batch)
+            loss = multitask_bce(logits, batch["labels"], weights)
+            if t.l1 > 0:
+                loss = loss + t.l1 * l1_penalty(model)
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            optim.step()
+            losses.append(loss.item())
+            rows += len(batch["labels"])
+            if step % 20 == 0:
+                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+        elapsed = time.perf_counter() - start
+        train_seconds += elapsed
+        train_rows += rows
+        valid = evaluate(model, make_loader(valid_s), tasks)
+        score = valid["auc_mean"]
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "train_loss": float(np.mean(losses)) if losses else math.nan,
+                "valid_auc_mean": score,
+                "valid_logloss_mean": valid["logloss_mean"],
+                "valid_auc": valid["auc"],
+                "seconds": elapsed,
+            }
+        )
+        # No valid rows (or one class only): keep the latest epoch rather than never saving.
+        improved = (not math.isnan(score) and score > best) or (math.isnan(score) and best == -math.inf)
+        if improved:
+            best, best_epoch, bad = (score if not math.isnan(score) else -math.inf), epoch + 1, 0
+            save_checkpoint(model, checkpoint, {**info, "epoch": epoch + 1, "valid": valid})
+        else:
+            bad += 1
+            if bad >= t.patience:
+                break
+    model.load_state_dict(torch.load(checkpoint, weights_only=True))
+    test = evaluate(model, make_loader(test_s), tasks)
+    valid = evaluate(model, make_loader(valid_s), tasks)
+    return {
+        "seed": seed,
+        "best_epoch": best_epoch,
+        "history": history,
+        "valid": valid,
+        "test": test,
+        "checkpoint": str(checkpoint),
+        "train_samples_per_s": train_rows / train_seconds if train_seconds > 0 else math.nan,
+    }
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    v = np.asarray([x for x in values if x is not None and not math.isnan(x)], dtype=np.float64)
+    if len(v) == 0:
+        return math.nan, math.nan
+    return float(v.mean()), float(v.std())
+
+
+def aggregate(runs: list[dict], tasks: list[str]) -> dict:
+    """Per-seed test metrics -> mean and std over seeds (per task and averaged)."""
+    out: dict = {"auc": {}, "logloss": {}, "seeds": runs}
+    for metric in ("auc", "logloss"):
+        for task in tasks:
+            vals = [r["test"][metric].get(task, math.nan) for r in runs]
+            m, s = _mean_std(vals)
+            out[metric][task] = {"mean": m, "std": s, "values": vals}
+        m, s = _mean_std([r["test"][f"{metric}_mean"] for r in runs])
+        out[f"{metric}_mean"], out[f"{metric}_mean_std"] = m, s
+    out["train_samples_per_s"] = _mean_std([r["train_samples_per_s"] for r in runs])[0]
+    return out
+
+
+def train_models(
+    cfg,
+    examples_root: str,
+    run_date: str | None,
+    models: list[str],
+    checkpoint_dir: str | Path | None = None,
+    extra_roots: dict[str, tuple[str, str]] | None = None,
+    progress: bool = True,
+) -> dict:
+    """Train every model for every seed in ``cfg.train.seeds``; returns the results dict.
+
+    ``extra_roots`` maps an extra result name to (model, table root), e.g.
+    ``{"mgoe_no_pref": ("mgoe", "/tables_without_weights")}`` for the w/o-preference ablation, trained on
+    the same run date of a table built with ``weights.enabled=false``.
+    """
+    run_date = resolve_run_date(examples_root, run_date)
+    meta = read_meta(examples_root, run_date, cfg.tasks.order)
+    tasks = list(meta.tasks)
+    ckpt = Path(checkpoint_dir or cfg.train.checkpoint_dir or tempfile.mkdtemp(prefix="mgoe-ckpt-"))
+    ckpt.mkdir(parents=True, exist_ok=True)
+    jobs = [(m, m, examples_root, meta) for m in models]
+    for label, (model_name, root) in (extra_roots or {}).items():
+        jobs.append((label, model_name, root, read_meta(root, run_date, cfg.tasks.order)))
+    results: dict = {
+        "examples_root": examples_root,
+        "run_date": run_date,
+        "tasks": tasks,
+        "meta": asdict(meta),
+        "train_config": asdict(cfg.train),
+        "models": {},
+    }
+    for label, model_name, root, m in jobs:
+        runs = []
+        for seed in cfg.train.seeds:
+            path = ckpt / f"{label}-seed{seed}.pt"
+            runs.append(train_one(model_name, cfg, root, run_date, m, seed, path, progress))
+        results["models"][label] = {"model": model_name, "examples_root": root, **aggregate(runs, tasks)}
+    return results
+
+
+def default_threads() -> int:
+    return max(1, min(2, os.cpu_count() or 1))

@@ -1,0 +1,58 @@
+"""The SparkSession factory: local defaults, conf from config, Java checks."""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+
+import pytest
+
+from mgoe_spark import session
+from mgoe_spark.session import EnvironmentProblem, check_java, java_major_version
+
+
+def test_local_session_pins_python_and_applies_conf(spark):
+    assert spark.sparkContext.master == "local[2]"
+    assert os.environ["PYSPARK_PYTHON"] == sys.executable
+    assert spark.conf.get("spark.sql.shuffle.partitions") == "4"
+    assert spark.conf.get("spark.sql.session.timeZone") == "UTC"
+    # Workers run the same interpreter as the driver.
+    worker_python = spark.sparkContext.parallelize([0], 1).map(lambda _: __import__("sys").executable).collect()
+    assert worker_python == [sys.executable]
+
+
+def _fake_java(tmp_path, version_line: str) -> str:
+    path = tmp_path / "java"
+    path.write_text(f"#!/bin/sh\necho '{version_line}' >&2\n")
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("line", "major"),
+    [
+        ('openjdk version "17.0.15" 2025-04-15', 17),
+        ('openjdk version "21" 2023-09-19', 21),
+        ('java version "1.8.0_392"', 8),
+        ('openjdk version "11.0.2" 2019-01-15', 11),
+    ],
+)
+def test_java_version_parsing(tmp_path, line, major):
+    assert java_major_version(_fake_java(tmp_path, line)) == major
+
+
+def test_java_missing_or_old_gives_one_line_hint(tmp_path, monkeypatch):
+    monkeypatch.setattr(session, "java_major_version", lambda java=None: None)
+    with pytest.raises(EnvironmentProblem, match=r"Java 17\+ not found .*apt-get install -y openjdk-17"):
+        check_java()
+    monkeypatch.setattr(session, "java_major_version", lambda java=None: 11)
+    with pytest.raises(EnvironmentProblem, match="Java 11 is too old; Spark 4 needs Java 17"):
+        check_java()
+
+
+def test_under_spark_submit_detection(monkeypatch):
+    monkeypatch.delenv("PYSPARK_GATEWAY_PORT", raising=False)
+    assert not session.under_spark_submit()
+    monkeypatch.setenv("PYSPARK_GATEWAY_PORT", "12345")
+    assert session.under_spark_submit()

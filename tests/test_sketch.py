@@ -1,0 +1,146 @@
+"""Sketched node vectors (SPEC 4.2) against exact numpy rows of S S^T and S^T S."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from scipy.stats import chi2
+
+from mgoe_spark.sketch import omega_rows, sketch_side
+from schemas.tables import NODE_VECTORS
+from tests.oracles import adjusted_rand_index, dense_matrix, kmeans
+
+SEED = 11
+
+
+def random_scores(rng, users: int, items: int, density: float):
+    """Random S as (user, item, score) triples with ids 1..N and Box-Cox(beta=0.5)-like real scores."""
+    mask = rng.random((users, items)) < density
+    mask[np.arange(users), rng.integers(0, items, users)] = True  # every user has a pair
+    mask[rng.integers(0, users, items), np.arange(items)] = True  # every item has a pair
+    rho = rng.integers(1, 16, (users, items))
+    score = 2 * (np.sqrt(rho + 1.0) - 1)  # beta = 0.5
+    return [(int(u + 1), int(i + 1), float(score[u, i])) for u, i in zip(*np.nonzero(mask), strict=True)]
+
+
+def to_df(spark, triples):
+    return spark.createDataFrame(triples, "user_id long, item_id long, score double")
+
+
+def collect_vectors(df) -> dict[int, np.ndarray]:
+    return {r.node_id: np.array(r.vector, dtype=np.float64) for r in df.collect()}
+
+
+def exact_gram(triples, side: str):
+    users = sorted({u for u, _, _ in triples})
+    items = sorted({i for _, i, _ in triples})
+    s = dense_matrix(triples, users, items)
+    return (users, s @ s.T) if side == "user" else (items, s.T @ s)
+
+
+@pytest.fixture(scope="module")
+def small(spark):
+    triples = random_scores(np.random.default_rng(3), users=18, items=22, density=0.25)
+    return triples, to_df(spark, triples).cache()
+
+
+@pytest.mark.parametrize("distribution", ["gaussian", "rademacher"])
+@pytest.mark.parametrize("side", ["user", "item"])
+def test_sketch_equals_exact_product_with_same_omega(spark, small, side, distribution):
+    """(a) Z = S_side Omega exactly (float32 output), Omega materialized from the same hashes."""
+    triples, df = small
+    dim = 16
+    ids, gram = exact_gram(triples, side)
+    omega_df = omega_rows(spark.createDataFrame([(i,) for i in ids], "node_id long"), dim, SEED, side, distribution)
+    omega_map = {r.node_id: np.array(r.omega) for r in omega_df.collect()}
+    omega = np.stack([omega_map[i] for i in ids])
+    assert omega.shape == (len(ids), dim)
+    if distribution == "rademacher":
+        assert set(np.unique(np.abs(omega)).round(12)) == {round(dim**-0.5, 12)}
+    expected = gram @ omega  # = S (S^T Omega) for users, S^T (S Omega) for items
+
+    raw = collect_vectors(sketch_side(df, side, dim, SEED, normalize=False, distribution=distribution))
+    assert sorted(raw) == ids
+    got = np.stack([raw[i] for i in ids])
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())
+
+    normed = collect_vectors(sketch_side(df, side, dim, SEED, normalize=True, distribution=distribution))
+    got_n = np.stack([normed[i] for i in ids])
+    np.testing.assert_allclose(got_n, expected / np.linalg.norm(expected, axis=1, keepdims=True), atol=1e-6)
+
+
+def test_output_schema_and_determinism(spark, small):
+    _, df = small
+    a = sketch_side(df, "user", 8, SEED)
+    assert a.columns == NODE_VECTORS.column_names
+    assert a.schema["vector"].dataType.simpleString() == "array<float>"
+    assert {r.side for r in a.collect()} == {"user"}
+    first, again = collect_vectors(a), collect_vectors(sketch_side(df, "user", 8, SEED))
+    other = collect_vectors(sketch_side(df, "user", 8, SEED + 1))
+    assert all(np.array_equal(first[k], again[k]) for k in first)
+    assert not all(np.allclose(first[k], other[k]) for k in first)
+    assert all(len(v) == 8 for v in first.values())
+
+
+def test_pairwise_distances_within_jl_tolerance(spark):
+    """(b) Gaussian Omega: for a fixed pair, ||Z_u - Z_v||^2 / ||x_u - x_v||^2 ~ chi2(r) / r exactly.
+
+    Tolerance: the two-sided chi2(r)/r quantiles at delta / (2 P) for P pairs (union bound), delta = 1e-3,
+    i.e. all P ratios inside with probability >= 99.9%. For r = 64, P = 435 that is [0.37, 2.07] (eps shrinks
+    like sqrt(log(P / delta) / r), the JL scaling).
+    """
+    dim = 64
+    triples = random_scores(np.random.default_rng(5), users=30, items=25, density=0.2)
+    users, gram = exact_gram(triples, "user")
+    z = collect_vectors(sketch_side(to_df(spark, triples), "user", dim, SEED, normalize=False))
+    zs = np.stack([z[u] for u in users])
+    pairs = list(itertools.combinations(range(len(users)), 2))
+    exact = np.array([np.sum((gram[a] - gram[b]) ** 2) for a, b in pairs])
+    sketched = np.array([np.sum((zs[a] - zs[b]) ** 2) for a, b in pairs])
+    assert np.all(exact > 0)
+    ratio = sketched / exact
+    delta = 1e-3
+    lo = chi2.ppf(delta / (2 * len(pairs)), dim) / dim
+    hi = chi2.ppf(1 - delta / (2 * len(pairs)), dim) / dim
+    assert lo <= ratio.min() and ratio.max() <= hi, (lo, ratio.min(), ratio.max(), hi)
+    # Unbiased on average (mean of P correlated chi2/r ratios; 4 sd of one ratio over sqrt of ~n pairs).
+    assert abs(ratio.mean() - 1) < 4 * np.sqrt(2 / dim) / np.sqrt(len(users))
+
+
+def planted_scores(rng, groups: int = 3, users_per: int = 20, items_per: int = 15):
+    """Users of group g interact mostly with items of group g (p=0.45) and rarely elsewhere (p=0.04)."""
+    ug = np.repeat(np.arange(groups), users_per)
+    ig = np.repeat(np.arange(groups), items_per)
+    p = np.where(ug[:, None] == ig[None, :], 0.45, 0.04)
+    mask = rng.random(p.shape) < p
+    rho = rng.integers(1, 16, p.shape)
+    triples = [(int(u + 1), int(i + 1), float(rho[u, i])) for u, i in zip(*np.nonzero(mask), strict=True)]
+    return triples, ug, ig
+
+
+@pytest.mark.parametrize("side", ["user", "item"])
+def test_planted_clusters_from_sketch_agree_with_exact_rows(spark, side):
+    """(c) k-means on the (normalized) sketch agrees with k-means on the exact normalized rows: ARI >= 0.9."""
+    triples, ug, ig = planted_scores(np.random.default_rng(7))
+    ids, gram = exact_gram(triples, side)
+    truth = (ug if side == "user" else ig)[np.array(ids) - 1]
+    exact_rows = gram / np.linalg.norm(gram, axis=1, keepdims=True)
+    z = collect_vectors(sketch_side(to_df(spark, triples), side, 32, SEED, normalize=True))
+    zs = np.stack([z[i] for i in ids])
+    k = 3
+    exact_labels = kmeans(exact_rows, k, seed=0)
+    sketch_labels = kmeans(zs, k, seed=0)
+    assert adjusted_rand_index(exact_labels, truth) >= 0.9  # the planted structure is there to find
+    assert adjusted_rand_index(sketch_labels, exact_labels) >= 0.9
+
+
+def test_bad_arguments_are_clear_errors(spark, small):
+    _, df = small
+    with pytest.raises(ValueError, match="sketch.dim"):
+        sketch_side(df, "user", 0, SEED)
+    with pytest.raises(ValueError, match="distribution"):
+        sketch_side(df, "user", 4, SEED, distribution="uniform")
+    with pytest.raises(ValueError, match="side"):
+        sketch_side(df, "users", 4, SEED)

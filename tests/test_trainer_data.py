@@ -1,0 +1,195 @@
+"""Streaming loader (Parquet and Delta), metadata, list decoding, and the metrics (AUC / Logloss)."""
+
+from __future__ import annotations
+
+import math
+import types
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.stats import mannwhitneyu
+
+import model.data as data
+from model.data import DataError, ExampleStream, list_to_matrix, nested_to_matrix, read_meta
+from model.evaluate import auc, logloss, task_metrics
+from model.synthetic import SyntheticSpec, generate_examples, write_examples
+
+RUN = "2024-01-02"
+SPEC = SyntheticSpec(users=60, items=40, feature_exposures_per_user=12, sample_exposures_per_user=8, recent_len=3)
+
+
+@pytest.fixture(scope="module")
+def table():
+    return generate_examples(SPEC)
+
+
+@pytest.fixture(scope="module")
+def parquet_root(tmp_path_factory, table):
+    root = str(tmp_path_factory.mktemp("examples"))
+    write_examples(table, root, RUN, row_group_rows=64, files=2)
+    return root
+
+
+# ---- list decoding ------------------------------------------------------------------------------------
+
+
+def _oracle(rows, widths):
+    out = np.zeros((len(rows), sum(widths)))
+    for r, lists in enumerate(rows):
+        col = 0
+        for h, w in enumerate(widths):
+            vals = lists[h] if lists is not None and h < len(lists) and lists[h] is not None else []
+            vals = vals[:w]
+            out[r, col : col + len(vals)] = vals
+            col += w
+    return out
+
+
+def test_nested_to_matrix_fast_and_ragged_paths():
+    full = [[[1.0, 2.0], [3.0, 4.0, 5.0]], [[6.0, 7.0], [8.0, 9.0, 10.0]]]
+    arr = pa.array(full, pa.list_(pa.list_(pa.float32())))
+    np.testing.assert_array_equal(nested_to_matrix(arr, [2, 3], np.float32), _oracle(full, [2, 3]))
+    ragged = [[[1.0], [2.0, 3.0, 4.0, 99.0]], [], None, [[5.0, 6.0]], [[7.0, 8.0], [9.0], [11.0]]]
+    arr = pa.array(ragged, pa.list_(pa.list_(pa.float32())))
+    np.testing.assert_array_equal(nested_to_matrix(arr, [2, 3], np.float32), _oracle(ragged, [2, 3]))
+    sliced = arr.slice(1, 3)
+    np.testing.assert_array_equal(nested_to_matrix(sliced, [2, 3], np.float32), _oracle(ragged[1:4], [2, 3]))
+    flat = pa.array([[1.0, 2.0], [], [3.0, 4.0, 5.0]], pa.list_(pa.float32()))
+    np.testing.assert_array_equal(list_to_matrix(flat, 2, np.float32), [[1, 2], [0, 0], [3, 4]])
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.one_of(st.none(), st.lists(st.lists(st.integers(1, 50), max_size=5), max_size=4)), min_size=1, max_size=8
+    ),
+    st.lists(st.integers(1, 4), min_size=1, max_size=3),
+)
+def test_nested_to_matrix_matches_loop(rows, widths):
+    arr = pa.array(rows, pa.list_(pa.list_(pa.int64())))
+    np.testing.assert_array_equal(nested_to_matrix(arr, widths, np.int64), _oracle(rows, widths))
+
+
+# ---- metadata and streaming ---------------------------------------------------------------------------
+
+
+def test_read_meta(parquet_root, table):
+    meta = read_meta(parquet_root, None, ["click", "fav", "cart", "buy"])
+    recent_items = max(x for r in table["user_recent"].to_pylist() for lst in r for x in lst)
+    assert meta.num_users == max(table["user_id"].to_pylist()) + 1
+    assert meta.num_items == max(max(table["item_id"].to_pylist()), recent_items) + 1
+    assert (meta.k_user, meta.k_item, meta.hops, meta.num_tasks, meta.recent_len) == (4, 4, 2, 4, 3)
+    assert meta.hop_widths("user") == [meta.k_item, meta.k_user]
+    with pytest.raises(DataError, match="names 2"):
+        read_meta(parquet_root, RUN, ["click", "buy"])
+    with pytest.raises(DataError, match="no run date 1999-01-01"):
+        read_meta(parquet_root, "1999-01-01")
+    with pytest.raises(DataError, match="no training_examples"):
+        read_meta(parquet_root + "/nothing", None)
+
+
+def _rows(batches):
+    return sorted(
+        (int(u), int(i), tuple(e.tolist()))
+        for b in batches
+        for u, i, e in zip(b["user_id"], b["item_id"], b["user_edges"], strict=True)
+    )
+
+
+def test_stream_yields_each_row_of_the_split_once_and_decodes_it(parquet_root, table):
+    meta = read_meta(parquet_root)
+    stream = ExampleStream(parquet_root, RUN, "valid", meta, batch_size=16, shuffle=True, shuffle_buffer=40, seed=3)
+    batches = list(stream)
+    assert all(len(b["user_id"]) <= 16 for b in batches)
+    rows = [r for r in table.to_pylist() if r["split"] == "valid"]
+    expect = sorted((r["user_id"], r["item_id"], tuple(sum(r["user_edges"], []))) for r in rows)
+    assert _rows(batches) == expect
+    b = batches[0]
+    assert b["user_recent"].shape[1:] == (4, 3) and b["labels"].shape[1] == 4
+    # a decoded row equals the table row
+    by_key = {(r["user_id"], r["item_id"]): r for r in rows}
+    r = by_key[(int(b["user_id"][0]), int(b["item_id"][0]))]
+    np.testing.assert_array_equal(b["user_recent"][0].numpy(), np.array(r["user_recent"]))
+    np.testing.assert_allclose(b["lookup"][0].numpy(), r["lookup"])
+    np.testing.assert_array_equal(b["labels"][0].numpy(), r["labels"])
+
+
+def test_stream_is_seeded_and_shuffles(parquet_root):
+    meta = read_meta(parquet_root)
+
+    def order(seed, epoch):
+        s = ExampleStream(parquet_root, RUN, "train", meta, batch_size=32, shuffle=True, shuffle_buffer=50, seed=seed)
+        s.set_epoch(epoch)
+        return [int(x) for b in s for x in b["user_id"]]
+
+    a = order(1, 0)
+    assert a == order(1, 0)
+    assert a != order(1, 1) and a != order(2, 0)
+    assert sorted(a) == sorted(order(2, 0))
+    plain = [int(x) for b in ExampleStream(parquet_root, RUN, "train", meta, batch_size=32) for x in b["user_id"]]
+    assert a != plain and sorted(a) == sorted(plain)
+
+
+def test_workers_partition_row_groups(parquet_root, monkeypatch):
+    meta = read_meta(parquet_root)
+    whole = _rows(ExampleStream(parquet_root, RUN, "train", meta, batch_size=32))
+    parts = []
+    for w in range(3):
+        monkeypatch.setattr(data, "get_worker_info", lambda w=w: types.SimpleNamespace(id=w, num_workers=3))
+        parts.append(_rows(ExampleStream(parquet_root, RUN, "train", meta, batch_size=32, shuffle=True, seed=5)))
+    assert all(parts) and sorted(sum(parts, [])) == whole
+
+
+def test_delta_table(tmp_path, table, parquet_root):
+    root = str(tmp_path)
+    write_examples(table, root, RUN, fmt="delta")
+    write_examples(table.slice(0, 10), root, "2024-01-03", fmt="delta")
+    assert data.available_run_dates(root) == [RUN, "2024-01-03"]
+    meta = read_meta(root, RUN)
+    assert meta == read_meta(parquet_root, RUN)
+    got = _rows(ExampleStream(root, RUN, "test", meta, batch_size=50))
+    assert got == _rows(ExampleStream(parquet_root, RUN, "test", meta, batch_size=50))
+    assert sum(len(b["user_id"]) for b in ExampleStream(root, "2024-01-03", None, meta, 4)) == 10
+
+
+# ---- metrics ------------------------------------------------------------------------------------------
+
+
+def _auc_pairs(y, s):
+    pos, neg = s[y > 0.5], s[y <= 0.5]
+    wins = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    return wins / (len(pos) * len(neg))
+
+
+def test_auc_hand_computed():
+    assert auc(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8])) == pytest.approx(0.75)
+    assert auc(np.array([1, 0, 1, 0]), np.array([0.5, 0.5, 0.5, 0.5])) == pytest.approx(0.5)
+    assert auc(np.array([1, 0, 0]), np.array([0.2, 0.2, 0.1])) == pytest.approx(0.75)
+    assert math.isnan(auc(np.array([1, 1]), np.array([0.1, 0.2])))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 1), st.integers(0, 6)), min_size=2, max_size=60))
+def test_auc_matches_brute_force_and_scipy_with_ties(pairs):
+    y = np.array([p[0] for p in pairs], dtype=float)
+    s = np.array([p[1] for p in pairs], dtype=float) / 6.0  # few distinct values: many ties
+    if y.min() == y.max():
+        assert math.isnan(auc(y, s))
+        return
+    got = auc(y, s)
+    assert got == pytest.approx(_auc_pairs(y, s), abs=1e-12)
+    u = mannwhitneyu(s[y > 0.5], s[y <= 0.5]).statistic
+    assert got == pytest.approx(u / ((y > 0.5).sum() * (y <= 0.5).sum()), abs=1e-12)
+
+
+def test_logloss_and_task_metrics():
+    y = np.array([[1, 0], [0, 0], [1, 1]], dtype=float)
+    p = np.array([[0.9, 0.2], [0.3, 0.1], [0.6, 1.0]])
+    assert logloss(y[:, 0], p[:, 0]) == pytest.approx(-(math.log(0.9) + math.log(0.7) + math.log(0.6)) / 3)
+    m = task_metrics(y, p, ["a", "b"])
+    assert m["auc"]["a"] == pytest.approx(1.0) and m["auc"]["b"] == pytest.approx(1.0)
+    assert m["auc_mean"] == pytest.approx(1.0)
+    assert m["logloss"]["b"] == pytest.approx(-(math.log(0.8) + math.log(0.9) + math.log(1 - 1e-7)) / 3)

@@ -1,0 +1,142 @@
+"""End to end on a tiny synthetic table: every model trains in the harness; determinism; checkpoints
+load with weights_only; report files; TorchScript export matches eager; the `train` job module."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+import pytest
+import torch
+
+from jobs.common import job_main
+from jobs.train import run_training
+from mgoe_spark.config import load_config
+from model.baselines import MODELS, build_model
+from model.data import ExampleStream, read_meta
+from model.export import export_model, load_scorer
+from model.mgoe import ModelOptions
+from model.synthetic import SyntheticSpec, generate_examples, write_examples
+from model.train import load_checkpoint, train_one
+
+RUN = "2024-02-01"
+SMALL = [
+    "train.embed_dim=4",
+    "train.expert_sizes=[16, 8]",
+    "train.tower_hidden=8",
+    "train.batch_size=64",
+    "train.eval_batch_size=128",
+    "train.epochs=2",
+    "train.patience=1",
+    "train.max_steps_per_epoch=4",
+    "train.seeds=[0]",
+    "train.threads=1",
+    "train.shuffle_buffer=128",
+    "train.grec_experts=4",
+]
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    spec = SyntheticSpec(users=50, items=30, feature_exposures_per_user=10, sample_exposures_per_user=10, recent_len=3)
+    path = str(tmp_path_factory.mktemp("examples"))
+    write_examples(generate_examples(spec), path, RUN, row_group_rows=128, files=2)
+    return path
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return load_config(profile="test", overrides=SMALL)
+
+
+@pytest.fixture(scope="module")
+def results(cfg, root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    res = run_training(cfg, root, None, list(MODELS), out, progress=False)
+    return res, out
+
+
+def test_every_model_trains_and_reports(results):
+    res, out = results
+    assert res["run_date"] == RUN and res["tasks"] == ["click", "fav", "cart", "buy"]
+    assert set(res["models"]) == set(MODELS)
+    for name, r in res["models"].items():
+        assert 0.0 <= r["auc_mean"] <= 1.0, name
+        assert r["logloss_mean"] > 0 and not math.isnan(r["logloss_mean_std"])
+        assert set(r["auc"]) == set(res["tasks"]) and len(r["seeds"]) == 1
+        run = r["seeds"][0]
+        assert 1 <= run["best_epoch"] <= len(run["history"]) <= 2
+    for f in ("report.md", "results.json", "training_curves.png", "auc_per_task.png"):
+        assert (out / f).stat().st_size > 0
+    text = (out / "report.md").read_text()
+    assert "| mgoe |" in text and "AUC click" in text
+    loaded = json.loads((out / "results.json").read_text())
+    assert loaded["models"]["mmoe"]["auc_mean"] == pytest.approx(res["models"]["mmoe"]["auc_mean"])
+
+
+def test_checkpoint_is_tensors_only_and_reloads(results, root):
+    res, _ = results
+    run = res["models"]["mgoe"]["seeds"][0]
+    state = torch.load(run["checkpoint"], weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
+    model, info = load_checkpoint(run["checkpoint"])
+    assert info["model"] == "mgoe" and info["epoch"] == run["best_epoch"]
+    meta = read_meta(root)
+    from model.evaluate import evaluate
+
+    again = evaluate(model, ExampleStream(root, RUN, "test", meta, 128), res["tasks"])
+    assert again["auc_mean"] == pytest.approx(run["test"]["auc_mean"], abs=1e-9)
+
+
+def test_training_is_deterministic_for_a_seed(cfg, root, tmp_path):
+    meta = read_meta(root, RUN, cfg.tasks.order)
+    a = train_one("mgoe", cfg, root, RUN, meta, 7, tmp_path / "a.pt", progress=False)
+    b = train_one("mgoe", cfg, root, RUN, meta, 7, tmp_path / "b.pt", progress=False)
+    c = train_one("mgoe", cfg, root, RUN, meta, 8, tmp_path / "c.pt", progress=False)
+    assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]
+    assert a["test"] == b["test"]
+    assert [h["train_loss"] for h in a["history"]] != [h["train_loss"] for h in c["history"]]
+
+
+def test_ablations_fix_their_parameters(root):
+    meta = read_meta(root)
+    opts = ModelOptions(embed_dim=4, expert_sizes=[8, 4], tower_hidden=4)
+    full = dict(build_model("mgoe", meta, opts).named_parameters())
+    assert "adjust.gamma" in full and "towers.lam" in full
+    assert "adjust.gamma" not in dict(build_model("mgoe_no_adjust", meta, opts).named_parameters())
+    assert "towers.lam" not in dict(build_model("mgoe_no_cascade", meta, opts).named_parameters())
+
+
+@pytest.mark.parametrize(
+    "name,fmt", [("mgoe", "export"), ("grec", "export"), ("esmm", "export"), ("mgoe", "torchscript")]
+)
+def test_export_matches_eager(results, root, tmp_path, name, fmt):
+    res, _ = results
+    model, info = load_checkpoint(res["models"][name]["seeds"][0]["checkpoint"])
+    meta = read_meta(root)
+    batches = list(ExampleStream(root, RUN, "test", meta, batch_size=40))
+    path = export_model(model, batches[0], tmp_path / f"{name}.pt2", info, fmt)
+    scorer, extra = load_scorer(path)
+    assert extra["model"] == name and extra["format"] == fmt
+    with torch.no_grad():
+        for b in batches[1:3]:  # other batches, other sizes than the trace example
+            torch.testing.assert_close(scorer(b), torch.sigmoid(model(b)), rtol=1e-5, atol=1e-6)
+
+
+def test_train_job_cli(root, tmp_path, capsys):
+    import jobs.train as job
+
+    out = tmp_path / "r.json"
+    argv = ["--examples-root", root, "--models", "mgoe,mmoe", "--json", str(out), "--quiet", "--profile", "test"]
+    argv += ["--export", str(tmp_path / "exported")]
+    argv += [a for s in SMALL for a in ("--set", s)]
+    assert job_main(job, argv) == 0
+    res = json.loads(out.read_text())
+    assert set(res["models"]) == {"mgoe", "mmoe"} and "auc_mean" in res["models"]["mgoe"]
+    assert "AUC mean" in capsys.readouterr().out
+    assert (tmp_path / "exported" / "mgoe.pt2").stat().st_size > 0
+    assert job_main(job, ["--examples-root", str(tmp_path / "missing"), "--profile", "test"]) == 2
+    assert "no training_examples" in capsys.readouterr().err
+    assert job_main(job, ["--examples-root", root, "--models", "nope", "--profile", "test"]) == 2
+    assert sys.modules["jobs.train"] is job

@@ -1,0 +1,155 @@
+"""Time windows (quantile and date cutoffs) and samples (labels, exposures, negatives, cold start)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+
+import pytest
+
+from mgoe_spark.config import load_config
+from mgoe_spark.samples import build_samples
+from mgoe_spark.windows import Windows, compute_windows, parse_instant
+
+SCHEMA = "user_id long, item_id long, task string, ts long, category string"
+TASKS = ["click", "fav", "cart", "buy"]
+
+
+def cfg(*overrides: str):
+    return load_config(profile="test", overrides=list(overrides))
+
+
+def test_quantile_cutoffs_split_the_events_by_rank(spark):
+    ts = [(u % 7 + 1, u % 5 + 1, "click", (u * 37) % 401, None) for u in range(400)]
+    df = spark.createDataFrame(ts, SCHEMA)
+    w = compute_windows(df, cfg("windows.quantile_rel_error=0").windows)
+    values = sorted(r[3] for r in ts)
+    below = [sum(v <= c for v in values) / len(values) for c in (w.train_cutoff, w.test_cutoff)]
+    assert abs(below[0] - 0.8) <= 0.01 and abs(below[1] - 0.9) <= 0.01
+    assert w.cutoff("train") == w.train_cutoff and w.cutoff("test") == w.test_cutoff
+
+
+def test_date_cutoffs_are_inclusive_days_and_errors_name_the_key():
+    c = cfg("windows.mode=dates", "windows.train_cutoff=2017-11-30", "windows.test_cutoff=2017-12-02T12:00:00")
+    w = compute_windows(None, c.windows)  # no Spark work in dates mode
+    day_end = int(dt.datetime(2017, 12, 1, tzinfo=dt.UTC).timestamp()) - 1
+    assert w.train_cutoff == day_end
+    assert w.test_cutoff == int(dt.datetime(2017, 12, 2, 12, tzinfo=dt.UTC).timestamp())
+    assert parse_instant("2017-11-30", "k") == day_end
+    with pytest.raises(ValueError, match="windows.train_cutoff 'yesterday' is not a date"):
+        compute_windows(
+            None, cfg("windows.mode=dates", "windows.train_cutoff=yesterday", "windows.test_cutoff=2017-12-02").windows
+        )
+    with pytest.raises(ValueError, match="must be before test cutoff"):
+        Windows(10, 10)
+
+
+def label_oracle(rows, w: Windows, tasks, exposure=None):
+    """(user, item, window) -> (first ts, labels)."""
+    keys = {}
+    labels = defaultdict(lambda: [0.0] * len(tasks))
+    for u, i, t, ts, _ in rows:
+        if ts <= w.train_cutoff:
+            continue
+        win = "test" if ts > w.test_cutoff else "train"
+        key = (u, i, win)
+        if (exposure is None and t in tasks) or t == exposure:
+            keys[key] = min(ts, keys.get(key, ts))
+        if t in tasks:
+            labels[key][tasks.index(t)] = 1.0
+    return {k: (ts, labels[k]) for k, ts in keys.items()}
+
+
+LOG = [
+    # feature window (ts <= 10)
+    (1, 1, "click", 1, None),
+    (1, 2, "click", 5, None),
+    (2, 1, "click", 3, None),
+    (3, 3, "click", 9, None),
+    # train window (10, 20]
+    (1, 1, "click", 12, None),
+    (1, 1, "buy", 15, None),
+    (1, 3, "click", 11, None),
+    (1, 3, "cart", 13, None),
+    (2, 4, "click", 16, None),  # item 4 first seen here: cold for train rows, not for test rows
+    (4, 1, "fav", 18, None),  # user 4 is new: cold
+    # test window (> 20)
+    (2, 4, "click", 22, None),
+    (2, 4, "fav", 23, None),
+    (3, 3, "click", 25, None),
+    (1, 1, "click", 21, None),
+    (5, 5, "click", 30, None),  # new user and item
+]
+WIN = Windows(10, 20)
+
+
+def test_observed_samples_labels_splits_and_cold_start(spark):
+    df = spark.createDataFrame(LOG, SCHEMA)
+    c = cfg("windows.validation_fraction=0")
+    got = {(r.user_id, r.item_id, r.split): r for r in build_samples(df, WIN, c).collect()}
+    expected = label_oracle(LOG, WIN, TASKS)
+    assert {(u, i, "test" if w == "test" else "train") for u, i, w in expected} == set(got)
+    for (u, i, w), (ts, labels) in expected.items():
+        row = got[(u, i, w)]
+        assert row.ts == ts and list(row.labels) == labels
+    cold = {k for k, r in got.items() if r.cold_start}
+    assert cold == {(2, 4, "train"), (4, 1, "train"), (5, 5, "test")}
+    dropped = build_samples(df, WIN, cfg("windows.validation_fraction=0", "samples.cold_start=drop")).collect()
+    assert {(r.user_id, r.item_id, r.split) for r in dropped} == set(got) - cold
+
+
+def test_validation_split_is_seeded_and_by_user(spark):
+    rows = [(u, i, "click", 15, None) for u in range(1, 41) for i in range(1, 6)]
+    rows += [(u, 1, "click", 1, None) for u in range(1, 41)]
+    df = spark.createDataFrame(rows, SCHEMA)
+    c = cfg("windows.validation_fraction=0.3", "windows.validation_by=user")
+    a = {(r.user_id, r.item_id): r.split for r in build_samples(df, WIN, c).collect()}
+    per_user = defaultdict(set)
+    for (u, _), s in a.items():
+        per_user[u].add(s)
+    assert all(len(s) == 1 for s in per_user.values())  # whole users held out
+    n_valid = sum(s == {"valid"} for s in per_user.values())
+    assert 3 <= n_valid <= 22  # ~30% of 40 users
+    b = {(r.user_id, r.item_id): r.split for r in build_samples(df, WIN, c).collect()}
+    assert a == b
+
+
+def test_exposures_are_the_sample_space(spark):
+    log = [
+        (1, 1, "click", 2, None),
+        (1, 1, "exposure", 12, None),
+        (1, 1, "click", 12, None),
+        (1, 2, "exposure", 13, None),  # unclicked exposure: all-zero labels
+        (1, 3, "click", 14, None),  # task event without exposure: not a sample
+        (2, 2, "exposure", 22, None),
+        (2, 2, "like", 23, None),
+    ]
+    df = spark.createDataFrame(log, SCHEMA)
+    c = cfg(
+        "tasks.order=[click, like]", "tasks.exposure=exposure", "input.behavior_map={}", "windows.validation_fraction=0"
+    )
+    got = {(r.user_id, r.item_id, r.split): list(r.labels) for r in build_samples(df, WIN, c).collect()}
+    assert got == {(1, 1, "train"): [1.0, 0.0], (1, 2, "train"): [0.0, 0.0], (2, 2, "test"): [0.0, 1.0]}
+    expected = label_oracle(log, WIN, ["click", "like"], exposure="exposure")
+    assert {(u, i, w): lab for (u, i, w), (_, lab) in expected.items()} == got
+
+
+def test_negative_sampling_is_seeded_and_avoids_observed_pairs(spark):
+    df = spark.createDataFrame(LOG, SCHEMA)
+    c = cfg("samples.negatives_per_user=3", "windows.validation_fraction=0")
+    first = build_samples(df, WIN, c, n_items=6).collect()
+    again = build_samples(df, WIN, c, n_items=6).collect()
+    assert sorted(map(tuple, first)) == sorted(map(tuple, again))
+    observed = {(u, i, "test" if w == "test" else "train") for u, i, w in label_oracle(LOG, WIN, TASKS)}
+    negatives = [r for r in first if (r.user_id, r.item_id, r.split) not in observed]
+    assert len(first) == len(observed) + len(negatives)
+    per_user = defaultdict(list)
+    for r in negatives:
+        assert list(r.labels) == [0.0] * 4 and 1 <= r.item_id <= 6
+        per_user[(r.user_id, r.split)].append(r.item_id)
+    users = {(u, w) for u, _, w in observed}
+    assert set(per_user) == users
+    for key, items in per_user.items():
+        assert len(items) == len(set(items)) <= 3
+        # fewer than 3 only if the user's unobserved items ran out or the 14 draws collided
+        assert len(items) == 3 or len(items) == 6 - sum(1 for u, _, w in observed if (u, w) == key)
