@@ -13,6 +13,7 @@ SUBCOMMANDS: dict[str, str] = {
     "generate": "jobs.generate",
     "ingest": "jobs.ingest",
     "train": "jobs.train",
+    "quality": "jobs.quality",
 }
 
 DESCRIPTION = """\
