@@ -17,6 +17,7 @@ SUBCOMMANDS: dict[str, str] = {
     "features": "jobs.features",
     "build": "jobs.build",
     "train": "jobs.train",
+    "quality": "jobs.quality",
 }
 
 DESCRIPTION = """\

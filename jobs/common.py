@@ -61,7 +61,8 @@ def config_from_args(args: argparse.Namespace) -> MgoeConfig:
     if getattr(args, "output", None):
         overrides.append(f"output.root={args.output}")
     args.run_date = parse_run_date(args.run_date)
-    return load_config(args.config, args.profile, overrides)
+    # An empty --config (e.g. an unset Airflow param) means no config file.
+    return load_config(args.config or None, args.profile, overrides)
 
 
 @dataclass

@@ -310,6 +310,16 @@ class TrainSettings:
 
 
 @dataclass
+class QualitySettings:
+    """Data-quality gates between stages (``jobs/quality.py``, the Airflow DAG)."""
+
+    max_reject_fraction: float = 0.05
+    """Ingest gate: at most this fraction of input rows may be rejected as malformed."""
+    min_rows: int = 1
+    """Every checked table must have at least this many rows in the run date's partition."""
+
+
+@dataclass
 class MgoeConfig:
     """The whole configuration. ``seed`` fixes every random choice in the project."""
 
@@ -328,6 +338,7 @@ class MgoeConfig:
     samples: SampleSettings = field(default_factory=SampleSettings)
     output: OutputSettings = field(default_factory=OutputSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
+    quality: QualitySettings = field(default_factory=QualitySettings)
 
     def sub_seed(self, stage: str) -> int:
         """A 31-bit seed for ``stage`` derived from :attr:`seed` (stable across Python versions)."""
@@ -631,3 +642,6 @@ def validate(cfg: MgoeConfig) -> None:
     known_models = {"mgoe", "mgoe_no_adjust", "mgoe_no_cascade", "mmoe", "ple", "esmm", "macgnn", "grec"}
     unknown = [m for m in t.models if m not in known_models]
     _require(not unknown, "train.models", f"names unknown models {unknown}; allowed: {sorted(known_models)}")
+    q = cfg.quality
+    _require(0 <= q.max_reject_fraction <= 1, "quality.max_reject_fraction", "must be in [0, 1]")
+    _require(q.min_rows >= 0, "quality.min_rows", "must be >= 0")

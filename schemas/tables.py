@@ -250,3 +250,18 @@ TRAINING_EXAMPLES = TableSchema(
     row_group_rows=65_536,
     sort_within_partitions=("split", "user_id", "item_id"),
 )
+
+# ---- operations ------------------------------------------------------------------------------------------
+
+QUALITY_CHECKS = TableSchema(
+    "quality_checks",
+    [
+        Column("gate", "string", False, "quality gate: ingest | nodes | features"),
+        Column("table_name", "string", False, "the table checked"),
+        Column("check", "string", False, "e.g. row_count, unique_side_node_id, finite_weight"),
+        Column("passed", "bool", False, "whether the check held"),
+        Column("value", "float64", False, "the measured number (rows, duplicate keys, bad rows, ...)"),
+        Column("detail", "string", True, "limit, example of a bad key, empty macro ids, ..."),
+    ],
+    doc="Data-quality gate results: the run date's partition holds the latest result of every gate run.",
+)

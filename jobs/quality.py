@@ -1,0 +1,334 @@
+"""Data-quality gate between pipeline stages: reads the run date's tables, checks them, records the results.
+
+``spark-submit jobs/quality.py --gate nodes --run-date 2026-11-23 --config my.yaml --output URI``
+
+Gates (the Airflow DAG runs one after each stage):
+
+- ``ingest``:   interactions, vocab_users, vocab_items (and the reject fraction from rejects);
+- ``nodes``:    pair_scores, node_vectors, node_weights, assignments, centroids;
+- ``features``: macro_edges, recent_neighbors, task_lookup, samples, training_examples.
+
+Every table must have rows (``quality.min_rows``) and unique, non-null keys; floats must be finite
+(weights, scores, vectors, edges, lookups); ids and macro ids must be in range; no macro node of either
+side may be empty; per-task arrays must have one entry per task. The results go to the ``quality_checks``
+table (that run date's partition keeps the latest result of each gate) and one line per check to the
+console. Exit code 0 when every check passed, 3 when one failed (``--warn-only``: always 0), 2 for a user
+error such as a missing table.
+
+Cost: per table one aggregation pass plus one shuffle per unique key set (see :mod:`mgoe_spark.quality`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from jobs.common import StageSummary, UserError, config_from_args, job_main, stage
+from jobs.storage import TableNotFound, partition_path, path_exists, read_table, write_table
+from mgoe_spark.config import MgoeConfig
+from mgoe_spark.quality import CheckResult, TableSpec, check_table, empty_macro_nodes, ratio_at_most
+from mgoe_spark.session import get_spark
+from schemas import (
+    ASSIGNMENTS,
+    CENTROIDS,
+    INTERACTIONS,
+    MACRO_EDGES,
+    NODE_VECTORS,
+    NODE_WEIGHTS,
+    PAIR_SCORES,
+    QUALITY_CHECKS,
+    RECENT_NEIGHBORS,
+    REJECTS,
+    SAMPLES,
+    TASK_LOOKUP,
+    TRAINING_EXAMPLES,
+    VOCAB_ITEMS,
+    VOCAB_USERS,
+    TableSchema,
+)
+
+HELP = "check the run date's tables after a stage (row counts, unique keys, finite weights, no empty macro node)"
+
+QUALITY_FAILED = 3
+SIDES = ("user", "item")
+SPLITS = ("train", "valid", "test")
+SNAPSHOTS = ("train", "test")
+
+Reader = Callable[[TableSchema], DataFrame]
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--gate", required=True, choices=sorted(GATES), help="which stage's outputs to check")
+    parser.add_argument(
+        "--warn-only", action="store_true", help="report failed checks but exit 0 (do not stop the pipeline)"
+    )
+
+
+# ---- the gates -------------------------------------------------------------------------------------------
+
+
+def _k_of(side: Column, cfg: MgoeConfig) -> Column:
+    return F.when(side == "user", F.lit(cfg.kmeans.k_user)).otherwise(F.lit(cfg.kmeans.k_item))
+
+
+def _not_in(column: str, allowed: list[str]) -> Column:
+    return ~F.col(column).isin(allowed)
+
+
+def _vocab_spec(schema: TableSchema, min_rows: int) -> TableSpec:
+    return TableSpec(schema.name, min_rows, unique=[["raw_id"], ["id"]], violations={"id_below_1": F.col("id") < 1})
+
+
+def gate_ingest(read: Reader, cfg: MgoeConfig) -> list[CheckResult]:
+    """interactions, vocabularies, reject fraction."""
+    tasks = cfg.tasks.order + ([cfg.tasks.exposure] if cfg.tasks.exposure else [])
+    n = cfg.quality.min_rows
+    interactions = read(INTERACTIONS)
+    results = check_table(
+        interactions,
+        TableSpec(
+            INTERACTIONS.name,
+            n,
+            unique=[["user_id", "item_id", "task", "ts"]],
+            violations={
+                "user_id_below_1": F.col("user_id") < 1,
+                "item_id_below_1": F.col("item_id") < 1,
+                "unknown_task": _not_in("task", tasks),
+            },
+        ),
+    )
+    for vocab in (VOCAB_USERS, VOCAB_ITEMS):
+        df = read(vocab)
+        results += check_table(df, _vocab_spec(vocab, n))
+        # Dense ids 1..N: with unique ids >= 1 this holds exactly when max(id) equals the row count.
+        row = df.agg(F.count(F.lit(1)).alias("n"), F.max("id").alias("max")).first()
+        gap = int(row["max"] or 0) - int(row["n"])
+        results.append(CheckResult(vocab.name, "dense_ids", gap == 0, gap, "max(id) - rows"))
+    kept = next(r.value for r in results if r.table == INTERACTIONS.name and r.check == "row_count")
+    try:
+        rejected = float(read(REJECTS).count())
+    except TableNotFound:
+        rejected = 0.0
+    limit = cfg.quality.max_reject_fraction
+    results.append(ratio_at_most(REJECTS.name, "reject_fraction", rejected, rejected + kept, limit))
+    return results
+
+
+def gate_nodes(read: Reader, cfg: MgoeConfig) -> list[CheckResult]:
+    """pair_scores, node_vectors, node_weights, assignments, centroids."""
+    n = cfg.quality.min_rows
+    side_bad = {"unknown_side": _not_in("side", list(SIDES))}
+    results = check_table(
+        read(PAIR_SCORES),
+        TableSpec(
+            PAIR_SCORES.name,
+            n,
+            unique=[["user_id", "item_id"]],
+            finite=["score"],
+            violations={"score_not_positive": F.col("score") <= 0, "mask_zero": F.col("mask") == 0},
+        ),
+    )
+    results += check_table(
+        read(NODE_VECTORS),
+        TableSpec(
+            NODE_VECTORS.name,
+            n,
+            unique=[["side", "node_id"]],
+            finite=["vector"],
+            violations={**side_bad, "vector_length": F.size("vector") != cfg.sketch.dim},
+        ),
+    )
+    results += check_table(
+        read(NODE_WEIGHTS),
+        TableSpec(
+            NODE_WEIGHTS.name,
+            n,
+            unique=[["side", "node_id"]],
+            finite=["strength", "weight"],
+            violations={**side_bad, "weight_not_positive": F.col("weight") <= 0},
+        ),
+    )
+    assignments = read(ASSIGNMENTS)
+    macro_out_of_range = (F.col("macro_id") < 1) | (F.col("macro_id") > _k_of(F.col("side"), cfg))
+    results += check_table(
+        assignments,
+        TableSpec(
+            ASSIGNMENTS.name,
+            n,
+            unique=[["side", "node_id"]],
+            finite=["distance"],
+            violations={**side_bad, "macro_id_out_of_range": macro_out_of_range},
+        ),
+    )
+    results += empty_macro_nodes(assignments, {"user": cfg.kmeans.k_user, "item": cfg.kmeans.k_item})
+    centroids = read(CENTROIDS)
+    results += check_table(
+        centroids,
+        TableSpec(
+            CENTROIDS.name,
+            n,
+            unique=[["side", "macro_id"]],
+            finite=["centroid", "weight"],
+            violations={
+                **side_bad,
+                "macro_id_out_of_range": macro_out_of_range,
+                "empty_cluster": F.col("size") < 1,
+                "centroid_length": F.size("centroid") != cfg.sketch.dim,
+            },
+        ),
+    )
+    return results
+
+
+def gate_features(read: Reader, cfg: MgoeConfig) -> list[CheckResult]:
+    """macro_edges, recent_neighbors, task_lookup, samples, training_examples."""
+    n = cfg.quality.min_rows
+    tasks = cfg.tasks.order
+    n_tasks = len(tasks)
+    hops = cfg.edges.hops
+    side_bad = {"unknown_side": _not_in("side", list(SIDES))}
+    snapshot_bad = {"unknown_snapshot": _not_in("snapshot", list(SNAPSHOTS))}
+    # Hop h of a user reaches item macros when h is odd, user macros when even (SPEC 4.5); items mirror it.
+    other = F.when(F.col("side") == "user", F.lit("item")).otherwise(F.lit("user"))
+    target = F.when(F.col("hop") % 2 == 1, other).otherwise(F.col("side"))
+    results = check_table(
+        read(MACRO_EDGES),
+        TableSpec(
+            MACRO_EDGES.name,
+            n,
+            unique=[["snapshot", "side", "node_id", "hop"]],
+            finite=["weights"],
+            violations={
+                **snapshot_bad,
+                **side_bad,
+                "hop_out_of_range": (F.col("hop") < 1) | (F.col("hop") > hops),
+                "weights_length": F.size("weights") != _k_of(target, cfg),
+            },
+        ),
+    )
+    results += check_table(
+        read(RECENT_NEIGHBORS),
+        TableSpec(
+            RECENT_NEIGHBORS.name,
+            n,
+            unique=[["snapshot", "side", "node_id", "task"]],
+            violations={
+                **snapshot_bad,
+                **side_bad,
+                "unknown_task": _not_in("task", tasks),
+                "too_many_neighbors": F.size("neighbors") > cfg.neighbors.length,
+            },
+        ),
+    )
+    results += check_table(
+        read(TASK_LOOKUP),
+        TableSpec(
+            TASK_LOOKUP.name,
+            n,
+            unique=[["snapshot", "user_id", "task", "macro_id"]],
+            finite=["value"],
+            violations={
+                **snapshot_bad,
+                "unknown_task": _not_in("task", tasks),
+                "macro_id_out_of_range": (F.col("macro_id") < 1) | (F.col("macro_id") > cfg.kmeans.k_item),
+                # NaN sorts above every number in Spark SQL; finite_value reports it, not this check.
+                "value_outside_0_1": (F.col("value") <= 0) | ((F.col("value") > 1 + 1e-6) & ~F.isnan("value")),
+            },
+        ),
+    )
+    results += check_table(
+        read(SAMPLES),
+        TableSpec(
+            SAMPLES.name,
+            n,
+            unique=[["user_id", "item_id", "split"]],
+            finite=["labels"],
+            violations={"unknown_split": _not_in("split", list(SPLITS)), "labels_length": F.size("labels") != n_tasks},
+        ),
+    )
+    examples = read(TRAINING_EXAMPLES)
+    results += check_table(
+        examples,
+        TableSpec(
+            TRAINING_EXAMPLES.name,
+            n,
+            unique=[["user_id", "item_id", "split"]],
+            finite=["labels", "lookup", "user_edges", "item_edges"],
+            violations={
+                "unknown_split": _not_in("split", list(SPLITS)),
+                "labels_length": F.size("labels") != n_tasks,
+                "lookup_length": F.size("lookup") != n_tasks,
+                "recent_length": (F.size("user_recent") != n_tasks) | (F.size("item_recent") != n_tasks),
+                "edges_hops": (F.size("user_edges") != hops) | (F.size("item_edges") != hops),
+                "macro_out_of_range": (F.col("user_macro") < 0)
+                | (F.col("user_macro") > cfg.kmeans.k_user)
+                | (F.col("item_macro") < 0)
+                | (F.col("item_macro") > cfg.kmeans.k_item),
+            },
+        ),
+    )
+    # The trainer needs rows to fit on and rows to evaluate on.
+    per_split = {r["split"]: int(r["count"]) for r in examples.groupBy("split").count().collect()}  # <= 3 rows
+    for split in ("train", "test"):
+        rows = per_split.get(split, 0)
+        results.append(CheckResult(TRAINING_EXAMPLES.name, f"rows_{split}", rows >= max(n, 1), rows))
+    return results
+
+
+GATES: dict[str, Callable[[Reader, MgoeConfig], list[CheckResult]]] = {
+    "ingest": gate_ingest,
+    "nodes": gate_nodes,
+    "features": gate_features,
+}
+
+
+# ---- running and recording ---------------------------------------------------------------------------------
+
+
+def run_gate(spark: SparkSession, gate: str, cfg: MgoeConfig, run_date: str) -> list[CheckResult]:
+    """Run one gate on the ``run_date`` partitions under ``cfg.output.root``."""
+    if gate not in GATES:
+        raise UserError(f"unknown quality gate {gate!r}; choose one of {', '.join(sorted(GATES))}")
+    root = cfg.output.root
+    return GATES[gate](lambda schema: read_table(spark, schema, root, run_date).drop("run_date"), cfg)
+
+
+def record(spark: SparkSession, gate: str, results: list[CheckResult], root: str, run_date: str) -> str:
+    """Replace this gate's rows in the run date's ``quality_checks`` partition (other gates' rows stay).
+
+    The partition holds a few dozen rows; it is read to the driver, merged and rewritten atomically.
+    """
+    rows = [(gate, r.table, r.check, r.passed, float(r.value), r.detail or None) for r in results]
+    if path_exists(spark, partition_path(root, QUALITY_CHECKS, run_date)):
+        old = read_table(spark, QUALITY_CHECKS, root, run_date).where(F.col("gate") != gate)
+        rows = [tuple(r[c] for c in QUALITY_CHECKS.column_names) for r in old.collect()] + rows
+    df = spark.createDataFrame(rows, QUALITY_CHECKS.spark(with_partition=False))
+    return write_table(df.coalesce(1), QUALITY_CHECKS, root, run_date)
+
+
+def execute(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    spark = get_spark(cfg.spark, app_name=f"mgoe-quality-{args.gate}")
+    summary = StageSummary(f"quality:{args.gate}")
+    with stage(spark, summary, f"quality gate after {args.gate} for {args.run_date}"):
+        results = run_gate(spark, args.gate, cfg, args.run_date)
+        record(spark, args.gate, results, cfg.output.root, args.run_date)
+    failed = [r for r in results if not r.passed]
+    for r in results:
+        print(f"[quality:{args.gate}] {r.line()}")
+    summary.add("checks", len(results))
+    summary.add("failed", len(failed))
+    print(summary.line())
+    if failed:
+        names = ", ".join(f"{r.table}.{r.check}={r.value:g}" for r in failed)
+        print(f"mgoe: quality gate '{args.gate}' failed {len(failed)} check(s): {names}", file=sys.stderr)
+        return 0 if args.warn_only else QUALITY_FAILED
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(job_main(sys.modules[__name__]))

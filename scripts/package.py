@@ -1,0 +1,194 @@
+#!/usr/bin/env python3
+"""Build the artifacts a cluster run needs (see docs/running-on-a-cluster.md).
+
+- ``dist/mgoe-<version>.zip``: the Python packages (mgoe_spark, schemas, jobs, model, with package data)
+  for ``spark-submit --py-files``. Deterministic: sorted entries, fixed timestamps, so the same sources give
+  a byte-identical zip (cache-friendly on HDFS / S3).
+- ``dist/mgoe-env-<version>.tar.gz``: a relocatable Python for ``spark-submit --archives
+  ...#environment``: the running interpreter's own installation (binary, shared libpython, standard
+  library) plus the native dependencies (numpy, pandas, pyarrow, faiss-cpu, scipy, PyYAML at the
+  setup.cfg pins), with ``bin/python`` a wrapper that finds its libpython relative to itself. Unpacked
+  anywhere (a YARN container, a Kubernetes pod) ``./environment/bin/python`` works. PySpark itself is not
+  in it: the cluster's Spark puts its own ``pyspark.zip`` / py4j on the workers' path. Nodes need an x86-64
+  glibc no older than the build machine's (build on the oldest OS image you run).
+
+Usage::
+
+    python scripts/package.py            # both
+    python scripts/package.py zip        # only the --py-files zip (a second)
+    python scripts/package.py env        # only the environment (a minute or two; uses pip's cache)
+"""
+
+from __future__ import annotations
+
+import argparse
+import configparser
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import sysconfig
+import tarfile
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGES = ("mgoe_spark", "schemas", "jobs", "model")
+DATA_SUFFIXES = (".py", ".yaml", ".yml", ".json")
+# What Spark's Python workers and drivers import besides pyspark (which the cluster's Spark provides).
+ENV_PACKAGES = ("numpy", "pandas", "pyarrow", "faiss-cpu", "PyYAML", "scipy")
+# Parts of the standard library a batch job never imports: tests, GUI, IDE (about 100 MB).
+STDLIB_PRUNE = ("test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "site-packages")
+ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+def version() -> str:
+    cfg = configparser.ConfigParser()
+    cfg.read(REPO / "setup.cfg")
+    return cfg["metadata"]["version"]
+
+
+def pinned_requirements(names: tuple[str, ...] = ENV_PACKAGES) -> list[str]:
+    """The setup.cfg ``install_requires`` lines for ``names`` (so the env matches the project's pins)."""
+    cfg = configparser.ConfigParser()
+    cfg.read(REPO / "setup.cfg")
+    lines = [ln.strip() for ln in cfg["options"]["install_requires"].splitlines() if ln.strip()]
+    wanted = {n.lower() for n in names}
+    found = [ln for ln in lines if ln.split("=")[0].split("<")[0].split(">")[0].strip().lower() in wanted]
+    if len(found) != len(wanted):
+        raise SystemExit(f"package.py: setup.cfg install_requires lacks some of {sorted(wanted)}")
+    return found
+
+
+def package_files(repo: Path = REPO) -> list[Path]:
+    """Source and data files of the shipped packages, relative to ``repo``, sorted."""
+    out = []
+    for pkg in PACKAGES:
+        root = repo / pkg
+        if not (root / "__init__.py").is_file():
+            raise SystemExit(f"package.py: {root} is not a package")
+        for path in root.rglob("*"):
+            if path.is_file() and path.suffix in DATA_SUFFIXES and "__pycache__" not in path.parts:
+                out.append(path.relative_to(repo))
+    return sorted(out)
+
+
+def build_zip(dist: Path, repo: Path = REPO) -> Path:
+    """Write ``dist/mgoe-<version>.zip`` (deterministic) and return its path."""
+    dist.mkdir(parents=True, exist_ok=True)
+    target = dist / f"mgoe-{version()}.zip"
+    tmp = target.with_suffix(".zip.tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+        for rel in package_files(repo):
+            info = zipfile.ZipInfo(rel.as_posix(), ZIP_EPOCH)
+            info.external_attr = (stat.S_IFREG | 0o644) << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, (repo / rel).read_bytes())
+    os.replace(tmp, target)
+    return target
+
+
+WRAPPER = """#!/bin/sh
+# Relocatable entry point: run the bundled interpreter with its bundled libpython, wherever unpacked.
+here="$(cd "$(dirname "$0")" && pwd)"
+LD_LIBRARY_PATH="$here/../lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export LD_LIBRARY_PATH
+exec "$here/python%(ver)s" "$@"
+"""
+
+
+def build_env(dist: Path, python: str = sys.executable, *, keep: Path | None = None) -> Path:
+    """Write ``dist/mgoe-env-<version>.tar.gz``: a relocatable copy of ``python``'s installation + deps."""
+    info = json_of(python)
+    ver, base = info["ver"], Path(info["base_prefix"])
+    dist.mkdir(parents=True, exist_ok=True)
+    target = dist / f"mgoe-env-{version()}.tar.gz"
+    with tempfile.TemporaryDirectory(prefix="mgoe-env-") as tmp:
+        env = Path(tmp) / "environment"
+        (env / "bin").mkdir(parents=True)
+        shutil.copy2(base / "bin" / f"python{ver}", env / "bin" / f"python{ver}")
+        libdir = Path(info["libdir"])
+        if info["shared"]:
+            (env / "lib").mkdir(exist_ok=True)
+            for lib in libdir.glob(f"libpython{ver}*.so*"):
+                shutil.copy2(lib, env / "lib" / lib.name)
+        stdlib = base / "lib" / f"python{ver}"
+        shutil.copytree(
+            stdlib,
+            env / "lib" / f"python{ver}",
+            symlinks=True,
+            ignore=lambda d, names: [
+                n for n in names if (Path(d) == stdlib and n in STDLIB_PRUNE) or n == "__pycache__"
+            ],
+        )
+        site = env / "lib" / f"python{ver}" / "site-packages"
+        site.mkdir()
+        subprocess.run(
+            [python, "-m", "pip", "install", "--quiet", "--no-compile", "--only-binary=:all:", "--target", str(site)]
+            + pinned_requirements(),
+            check=True,
+        )
+        shutil.rmtree(site / "bin", ignore_errors=True)  # console scripts with absolute shebangs
+        for name in ("python", "python3"):
+            wrapper = env / "bin" / name
+            wrapper.write_text(WRAPPER % {"ver": ver})
+            wrapper.chmod(0o755)
+        check = subprocess.run(
+            [str(env / "bin" / "python"), "-c", "import sys, numpy, pyarrow, faiss, yaml; print(sys.prefix)"],
+            capture_output=True,
+            text=True,
+        )
+        if check.returncode != 0 or Path(check.stdout.strip()) != env:
+            raise SystemExit(f"package.py: the packed interpreter does not run from its new place:\n{check.stderr}")
+        tmp_target = target.with_suffix(".tmp")
+        with tarfile.open(tmp_target, "w:gz", compresslevel=6) as tar:
+            # Members at the top level: --archives env.tar.gz#environment unpacks them into ./environment.
+            for child in sorted(env.iterdir()):
+                tar.add(child, arcname=child.name)
+        os.replace(tmp_target, target)
+        if keep is not None:
+            shutil.rmtree(keep, ignore_errors=True)
+            shutil.copytree(env, keep, symlinks=True)
+    return target
+
+
+def json_of(python: str) -> dict:
+    """Facts about the interpreter ``python`` (its version, installation prefix, libpython)."""
+    if Path(python).resolve() == Path(sys.executable).resolve():
+        return {
+            "ver": f"{sys.version_info.major}.{sys.version_info.minor}",
+            "base_prefix": sys.base_prefix,
+            "libdir": sysconfig.get_config_var("LIBDIR"),
+            "shared": bool(sysconfig.get_config_var("Py_ENABLE_SHARED")),
+        }
+    code = (
+        "import json, sys; sys.path.insert(0, %r); import package; print(json.dumps(package.json_of(sys.executable)))"
+    )
+    out = subprocess.run([python, "-c", code % str(Path(__file__).parent)], check=True, capture_output=True, text=True)
+    import json
+
+    return json.loads(out.stdout)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("what", nargs="?", choices=["all", "zip", "env"], default="all")
+    parser.add_argument("--dist", type=Path, default=REPO / "dist", help="output folder (default: dist/)")
+    parser.add_argument("--python", default=sys.executable, help="interpreter to pack (default: this one)")
+    args = parser.parse_args(argv)
+    if args.what in ("all", "zip"):
+        start = time.perf_counter()
+        path = build_zip(args.dist)
+        print(f"[package] {path} ({path.stat().st_size / 1e3:,.0f} kB, {time.perf_counter() - start:.1f}s)")
+    if args.what in ("all", "env"):
+        start = time.perf_counter()
+        path = build_env(args.dist, args.python)
+        print(f"[package] {path} ({path.stat().st_size / 1e6:,.0f} MB, {time.perf_counter() - start:.0f}s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
