@@ -23,7 +23,7 @@ from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.common import StageSummary, UserError, config_from_args, job_main, stage
-from jobs.storage import write_table
+from jobs.storage import TableStore
 from mgoe_spark.config import MgoeConfig
 from mgoe_spark.generate import behavior_names, generate_events, ground_truth
 from schemas import GROUND_TRUTH_ITEMS, GROUND_TRUTH_USERS
@@ -94,8 +94,8 @@ def run_generate(spark: SparkSession, cfg: MgoeConfig, out_dir: str, run_date: s
         for key, value in obs.get.items():
             summary.add(key, value)
         users, items = ground_truth(spark, cfg)
-        write_table(users, GROUND_TRUTH_USERS, cfg.output.root, run_date)
-        write_table(items, GROUND_TRUTH_ITEMS, cfg.output.root, run_date)
+        TableStore.of(spark, cfg).write(users, GROUND_TRUTH_USERS, run_date)
+        TableStore.of(spark, cfg).write(items, GROUND_TRUTH_ITEMS, run_date)
         summary.add("users", cfg.generator.users)
         summary.add("items", cfg.generator.items)
     return summary

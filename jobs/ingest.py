@@ -26,7 +26,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.common import StageSummary, UserError, config_from_args, job_main, stage, write_metrics
-from jobs.storage import _fs, list_run_dates, partition_path, read_table, write_table
+from jobs.storage import TableStore, _fs, partition_path
 from mgoe_spark import ingest as ing
 from mgoe_spark.config import MgoeConfig
 from schemas import INTERACTIONS, REJECTS, VOCAB_ITEMS, VOCAB_USERS
@@ -96,10 +96,10 @@ def csv_columns(spark: SparkSession, cfg: MgoeConfig, raw: DataFrame) -> list[st
     return [n.lstrip("\ufeff") for n in names]  # a byte order mark is not part of the first name
 
 
-def _previous_vocab(spark: SparkSession, schema, root: str, run_date: str) -> DataFrame | None:
+def _previous_vocab(store: TableStore, schema, run_date: str) -> DataFrame | None:
     """The vocabulary of the latest run date before ``run_date`` (a re-run of a date keeps ids stable too)."""
-    earlier = [d for d in list_run_dates(spark, schema, root) if d < run_date]
-    return read_table(spark, schema, root, earlier[-1]).drop("run_date") if earlier else None
+    earlier = store.latest_before(schema, run_date)
+    return store.read(schema, earlier).drop("run_date") if earlier else None
 
 
 def run_ingest(
@@ -127,6 +127,7 @@ def _ingest_parsed(
     run_date: str,
     input_path: str,
 ) -> None:
+    store = TableStore(spark, root, cfg.output.format)
     # One aggregation over the records: lines per (header, reason class) and the events they yield.
     by_kind = parsed.groupBy("header", "code").agg(F.count("*").alias("n"), F.sum(F.size("tasks")).alias("events"))
     kinds = by_kind.collect()  # at most #reason classes + 2 rows
@@ -138,7 +139,7 @@ def _ingest_parsed(
     events_in = sum(r["events"] or 0 for r in accepted)
 
     rejected = ing.rejects(parsed)
-    write_table(rejected, REJECTS, root, run_date)
+    store.write(rejected, REJECTS, run_date)
 
     deduped = ing.deduplicate(ing.valid_events(parsed)).persist(StorageLevel.MEMORY_AND_DISK)
     cached = [deduped]
@@ -156,27 +157,26 @@ def _ingest_parsed(
                 f"{top}); check input.format and the column settings, see {partition_path(root, REJECTS, run_date)}"
             )
 
-        old_users = _previous_vocab(spark, VOCAB_USERS, root, run_date)
-        old_items = _previous_vocab(spark, VOCAB_ITEMS, root, run_date)
+        old_users = _previous_vocab(store, VOCAB_USERS, run_date)
+        old_items = _previous_vocab(store, VOCAB_ITEMS, run_date)
         vocab_users = ing.build_vocab(deduped.select(F.col("user_raw").alias("raw_id")), old_users, cached)
         vocab_items = ing.build_vocab(deduped.select(F.col("item_raw").alias("raw_id")), old_items, cached)
         # The new partitions are written before the interactions read them back, so the joins use exactly
         # the published ids (and an earlier partition may be the one being replaced on a re-run).
-        write_table(vocab_users, VOCAB_USERS, root, run_date)
-        write_table(vocab_items, VOCAB_ITEMS, root, run_date)
-        vocab_users = read_table(spark, VOCAB_USERS, root, run_date)
-        vocab_items = read_table(spark, VOCAB_ITEMS, root, run_date)
+        store.write(vocab_users, VOCAB_USERS, run_date)
+        store.write(vocab_items, VOCAB_ITEMS, run_date)
+        vocab_users = store.read(VOCAB_USERS, run_date)
+        vocab_items = store.read(VOCAB_ITEMS, run_date)
         interactions = ing.assign_ids(deduped, vocab_users, vocab_items)
-        write_table(interactions, INTERACTIONS, root, run_date, sort_by=("user_id", "ts"))
+        store.write(interactions, INTERACTIONS, run_date, sort_by=("user_id", "ts"))
 
         distinct = deduped.agg(
             F.countDistinct("user_raw").alias("users"), F.countDistinct("item_raw").alias("items")
         ).first()
         vocab_sizes = [
-            read_table(spark, s, root, run_date).agg(F.count("*"), F.max("id")).first()
-            for s in (VOCAB_USERS, VOCAB_ITEMS)
+            store.read(s, run_date).agg(F.count("*"), F.max("id")).first() for s in (VOCAB_USERS, VOCAB_ITEMS)
         ]
-        written = read_table(spark, INTERACTIONS, root, run_date).count()
+        written = store.read(INTERACTIONS, run_date).count()
     finally:
         for df in cached:
             df.unpersist()

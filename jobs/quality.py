@@ -28,7 +28,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.common import StageSummary, UserError, config_from_args, job_main, stage
-from jobs.storage import TableNotFound, partition_path, path_exists, read_table, write_table
+from jobs.storage import TableNotFound, TableStore, partition_path, path_exists, read_table, write_table
 from mgoe_spark.config import MgoeConfig
 from mgoe_spark.quality import CheckResult, TableSpec, check_table, empty_macro_nodes, ratio_at_most
 from mgoe_spark.session import get_spark
@@ -293,8 +293,8 @@ def run_gate(spark: SparkSession, gate: str, cfg: MgoeConfig, run_date: str) -> 
     """Run one gate on the ``run_date`` partitions under ``cfg.output.root``."""
     if gate not in GATES:
         raise UserError(f"unknown quality gate {gate!r}; choose one of {', '.join(sorted(GATES))}")
-    root = cfg.output.root
-    return GATES[gate](lambda schema: read_table(spark, schema, root, run_date).drop("run_date"), cfg)
+    store = TableStore.of(spark, cfg)
+    return GATES[gate](lambda schema: store.read(schema, run_date).drop("run_date"), cfg)
 
 
 def record(spark: SparkSession, gate: str, results: list[CheckResult], root: str, run_date: str) -> str:

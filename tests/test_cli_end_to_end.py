@@ -1,0 +1,79 @@
+"""The real `mgoe` CLI end to end: help texts, user errors, and the demo through real Spark and real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from jobs.cli import SUBCOMMANDS, main
+from schemas import CENTROIDS, RUN_METRICS, TRAINING_EXAMPLES
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _mgoe(*args: str, timeout: int = 1500) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-m", "jobs.cli", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_help_lists_and_explains_every_subcommand(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    for name in SUBCOMMANDS:
+        assert name in text
+    for name in SUBCOMMANDS:
+        with pytest.raises(SystemExit):
+            main([name, "--help"])
+        sub = capsys.readouterr().out
+        assert f"usage: mgoe {name}" in sub and "--run-date" in sub and "--set KEY=VALUE" in sub
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["ingest", "--input", "/nonexistent/log.csv", "--profile", "test"], "does not exist"),
+        (["nodes", "--profile", "test", "--set", "kmeans.kk_user=3"], "did you mean 'kmeans.k_user'"),
+        (["nodes", "--profile", "test", "--run-date", "2026-13-45"], "is not a date"),
+        (["nodes", "--profile", "test", "--set", "input.behavior_map={pv: view}"], "unknown task 'view'"),
+    ],
+)
+def test_user_mistakes_are_one_line_errors(args, message, tmp_path):
+    result = _mgoe(*args, "--output", str(tmp_path / "out"), timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_demo_through_the_real_cli(tmp_path):
+    out, report, results = tmp_path / "out", tmp_path / "report", tmp_path / "demo.json"
+    run = _mgoe(
+        "demo", "--profile", "test", "--output", str(out), "--run-date", "2026-11-23",
+        "--report", str(report), "--json", str(results), "--quiet",
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert "demo done" in run.stdout and "AUC mean" in run.stdout
+    data = json.loads(results.read_text())
+    for name in ("mgoe", "mmoe"):
+        assert 0.0 <= data["models"][name]["auc_mean"] <= 1.0
+        assert data["models"][name]["logloss_mean"] > 0
+    # Real tables, readable with the contract's pyarrow schema.
+    examples = pq.read_table(out / "training_examples" / "run_date=2026-11-23", schema=TRAINING_EXAMPLES.arrow(False))
+    assert examples.num_rows > 0 and set(examples.column("split").to_pylist()) == {"train", "valid", "test"}
+    centroids = pq.read_table(out / "centroids" / "run_date=2026-11-23", schema=CENTROIDS.arrow(False))
+    assert sorted(centroids.column("side").to_pylist()) == ["item"] * 4 + ["user"] * 4
+    metrics = pq.read_table(out / "run_metrics" / "run_date=2026-11-23", schema=RUN_METRICS.arrow(False))
+    assert {"generate", "ingest", "nodes", "features"} <= set(metrics.column("stage").to_pylist())
+    text = (report / "report.md").read_text()
+    for png in ("cluster_sizes.png", "edge_weights.png", "training_curves.png", "auc_per_task.png"):
+        assert png in text and (report / png).stat().st_size > 1000
