@@ -112,3 +112,6 @@ def test_edges_reject_bad_options(spark):
         macro_edges(ps, asg, K_U, K_I, edge_matrix="paths")
     with pytest.raises(ValueError, match="hops"):
         macro_edges(ps, asg, K_U, K_I, hops=0)
+    bad = asg.withColumn("macro_id", F.when(F.col("side") == "item", 9).otherwise(F.col("macro_id")))
+    with pytest.raises(Exception, match=r"item assignment has macro_id outside 1\.\.4: 9"):
+        macro_edges(ps, bad, K_U, K_I, hops=1).collect()
