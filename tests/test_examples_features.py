@@ -4,6 +4,7 @@ build_features with a label-leak trap, and the run summary."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from pyspark.sql import functions as F
 
 from jobs.storage import conform
@@ -164,6 +165,7 @@ def features_by_row(rows):
     return out
 
 
+@pytest.mark.slow
 def test_build_features_end_to_end_and_label_leak_trap(spark):
     cfg = load_config(
         profile="test",
