@@ -180,9 +180,9 @@ def run_features(spark: SparkSession, cfg: MgoeConfig, run_date: str) -> StageSu
             lambda _scores: fitted,
             assign_new,
             windows=windows,
-        )
+        ).persist()  # every table below is computed once, however many outputs share it
         tables = features.tables()
-        assignments = features.tagged["assignments"].persist(StorageLevel.MEMORY_AND_DISK)
+        assignments = features.tagged["assignments"]
         for name, schema in (
             ("macro_edges", MACRO_EDGES),
             ("recent_neighbors", RECENT_NEIGHBORS),
