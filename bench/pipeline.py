@@ -1,0 +1,120 @@
+"""End-to-end build benchmark: ``python -m bench.pipeline --json PATH [--sizes 1000000,4000000,16000000]``.
+
+For each size (number of generated click events; the funnel adds ~16% more events), generates and ingests
+the log (not timed), then times the build stages ``nodes`` and ``features`` on local Spark (``--master``,
+default local[2]). Reports seconds per stage, events/s, the log-log slope of total time vs events
+(``scaling_exponent``) and the driver's peak RSS (Python driver + its Spark JVM, from /proc VmHWM).
+Users and items grow with the events (``--events-per-user``), so a flat driver RSS means the driver does not
+hold per-user data. Prints a table and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+
+
+def _vm_hwm_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def _jvm_pid(spark) -> int:
+    return int(spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid())
+
+
+def run(sizes: list[int], master: str, events_per_user: int, out_root: str) -> dict:
+    from jobs.generate import run_generate
+    from jobs.ingest import run_ingest
+    from jobs.pipeline import run_features, run_nodes
+    from mgoe_spark.config import load_config
+    from mgoe_spark.session import get_spark
+
+    result: dict = {
+        "sizes": sizes, "seconds_total": [], "seconds_by_stage": [], "events_per_s": [], "events": [],
+        "driver_peak_rss_mb": [], "jvm_peak_rss_mb": [], "users": [], "master": master,
+    }  # fmt: skip
+    for n in sizes:
+        users = max(1000, n // events_per_user)
+        overrides = [
+            f"spark.master={master}",
+            "spark.conf={spark.ui.enabled: 'false', spark.sql.shuffle.partitions: '8'}",
+            f"generator.events={n}",
+            f"generator.users={users}",
+            f"generator.items={max(500, users // 2)}",
+            "generator.user_groups=20",
+            "generator.item_groups=20",
+            f"output.root={out_root}/n{n}",
+        ]
+        cfg = load_config(overrides=overrides)
+        spark = get_spark(cfg.spark, app_name=f"bench-pipeline-{n}")
+        date = "2026-01-01"
+        raw = f"{out_root}/raw{n}"
+        run_generate(spark, cfg, raw, date)
+        ingest = run_ingest(spark, cfg, raw, date)
+        events = int(ingest.metrics["rows_out"])
+        stages = {}
+        t0 = time.perf_counter()
+        for name, fn in (("nodes", run_nodes), ("features", run_features)):
+            t = time.perf_counter()
+            fn(spark, cfg, date)
+            stages[name] = round(time.perf_counter() - t, 2)
+        total = time.perf_counter() - t0
+        result["seconds_total"].append(round(total, 2))
+        result["seconds_by_stage"].append(stages)
+        result["events"].append(events)
+        result["events_per_s"].append(round(events / total, 1))
+        result["users"].append(users)
+        result["driver_peak_rss_mb"].append(round(_vm_hwm_mb(os.getpid()), 1))
+        result["jvm_peak_rss_mb"].append(round(_vm_hwm_mb(_jvm_pid(spark)), 1))
+        spark.stop()
+    if len(sizes) >= 2:
+        xs = [math.log(e) for e in result["events"]]
+        ys = [math.log(t) for t in result["seconds_total"]]
+        mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+        slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
+        result["scaling_exponent"] = round(slope, 3)
+    else:
+        result["scaling_exponent"] = None
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", required=True, metavar="PATH")
+    parser.add_argument("--sizes", default="1000000,4000000,16000000")
+    parser.add_argument("--master", default="local[2]")
+    parser.add_argument("--events-per-user", type=int, default=50)
+    parser.add_argument("--work-dir", help="where tables go (default: a temporary directory, deleted)")
+    args = parser.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    with tempfile.TemporaryDirectory() as tmp:
+        result = run(sizes, args.master, args.events_per_user, args.work_dir or tmp)
+    header = f"{'clicks':>11} {'events':>11} {'users':>9} {'nodes s':>8} {'features s':>10} {'total s':>8} "
+    header += f"{'events/s':>9} {'driver MB':>9} {'JVM MB':>8}"
+    print(header)
+    for i, n in enumerate(sizes):
+        st = result["seconds_by_stage"][i]
+        print(
+            f"{n:>11,} {result['events'][i]:>11,} {result['users'][i]:>9,} {st['nodes']:>8.1f} "
+            f"{st['features']:>10.1f} {result['seconds_total'][i]:>8.1f} {result['events_per_s'][i]:>9,.0f} "
+            f"{result['driver_peak_rss_mb'][i]:>9.0f} {result['jvm_peak_rss_mb'][i]:>8.0f}"
+        )
+    print(f"scaling exponent (log-log slope of total seconds vs events): {result['scaling_exponent']}")
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
