@@ -159,12 +159,13 @@ def gate_nodes(read: Reader, cfg: MgoeConfig) -> list[CheckResult]:
         TableSpec(
             ASSIGNMENTS.name,
             n,
-            unique=[["side", "node_id"]],
+            unique=[["snapshot", "side", "node_id"]],
             finite=["distance"],
             violations={**side_bad, "macro_id_out_of_range": macro_out_of_range},
         ),
     )
-    results += empty_macro_nodes(assignments, {"user": cfg.kmeans.k_user, "item": cfg.kmeans.k_item})
+    fitted = assignments.where(F.col("snapshot") == "train")  # the clustering itself; 'test' reuses its ids
+    results += empty_macro_nodes(fitted, {"user": cfg.kmeans.k_user, "item": cfg.kmeans.k_item})
     centroids = read(CENTROIDS)
     results += check_table(
         centroids,

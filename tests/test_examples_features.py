@@ -171,7 +171,7 @@ def test_build_features_end_to_end_and_label_leak_trap(spark):
         profile="test",
         overrides=[
             "tasks.order=[click, fav]",
-            "input.behavior_map={}",
+            "input.behavior_map={pv: click}",
             f"kmeans.k_user={K_U}",
             f"kmeans.k_item={K_I}",
             f"neighbors.length={L}",

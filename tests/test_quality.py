@@ -152,7 +152,7 @@ def _tables(cfg) -> dict:
         PAIR_SCORES.name: [(u, i, 1, 1, 0.5) for u, i in pairs],
         NODE_VECTORS.name: [(s, n, [0.1] * r) for s, n in nodes],
         NODE_WEIGHTS.name: [(s, n, 2.0, 1.0) for s, n in nodes],
-        ASSIGNMENTS.name: [(s, n, macro[s, n], 0.25) for s, n in nodes],
+        ASSIGNMENTS.name: [("train", s, n, macro[s, n], 0.25) for s, n in nodes],
         CENTROIDS.name: [(s, m, [0.0] * r, 1.0, 1, "v1") for s in k_of for m in range(1, k_of[s] + 1)],
         MACRO_EDGES.name: [
             (snap, s, n, h, [0.5] * k_of[other[s] if h % 2 else s])
@@ -224,10 +224,10 @@ BREAKS = [
     (
         "nodes",
         ASSIGNMENTS,
-        lambda rows: [(*r[:2], 1, r[3]) if r[:3:2] == ("user", 2) else r for r in rows],
+        lambda rows: [(*r[:3], 1, r[4]) if r[1:4:2] == ("user", 2) else r for r in rows],
         ("assignments", "empty_macro_nodes_user"),
     ),
-    ("nodes", ASSIGNMENTS, lambda rows: [(*rows[0][:2], 9, 0.0)] + rows[1:], ("assignments", "macro_id_out_of_range")),
+    ("nodes", ASSIGNMENTS, lambda rows: [(*rows[0][:3], 9, 0.0)] + rows[1:], ("assignments", "macro_id_out_of_range")),
     ("nodes", CENTROIDS, lambda rows: [(*rows[0][:4], 0, "v1")] + rows[1:], ("centroids", "empty_cluster")),
     ("nodes", PAIR_SCORES, lambda rows: [], ("pair_scores", "row_count")),
     ("features", MACRO_EDGES, lambda rows: [(*rows[0][:4], [0.5])] + rows[1:], ("macro_edges", "weights_length")),

@@ -126,7 +126,10 @@ def test_exposures_are_the_sample_space(spark):
     ]
     df = spark.createDataFrame(log, SCHEMA)
     c = cfg(
-        "tasks.order=[click, like]", "tasks.exposure=exposure", "input.behavior_map={}", "windows.validation_fraction=0"
+        "tasks.order=[click, like]",
+        "tasks.exposure=exposure",
+        "input.behavior_map={pv: click}",
+        "windows.validation_fraction=0",
     )
     got = {(r.user_id, r.item_id, r.split): list(r.labels) for r in build_samples(df, WIN, c).collect()}
     assert got == {(1, 1, "train"): [1.0, 0.0], (1, 2, "train"): [0.0, 0.0], (2, 2, "test"): [0.0, 1.0]}
