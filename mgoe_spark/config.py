@@ -103,9 +103,9 @@ class GeneratorSettings:
     The generative model is documented in :mod:`mgoe_spark.generate`.
     """
 
-    users: int = 20_000
-    items: int = 10_000
-    events: int = 1_000_000
+    users: int = 8_000
+    items: int = 4_000
+    events: int = 400_000
     """Number of first-task (click) events emitted; later tasks are added on top by the funnel."""
     user_groups: int = 10
     item_groups: int = 10
