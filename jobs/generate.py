@@ -23,7 +23,7 @@ from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.common import StageSummary, UserError, config_from_args, job_main, stage
-from jobs.storage import TableStore
+from jobs.storage import TableStore, _fs, swap_directory
 from mgoe_spark.config import MgoeConfig
 from mgoe_spark.generate import behavior_names, generate_events, ground_truth
 from schemas import GROUND_TRUTH_ITEMS, GROUND_TRUTH_USERS
@@ -44,34 +44,18 @@ def default_out_dir(cfg: MgoeConfig, run_date: str) -> str:
     return f"{cfg.output.root.rstrip('/')}/raw/{run_date}"
 
 
-def _hadoop_path(spark: SparkSession, path: str):
-    jvm = spark.sparkContext._jvm
-    hpath = jvm.org.apache.hadoop.fs.Path(path)
-    return hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), hpath
-
-
 def write_csv_atomically(df: DataFrame, out_dir: str) -> None:
     """Write ``df`` as headerless CSV files into ``out_dir``, replacing it as a whole (write to a hidden
-    sibling, then rename; the old directory is moved aside first and deleted last)."""
+    sibling, then swap it in with :func:`jobs.storage.swap_directory`)."""
     spark = df.sparkSession
-    fs, target = _hadoop_path(spark, out_dir)
+    fs, target = _fs(spark, out_dir)
     if fs.exists(target) and not fs.getFileStatus(target).isDirectory():
         raise UserError(f"--out {out_dir} is an existing file; give a directory path")
-    parent, name = target.getParent(), target.getName()
+    parent, name = target.getParent().toString(), target.getName()
     token = uuid.uuid4().hex[:12]
-    jvm = spark.sparkContext._jvm
-    staging = jvm.org.apache.hadoop.fs.Path(parent, f"_{name}.staging-{token}")
-    trash = jvm.org.apache.hadoop.fs.Path(parent, f"_{name}.trash-{token}")
-    df.write.mode("error").option("header", False).csv(staging.toString())
-    had_old = fs.exists(target)
-    if had_old and not fs.rename(target, trash):
-        raise OSError(f"could not move the old {out_dir} aside")
-    if not fs.rename(staging, target):
-        if had_old:
-            fs.rename(trash, target)
-        raise OSError(f"could not publish {staging} as {out_dir}")
-    if had_old:
-        fs.delete(trash, True)
+    staging = f"{parent}/_{name}.staging-{token}"
+    df.write.mode("error").option("header", False).csv(staging)
+    swap_directory(spark, staging, target.toString(), f"{parent}/_{name}.trash-{token}")
 
 
 def run_generate(spark: SparkSession, cfg: MgoeConfig, out_dir: str, run_date: str) -> StageSummary:

@@ -176,21 +176,28 @@ def write_table(
 def _publish_parquet(spark: SparkSession, base: str, staging: str, run_date: str, token: str) -> str:
     """Swap the staged directory in as ``run_date=...`` (two renames; the old partition is trashed)."""
     target = f"{base}/{RUN_DATE}={run_date}"
+    swap_directory(spark, staging, target, f"{base}/_trash/{RUN_DATE}={run_date}.{token}")
+    return target
+
+
+def swap_directory(spark: SparkSession, staging: str, target: str, trash: str) -> None:
+    """Publish the fully written directory ``staging`` as ``target``: the old ``target`` (if any) is renamed
+    to ``trash``, ``staging`` is renamed to ``target``, then the trash is deleted. A crash at any point
+    leaves either the old or the new directory complete at ``target`` (or, between the two renames, none)."""
     fs, target_h = _fs(spark, target)
     jvm = spark.sparkContext._jvm
-    trash_h = jvm.org.apache.hadoop.fs.Path(f"{base}/_trash/{RUN_DATE}={run_date}.{token}")
+    trash_h = jvm.org.apache.hadoop.fs.Path(trash)
     staging_h = jvm.org.apache.hadoop.fs.Path(staging)
     fs.mkdirs(trash_h.getParent())
     had_old = fs.exists(target_h)
     if had_old and not fs.rename(target_h, trash_h):
-        raise OSError(f"could not move old partition {target} aside")
+        raise OSError(f"could not move the old {target} aside")
     if not fs.rename(staging_h, target_h):
         if had_old:
             fs.rename(trash_h, target_h)
         raise OSError(f"could not publish {staging} as {target}")
     if had_old:
         fs.delete(trash_h, True)
-    return target
 
 
 # ---- Delta --------------------------------------------------------------------------------------------

@@ -81,6 +81,11 @@ def get_spark(settings: SparkSettings | None = None, app_name: str | None = None
         "spark.sql.sources.partitionOverwriteMode": "dynamic",
         "spark.sql.parquet.compression.codec": "zstd",
     }
+    if master is not None and master.startswith("local"):
+        # On one machine Spark's 200 default shuffle partitions are mostly scheduling overhead, and the
+        # console progress bars drown the one line per stage the jobs print. Config can override both.
+        defaults["spark.sql.shuffle.partitions"] = str(4 * (os.cpu_count() or 2))
+        defaults["spark.ui.showConsoleProgress"] = "false"
     for key, value in {**defaults, **settings.conf}.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
