@@ -17,6 +17,7 @@ SUBCOMMANDS: dict[str, str] = {
     "features": "jobs.features",
     "build": "jobs.build",
     "train": "jobs.train",
+    "evaluate": "jobs.evaluate",
     "quality": "jobs.quality",
 }
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -56,13 +57,40 @@ def parse_run_date(text: str) -> str:
         raise UserError(f"--run-date {text!r} is not a date; use YYYY-MM-DD, e.g. 2026-11-23") from None
 
 
-def config_from_args(args: argparse.Namespace) -> MgoeConfig:
+def config_from_args(args: argparse.Namespace, writes_output: bool = True) -> MgoeConfig:
+    """The config the arguments describe. ``writes_output``: the job writes tables under ``output.root``,
+    so a local root is checked to be writable first (a clear error now, not a Spark stack trace later)."""
     overrides = list(args.overrides)
     if getattr(args, "output", None):
         overrides.append(f"output.root={args.output}")
     args.run_date = parse_run_date(args.run_date)
     # An empty --config (e.g. an unset Airflow param) means no config file.
-    return load_config(args.config or None, args.profile, overrides)
+    cfg = load_config(args.config or None, args.profile, overrides)
+    if writes_output:
+        check_writable(cfg.output.root)
+    return cfg
+
+
+def check_writable(root: str) -> None:
+    """Create ``root`` (a local path or ``file://`` URI) and write and remove a probe file in it; UserError
+    naming the path and the OS reason if that fails. Other schemes (hdfs://, s3://, ...) are not probed:
+    their permissions are the cluster's business and a probe would cost a round trip per job."""
+    if "://" in root and not root.startswith("file://"):
+        return
+    path = root.removeprefix("file://")
+    probe = os.path.join(path, f".mgoe-write-probe-{os.getpid()}")
+    try:
+        os.makedirs(path, exist_ok=True)
+        with open(probe, "w") as fh:
+            fh.write("ok")
+        os.remove(probe)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        where = f" ({exc.filename})" if exc.filename and exc.filename not in (path, probe) else ""
+        raise UserError(
+            f"output root '{root}' is not writable: {reason}{where}; pass --output DIR (or set output.root) "
+            "to a directory you can write"
+        ) from None
 
 
 @dataclass

@@ -78,7 +78,7 @@ def run_training(
 def execute(args: argparse.Namespace) -> int:
     from model.evaluate import results_table, to_json
 
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, writes_output=False)
     root = args.examples_root or cfg.output.root
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
     # --run-date defaults to today; when the table has no partition for today and the date was not

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
 import time
 from dataclasses import asdict
@@ -26,7 +27,7 @@ from torch import nn
 from tqdm import tqdm
 
 from model.baselines import build_model
-from model.data import ExampleStream, TableMeta, make_loader, read_meta, resolve_run_date
+from model.data import SPLITS, DataError, ExampleStream, TableMeta, make_loader, read_meta, resolve_run_date
 from model.evaluate import evaluate
 from model.mgoe import ModelOptions, l1_penalty, multitask_bce
 
@@ -150,17 +151,17 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return float(v.mean()), float(v.std())
 
 
-def aggregate(runs: list[dict], tasks: list[str]) -> dict:
-    """Per-seed test metrics -> mean and std over seeds (per task and averaged)."""
+def aggregate(runs: list[dict], tasks: list[str], split: str = "test") -> dict:
+    """Per-seed metrics of ``split`` -> mean and std over seeds (per task and averaged)."""
     out: dict = {"auc": {}, "logloss": {}, "seeds": runs}
     for metric in ("auc", "logloss"):
         for task in tasks:
-            vals = [r["test"][metric].get(task, math.nan) for r in runs]
+            vals = [r[split][metric].get(task, math.nan) for r in runs]
             m, s = _mean_std(vals)
             out[metric][task] = {"mean": m, "std": s, "values": vals}
-        m, s = _mean_std([r["test"][f"{metric}_mean"] for r in runs])
+        m, s = _mean_std([r[split][f"{metric}_mean"] for r in runs])
         out[f"{metric}_mean"], out[f"{metric}_mean_std"] = m, s
-    out["train_samples_per_s"] = _mean_std([r["train_samples_per_s"] for r in runs])[0]
+    out["train_samples_per_s"] = _mean_std([r.get("train_samples_per_s", math.nan) for r in runs])[0]
     return out
 
 
@@ -201,6 +202,137 @@ def train_models(
             path = ckpt / f"{label}-seed{seed}.pt"
             runs.append(train_one(model_name, cfg, root, run_date, m, seed, path, progress))
         results["models"][label] = {"model": model_name, "examples_root": root, **aggregate(runs, tasks)}
+    return results
+
+
+# --------------------------------------------------------------------------------------------------------
+# Evaluating saved checkpoints
+# --------------------------------------------------------------------------------------------------------
+
+_CHECKPOINT_NAME = re.compile(r"^(?P<label>.+)-seed(?P<seed>-?\d+)\.pt$")
+
+
+class CheckpointError(DataError):
+    """Checkpoints are missing or do not fit the table they are evaluated on (one-line message)."""
+
+
+def find_checkpoints(checkpoint_dir: str | Path) -> dict[str, list[tuple[int, Path]]]:
+    """``<label>-seed<S>.pt`` files that have a JSON sidecar -> ``{label: [(seed, path), ...]}`` sorted by
+    label then seed (the names :func:`train_models` gives them)."""
+    found: dict[str, list[tuple[int, Path]]] = {}
+    directory = Path(checkpoint_dir)
+    if directory.is_dir():
+        for path in sorted(directory.glob("*.pt")):
+            match = _CHECKPOINT_NAME.match(path.name)
+            if match and Path(f"{path}.json").is_file():
+                found.setdefault(match["label"], []).append((int(match["seed"]), path))
+    return {label: sorted(runs) for label, runs in sorted(found.items())}
+
+
+def check_compatible(trained: TableMeta, table: TableMeta, checkpoint: str | Path) -> None:
+    """Raise :class:`CheckpointError` unless a model built for ``trained`` can score rows of ``table``.
+
+    The task count, macro-node counts, hops and neighbor length fix tensor shapes and must be equal; the
+    table's user / item vocabularies may be smaller than the embedding tables but not larger (ids past the
+    table would silently become the padding id).
+    """
+    name = Path(checkpoint).name
+    for field_name, what in (
+        ("num_tasks", "tasks"),
+        ("k_user", "user macro nodes (kmeans.k_user)"),
+        ("k_item", "item macro nodes (kmeans.k_item)"),
+        ("hops", "hops (edges.hops)"),
+        ("recent_len", "recent neighbors per task (neighbors.recent_len)"),
+    ):
+        a, b = getattr(trained, field_name), getattr(table, field_name)
+        if a != b:
+            raise CheckpointError(
+                f"checkpoint {name} was trained with {a} {what} but the table has {b}; evaluate it on a "
+                "training_examples table built with the same config, or retrain with mgoe train"
+            )
+    for field_name, what in (("num_users", "users"), ("num_items", "items")):
+        a, b = getattr(trained, field_name), getattr(table, field_name)
+        if b > a:
+            raise CheckpointError(
+                f"the table's {what} vocabulary ({b - 1:,} ids) is larger than checkpoint {name}'s embedding "
+                f"table ({a - 1:,}); evaluate on the run date the model was trained on (--run-date) or retrain "
+                "it with mgoe train on this run date"
+            )
+
+
+def evaluate_checkpoints(
+    checkpoint_dir: str | Path,
+    examples_root: str,
+    run_date: str | None = None,
+    split: str = "test",
+    batch_size: int = 4096,
+    threads: int | None = None,
+    models: list[str] | None = None,
+) -> dict:
+    """Score every checkpoint in ``checkpoint_dir`` on ``split`` of ``examples_root``'s training_examples.
+
+    ``run_date=None`` takes the latest partition; ``models`` keeps only these labels. Returns a results dict
+    shaped like :func:`train_models`' (``models[label]["auc_mean"]`` etc., mean and std over the seeds
+    found), with the metrics of each seed under ``split``. Cost: one streamed pass over the split per
+    checkpoint; memory O(rows of the split x T) for the predictions (exact AUC needs them).
+    """
+    if split not in SPLITS:
+        raise CheckpointError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    found = find_checkpoints(checkpoint_dir)
+    if models is not None:
+        missing = [m for m in models if m not in found]
+        if missing:
+            have = ", ".join(found) or "none"
+            raise CheckpointError(f"no checkpoints for {', '.join(missing)} in {str(checkpoint_dir)!r} (it has {have})")
+        found = {m: found[m] for m in models}
+    if not found:
+        raise CheckpointError(
+            f"no checkpoints (<model>-seed<S>.pt with a .json sidecar) in {str(checkpoint_dir)!r}; "
+            "train with mgoe train --report DIR and pass DIR (or DIR/checkpoints)"
+        )
+    if threads:
+        torch.set_num_threads(threads)
+    run_date = resolve_run_date(examples_root, run_date)
+    table = read_meta(examples_root, run_date)
+    results: dict = {
+        "examples_root": examples_root,
+        "run_date": run_date,
+        "split": split,
+        "checkpoint_dir": str(checkpoint_dir),
+        "tasks": [],
+        "meta": asdict(table),
+        "models": {},
+    }
+    for label, runs in found.items():
+        scored = []
+        for seed, path in runs:
+            info = json.loads(Path(f"{path}.json").read_text())
+            trained = TableMeta.from_json(json.dumps(info["meta"]))
+            check_compatible(trained, table, path)
+            tasks = list(trained.tasks)
+            if results["tasks"] and results["tasks"] != tasks:
+                raise CheckpointError(
+                    f"checkpoint {path.name} has tasks {tasks} but others in the directory have {results['tasks']}"
+                )
+            results["tasks"] = tasks
+            results["meta"] = asdict(trained)
+            model, info = load_checkpoint(path, trained)
+            stream = ExampleStream(examples_root, run_date, split, trained, batch_size)
+            metrics = evaluate(model, make_loader(stream), tasks)
+            scored.append(
+                {
+                    "seed": seed,
+                    "best_epoch": info.get("epoch"),
+                    "history": [],
+                    split: metrics,
+                    "checkpoint": str(path),
+                }
+            )
+        results["models"][label] = {
+            "model": info["model"],
+            "examples_root": examples_root,
+            **aggregate(scored, results["tasks"], split),
+        }
     return results
 
 

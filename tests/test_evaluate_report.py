@@ -1,0 +1,158 @@
+"""`mgoe evaluate` and `mgoe report` on a tiny trained model (no Spark): saved checkpoints score exactly what
+the trainer reported, incompatible tables and bad files are one-line errors, a report rebuilds from JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import pytest
+
+from jobs.common import job_main
+from jobs.train import run_training
+from mgoe_spark.config import load_config
+from model.data import read_meta
+from model.synthetic import SyntheticSpec, generate_examples, write_examples
+from model.train import CheckpointError, check_compatible, evaluate_checkpoints
+
+RUN = "2024-02-01"
+SMALL = [
+    "train.embed_dim=4",
+    "train.expert_sizes=[16, 8]",
+    "train.tower_hidden=8",
+    "train.batch_size=64",
+    "train.eval_batch_size=128",
+    "train.epochs=2",
+    "train.patience=1",
+    "train.max_steps_per_epoch=3",
+    "train.seeds=[0, 1]",
+    "train.threads=1",
+    "train.shuffle_buffer=128",
+]
+SPEC = dict(users=50, items=30, feature_exposures_per_user=10, sample_exposures_per_user=10, recent_len=3)
+
+
+def _table(path, **changes) -> str:
+    write_examples(generate_examples(SyntheticSpec(**{**SPEC, **changes})), str(path), RUN, row_group_rows=128, files=2)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """(results of `run_training`, table root, report dir) for mgoe and mmoe, seeds 0 and 1."""
+    base = tmp_path_factory.mktemp("eval")
+    root = _table(base / "examples")
+    cfg = load_config(profile="test", overrides=SMALL)
+    results = run_training(cfg, root, None, ["mgoe", "mmoe"], base / "report", progress=False)
+    return results, root, base / "report"
+
+
+def _argv(*args: str) -> list[str]:
+    return [*args, "--profile", "test", *[a for s in SMALL for a in ("--set", s)]]
+
+
+def test_evaluate_reproduces_the_trainers_test_metrics(trained):
+    results, root, report = trained
+    again = evaluate_checkpoints(report / "checkpoints", root, None, "test", batch_size=128)
+    assert again["run_date"] == RUN and again["tasks"] == results["tasks"]
+    assert set(again["models"]) == {"mgoe", "mmoe"}
+    for name, r in results["models"].items():
+        e = again["models"][name]
+        assert [s["seed"] for s in e["seeds"]] == [0, 1]
+        for key in ("auc_mean", "logloss_mean", "auc_mean_std", "logloss_mean_std"):
+            assert e[key] == pytest.approx(r[key], abs=1e-9), (name, key)
+        for task in results["tasks"]:
+            for metric in ("auc", "logloss"):
+                assert e[metric][task]["mean"] == pytest.approx(r[metric][task]["mean"], abs=1e-9)
+        for run_e, run_t in zip(e["seeds"], r["seeds"], strict=True):
+            assert run_e["best_epoch"] == run_t["best_epoch"]
+            assert run_e["test"]["rows"] == run_t["test"]["rows"] > 0
+
+
+def test_evaluate_other_splits_match_the_trainers_valid_metrics(trained):
+    results, root, report = trained
+    valid = evaluate_checkpoints(report / "checkpoints", root, RUN, "valid", batch_size=128, models=["mgoe"])
+    assert list(valid["models"]) == ["mgoe"] and valid["split"] == "valid"
+    for run_e, run_t in zip(valid["models"]["mgoe"]["seeds"], results["models"]["mgoe"]["seeds"], strict=True):
+        assert run_e["valid"]["auc_mean"] == pytest.approx(run_t["valid"]["auc_mean"], abs=1e-9)
+    train = evaluate_checkpoints(report / "checkpoints", root, RUN, "train", batch_size=128, models=["mmoe"])
+    rows = train["models"]["mmoe"]["seeds"][0]["train"]["rows"]
+    assert rows > results["models"]["mmoe"]["seeds"][0]["test"]["rows"]
+
+
+def test_evaluate_job_prints_and_writes_train_shaped_json(trained, tmp_path, capsys):
+    import jobs.evaluate as job
+
+    results, root, report = trained
+    out = tmp_path / "eval.json"
+    assert job_main(job, _argv("--checkpoints", str(report), "--examples-root", root, "--json", str(out))) == 0
+    text = capsys.readouterr().out
+    assert f"run date {RUN} split test" in text and "AUC mean" in text and "mmoe" in text
+    data = json.loads(out.read_text())
+    for name in ("mgoe", "mmoe"):
+        assert data["models"][name]["auc_mean"] == pytest.approx(results["models"][name]["auc_mean"], abs=1e-9)
+        assert data["models"][name]["logloss_mean"] == pytest.approx(results["models"][name]["logloss_mean"], abs=1e-9)
+        assert set(data["models"][name]["auc"]) == set(results["tasks"])
+
+
+def test_evaluate_errors_are_one_line(trained, tmp_path, capsys):
+    import jobs.evaluate as job
+
+    _, root, report = trained
+    (tmp_path / "empty").mkdir()
+    cases = [
+        (["--checkpoints", str(tmp_path / "empty"), "--examples-root", root], "no checkpoints"),
+        (["--checkpoints", str(report), "--examples-root", root, "--models", "ple"], "no checkpoints for ple"),
+        (["--checkpoints", str(report), "--examples-root", str(tmp_path / "none")], "no training_examples"),
+        (["--checkpoints", str(report), "--examples-root", root, "--run-date", "2024-03-01"], "no run date 2024-03-01"),
+    ]
+    for argv, message in cases:
+        assert job_main(job, _argv(*argv)) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("mgoe: error: ") and message in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (
+            {"users": 80},
+            r"users vocabulary \(80 ids\) is larger than checkpoint mgoe-seed0.pt's embedding table \(50\)",
+        ),
+        ({"items": 45}, r"items vocabulary \(45 ids\) is larger"),
+        ({"recent_len": 4}, r"trained with 3 recent neighbors per task \(neighbors.recent_len\) but the table has 4"),
+        ({"user_groups": 5}, r"trained with 4 user macro nodes \(kmeans.k_user\) but the table has 5"),
+        ({"tasks": ("click", "buy")}, "trained with 4 tasks but the table has 2"),
+    ],
+)
+def test_incompatible_table_is_named(trained, tmp_path, capsys, changes, message):
+    import jobs.evaluate as job
+
+    _, _, report = trained
+    other = _table(tmp_path / "other", **changes)
+    with pytest.raises(CheckpointError, match=message):
+        evaluate_checkpoints(report / "checkpoints", other, RUN, models=["mgoe"])
+    assert job_main(job, _argv("--checkpoints", str(report), "--examples-root", other)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mgoe: error: ") and err.count("\n") == 1
+
+
+def test_smaller_vocabulary_is_compatible(trained):
+    _, root, _ = trained
+    meta = read_meta(root)
+    smaller = type(meta)(**{**meta.__dict__, "num_users": meta.num_users - 5})
+    check_compatible(meta, smaller, "x.pt")  # no error: unseen embedding rows are just unused
+    with pytest.raises(CheckpointError, match="users vocabulary"):
+        check_compatible(smaller, meta, "x.pt")
+
+
+def test_checkpoints_without_sidecar_are_ignored(trained, tmp_path):
+    _, root, report = trained
+    src = report / "checkpoints" / "mgoe-seed0.pt"
+    shutil.copy(src, tmp_path / "mgoe-seed0.pt")  # no .json: not a loadable checkpoint
+    with pytest.raises(CheckpointError, match="no checkpoints"):
+        evaluate_checkpoints(tmp_path, root)
+    shutil.copy(f"{src}.json", tmp_path / "mgoe-seed0.pt.json")
+    res = evaluate_checkpoints(tmp_path, root, batch_size=128)
+    assert list(res["models"]) == ["mgoe"] and not math.isnan(res["models"]["mgoe"]["auc_mean"])
