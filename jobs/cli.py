@@ -18,6 +18,7 @@ SUBCOMMANDS: dict[str, str] = {
     "build": "jobs.build",
     "train": "jobs.train",
     "evaluate": "jobs.evaluate",
+    "report": "jobs.report",
     "quality": "jobs.quality",
 }
 

@@ -28,68 +28,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def pipeline_plots(spark, store, run_date: str, out_dir: Path) -> list[str]:
-    """Cluster sizes and edge-weight histograms as PNGs; returns Markdown lines. Only k-sized or
-    bin-sized aggregates reach the driver."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from pyspark.sql import functions as F
-
-    from schemas import CENTROIDS, MACRO_EDGES
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    centroids = store.read(CENTROIDS, run_date).select("side", "macro_id", "size", "weight").collect()  # 2k rows
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-    lines = ["## Macro nodes", ""]
-    for ax, side in zip(axes, ("user", "item"), strict=True):
-        rows = sorted((r for r in centroids if r["side"] == side), key=lambda r: r["macro_id"])
-        sizes = [r["size"] for r in rows]
-        ax.bar([r["macro_id"] for r in rows], sizes, color="#4C72B0" if side == "user" else "#DD8452")
-        ax.set_title(f"{side} macro nodes (K={len(rows)})")
-        ax.set_xlabel("macro id")
-        ax.set_ylabel("nodes")
-        mean = sum(sizes) / max(len(sizes), 1)
-        lines.append(
-            f"- {side}s: K={len(rows)}, sizes min {min(sizes):,} / mean {mean:,.0f} / max {max(sizes):,} "
-            f"(imbalance {max(sizes) / max(mean, 1e-12):.2f})"
-        )
-    fig.tight_layout()
-    fig.savefig(out_dir / "cluster_sizes.png", dpi=110)
-    plt.close(fig)
-    lines += ["", "![cluster sizes](cluster_sizes.png)", ""]
-
-    edges = store.read(MACRO_EDGES, run_date).where(F.col("snapshot") == "train")
-    bins = (
-        edges.select("side", "hop", F.explode("weights").alias("w"))
-        .where(F.col("w") > 0)
-        .groupBy("side", "hop", F.floor(F.log10("w") * 4).alias("bin"))
-        .count()
-        .collect()  # (sides x hops x ~40 bins) rows
-    )
-    fig, ax = plt.subplots(figsize=(7, 3.8))
-    for key in sorted({(r["side"], r["hop"]) for r in bins}):
-        pts = sorted((r["bin"] / 4, r["count"]) for r in bins if (r["side"], r["hop"]) == key)
-        ax.plot([10**x for x, _ in pts], [c for _, c in pts], marker=".", label=f"{key[0]} hop {key[1]}")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("macro edge weight (non-zero)")
-    ax.set_ylabel("count")
-    ax.set_title("macro edge weight distribution (train snapshot)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out_dir / "edge_weights.png", dpi=110)
-    plt.close(fig)
-    lines += ["## Macro edges", "", "![edge weights](edge_weights.png)", ""]
-    return lines
-
-
 def execute(args: argparse.Namespace) -> int:
     from jobs.common import config_from_args, write_metrics
     from jobs.generate import default_out_dir, run_generate
     from jobs.ingest import run_ingest
     from jobs.pipeline import run_features, run_nodes
+    from jobs.report import append_sections, pipeline_plots
     from jobs.storage import TableStore
     from jobs.train import run_training
     from mgoe_spark.session import get_spark
@@ -123,11 +67,10 @@ def execute(args: argparse.Namespace) -> int:
     results = run_training(cfg, cfg.output.root, run_date, models, report_dir, progress=not args.quiet)
     train_seconds = time.perf_counter() - t0
     report = report_dir / "report.md"
-    summary_lines = ["## Pipeline run", ""] + [f"- `{s.line()}`" for s in summaries]
-    summary_lines.append(f"- `[train] seconds={train_seconds:,.1f}`")
-    report.write_text(report.read_text() + "\n" + "\n".join(summary_lines + [""] + pipeline_lines))
+    stage_lines = [s.line() for s in summaries] + [f"[train] seconds={train_seconds:,.1f}"]
+    append_sections(report, stage_lines, pipeline_lines)
 
-    results["pipeline"] = {s.stage: s.metrics for s in summaries}
+    results["pipeline"] = {s.stage: s.metrics for s in summaries} | {"train": {"seconds": round(train_seconds, 1)}}
     results["seconds_total"] = round(time.perf_counter() - start, 1)
     print()
     print(results_table(results, results["tasks"]))

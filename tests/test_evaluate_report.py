@@ -156,3 +156,104 @@ def test_checkpoints_without_sidecar_are_ignored(trained, tmp_path):
     shutil.copy(f"{src}.json", tmp_path / "mgoe-seed0.pt.json")
     res = evaluate_checkpoints(tmp_path, root, batch_size=128)
     assert list(res["models"]) == ["mgoe"] and not math.isnan(res["models"]["mgoe"]["auc_mean"])
+
+
+# ---- mgoe report ---------------------------------------------------------------------------------------
+
+
+def _report(tmp_path, capsys, results_path, *extra: str) -> tuple[int, str, str]:
+    import jobs.report as job
+
+    code = job_main(job, ["--results", str(results_path), "--out", str(tmp_path / "rep"), *extra, "--profile", "test"])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_report_from_train_results_json(trained, tmp_path, capsys):
+    from model.evaluate import to_json
+
+    results, _, _ = trained
+    path = tmp_path / "train.json"
+    path.write_text(to_json(results))
+    code, out, _ = _report(tmp_path, capsys, path)
+    assert code == 0 and "report.md" in out
+    rep = tmp_path / "rep"
+    text = (rep / "report.md").read_text()
+    assert "# MGOE training report" in text and "## Test metrics" in text
+    assert "| model | AUC click | AUC fav | AUC cart | AUC buy | AUC mean |" in text
+    mgoe = results["models"]["mgoe"]
+    assert f"| mgoe | {mgoe['auc']['click']['mean']:.4f} ± {mgoe['auc']['click']['std']:.4f} |" in text
+    for png in ("training_curves.png", "auc_per_task.png"):
+        assert f"({png})" in text and (rep / png).stat().st_size > 1000
+    assert "Pipeline run" not in text
+
+
+def test_report_from_evaluate_and_demo_json(trained, tmp_path, capsys):
+    from model.evaluate import to_json
+
+    results, root, report = trained
+    evaluated = evaluate_checkpoints(report / "checkpoints", root, None, "valid", batch_size=128)
+    evaluated["models"]["mgoe"]["auc"]["fav"]["std"] = math.nan  # written as null, read back as NaN
+    path = tmp_path / "eval.json"
+    path.write_text(to_json(evaluated))
+    code, _, _ = _report(tmp_path, capsys, path)
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert code == 0 and "# MGOE evaluation report" in text and "## Valid metrics" in text and "| mmoe |" in text
+    assert "training_curves.png" not in text and (tmp_path / "rep" / "auc_per_task.png").stat().st_size > 1000
+
+    demo = {**results, "pipeline": {"ingest": {"rows_out": 1234.0, "seconds": 1.5}, "train": {"seconds": 9.0}}}
+    path.write_text(to_json(demo))
+    code, _, _ = _report(tmp_path, capsys, path)
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert code == 0 and "- `[ingest] rows_out=1,234 seconds=1.50`" in text and "- `[train] seconds=9`" in text
+
+
+def test_report_errors_are_one_line(tmp_path, capsys):
+    bad_json = tmp_path / "bad.json"
+    bad_json.write_text("{not json")
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"models": {}, "something": 1}))
+    partial = tmp_path / "partial.json"
+    partial.write_text(json.dumps({"tasks": ["click"], "run_date": RUN, "models": {"mgoe": {"auc_mean": 0.5}}}))
+    for path, message in [
+        (tmp_path / "missing.json", "does not exist"),
+        (bad_json, "is not JSON"),
+        (other, "is not a results file (no tasks, run_date)"),
+        (partial, "model 'mgoe' lacks auc, logloss, logloss_mean, seeds"),
+    ]:
+        code, _, err = _report(tmp_path, capsys, path)
+        assert code == 2 and err.startswith("mgoe: error: ") and err.count("\n") == 1, err
+        assert message in err and "mgoe train --json" in err
+
+
+def test_report_with_tables_adds_pipeline_plots_and_stage_lines(trained, spark, tmp_path, capsys):
+    from jobs.common import StageSummary
+    from jobs.storage import TableStore
+    from model.evaluate import to_json
+    from schemas import CENTROIDS, MACRO_EDGES, RUN_METRICS
+
+    results, _, _ = trained
+    store = TableStore(spark, str(tmp_path / "tables"))
+    cents = [(side, k, [0.0], 1.0, size, "v") for side in ("user", "item") for k, size in ((1, 3), (2, 5))]
+    store.write(spark.createDataFrame(cents, CENTROIDS.spark(with_partition=False)), CENTROIDS, RUN)
+    edges = [("train", "user", 1, 1, [0.5, 2.0]), ("train", "item", 1, 1, [1.0, 0.0]), ("test", "user", 1, 1, [9.0])]
+    store.write(spark.createDataFrame(edges, MACRO_EDGES.spark(with_partition=False)), MACRO_EDGES, RUN)
+    nodes, ingest = StageSummary("nodes"), StageSummary("ingest")
+    nodes.add("users", 6)
+    ingest.add("rows_out", 1234)
+    ingest.add("rejects", 2, "bad_id")  # detail rows are not stage-line metrics
+    rows = nodes.rows() + ingest.rows()
+    store.write(spark.createDataFrame(rows, RUN_METRICS.spark(with_partition=False)), RUN_METRICS, RUN)
+    path = tmp_path / "train.json"
+    path.write_text(to_json(results))
+
+    code, _, err = _report(tmp_path, capsys, path, "--tables", str(tmp_path / "tables"))
+    assert code == 0, err
+    text = (tmp_path / "rep" / "report.md").read_text()
+    # Pipeline order (ingest before nodes), not table order.
+    assert "- `[ingest] rows_out=1,234`\n- `[nodes] users=6`" in text
+    assert "users: K=2, sizes min 3 / mean 4 / max 5" in text
+    for png in ("cluster_sizes.png", "edge_weights.png"):
+        assert f"({png})" in text and (tmp_path / "rep" / png).stat().st_size > 1000
+    code, _, err = _report(tmp_path, capsys, path, "--tables", str(tmp_path / "tables"), "--run-date", "2024-03-09")
+    assert code == 2 and "centroids" in err and "2024-03-09" in err

@@ -1,0 +1,156 @@
+"""``mgoe report``: rebuild the report (Markdown + PNG plots) from a results JSON.
+
+Takes the JSON that ``mgoe train --json``, ``mgoe evaluate --json`` or ``mgoe demo --json`` wrote and writes
+``report.md``, ``auc_per_task.png`` and (when the results hold training histories) ``training_curves.png``
+to ``--out``. With ``--tables ROOT`` it also reads the pipeline tables of the run date under ROOT (Spark):
+cluster sizes and macro edge-weight histograms as PNGs (only K-sized and histogram-bin-sized aggregates
+reach the driver) and the stage summary lines of the ``run_metrics`` table. Without ``--tables``, the stage
+lines a demo's results carry are used. Example::
+
+  mgoe report --results results.json --out reports/2017-12-03 --tables OUT
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from jobs.common import StageSummary, UserError, config_from_args, job_main
+
+HELP = "rebuild the Markdown + PNG report from a results JSON of train / evaluate / demo (--json)"
+DESCRIPTION = __doc__
+
+# Stage lines are listed in pipeline order; stages not named here follow alphabetically.
+STAGE_ORDER = ("generate", "ingest", "nodes", "features", "build", "quality", "train")
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("report")
+    g.add_argument("--results", metavar="PATH", required=True, help="results JSON of mgoe train/evaluate/demo --json")
+    g.add_argument("--out", metavar="DIR", required=True, help="directory for report.md and the PNGs")
+    g.add_argument(
+        "--tables",
+        metavar="URI",
+        help="table root of the pipeline run: add cluster-size and edge-weight plots and the run_metrics lines",
+    )
+
+
+def pipeline_plots(spark, store, run_date: str, out_dir: Path) -> list[str]:
+    """Cluster sizes and edge-weight histograms as PNGs; returns Markdown lines. Only k-sized or
+    bin-sized aggregates reach the driver."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from pyspark.sql import functions as F
+
+    from schemas import CENTROIDS, MACRO_EDGES
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    centroids = store.read(CENTROIDS, run_date).select("side", "macro_id", "size", "weight").collect()  # 2k rows
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    lines = ["## Macro nodes", ""]
+    for ax, side in zip(axes, ("user", "item"), strict=True):
+        rows = sorted((r for r in centroids if r["side"] == side), key=lambda r: r["macro_id"])
+        sizes = [r["size"] for r in rows]
+        ax.bar([r["macro_id"] for r in rows], sizes, color="#4C72B0" if side == "user" else "#DD8452")
+        ax.set_title(f"{side} macro nodes (K={len(rows)})")
+        ax.set_xlabel("macro id")
+        ax.set_ylabel("nodes")
+        mean = sum(sizes) / max(len(sizes), 1)
+        lines.append(
+            f"- {side}s: K={len(rows)}, sizes min {min(sizes):,} / mean {mean:,.0f} / max {max(sizes):,} "
+            f"(imbalance {max(sizes) / max(mean, 1e-12):.2f})"
+        )
+    fig.tight_layout()
+    fig.savefig(out_dir / "cluster_sizes.png", dpi=110)
+    plt.close(fig)
+    lines += ["", "![cluster sizes](cluster_sizes.png)", ""]
+
+    edges = store.read(MACRO_EDGES, run_date).where(F.col("snapshot") == "train")
+    bins = (
+        edges.select("side", "hop", F.explode("weights").alias("w"))
+        .where(F.col("w") > 0)
+        .groupBy("side", "hop", F.floor(F.log10("w") * 4).alias("bin"))
+        .count()
+        .collect()  # (sides x hops x ~40 bins) rows
+    )
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    for key in sorted({(r["side"], r["hop"]) for r in bins}):
+        pts = sorted((r["bin"] / 4, r["count"]) for r in bins if (r["side"], r["hop"]) == key)
+        ax.plot([10**x for x, _ in pts], [c for _, c in pts], marker=".", label=f"{key[0]} hop {key[1]}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("macro edge weight (non-zero)")
+    ax.set_ylabel("count")
+    ax.set_title("macro edge weight distribution (train snapshot)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_dir / "edge_weights.png", dpi=110)
+    plt.close(fig)
+    lines += ["## Macro edges", "", "![edge weights](edge_weights.png)", ""]
+    return lines
+
+
+def stage_lines(spark, store, run_date: str) -> list[str]:
+    """The one-line summaries of every stage in the ``run_metrics`` partition of ``run_date`` (a tiny table:
+    stages x metrics rows), in pipeline order; [] when the partition does not exist."""
+    from schemas import RUN_METRICS
+
+    if run_date not in store.run_dates(RUN_METRICS):
+        return []
+    rows = store.read(RUN_METRICS, run_date).where("detail IS NULL").select("stage", "metric", "value").collect()
+    summaries: dict[str, StageSummary] = {}
+    for r in rows:
+        summaries.setdefault(r["stage"], StageSummary(r["stage"])).add(r["metric"], r["value"])
+    return [summaries[s].line() for s in sorted(summaries, key=_stage_key)]
+
+
+def _stage_key(stage: str) -> tuple[int, str]:
+    return (STAGE_ORDER.index(stage) if stage in STAGE_ORDER else len(STAGE_ORDER), stage)
+
+
+def append_sections(report: Path, lines: list[str], pipeline_lines: list[str]) -> None:
+    """Append the "Pipeline run" stage lines and the pipeline plots' Markdown to ``report``."""
+    extra = (["## Pipeline run", ""] + [f"- `{line}`" for line in lines] + [""]) if lines else []
+    if extra or pipeline_lines:
+        report.write_text(report.read_text() + "\n" + "\n".join(extra + pipeline_lines))
+
+
+def execute(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from model.report import ResultsError, load_results, write_report
+
+    explicit_date = args.run_date != dt.date.today().isoformat()
+    cfg = config_from_args(args, writes_output=False)
+    try:
+        results = load_results(args.results)
+    except ResultsError as exc:
+        raise UserError(str(exc)) from None
+    out = Path(args.out)
+    try:
+        report = write_report(results, out)
+    except OSError as exc:
+        raise UserError(f"cannot write the report to '{out}': {exc.strerror or exc}; pass --out DIR") from None
+    pipeline = results.get("pipeline") or {}
+    lines = [StageSummary(name, dict(metrics)).line() for name, metrics in pipeline.items()]
+    plot_lines: list[str] = []
+    if args.tables:
+        from jobs.storage import TableStore
+        from mgoe_spark.session import get_spark
+
+        # The run date of the results, unless --run-date names another one.
+        run_date = args.run_date if explicit_date else results["run_date"]
+        spark = get_spark(cfg.spark)
+        store = TableStore(spark, args.tables, cfg.output.format)
+        lines = stage_lines(spark, store, run_date) or lines
+        plot_lines = pipeline_plots(spark, store, run_date, out)
+    append_sections(report, lines, plot_lines)
+    print(f"report: {report}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(job_main(sys.modules[__name__]))
