@@ -1,4 +1,8 @@
-"""The ``mgoe`` command. Each subcommand is a job module in ``jobs/`` (see :mod:`jobs.common`)."""
+"""The ``mgoe`` command. Each subcommand is a job module in ``jobs/`` (see :mod:`jobs.common`).
+
+Only the standard library is imported at module level: :func:`main` first runs :mod:`jobs.preflight`, so the
+wrong interpreter (too old, or without the dependencies) gets a one-line hint instead of an ImportError.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-from jobs.common import add_common_args, run_guarded
+from jobs.preflight import problem
 
 # Subcommand name -> job module. Order is the order `mgoe --help` lists them.
 SUBCOMMANDS: dict[str, str] = {
@@ -32,6 +36,8 @@ its feature tables; a PyTorch trainer fits MGOE and baselines on them. Every sub
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from jobs.common import add_common_args
+
     parser = argparse.ArgumentParser(
         prog="mgoe", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -51,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    wrong = problem()
+    if wrong:
+        print(f"mgoe: error: {wrong}", file=sys.stderr)
+        return 2
+    from jobs.common import run_guarded
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_execute", None):

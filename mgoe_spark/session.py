@@ -3,7 +3,9 @@
 - Run directly (``mgoe ...``, tests): master is ``spark.master`` from the config or ``local[*]``.
 - Under ``spark-submit``: the master, deploy mode and resources are spark-submit's; this never sets them.
 - Local runs pin ``PYSPARK_PYTHON`` to the running interpreter so Spark's Python workers import the same
-  packages (FAISS, numpy, this project) as the driver.
+  packages (FAISS, numpy, this project) as the driver. Under spark-submit with a local master and
+  ``PYSPARK_PYTHON`` set, that interpreter is checked first (exists, same Python minor version as the driver,
+  imports numpy / pyarrow / faiss): otherwise the first Python UDF would fail deep inside a Spark task.
 - Extra Spark conf comes from the config's ``spark.conf`` mapping.
 """
 
@@ -58,6 +60,34 @@ def check_java() -> None:
         raise EnvironmentProblem(f"Java {major} is too old; Spark 4 needs Java {MIN_JAVA}+: {hint}")
 
 
+WORKER_MODULES = ("numpy", "pyarrow", "faiss")
+
+
+def check_worker_python(python: str, driver: tuple[int, int] | None = None) -> None:
+    """Fail with a one-line hint unless ``python`` (``PYSPARK_PYTHON``) can run this project's Spark
+    workers: it exists, has the driver's major.minor version (pickled functions are version-specific) and
+    imports numpy, pyarrow and faiss. One subprocess call."""
+    driver = driver or sys.version_info[:2]
+    want = f"{driver[0]}.{driver[1]}"
+    hint = f"set PYSPARK_PYTHON to a Python {want} with the project's packages, e.g. {sys.executable}"
+    resolved = python if os.path.sep in python else shutil.which(python)
+    if not resolved or not os.path.exists(resolved):
+        raise EnvironmentProblem(f"PYSPARK_PYTHON={python} does not exist: {hint}")
+    code = "import sys; print('%d.%d' % sys.version_info[:2]); import " + ", ".join(WORKER_MODULES)
+    try:
+        done = subprocess.run([resolved, "-c", code], capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise EnvironmentProblem(f"PYSPARK_PYTHON={python} cannot be run ({exc}): {hint}") from None
+    lines = done.stdout.strip().splitlines()
+    version = lines[0].strip() if lines else "?"
+    if version != want:
+        raise EnvironmentProblem(f"PYSPARK_PYTHON={python} is Python {version} but the driver runs {want}: {hint}")
+    if done.returncode != 0:
+        errors = [ln for ln in done.stderr.strip().splitlines() if ln.strip()]
+        why = errors[-1].strip() if errors else f"exit code {done.returncode}"
+        raise EnvironmentProblem(f"PYSPARK_PYTHON={python} cannot import the worker packages ({why}): {hint}")
+
+
 def get_spark(settings: SparkSettings | None = None, app_name: str | None = None):
     """Return the SparkSession (created on first call; later calls return the active one).
 
@@ -89,6 +119,10 @@ def get_spark(settings: SparkSettings | None = None, app_name: str | None = None
     for key, value in {**defaults, **settings.conf}.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
+    worker_python = os.environ.get("PYSPARK_PYTHON")
+    if submitted and worker_python and spark.sparkContext.master.startswith("local"):
+        # Local workers run on this machine: check their interpreter before the first task needs it.
+        check_worker_python(worker_python)
     if master is not None and master.startswith("local"):
         spark.sparkContext.setLogLevel("WARN")
     return spark

@@ -17,11 +17,21 @@ from schemas import CENTROIDS, RUN_METRICS, TRAINING_EXAMPLES
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _mgoe(*args: str, timeout: int = 1500) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+def _mgoe(
+    *args: str, timeout: int = 1500, env: dict[str, str] | None = None, python: tuple[str, ...] = (sys.executable,)
+) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "jobs.cli", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+        [*python, "-m", "jobs.cli", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
     )
+
+
+def _one_line_error(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert "Traceback" not in result.stderr and len(lines) == 1, result.stderr[-2000:]
+    assert lines[0].startswith("mgoe: error: ")
+    return lines[0]
 
 
 def test_help_lists_and_explains_every_subcommand(capsys):
@@ -52,6 +62,31 @@ def test_user_mistakes_are_one_line_errors(args, message, tmp_path):
     assert result.returncode == 2, result.stderr[-2000:]
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_wrong_python_gets_a_hint_before_any_import():
+    # -S: no site-packages, so pyspark, numpy, ... are missing, as under a system python3 without the venv.
+    line = _one_line_error(_mgoe("nodes", "--profile", "test", python=(sys.executable, "-S"), timeout=120))
+    assert f"{sys.executable} (Python {sys.version_info.major}.{sys.version_info.minor}" in line
+    assert "lacks pyspark, numpy, pyarrow, faiss, torch, yaml" in line
+    assert "run scripts/setup.sh and use .venv/bin/mgoe" in line
+
+
+def test_output_root_that_cannot_be_created(tmp_path):
+    (tmp_path / "file.txt").write_text("a file, not a directory")
+    root = tmp_path / "file.txt" / "out"
+    line = _one_line_error(_mgoe("nodes", "--profile", "test", "--output", str(root), timeout=300))
+    assert f"output root '{root}' is not writable: Not a directory" in line and "--output DIR" in line
+
+
+def test_java_too_old(tmp_path):
+    java = tmp_path / "jdk11" / "bin" / "java"
+    java.parent.mkdir(parents=True)
+    java.write_text("#!/bin/sh\necho 'openjdk version \"11.0.2\" 2019-01-15' >&2\n")
+    java.chmod(0o755)
+    env = {"JAVA_HOME": str(tmp_path / "jdk11")}
+    line = _one_line_error(_mgoe("nodes", "--profile", "test", "--output", str(tmp_path / "out"), env=env, timeout=300))
+    assert "Java 11 is too old; Spark 4 needs Java 17+" in line and "openjdk-17" in line
 
 
 @pytest.mark.slow

@@ -56,3 +56,31 @@ def test_under_spark_submit_detection(monkeypatch):
     assert not session.under_spark_submit()
     monkeypatch.setenv("PYSPARK_GATEWAY_PORT", "12345")
     assert session.under_spark_submit()
+
+
+def _fake_python(tmp_path, name: str, body: str) -> str:
+    path = tmp_path / name
+    path.write_text(f"#!/bin/sh\n{body}\n")
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    return str(path)
+
+
+def test_worker_python_is_checked(tmp_path):
+    driver = f"{sys.version_info.major}.{sys.version_info.minor}"
+    session.check_worker_python(sys.executable)  # the test interpreter has every package
+    cases = [
+        (str(tmp_path / "nope" / "python3"), "does not exist"),
+        (_fake_python(tmp_path, "py38", "echo 3.8"), f"is Python 3.8 but the driver runs {driver}"),
+        (
+            _fake_python(
+                tmp_path, "nofaiss", f"echo {driver}; echo \"ModuleNotFoundError: No module named 'faiss'\" >&2; exit 1"
+            ),
+            "cannot import the worker packages (ModuleNotFoundError: No module named 'faiss')",
+        ),
+    ]
+    for python, message in cases:
+        with pytest.raises(EnvironmentProblem) as err:
+            session.check_worker_python(python)
+        text = str(err.value)
+        assert message in text and f"PYSPARK_PYTHON={python}" in text and sys.executable in text
+        assert "\n" not in text
