@@ -16,6 +16,8 @@ For a node v with row x_v of S_U = S S^T (users; items use S_I = S^T S)::
 - Quantiles are Spark's ``percentile_approx`` with relative rank error ``quantile_rel_error`` (accuracy
   1 / rel_error); ``rel_error = 0`` asks for the exact lower quantile (smallest value with at least
   ceil(q * n) values <= it), which keeps every value in one task's memory: for tests and small data only.
+  b's quantile runs on a seeded uniform sample of about (0.5 / rel_error)^2 entries (rank standard deviation
+  rel_error), not on all of them: S_U has far more entries than there are nodes.
 - ``enabled = False`` (the "w/o preference" ablation): every weight is 1, strength 0, nothing is computed.
 
 Entries of S_U need 2-hop pairs (v, j) through shared items. A hot item with deg users has deg^2 of them,
@@ -26,9 +28,12 @@ for users of hot items; no rescaling, so entries keep their natural scale for th
 above the cap it is Eq 8 exactly. Items symmetric: at most D items per user.
 
 Complexity (users; items symmetric), with m_i = min(deg_i, D): the cap is a per-item top-D by hash,
-O(nnz log D) with Spark's window group limit (partial top-D before the shuffle); the 2-hop self-join
-emits sum_i m_i (m_i - 1) <= sum_i min(deg_i, D)^2 rows, aggregated to the distinct (v, j) pairs; the
-quantiles are single passes; the driver sees three numbers.
+O(nnz log D) with Spark's window group limit (partial top-D before the shuffle). Each capped edge (v, i)
+is then joined with item i's capped user list (O(nnz) rows holding sum_i m_i^2 <= D * nnz list entries:
+the 2-hop paths), shuffled by v and summed per (v, j) in numpy inside the Python workers (a sort of each
+Arrow batch: O(P log P) for P paths, no per-pair Spark rows). The Gram rows (node, x array) are persisted
+once and feed both b and A. The quantiles are single passes over a bounded sample / the nodes; the driver
+sees a handful of numbers.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
@@ -77,22 +83,128 @@ def capped_edges(scores: DataFrame, side: Side, cap: int, seed: int) -> DataFram
     return edges.withColumn("_rank", rank).where(F.col("_rank") <= cap).drop("_rank")
 
 
-def two_hop_pairs(scores: DataFrame, side: Side, cap: int, seed: int) -> DataFrame:
-    """Every 2-hop path v - mid - j (v != j) of the capped matrix: ``(node, other, contrib = s_v,mid s_j,mid)``.
+def two_hop_lists(scores: DataFrame, side: Side, cap: int, seed: int) -> DataFrame:
+    """Each capped edge (v, mid) with the capped list of ``mid``'s nodes: ``(node, mid, score, partners,
+    partner_scores)``, where the lists hold up to ``cap`` (node, score) of ``mid``, v itself included.
 
-    Exactly ``sum_mid m(m - 1)`` rows with m = min(deg(mid), cap); exposed so tests can count them.
+    The lists' total length is sum_mid m^2 with m = min(deg(mid), cap), i.e. every 2-hop path v - mid - j
+    of S_D (plus the m self-paths j = v, dropped later); exposed so tests can count it. One shuffle of the
+    capped edges by ``mid`` for the lists, one join (broadcast when the lists are small).
     """
     e = capped_edges(scores, side, cap, seed)
-    left = e.select("mid", F.col("node"), F.col("score").alias("s1"))
-    right = e.select("mid", F.col("node").alias("other"), F.col("score").alias("s2"))
-    joined = left.join(right, on="mid").where(F.col("node") != F.col("other"))
-    return joined.select("node", "other", (F.col("s1") * F.col("s2")).alias("contrib"))
+    lists = e.groupBy("mid").agg(
+        F.collect_list("node").alias("partners"), F.collect_list("score").alias("partner_scores")
+    )
+    return e.join(lists, on="mid").select("node", "mid", "score", "partners", "partner_scores")
+
+
+def _gram_rows_fn():
+    """mapInArrow function: two-hop list rows sorted by ``node`` -> ``(node, x array<double>)``, the node's
+    off-diagonal Gram row, one output row per node with at least one partner j != v.
+
+    Batches arrive sorted by node, so a node's rows may span two batches: the last node of a batch is held
+    back and prepended to the next one. Memory: one Arrow batch plus one node's rows. Within a node the
+    contributions s_v,mid * s_j,mid are summed per j in (j, mid) order, so the sums do not depend on the
+    order the shuffle delivered the rows in.
+    """
+
+    def fn(batches):
+        import numpy as np
+        import pyarrow as pa
+
+        out_schema = pa.schema([("node", pa.int64()), ("x", pa.list_(pa.float64()))])
+
+        def rows(table: pa.Table):
+            if table.num_rows == 0:
+                return None
+            node = table.column("node").to_numpy()
+            mid = table.column("mid").to_numpy()
+            score = table.column("score").to_numpy()
+            partners = table.column("partners").combine_chunks()
+            pscores = table.column("partner_scores").combine_chunks()
+            lengths = partners.value_lengths().to_numpy(zero_copy_only=False)
+            v = np.repeat(node, lengths)
+            m = np.repeat(mid, lengths)
+            j = partners.flatten().to_numpy()
+            contrib = np.repeat(score, lengths) * pscores.flatten().to_numpy()
+            keep = j != v
+            v, m, j, contrib = v[keep], m[keep], j[keep], contrib[keep]
+            if len(v) == 0:
+                return None
+            order = np.lexsort((m, j, v))
+            v, j, contrib = v[order], j[order], contrib[order]
+            starts = np.flatnonzero(np.r_[True, (v[1:] != v[:-1]) | (j[1:] != j[:-1])])
+            x = np.add.reduceat(contrib, starts)
+            xv = v[starts]
+            node_starts = np.flatnonzero(np.r_[True, xv[1:] != xv[:-1]])
+            offsets = np.r_[node_starts, len(xv)].astype(np.int32)
+            lists = pa.ListArray.from_arrays(pa.array(offsets), pa.array(x, pa.float64()))
+            return pa.RecordBatch.from_arrays([pa.array(xv[node_starts], pa.int64()), lists], schema=out_schema)
+
+        held = None
+        for batch in batches:
+            table = pa.Table.from_batches([batch])
+            if held is not None:
+                table = pa.concat_tables([held, table])
+            if table.num_rows == 0:
+                continue
+            node = table.column("node").to_numpy()
+            last = node[-1]
+            cut = int(np.searchsorted(node, last, side="left"))  # sorted: the last node's rows are a suffix
+            held = table.slice(cut)
+            done = rows(table.slice(0, cut))
+            if done is not None:
+                yield done
+        if held is not None:
+            done = rows(held)
+            if done is not None:
+                yield done
+
+    return fn
+
+
+GRAM_ROW_SCHEMA = "node long, x array<double>"
+
+
+def gram_rows(scores: DataFrame, side: Side, cap: int, seed: int) -> DataFrame:
+    """The non-zero off-diagonal entries of S_D S_D^T (users) / S_D^T S_D (items), one row per node:
+    ``(node, x array<double>)`` (the row's non-zero values, in partner-id order).
+
+    The two-hop list rows are shuffled by node and sorted within partitions; a numpy pass then sums each
+    node's contributions per partner (vectorized over a whole Arrow batch). Work O(sum_mid m^2 log), no
+    per-pair rows in Spark.
+    """
+    lists = two_hop_lists(scores, side, cap, seed)
+    return lists.repartition("node").sortWithinPartitions("node").mapInArrow(_gram_rows_fn(), GRAM_ROW_SCHEMA)
 
 
 def gram_entries(scores: DataFrame, side: Side, cap: int, seed: int) -> DataFrame:
-    """The non-zero off-diagonal entries of S_D S_D^T (users) / S_D^T S_D (items): ``(node, other, x)``."""
-    pairs = two_hop_pairs(scores, side, cap, seed)
-    return pairs.groupBy("node", "other").agg(F.sum("contrib").alias("x"))
+    """The entries of :func:`gram_rows` as ``(node, x)`` rows (for tests and inspection)."""
+    return gram_rows(scores, side, cap, seed).select("node", F.explode("x").alias("x"))
+
+
+def _median_threshold(rows: DataFrame, rel_error: float, accuracy: int, seed: int) -> DataFrame:
+    """b: the median of all entries of ``rows.x``, as one row ``(b)`` (null when there are none).
+
+    Exact (``rel_error = 0``): ``percentile_approx`` over every entry. Otherwise over a seeded uniform
+    sample of the entries, of size about n = (0.5 / rel_error)^2 (the sample median's rank has standard
+    deviation 0.5 / sqrt(n) = rel_error), so the quantile sketch sees a bounded number of values however
+    many entries the Gram matrix has. Cost: one pass counting the entries, one pass filtering them.
+    """
+    if rel_error == 0:
+        values = rows.select(F.explode("x").alias("x"))
+    else:
+        total = rows.agg(F.sum(F.size("x"))).first()[0] or 0  # one number
+        target = (0.5 / rel_error) ** 2
+        rate = min(1.0, target / max(total, 1))
+        buckets = 1 << 30
+        cut = F.lit(int(rate * buckets))
+
+        def sampled(e, i):
+            return F.pmod(F.xxhash64(F.lit(seed), F.lit("median"), F.col("node"), i), F.lit(buckets)) < cut
+
+        values = rows.select(F.explode(F.filter("x", lambda e, i: sampled(e, i))).alias("x"))
+    return values.agg(F.percentile_approx("x", 0.5, accuracy).alias("b"))
 
 
 def preference_weights(
@@ -137,14 +249,14 @@ def preference_weights(
             F.lit(1.0).alias("weight"),
         )
 
-    x = gram_entries(scores, side, neighbor_cap, seed)
+    rows = gram_rows(scores, side, neighbor_cap, seed).persist(StorageLevel.MEMORY_AND_DISK)
     if b is None:
         # One row; null when S_U has no off-diagonal non-zero (then A = 0 everywhere).
-        threshold = x.agg(F.percentile_approx("x", 0.5, accuracy).alias("b"))
+        threshold = _median_threshold(rows, quantile_rel_error, accuracy, seed)
     else:
-        threshold = x.sparkSession.range(1).select(F.lit(float(b)).alias("b"))
-    strong = x.crossJoin(F.broadcast(threshold)).where(F.col("x") > F.col("b"))
-    a = strong.groupBy("node").agg(F.sum("x").alias("strength"))
+        threshold = rows.sparkSession.range(1).select(F.lit(float(b)).alias("b"))
+    strong = F.aggregate(F.filter("x", lambda e: e > F.col("b")), F.lit(0.0), lambda acc, e: acc + e)
+    a = rows.crossJoin(F.broadcast(threshold)).select("node", strong.alias("strength"))
     strength = nodes.join(a, on="node", how="left").select("node", F.coalesce("strength", F.lit(0.0)).alias("A"))
 
     thetas = strength.agg(F.percentile_approx("A", F.array(F.lit(q_low), F.lit(q_high)), accuracy).alias("q"))
@@ -180,4 +292,12 @@ def node_weights(scores: DataFrame, cfg, side: Side) -> DataFrame:
     )
 
 
-__all__ = ["NODE_WEIGHTS", "capped_edges", "gram_entries", "node_weights", "preference_weights", "two_hop_pairs"]
+__all__ = [
+    "NODE_WEIGHTS",
+    "capped_edges",
+    "gram_entries",
+    "gram_rows",
+    "node_weights",
+    "preference_weights",
+    "two_hop_lists",
+]

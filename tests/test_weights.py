@@ -6,8 +6,9 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from pyspark.sql import functions as F
 
-from mgoe_spark.weights import capped_edges, preference_weights, two_hop_pairs
+from mgoe_spark.weights import capped_edges, gram_entries, preference_weights, two_hop_lists
 from schemas.tables import NODE_WEIGHTS
 from tests.oracles import dense_matrix, lower_quantile
 
@@ -107,7 +108,9 @@ def test_cap_bounds_two_hop_rows_for_a_hot_item(spark):
     kept = Counter(r.mid for r in edges.select("mid").collect())
     assert kept == Counter({i: min(d, cap) for i, d in deg.items()})  # cap hit on the hot item only
 
-    n_pairs = two_hop_pairs(df, "user", cap, SEED).count()
+    lists = two_hop_lists(df, "user", cap, SEED)
+    assert lists.count() == len(edges.collect())  # one row per capped edge: O(nnz) rows ...
+    n_pairs = lists.agg(F.sum(F.size("partners") - 1)).first()[0]  # ... holding the 2-hop paths j != v
     bound = sum(min(d, cap) ** 2 for d in deg.values())
     assert n_pairs == sum(min(d, cap) * (min(d, cap) - 1) for d in deg.values()) <= bound
     uncapped = sum(d * (d - 1) for d in deg.values())
@@ -149,3 +152,45 @@ def test_bad_arguments_are_clear_errors(small):
         preference_weights(df, "user", seed=1, quantile_rel_error=1.5)
     with pytest.raises(ValueError, match="side"):
         preference_weights(df, "node", seed=1)
+
+
+def test_gram_entries_match_the_dense_product_whatever_the_partitioning(spark, small):
+    """The numpy pass sums each node's paths per partner exactly as S S^T does, however the rows arrive."""
+    triples, df = small
+    users = sorted({u for u, _, _ in triples})
+    items = sorted({i for _, i, _ in triples})
+    s = dense_matrix(triples, users, items)
+    for side, ids, gram in (("user", users, s @ s.T), ("item", items, s.T @ s)):
+        np.fill_diagonal(gram, 0.0)
+        want = sorted((ids[a], ids[b], gram[a, b]) for a, b in zip(*np.nonzero(gram), strict=True))
+        for parts in (1, 7):
+            with_parts = df.repartition(parts)
+            spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "3")  # nodes span batches
+            try:
+                got = gram_entries(with_parts, side, 1000, SEED).collect()
+            finally:
+                spark.conf.unset("spark.sql.execution.arrow.maxRecordsPerBatch")
+            by_node: dict[int, list[float]] = {}
+            for r in got:
+                by_node.setdefault(r.node, []).append(r.x)
+            expected: dict[int, list[float]] = {}
+            for a, _, x in want:  # entries in partner order, as the rows hold them
+                expected.setdefault(a, []).append(x)
+            assert by_node == expected
+
+
+def test_sampled_median_is_within_its_rank_error_and_seeded(spark):
+    """b from a sample of ~(0.5/eps)^2 entries: its rank among all entries is within a few eps of 1/2."""
+    from mgoe_spark.weights import _accuracy, _median_threshold
+
+    rng = np.random.default_rng(9)
+    data = [(node, rng.lognormal(0, 1, 60).tolist()) for node in range(1, 301)]  # 18,000 entries
+    rows = spark.createDataFrame(data, "node long, x array<double>")
+    values = np.sort(np.concatenate([x for _, x in data]))
+    eps = 0.02  # sample of ~625 entries, rank std 0.02
+    b = _median_threshold(rows, eps, _accuracy(eps), seed=3).first()["b"]
+    rank = np.searchsorted(values, b, side="right") / len(values)
+    assert abs(rank - 0.5) < 4 * eps + 1 / eps / len(values)
+    assert b == _median_threshold(rows, eps, _accuracy(eps), seed=3).first()["b"]
+    exact = _median_threshold(rows, 0.0, _accuracy(0.0), seed=3).first()["b"]
+    assert exact == lower_quantile(values, 0.5)
