@@ -14,15 +14,22 @@ scores of a prepared bench table root, ``--root``) both ways and times each; the
 
     python -m bench.sketch_agg --pairs 300000 --dim 64 [--side item] [--methods arrow,columns] [--json PATH]
 
-Measured on the shared 2-core dev box (local[2], load from a concurrent benchmark, so ratios matter more
-than absolute times), r = 64, gaussian, the two engines alternating in one process (best of 2):
+Measured on the shared 2-core dev box (local[2], 8 shuffle partitions, r = 64, gaussian) on the pair
+scores of the prepared bench table ``n1000000`` (1.2M events -> 531,038 pairs, 20k users, 10k items),
+with the two engines alternating in one process, best of 2 (``/tmp`` timing script calling
+:func:`time_methods`). The box ran a concurrent benchmark (load average 5-6 on 2 cores), so absolute
+times are inflated and noisy; the ratio is what the comparison is for:
 
-======================================================  ==========  ==========  =======
-input                                                   columns     arrow       speedup
-======================================================  ==========  ==========  =======
-prepared bench table n1000000: 531,038 pairs, user side     45.1 s      10.6 s      4.3x
-same, item side                                         31.7 s      9.3 s       3.4x
-======================================================  ==========  ==========  =======
+==========  =============  ===========  =======
+side        columns        arrow        speedup
+==========  =============  ===========  =======
+user        30.6 s         8.7 s        3.5x
+item        22.5 s         3.7 s        6.1x
+==========  =============  ===========  =======
+
+(An earlier run of the same comparison, before Box-Muller moved to float32: user 45.1 s vs 10.6 s, item
+31.7 s vs 9.3 s.) The first ``arrow`` run in a fresh session is slower (16 s user side) because the
+Python workers start and import numpy / scipy / pyarrow.
 
 Earlier (same box, 98.5k pairs) the per-column ``sum`` beat two other pure-Spark layouts, explode +
 ``groupBy(key, c)`` (r times more shuffled rows plus a re-pivot) and ``collect_list`` + ``zip_with``

@@ -14,9 +14,11 @@ roles of user and item); below, ``node`` is the side's column and ``other`` the 
    Omega) and sums each run of equal keys. A key whose rows span several batches is carried to the next
    batch as one extra row, so every key's sum is complete when it is emitted: ``(other, y)`` with ``y``
    the r float64 values packed in one binary cell (much cheaper for the JVM to move than ``array<double>``).
-2. ``Z[node] = sum_other s * Y[other]``: S (already partitioned and sorted by ``other`` from step 1, the
-   shuffle is reused) joins Y on ``other``; the joined rows are shuffled by ``node``, sorted by
-   ``(node, other)`` and summed per node by the same numpy segmented sum, then L2-normalized in numpy.
+2. ``Z[node] = sum_other s * Y[other]``: S (step 1's shuffle by ``other`` is reused, a ``ReusedExchange``)
+   joins Y on ``other`` (sort-merge; adaptive execution turns it into a broadcast join when Y turns out
+   smaller than ``spark.sql.adaptive.autoBroadcastJoinThreshold``); the joined rows are shuffled by
+   ``node``, sorted by ``(node, other)`` and summed per node by the same numpy segmented sum, then
+   L2-normalized in numpy.
 
 Costs per side (nnz = non-zeros of S, r = dim, K = other-side nodes): O(nnz r) numpy work (Omega hashing
 and Box-Muller for nnz rows, two sparse-times-dense segmented sums); shuffled bytes about
@@ -48,10 +50,12 @@ becoming NaN.
 Determinism: each key's sum is the sequential float64 fold ``0 + s_1 x_1 + s_2 x_2 + ...`` over its rows in
 sorted order (scipy's CSR-times-dense kernel accumulates each row left to right; a carried partial sum
 enters as ``1.0 * carry``, which is exact), so the output is bitwise the same for the same input and seed
-whatever the partitioning, batch size or shuffle-fetch order.
+whatever the partitioning, batch size or shuffle-fetch order (tested). Across machines it is the same up
+to the last bits of numpy's float32 log / cos / sin, whose SIMD code path depends on the CPU.
 
 ``bench/sketch_agg.py`` compares this with the previous pure-Spark formulation (one ``sum`` aggregate per
-column over inline xxhash64 Omega expressions) and records the measurement.
+column over inline xxhash64 Omega expressions, row-at-a-time code that grows with r): on 531k pairs,
+r = 64, local[2] on a loaded 2-core box, 8.7 s vs 30.6 s (user side) and 3.7 s vs 22.5 s (item side).
 """
 
 from __future__ import annotations
