@@ -1,36 +1,54 @@
-"""How to sum r-vectors per key in Spark: the choice behind :mod:`mgoe_spark.sketch`.
+"""Sketch engines compared: numpy in ``mapInArrow`` (:mod:`mgoe_spark.sketch`) vs one Spark ``sum`` per column.
 
-Runs the user-side sketch Z_U = S (S^T Omega_U) on a synthetic S three ways and times each (the result is
-forced with the ``noop`` sink, so no I/O is timed):
+Runs Z = S S^T Omega (``--side user``) or S^T S Omega (``--side item``) on a synthetic S (or on the pair
+scores of a prepared bench table root, ``--root``) both ways and times each; the result is forced with the
+``noop`` sink, so no I/O is timed:
 
-- ``columns``: one ``sum`` aggregate per component, then ``array(...)`` (what :mod:`mgoe_spark.sketch` does),
-- ``explode``: explode to (key, c, value) rows, ``groupBy(key, c)``, re-pivot with a sorted ``collect_list``,
-- ``collect``: ``collect_list`` of the vectors per key, reduced with ``aggregate`` + ``zip_with``.
+- ``arrow``: :func:`mgoe_spark.sketch.sketch_side`: S shuffled by the other side and sorted, Omega rows
+  hashed in numpy per Arrow batch, per-key sums by a sparse x dense product with a carried partial sum;
+  then a join with Y, a shuffle by node and the same numpy sum.
+- ``columns``: the previous implementation, kept here only for this comparison: Omega entries as inline
+  xxhash64 + Box-Muller column expressions, one ``sum`` aggregate per vector component (r + 1 aggregate
+  buffers, map-side combined), ``array(...)``, a join and the same again. Its generated code grows with r
+  (64 hash / log / sqrt / cos / sin expressions and 64 aggregates), row at a time.
 
-    python -m bench.sketch_agg --pairs 300000 --dim 64 [--json PATH]
+    python -m bench.sketch_agg --pairs 300000 --dim 64 [--side item] [--methods arrow,columns] [--json PATH]
 
-Measured on the shared 2-core dev box (local[2], 4 shuffle partitions; ``--pairs 100000 --users 10000
---items 8000``: nnz 98,545, r = 64, gaussian; best of 2; the box was running ~20 other Spark/Python
-processes, load average 20-27, so absolute times are inflated and only the ordering means much):
-``columns`` 51.5 s, ``explode`` 69.4 s, ``collect`` 69.2 s (first runs, with code generation: 88.8 / 107.0 /
-99.8 s). ``columns`` wins because its partial aggregate is a fixed r-double buffer per key updated in
-generated code, combined map-side before the shuffle; ``explode`` multiplies the rows entering the shuffle
-aggregation by r and needs a second shuffle to re-pivot; ``collect`` ships every (pair x r) vector through
-the shuffle uncombined and holds a key's whole list in memory (O(deg * r) for a hot item), which also rules
-it out at billion scale.
+Measured on the shared 2-core dev box (local[2], 8 shuffle partitions, r = 64, gaussian) on the pair
+scores of the prepared bench table ``n1000000`` (1.2M events -> 531,038 pairs, 20k users, 10k items),
+with the two engines alternating in one process, best of 2 (``/tmp`` timing script calling
+:func:`time_methods`). The box ran a concurrent benchmark (load average 5-6 on 2 cores), so absolute
+times are inflated and noisy; the ratio is what the comparison is for:
+
+==========  =============  ===========  =======
+side        columns        arrow        speedup
+==========  =============  ===========  =======
+user        30.6 s         8.7 s        3.5x
+item        22.5 s         3.7 s        6.1x
+==========  =============  ===========  =======
+
+(An earlier run of the same comparison, before Box-Muller moved to float32: user 45.1 s vs 10.6 s, item
+31.7 s vs 9.3 s.) The first ``arrow`` run in a fresh session is slower (16 s user side) because the
+Python workers start and import numpy / scipy / pyarrow.
+
+Earlier (same box, 98.5k pairs) the per-column ``sum`` beat two other pure-Spark layouts, explode +
+``groupBy(key, c)`` (r times more shuffled rows plus a re-pivot) and ``collect_list`` + ``zip_with``
+(O(deg * r) memory for a hot item): 51 s vs 69 s vs 69 s, so ``columns`` stands for the best pure-Spark
+formulation found.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from mgoe_spark import rand
-from mgoe_spark.sketch import omega_entries, sketch_side
+from mgoe_spark.sketch import _KEYS, sketch_side
 
 
 def synthetic_scores(spark, pairs: int, users: int, items: int, seed: int = 1) -> DataFrame:
@@ -44,33 +62,64 @@ def synthetic_scores(spark, pairs: int, users: int, items: int, seed: int = 1) -
     return df.groupBy("user_id", "item_id").agg(F.max("score").alias("score"))
 
 
-def sketch_explode(s: DataFrame, dim: int, seed: int) -> DataFrame:
-    cs = s.select("user_id", "item_id", "score", F.explode(F.sequence(F.lit(0), F.lit(dim - 1))).alias("c"))
-    w = rand.normal(seed, "omega_user", F.col("user_id"), F.col("c")) * F.lit(dim**-0.5)
-    y = cs.groupBy("item_id", "c").agg(F.sum(F.col("score") * w).alias("y"))
-    z = (
-        s.join(y, "item_id")
-        .groupBy("user_id", "c")
-        .agg(F.sum(F.col("score") * F.col("y")).alias("z"))
-        .groupBy("user_id")
-        .agg(F.sort_array(F.collect_list(F.struct("c", "z"))).alias("zs"))
-    )
-    return z.select("user_id", F.col("zs.z").cast("array<float>").alias("vector"))
+# ---------------------------------------------------------------------------------------------------------
+# The previous pure-Spark implementation (comparison only; its Omega differs from omega_matrix's)
+# ---------------------------------------------------------------------------------------------------------
 
 
-def _sum_collect(df: DataFrame, key: str, vec, dim: int, out: str) -> DataFrame:
-    zero = F.array_repeat(F.lit(0.0), dim)
-    return df.groupBy(key).agg(
-        F.aggregate(F.collect_list(vec), zero, lambda acc, v: F.zip_with(acc, v, lambda a, b: a + b)).alias(out)
-    )
+def omega_entries_xxhash(node: Column, dim: int, seed: int, side: str) -> list[Column]:
+    """Gaussian Omega row entries as columns: Box-Muller on the two 32-bit halves of one xxhash64."""
+    scale = 1.0 / math.sqrt(dim)
+    seed_col, salt_col = F.lit(int(seed)), F.lit(f"omega_{side}")
+    out: list[Column] = []
+    for p in range((dim + 1) // 2):
+        h = F.xxhash64(seed_col, salt_col, node, F.lit(p))
+        u1 = (F.shiftrightunsigned(h, 32).cast("double") + F.lit(0.5)) * F.lit(2.0**-32)
+        u2 = h.bitwiseAND(F.lit(0xFFFFFFFF)).cast("double") * F.lit(2.0**-32)
+        radius = F.sqrt(F.lit(-2.0) * F.log(u1)) * F.lit(scale)
+        angle = F.lit(2.0 * math.pi) * u2
+        out += [radius * F.cos(angle), radius * F.sin(angle)]
+    return out[:dim]
 
 
-def sketch_collect(s: DataFrame, dim: int, seed: int) -> DataFrame:
-    omega = omega_entries(F.col("user_id"), dim, seed, "user", "gaussian")
-    y = _sum_collect(s, "item_id", F.array(*[F.col("score") * w for w in omega]), dim, "y")
-    joined = s.join(y, "item_id")
-    z = _sum_collect(joined, "user_id", F.transform("y", lambda x: x * F.col("score")), dim, "z")
-    return z.select("user_id", F.col("z").cast("array<float>").alias("vector"))
+def _sum_vectors(df: DataFrame, key: str, terms: list[Column], out: str) -> DataFrame:
+    names = [f"_c{c}" for c in range(len(terms))]
+    projected = df.select(key, *[t.alias(n) for t, n in zip(terms, names, strict=True)])
+    agg = projected.groupBy(key).agg(*[F.sum(n).alias(n) for n in names])
+    return agg.select(key, F.array(*[F.col(n) for n in names]).alias(out))
+
+
+def sketch_columns(scores: DataFrame, side: str, dim: int, seed: int) -> DataFrame:
+    """The previous ``sketch_side`` (normalized): ``(node_id, vector array<float>)``."""
+    node, other = _KEYS[side]
+    s = scores.select(F.col(node).cast("long").alias(node), F.col(other).cast("long").alias(other), "score")
+    omega = omega_entries_xxhash(F.col(node), dim, seed, side)
+    y = _sum_vectors(s, other, [F.col("score") * w for w in omega], "y")
+    z = _sum_vectors(s.join(y, on=other), node, [F.col("score") * F.col("y")[c] for c in range(dim)], "z")
+    norm = F.sqrt(F.aggregate("z", F.lit(0.0), lambda acc, x: acc + x * x))
+    vec = F.when(norm > 0, F.transform("z", lambda x: x / norm)).otherwise(F.col("z"))
+    return z.select(F.col(node).alias("node_id"), vec.cast("array<float>").alias("vector"))
+
+
+def sketch_arrow(scores: DataFrame, side: str, dim: int, seed: int) -> DataFrame:
+    return sketch_side(scores, side, dim, seed).select("node_id", "vector")
+
+
+METHODS = {"arrow": sketch_arrow, "columns": sketch_columns}
+
+
+def time_methods(scores: DataFrame, sides: list[str], dim: int, methods: list[str], repeats: int) -> dict:
+    """Best-of-``repeats`` seconds per (method, side), the methods alternating inside each repeat."""
+    times: dict[str, list[float]] = {}
+    for _ in range(repeats):
+        for side in sides:
+            for name in methods:
+                t0 = time.perf_counter()
+                METHODS[name](scores, side, dim, 7).write.format("noop").mode("overwrite").save()
+                dt = time.perf_counter() - t0
+                times.setdefault(f"seconds_{name}_{side}", []).append(dt)
+                print(f"{name:8s} {side:5s} {dt:7.2f} s", flush=True)
+    return {k: min(v) for k, v in times.items()}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -79,8 +128,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--users", type=int, default=30_000)
     ap.add_argument("--items", type=int, default=20_000)
     ap.add_argument("--dim", type=int, default=64)
+    ap.add_argument("--side", default="user", help="user, item or user,item")
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--methods", default="columns,explode,collect")
+    ap.add_argument("--methods", default="columns,arrow")
     ap.add_argument("--json", metavar="PATH")
     args = ap.parse_args(argv)
 
@@ -90,21 +140,10 @@ def main(argv: list[str] | None = None) -> dict:
     spark = get_spark(load_config(profile="test").spark, app_name="bench-sketch-agg")
     s = synthetic_scores(spark, args.pairs, args.users, args.items).cache()
     nnz = s.count()
-    methods = {
-        "columns": lambda: sketch_side(s, "user", args.dim, 7, normalize=False).select("node_id", "vector"),
-        "explode": lambda: sketch_explode(s, args.dim, 7),
-        "collect": lambda: sketch_collect(s, args.dim, 7),
-    }
-    result: dict = {"nnz": nnz, "dim": args.dim}
     print(f"nnz={nnz} dim={args.dim}")
-    for name in args.methods.split(","):
-        times = []
-        for _ in range(args.repeats):
-            t0 = time.perf_counter()
-            methods[name]().write.format("noop").mode("overwrite").save()
-            times.append(time.perf_counter() - t0)
-        result[f"seconds_{name}"] = min(times)
-        print(f"{name:8s} best {min(times):6.2f} s  (all: {', '.join(f'{t:.2f}' for t in times)})")
+    result: dict = {"nnz": nnz, "dim": args.dim}
+    result.update(time_methods(s, args.side.split(","), args.dim, args.methods.split(","), args.repeats))
+    print(json.dumps(result, indent=2))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(result, fh, indent=2)

@@ -5,50 +5,72 @@ projection with an |U| x r matrix Omega_U keeps their pairwise distances (Johnso
 
     Z_U = S_U Omega_U = S (S^T Omega_U)        Z_I = S_I Omega_I = S^T (S Omega_I)
 
-computed right-to-left so that nothing bigger than nnz(S) x r is ever touched:
+computed right-to-left so that nothing bigger than nnz(S) x r is ever touched. Items are symmetric (swap the
+roles of user and item); below, ``node`` is the side's column and ``other`` the other side's.
 
-1. ``Y[i] = sum_u s_ui * Omega_U[u]`` (per item). Omega_U[u] is a pure function of (seed, u, column): it is
-   computed inline on each row of S by hashing, so this step is one aggregation and no join; no Omega matrix
-   is stored, shipped or collected.
-2. ``Z_U[u] = sum_i s_ui * Y[i]`` (per user): one join of S with Y on the item, one aggregation.
+1. ``Y[other] = sum_node s * Omega[node]``: S is shuffled by ``other`` and sorted by ``(other, node)`` inside
+   each partition (Spark's external sort, spills to disk); a ``mapInArrow`` numpy function computes the
+   Omega rows of a whole Arrow batch at once from the node ids (:func:`omega_matrix`, no join, no stored
+   Omega) and sums each run of equal keys. A key whose rows span several batches is carried to the next
+   batch as one extra row, so every key's sum is complete when it is emitted: ``(other, y)`` with ``y``
+   the r float64 values packed in one binary cell (much cheaper for the JVM to move than ``array<double>``).
+2. ``Z[node] = sum_other s * Y[other]``: S (step 1's shuffle by ``other`` is reused, a ``ReusedExchange``)
+   joins Y on ``other`` (sort-merge; adaptive execution turns it into a broadcast join when Y turns out
+   smaller than ``spark.sql.adaptive.autoBroadcastJoinThreshold``); the joined rows are shuffled by
+   ``node``, sorted by ``(node, other)`` and summed per node by the same numpy segmented sum, then
+   L2-normalized in numpy.
 
-Items are symmetric (swap the roles of user and item). Per side: one join and two aggregations, O(nnz * r)
-work and O((|U| + |I|) * r) shuffled state after map-side combining.
+Costs per side (nnz = non-zeros of S, r = dim, K = other-side nodes): O(nnz r) numpy work (Omega hashing
+and Box-Muller for nnz rows, two sparse-times-dense segmented sums); shuffled bytes about
+``nnz * 24`` (S by other) + ``K * 8r`` (Y) + ``nnz * (24 + 8r)`` (joined rows by node); two sorts. Memory
+per task: one Arrow batch (``spark.sql.execution.arrow.maxRecordsPerBatch`` rows, default 10,000:
+about 10,000 x r x 8 B = 5 MB of float64 at r = 64, a few copies of it) plus one carried r-vector, whatever
+the degree of a hot node; the sorts spill. Nothing per node reaches the driver.
 
-Omega entries have mean 0 and variance 1/r, so ``E ||Z_u - Z_v||^2 = ||x_u - x_v||^2`` for rows x of S_U:
+Omega (:func:`omega_matrix`) is a pure numpy function of (seed, side, node id, column): the same node gets
+the same row in any task. A splitmix64 stream per node: ``state = mix64(node ^ mix64(seed ^ mix64(salt)))``
+(salt 1 for users, 2 for items), the j-th 64-bit draw is ``mix64(state + (j + 1) * 0x9E3779B97F4A7C15)``
+(``mix64`` is the splitmix64 finalizer). Entries have mean 0 and variance 1/r, so
+``E ||Z_u - Z_v||^2 = ||x_u - x_v||^2`` for rows x of S_U:
 
-- ``gaussian`` (default): N(0, 1/r) via Box-Muller on the two 32-bit halves of one xxhash64 of
-  (seed, side, node, column pair): two entries per hash.
-  Then ``||Z_u - Z_v||^2 / ||x_u - x_v||^2`` is exactly chi-square(r) / r distributed for a fixed pair, the
-  textbook JL setting (tests check the chi-square tolerance).
-- ``rademacher``: +-1/sqrt(r), one bit of a 64-bit xxhash per entry (one hash per 64 columns): cheaper,
-  same JL guarantee up to constants (Achlioptas 2003). Measured (98.5k pairs, user side, r = 64, busy
-  2-core box): 27 s vs 36 s for gaussian; at r = 8: 7 s vs 12.5 s.
+- ``gaussian`` (default): N(0, 1/r) by Box-Muller on two uniforms from draw j (its top 23 bits and its
+  bottom 24 bits, exact in float32), giving columns 2j and 2j + 1. Box-Muller runs in float32 (numpy's
+  SIMD float32 log / cos / sin, ~10x faster than float64: about 1 us per 64-entry row in all); the
+  entries are then exact float64 numbers and every later product and sum is float64. The uniforms
+  truncate the tails at about 5.8 standard deviations. ``||Z_u - Z_v||^2 / ||x_u - x_v||^2`` is then
+  chi-square(r) / r distributed for a fixed pair, the textbook JL setting (tests check the chi-square
+  tolerance, and a KS test of the marginals).
+- ``rademacher``: +-1/sqrt(r), column c is bit c % 64 of draw c // 64: cheaper, same JL guarantee up to
+  constants (Achlioptas 2003).
 
-Vectors are summed in double and stored as float32. The rows are L2-normalized when ``normalize`` is on
-(SPEC 4.2, MacGNN normalizes rows); a zero row (possible only by exact cancellation) stays zero rather
-than becoming NaN. Summation order inside Spark's aggregation may vary with shuffle-fetch order, so two
-runs can differ in the last bits of a double (far below float32 resolution in practice).
+Products and sums are float64, the output float32. Rows are L2-normalized when ``normalize`` is on (SPEC
+4.2, MacGNN normalizes rows); a zero row (possible only by exact cancellation) stays zero rather than
+becoming NaN.
 
-How the r-vectors are aggregated: one ``sum`` aggregate per column (``F.sum(s * omega_c)`` for c < r, then
-``array(...)``). Spark combines them map-side in a fixed-width hash-aggregate buffer (r doubles per key) with
-whole-stage codegen, so a hot key costs O(r) memory. ``bench/sketch_agg.py`` compares it with
-explode + groupBy(key, c) (r times more shuffled rows, plus a re-pivot) and collect_list + zip_with
-(materializes all of a key's vectors in one task: O(deg * r) memory for a hot item, not billion-safe);
-measured there on 98.5k pairs, r = 64: 51 s vs 69 s vs 69 s on the
-(heavily shared) 2-core dev box. Whole-stage codegen needs r + 1 <= spark.sql.codegen.maxFields
-(default 100); bigger r still works, through the slower interpreted aggregation path.
+Determinism: each key's sum is the sequential float64 fold ``0 + s_1 x_1 + s_2 x_2 + ...`` over its rows in
+sorted order (scipy's CSR-times-dense kernel accumulates each row left to right; a carried partial sum
+enters as ``1.0 * carry``, which is exact), so the output is bitwise the same for the same input and seed
+whatever the partitioning, batch size or shuffle-fetch order (tested). Across machines it is the same up
+to the last bits of numpy's float32 log / cos / sin, whose SIMD code path depends on the CPU.
+
+``bench/sketch_agg.py`` compares this with the previous pure-Spark formulation (one ``sum`` aggregate per
+column over inline xxhash64 Omega expressions, row-at-a-time code that grows with r): on 531k pairs,
+r = 64, local[2] on a loaded 2-core box, 8.7 s vs 30.6 s (user side) and 3.7 s vs 22.5 s (item side).
 """
 
 from __future__ import annotations
 
-import math
-from typing import Literal
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Literal
 
-from pyspark.sql import Column, DataFrame
+import numpy as np
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from schemas.tables import NODE_VECTORS
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 Side = Literal["user", "item"]
 Distribution = Literal["gaussian", "rademacher"]
@@ -58,9 +80,13 @@ SIDES = ("user", "item")
 _KEYS = {"user": ("user_id", "item_id"), "item": ("item_id", "user_id")}
 """side -> (the node column of that side, the other side's column)."""
 
+_SALT = {"user": 1, "item": 2}
+_MASK64 = (1 << 64) - 1
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
 
 def _check(dim: int, distribution: str, side: str | None = None) -> None:
-    if not isinstance(dim, int) or dim < 1:
+    if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool) or dim < 1:
         raise ValueError(f"sketch: dim (sketch.dim) must be a positive integer, got {dim!r}")
     if distribution not in DISTRIBUTIONS:
         raise ValueError(f"sketch: distribution must be one of {DISTRIBUTIONS}, got {distribution!r}")
@@ -68,61 +94,210 @@ def _check(dim: int, distribution: str, side: str | None = None) -> None:
         raise ValueError(f"sketch: side must be one of {SIDES}, got {side!r}")
 
 
-def omega_entries(node: Column, dim: int, seed: int, side: Side, distribution: Distribution) -> list[Column]:
-    """The ``dim`` entries of row ``Omega_side[node]`` as double columns (mean 0, variance 1/dim).
+# ---------------------------------------------------------------------------------------------------------
+# Omega: hashed random projection rows (numpy, partition-independent)
+# ---------------------------------------------------------------------------------------------------------
 
-    Pure functions of (seed, side, node id, column index): the same node gets the same row on any executor.
+
+def _mix64(z: np.ndarray) -> np.ndarray:
+    """splitmix64 finalizer on a uint64 array (a bijection with full avalanche); wraps mod 2^64."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def _node_states(ids: np.ndarray, seed: int, side: Side) -> np.ndarray:
+    """The splitmix64 state of each node: ``mix64(id ^ mix64(seed ^ mix64(salt)))`` as uint64 (n,)."""
+    salt = _mix64(np.array([_SALT[side]], dtype=np.uint64))
+    key = _mix64(np.array([int(seed) & _MASK64], dtype=np.uint64) ^ salt)
+    return _mix64(np.asarray(ids, dtype=np.int64).view(np.uint64) ^ key)
+
+
+def _draws(states: np.ndarray, count: int) -> np.ndarray:
+    """The first ``count`` splitmix64 outputs of each state: uint64 (n, count)."""
+    steps = (np.arange(1, count + 1, dtype=np.uint64) * _GOLDEN)[None, :]
+    return _mix64(states[:, None] + steps)
+
+
+def omega_matrix(
+    ids: np.ndarray, dim: int, seed: int, side: Side, distribution: Distribution = "gaussian"
+) -> np.ndarray:
+    """Rows ``Omega_side[ids]``: float64 (n, dim), entries with mean 0 and variance 1/dim.
+
+    A pure function of (seed, side, id, column), see the module docstring. O(n * dim) time and memory.
     """
     _check(dim, distribution, side)
-    salt = f"omega_{side}"
-    scale = 1.0 / math.sqrt(dim)
-    seed_col, salt_col = F.lit(int(seed)), F.lit(salt)
-    out: list[Column] = []
+    states = _node_states(ids, seed, side)
+    n, scale = len(states), 1.0 / np.sqrt(dim)
     if distribution == "gaussian":
-        # Box-Muller on the two 32-bit halves of one 64-bit hash: two independent normals per hash.
-        for p in range((dim + 1) // 2):
-            h = F.xxhash64(seed_col, salt_col, node, F.lit(p))
-            u1 = (F.shiftrightunsigned(h, 32).cast("double") + F.lit(0.5)) * F.lit(2.0**-32)  # in (0, 1)
-            u2 = h.bitwiseAND(F.lit(0xFFFFFFFF)).cast("double") * F.lit(2.0**-32)  # in [0, 1)
-            radius = F.sqrt(F.lit(-2.0) * F.log(u1)) * F.lit(scale)
-            angle = F.lit(2.0 * math.pi) * u2
-            out += [radius * F.cos(angle), radius * F.sin(angle)]
-        return out[:dim]
-    # Rademacher: one 64-bit hash per block of 64 columns; column c uses bit c % 64 of block c // 64.
-    blocks = [F.xxhash64(seed_col, salt_col, node, F.lit(b)) for b in range((dim + 63) // 64)]
-    for c in range(dim):
-        bit = F.shiftrightunsigned(blocks[c // 64], c % 64).bitwiseAND(F.lit(1))
-        out.append((bit.cast("double") * F.lit(2.0) - F.lit(1.0)) * F.lit(scale))
-    return out
+        # Box-Muller in float32 (numpy's float32 log / cos / sin are SIMD, ~10x faster than float64); the
+        # entries are then exact float64 numbers, and every later product and sum is float64.
+        h = _draws(states, (dim + 1) // 2)
+        u1 = ((h >> np.uint64(41)).astype(np.float32) + np.float32(0.5)) * np.float32(2.0**-23)  # in (0, 1)
+        u2 = (h & np.uint64(0xFFFFFF)).astype(np.float32) * np.float32(2.0**-24)  # in [0, 1)
+        radius = np.sqrt(np.float32(-2.0) * np.log(u1))
+        angle = np.float32(2.0 * np.pi) * u2
+        out = np.empty((n, 2 * h.shape[1]), dtype=np.float64)
+        out[:, 0::2] = radius * np.cos(angle)
+        out[:, 1::2] = radius * np.sin(angle)
+        out *= scale  # in float64: the same N(0, 1) draws for every dim
+        return out[:, :dim] if dim % 2 else out
+    h = _draws(states, (dim + 63) // 64)
+    cols = np.arange(dim)
+    bits = (h[:, cols // 64] >> (cols % 64).astype(np.uint64)[None, :]) & np.uint64(1)
+    return (bits.astype(np.float64) * 2.0 - 1.0) * scale
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Worker-side helpers (run inside Spark's Python workers on Arrow batches)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _ints(col: pa.Array) -> np.ndarray:
+    return np.asarray(col.to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def _floats(col: pa.Array) -> np.ndarray:
+    return np.asarray(col.to_numpy(zero_copy_only=False), dtype=np.float64)
+
+
+def _unpack_rows(col: pa.Array, dim: int) -> np.ndarray:
+    """A binary column of ``dim`` little-endian float64 per cell -> float64 (n, dim), viewed in place."""
+    import pyarrow as pa
+
+    n = len(col)
+    wide = pa.types.is_large_binary(col.type)
+    offsets = np.frombuffer(col.buffers()[1], dtype=np.int64 if wide else np.int32)[col.offset : col.offset + n + 1]
+    if col.null_count or np.any(np.diff(offsets) != dim * 8):
+        raise ValueError(f"sketch: packed vector is null or not {dim} doubles (internal error)")
+    start = int(offsets[0]) if n else 0
+    return np.frombuffer(col.buffers()[2] or b"", dtype="<f8", count=n * dim, offset=start).reshape(n, dim)
+
+
+def _pack_rows(x: np.ndarray) -> pa.Array:
+    """float64 (n, dim) -> binary column, one cell of ``dim`` little-endian float64 per row."""
+    import pyarrow as pa
+
+    n, dim = x.shape
+    data = np.ascontiguousarray(x, dtype="<f8")
+    offsets = np.arange(n + 1, dtype=np.int64) * (dim * 8)
+    if offsets[-1] < 2**31:
+        return pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data)])
+    return pa.Array.from_buffers(pa.large_binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+
+
+def _float_lists(x: np.ndarray) -> pa.Array:
+    """float (n, dim) -> ``list<float>`` column (Spark ``array<float>``)."""
+    import pyarrow as pa
+
+    n, dim = x.shape
+    offsets = pa.array(np.arange(n + 1, dtype=np.int32) * dim)
+    return pa.ListArray.from_arrays(offsets, pa.array(np.ascontiguousarray(x, dtype=np.float32).ravel()))
+
+
+def l2_normalize(z: np.ndarray) -> np.ndarray:
+    """Rows of ``z`` divided by their L2 norms; an all-zero row stays zero (not NaN). float64 (n, dim)."""
+    norm = np.sqrt(np.einsum("ij,ij->i", z, z))
+    return z / np.where(norm > 0, norm, 1.0)[:, None]
+
+
+def segment_sums(
+    batches: Iterator[pa.RecordBatch],
+    key: str,
+    weight: str,
+    rows: Callable[[pa.RecordBatch], np.ndarray],
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Per-key weighted row sums over a stream of batches sorted by key: yields ``(keys, sums)`` chunks.
+
+    ``sums[k] = sum_j batch[weight]_j * rows(batch)_j`` over the rows j of key k, as the sequential float64
+    fold in stream order (scipy's CSR x dense kernel). The last key of a batch may continue in the next
+    one, so it is carried over as an extra row with weight 1 (exact), and every key is yielded once,
+    complete. Memory: one batch and its (n, dim) rows. Raises on an unsorted stream (a planning bug).
+    """
+    import scipy.sparse as sp
+
+    carry_key: int | None = None
+    carry: np.ndarray | None = None
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        keys = _ints(batch.column(key))
+        w = _floats(batch.column(weight))
+        x = rows(batch)
+        if carry is not None:
+            keys = np.concatenate([[carry_key], keys])
+            w = np.concatenate([[1.0], w])
+            x = np.concatenate([carry[None, :], x])
+        if np.any(keys[1:] < keys[:-1]):
+            raise RuntimeError(f"sketch: rows are not sorted by {key} within the partition (internal error)")
+        starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))
+        indptr = np.append(starts, len(keys))
+        a = sp.csr_matrix((w, np.arange(len(keys)), indptr), shape=(len(starts), len(keys)))
+        sums = np.asarray(a @ x)
+        if len(starts) > 1:
+            yield keys[starts[:-1]], sums[:-1]
+        carry_key, carry = int(keys[starts[-1]]), sums[-1].copy()
+    if carry is not None:
+        yield np.array([carry_key], dtype=np.int64), carry[None, :]
+
+
+def _make_y_fn(node: str, other: str, dim: int, seed: int, side: Side, distribution: Distribution):
+    """mapInArrow: S rows sorted by (other, node) -> ``(other, y packed float64[dim])``, one row per other."""
+
+    def y_rows(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        import pyarrow as pa
+
+        def omega(batch: pa.RecordBatch) -> np.ndarray:
+            return omega_matrix(_ints(batch.column(node)), dim, seed, side, distribution)
+
+        for keys, sums in segment_sums(batches, other, "score", omega):
+            yield pa.RecordBatch.from_arrays([pa.array(keys), _pack_rows(sums)], names=[other, "y"])
+
+    return y_rows
+
+
+def _make_z_fn(node: str, dim: int, normalize: bool):
+    """mapInArrow: joined rows sorted by (node, other) -> ``(node_id, vector array<float>[dim])``."""
+
+    def z_rows(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        import pyarrow as pa
+
+        for keys, sums in segment_sums(batches, node, "score", lambda b: _unpack_rows(b.column("y"), dim)):
+            z = l2_normalize(sums) if normalize else sums
+            yield pa.RecordBatch.from_arrays([pa.array(keys), _float_lists(z)], names=["node_id", "vector"])
+
+    return z_rows
+
+
+def _make_omega_fn(dim: int, seed: int, side: Side, distribution: Distribution):
+    def omega_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        import pyarrow as pa
+
+        for batch in batches:
+            ids = _ints(batch.column("node_id"))
+            omega = omega_matrix(ids, dim, seed, side, distribution)
+            offsets = pa.array(np.arange(len(ids) + 1, dtype=np.int32) * dim)
+            vec = pa.ListArray.from_arrays(offsets, pa.array(omega.ravel()))
+            yield pa.RecordBatch.from_arrays([pa.array(ids), vec], names=["node_id", "omega"])
+
+    return omega_batches
+
+
+# ---------------------------------------------------------------------------------------------------------
+# DataFrame API
+# ---------------------------------------------------------------------------------------------------------
 
 
 def omega_rows(
     ids: DataFrame, dim: int, seed: int, side: Side, distribution: Distribution = "gaussian", id_col: str = "node_id"
 ) -> DataFrame:
-    """Materialize Omega rows for the ids in ``ids[id_col]``: ``(node_id, omega array<double>[dim])``.
+    """Materialize Omega rows for the non-null ids in ``ids[id_col]``: ``(node_id, omega array<double>[dim])``.
 
-    For oracles and inspection only (the sketch itself never materializes Omega).
+    The same values as :func:`omega_matrix` (which the sketch uses inline); for oracles and inspection only.
     """
-    entries = omega_entries(F.col(id_col).cast("long"), dim, seed, side, distribution)
-    return ids.select(F.col(id_col).cast("long").alias("node_id"), F.array(*entries).alias("omega"))
-
-
-def _sum_vectors(df: DataFrame, key: str, terms: list[Column], out: str) -> DataFrame:
-    """``groupBy(key)``, one ``sum`` per vector component, packed into ``array<double>`` column ``out``.
-
-    The terms are projected first so shared subexpressions (one hash feeds two Gaussian entries) are
-    evaluated once per row by the projection's common-subexpression elimination.
-    """
-    names = [f"_c{c}" for c in range(len(terms))]
-    projected = df.select(key, *[t.alias(n) for t, n in zip(terms, names, strict=True)])
-    agg = projected.groupBy(key).agg(*[F.sum(n).alias(n) for n in names])
-    return agg.select(key, F.array(*[F.col(n) for n in names]).alias(out))
-
-
-def l2_normalize(vec: Column) -> Column:
-    """Divide an ``array<double>`` by its L2 norm; an all-zero array is returned unchanged (not NaN)."""
-    norm = F.sqrt(F.aggregate(vec, F.lit(0.0), lambda acc, x: acc + x * x))
-    return F.when(norm > 0, F.transform(vec, lambda x: x / norm)).otherwise(vec)
+    _check(dim, distribution, side)
+    src = ids.select(F.col(id_col).cast("long").alias("node_id")).where(F.col("node_id").isNotNull())
+    return src.mapInArrow(_make_omega_fn(dim, seed, side, distribution), "node_id long, omega array<double>")
 
 
 def sketch_side(
@@ -136,7 +311,8 @@ def sketch_side(
     """Sketched rows of S S^T (``side='user'``) or S^T S (``side='item'``).
 
     Args:
-        scores: S as PAIR_SCORES rows (``user_id, item_id, score``), one row per non-zero.
+        scores: S as PAIR_SCORES rows (``user_id, item_id, score``), one row per non-zero (rows with a null
+            id or score are ignored).
         side: which Gram matrix: ``user`` -> Z_U = S (S^T Omega_U), ``item`` -> Z_I = S^T (S Omega_I).
         dim: r, the sketch dimension.
         seed: seeds Omega (use ``cfg.sub_seed("sketch")``).
@@ -145,23 +321,23 @@ def sketch_side(
 
     Returns:
         NODE_VECTORS ``(side, node_id, vector array<float>[dim])``: one row per node with a non-zero in S.
-        O(nnz * r) work: one aggregation (step 1), one join + one aggregation (step 2); lazy.
+        Lazy; O(nnz * r) work, shuffles S twice (the second time with an r-vector per row), see the module
+        docstring.
     """
     _check(dim, distribution, side)
     node, other = _KEYS[side]
-    s = scores.select(F.col(node).cast("long").alias(node), F.col(other).cast("long").alias(other), "score")
-    # Step 1: Y[other] = sum_node s * Omega[node]  (Omega computed inline from the node id: no join).
-    omega = omega_entries(F.col(node), dim, seed, side, distribution)
-    y = _sum_vectors(s, other, [F.col("score") * w for w in omega], "y")
+    s = scores.select(
+        F.col(node).cast("long").alias(node), F.col(other).cast("long").alias(other), F.col("score").cast("double")
+    ).where(F.col(node).isNotNull() & F.col(other).isNotNull() & F.col("score").isNotNull())
+    # Step 1: Y[other] = sum_node s * Omega[node]. The same shuffled + sorted S feeds the join below, so
+    # Spark reuses its exchange.
+    s_by_other = s.repartition(other).sortWithinPartitions(other, node)
+    y = s_by_other.mapInArrow(_make_y_fn(node, other, dim, seed, side, distribution), f"{other} long, y binary")
     # Step 2: Z[node] = sum_other s * Y[other].
-    joined = s.join(y, on=other, how="inner")
-    z = _sum_vectors(joined, node, [F.col("score") * F.col("y")[c] for c in range(dim)], "z")
-    vec = l2_normalize(F.col("z")) if normalize else F.col("z")
-    return z.select(
-        F.lit(side).alias("side"),
-        F.col(node).alias("node_id"),
-        vec.cast("array<float>").alias("vector"),
-    )
+    joined = s_by_other.join(y, on=other, how="inner").select(node, other, "score", "y")
+    by_node = joined.repartition(node).sortWithinPartitions(node, other)
+    z = by_node.mapInArrow(_make_z_fn(node, dim, normalize), "node_id long, vector array<float>")
+    return z.select(F.lit(side).alias("side"), "node_id", "vector")
 
 
 def node_vectors(scores: DataFrame, cfg, side: Side) -> DataFrame:
@@ -170,4 +346,12 @@ def node_vectors(scores: DataFrame, cfg, side: Side) -> DataFrame:
     return sketch_side(scores, side, sk.dim, cfg.sub_seed("sketch"), sk.normalize, sk.distribution)
 
 
-__all__ = ["NODE_VECTORS", "l2_normalize", "node_vectors", "omega_entries", "omega_rows", "sketch_side"]
+__all__ = [
+    "NODE_VECTORS",
+    "l2_normalize",
+    "node_vectors",
+    "omega_matrix",
+    "omega_rows",
+    "segment_sums",
+    "sketch_side",
+]

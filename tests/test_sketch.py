@@ -5,10 +5,13 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+import pyarrow as pa
 import pytest
-from scipy.stats import chi2
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.stats import chi2, kstest, norm
 
-from mgoe_spark.sketch import omega_rows, sketch_side
+from mgoe_spark.sketch import omega_matrix, omega_rows, segment_sums, sketch_side
 from schemas.tables import NODE_VECTORS
 from tests.oracles import adjusted_rand_index, dense_matrix, kmeans
 
@@ -57,6 +60,7 @@ def test_sketch_equals_exact_product_with_same_omega(spark, small, side, distrib
     omega_map = {r.node_id: np.array(r.omega) for r in omega_df.collect()}
     omega = np.stack([omega_map[i] for i in ids])
     assert omega.shape == (len(ids), dim)
+    assert np.array_equal(omega, omega_matrix(np.array(ids), dim, SEED, side, distribution))
     if distribution == "rademacher":
         assert set(np.unique(np.abs(omega)).round(12)) == {round(dim**-0.5, 12)}
     expected = gram @ omega  # = S (S^T Omega) for users, S^T (S Omega) for items
@@ -82,6 +86,63 @@ def test_output_schema_and_determinism(spark, small):
     assert all(np.array_equal(first[k], again[k]) for k in first)
     assert not all(np.allclose(first[k], other[k]) for k in first)
     assert all(len(v) == 8 for v in first.values())
+
+
+@pytest.mark.parametrize("side", ["user", "item"])
+def test_bitwise_identical_whatever_the_partitioning_and_batch_size(spark, small, side):
+    """Each key's sum is one sequential fold in sorted order, so other partition counts, tiny Arrow batches
+    (keys spanning batches: the carry path) and a shuffled input order give the very same bits."""
+    triples, df = small
+    base = collect_vectors(sketch_side(df, side, 8, SEED, normalize=False))
+    conf = {"spark.sql.shuffle.partitions": "3", "spark.sql.execution.arrow.maxRecordsPerBatch": "7"}
+    old = {k: spark.conf.get(k) for k in conf}
+    try:
+        for k, v in conf.items():
+            spark.conf.set(k, v)
+        shuffled = [triples[i] for i in np.random.default_rng(1).permutation(len(triples))]
+        got = collect_vectors(sketch_side(to_df(spark, shuffled).repartition(5), side, 8, SEED, normalize=False))
+    finally:
+        for k, v in old.items():
+            spark.conf.set(k, v)
+    assert sorted(got) == sorted(base)
+    assert all(np.array_equal(got[k], base[k]) for k in base)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    keys=st.lists(st.integers(0, 6), min_size=1, max_size=40).map(sorted),
+    cuts=st.lists(st.integers(1, 39), max_size=6),
+    seed=st.integers(0, 2**16),
+)
+def test_segment_sums_is_the_sequential_fold_per_key_whatever_the_batches(keys, cuts, seed):
+    """segment_sums over any split of a sorted stream = per key, 0 + w_1 x_1 + w_2 x_2 + ... in stream
+    order, bit for bit; every key exactly once, in order."""
+    rng = np.random.default_rng(seed)
+    n, dim = len(keys), 3
+    w, x = rng.normal(size=n), rng.normal(size=(n, dim)) * 10.0 ** rng.integers(-6, 6, (n, 1))
+    bounds = [0, *sorted({c for c in cuts if c < n}), n]
+    batches = [
+        pa.RecordBatch.from_arrays(
+            [pa.array(keys[lo:hi], pa.int64()), pa.array(w[lo:hi]), pa.array(np.arange(lo, hi))],
+            names=["k", "w", "row"],
+        )
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)
+    ]
+    out = list(segment_sums(iter(batches), "k", "w", lambda b: x[b.column("row").to_numpy()]))
+    got_keys = np.concatenate([k for k, _ in out])
+    got = np.concatenate([s for _, s in out])
+    assert got_keys.tolist() == sorted(set(keys))
+    for key, row in zip(got_keys, got, strict=True):
+        want = np.zeros(dim)
+        for j in np.flatnonzero(np.array(keys) == key):
+            want = want + w[j] * x[j]
+        assert np.array_equal(row, want)
+
+
+def test_segment_sums_rejects_an_unsorted_stream():
+    batch = pa.RecordBatch.from_arrays([pa.array([2, 1]), pa.array([1.0, 1.0])], names=["k", "w"])
+    with pytest.raises(RuntimeError, match="not sorted"):
+        list(segment_sums(iter([batch]), "k", "w", lambda b: np.ones((b.num_rows, 2))))
 
 
 def test_pairwise_distances_within_jl_tolerance(spark):
@@ -147,13 +208,32 @@ def test_bad_arguments_are_clear_errors(spark, small):
 
 
 @pytest.mark.parametrize("distribution", ["gaussian", "rademacher"])
-def test_omega_entries_have_mean_zero_variance_one_over_r(spark, distribution):
-    """Moments of the hashed Omega over 4000 nodes: mean 0, variance 1/r, uncorrelated columns."""
-    dim = 6
-    ids = spark.range(1, 4001).withColumnRenamed("id", "node_id")
-    omega = np.stack([r.omega for r in omega_rows(ids, dim, SEED, "user", distribution).collect()]) * np.sqrt(dim)
-    n = len(omega)
-    assert np.all(np.abs(omega.mean(0)) < 5 / np.sqrt(n))  # 5 standard errors
-    assert np.all(np.abs(omega.var(0) - 1) < 5 * np.sqrt(2 / n) * (1 if distribution == "gaussian" else 0.1))
-    corr = np.corrcoef(omega.T)[np.triu_indices(dim, 1)]
+def test_omega_moments_and_distribution(distribution):
+    """The hashed Omega over 20000 consecutive node ids: mean 0, variance 1/r, uncorrelated columns, and
+    N(0, 1/r) marginals for gaussian (KS test per column, Bonferroni over the columns at level 1e-3)."""
+    dim, n = 7, 20_000
+    omega = omega_matrix(np.arange(1, n + 1), dim, SEED, "user", distribution)
+    assert omega.shape == (n, dim) and omega.dtype == np.float64
+    z = omega * np.sqrt(dim)
+    assert np.all(np.abs(z.mean(0)) < 5 / np.sqrt(n))  # 5 standard errors
+    assert np.all(np.abs(z.var(0) - 1) < 5 * np.sqrt(2 / n))
+    corr = np.corrcoef(z.T)[np.triu_indices(dim, 1)]
     assert np.all(np.abs(corr) < 5 / np.sqrt(n))
+    if distribution == "gaussian":
+        pvalues = [kstest(omega[:, c], norm(scale=dim**-0.5).cdf).pvalue for c in range(dim)]
+        assert min(pvalues) > 1e-3 / dim, pvalues
+    else:
+        assert set(np.unique(z)) == {-1.0, 1.0}
+
+
+def test_omega_is_a_pure_function_of_seed_side_id_and_column():
+    ids = np.array([5, 1, 2**40, 3, 5])
+    full = omega_matrix(ids, 9, SEED, "item")
+    alone = np.concatenate([omega_matrix(ids[i : i + 1], 9, SEED, "item") for i in range(len(ids))])
+    assert np.array_equal(full, alone) and np.array_equal(full[0], full[4])
+    # a longer row starts with the shorter one (column c depends on c only), odd dim included
+    np.testing.assert_allclose(omega_matrix(ids, 12, SEED, "item")[:, :9] * np.sqrt(12 / 9), full, rtol=1e-12)
+    for changed in (omega_matrix(ids, 9, SEED + 1, "item"), omega_matrix(ids, 9, SEED, "user")):
+        assert not np.any(np.isclose(changed, full))
+    with pytest.raises(ValueError, match="sketch.dim"):
+        omega_matrix(ids, 0, SEED, "item")
