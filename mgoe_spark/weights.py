@@ -186,7 +186,7 @@ def gram_entries(scores: DataFrame, side: Side, cap: int, seed: int) -> DataFram
 def _median_threshold(rows: DataFrame, rel_error: float, accuracy: int, seed: int) -> DataFrame:
     """b: the median of all entries of ``rows.x``, as one row ``(b)`` (null when there are none).
 
-    Exact (``rel_error = 0``): ``percentile_approx`` over every entry. Otherwise over a seeded uniform
+    Exact (``rel_error = 0``): ``percentile_approx`` over every entry. Otherwise over a seeded systematic
     sample of the entries, of size about n = (0.5 / rel_error)^2 (the sample median's rank has standard
     deviation 0.5 / sqrt(n) = rel_error), so the quantile sketch sees a bounded number of values however
     many entries the Gram matrix has. Cost: one pass counting the entries, one pass filtering them.
@@ -196,14 +196,12 @@ def _median_threshold(rows: DataFrame, rel_error: float, accuracy: int, seed: in
     else:
         total = rows.agg(F.sum(F.size("x"))).first()[0] or 0  # one number
         target = (0.5 / rel_error) ** 2
-        rate = min(1.0, target / max(total, 1))
-        buckets = 1 << 30
-        cut = F.lit(int(rate * buckets))
-
-        def sampled(e, i):
-            return F.pmod(F.xxhash64(F.lit(seed), F.lit("median"), F.col("node"), i), F.lit(buckets)) < cut
-
-        values = rows.select(F.explode(F.filter("x", lambda e, i: sampled(e, i))).alias("x"))
+        stride = max(1, int(total // target))
+        # Systematic sample: every stride-th entry of each row from a seeded per-row offset. Rows list their
+        # entries in partner-id order, unrelated to the values, so this is a uniform 1/stride sample.
+        offset = F.pmod(F.xxhash64(F.lit(seed), F.lit("median"), F.col("node")), F.lit(stride))
+        kept = F.filter("x", lambda e, i: F.pmod(i + offset, F.lit(stride)) == 0)
+        values = rows.select(F.explode(kept).alias("x"))
     return values.agg(F.percentile_approx("x", 0.5, accuracy).alias("b"))
 
 
