@@ -10,9 +10,9 @@ so hop h of a user points to item macros (K_I columns) when h is odd and to user
 even; items the other way round. Each product is one "push": join S (nnz rows) with the other side's
 K-vectors on the shared node (one row per pair, never one per path: a hot item sends the same K-vector along
 each of its pairs, it does not pair its users with each other), then sum the weighted K-vectors per node
-(``Summarizer.sum``: a JVM aggregate with map-side combine). Cost per hop and side: O(nnz * K) arithmetic,
-a shuffle of O(nnz) rows of K floats (O(nodes) after the map-side combine), intermediate rows <= nnz.
-The driver sees nothing but the plan.
+(:func:`mgoe_spark.arrow_sums.segment_sums`: the joined rows are shuffled by node, sorted, and folded in
+numpy per Arrow batch). Cost per hop and side: O(nnz * K) arithmetic, a shuffle of O(nnz) rows of K
+floats, intermediate rows <= nnz, task memory one batch. The driver sees nothing but the plan.
 
 Nodes with no non-zero edge in a hop (e.g. all their neighbors unassigned) get no row; the
 training-example builder fills zeros.
@@ -22,8 +22,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pyspark.ml.functions import array_to_vector, vector_to_array
-from pyspark.ml.stat import Summarizer
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -48,7 +46,7 @@ def one_hot(assignments: DataFrame, side: str, k: int) -> DataFrame:
         F.raise_error(F.concat(F.lit(f"{side} assignment has macro_id outside 1..{k}: "), macro.cast("string")))
     )
     onehot = F.transform(F.sequence(F.lit(1), F.lit(int(k))), lambda m: F.when(m == checked, 1.0).otherwise(0.0))
-    return assignments.where(F.col("side") == side).select("node_id", array_to_vector(onehot).alias("vec"))
+    return assignments.where(F.col("side") == side).select("node_id", onehot.cast("array<float>").alias("vec"))
 
 
 def push(values: DataFrame, vectors: DataFrame, to_side: str, trace: dict[str, DataFrame] | None = None) -> DataFrame:
@@ -63,7 +61,30 @@ def push(values: DataFrame, vectors: DataFrame, to_side: str, trace: dict[str, D
     joined = values.join(vectors.withColumnRenamed("node_id", other), on=other, how="inner")
     if trace is not None:
         trace["join"] = joined
-    return joined.groupBy(F.col(this).alias("node_id")).agg(Summarizer.sum(F.col("vec"), F.col("value")).alias("vec"))
+    by_node = joined.repartition(this).sortWithinPartitions(this, other)
+    return by_node.mapInArrow(_sum_fn(this), "node_id long, vec array<float>")
+
+
+def _sum_fn(key: str):
+    """mapInArrow: joined rows sorted by (key, other) -> ``(node_id, vec)``, sum of value * vec per key."""
+
+    def fn(batches):
+        import pyarrow as pa
+
+        from mgoe_spark.arrow_sums import fixed_lists, float_lists, segment_sums
+
+        dim: list[int] = []
+
+        def rows(batch):
+            col = batch.column("vec")
+            if not dim:
+                dim.append(len(col[0]))
+            return fixed_lists(col, dim[0])
+
+        for keys, sums in segment_sums(batches, key, "value", rows):
+            yield pa.RecordBatch.from_arrays([pa.array(keys), float_lists(sums)], names=["node_id", "vec"])
+
+    return fn
 
 
 def macro_edges(
@@ -109,7 +130,7 @@ def macro_edges(
                     F.lit(side).alias("side"),
                     "node_id",
                     F.lit(hop).cast("int").alias("hop"),
-                    vector_to_array("vec", "float32").alias("weights"),
+                    F.col("vec").alias("weights"),
                 )
             )
     out = outputs[0]
