@@ -33,16 +33,26 @@ def _jvm_pid(spark) -> int:
     return int(spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid())
 
 
-def run(sizes: list[int], master: str, events_per_user: int, out_root: str) -> dict:
+def run(
+    sizes: list[int],
+    master: str,
+    events_per_user: int,
+    out_root: str,
+    reuse_inputs: bool = False,
+    on_size=None,
+) -> dict:
     from jobs.generate import run_generate
     from jobs.ingest import run_ingest
     from jobs.pipeline import run_features, run_nodes
+    from jobs.storage import TableStore
     from mgoe_spark.config import load_config
     from mgoe_spark.session import get_spark
+    from schemas import INTERACTIONS
 
     result: dict = {
         "sizes": sizes, "seconds_total": [], "seconds_by_stage": [], "events_per_s": [], "events": [],
-        "driver_peak_rss_mb": [], "jvm_peak_rss_mb": [], "users": [], "master": master,
+        "driver_peak_rss_mb": [], "jvm_peak_rss_mb": [], "users": [], "items": [], "master": master,
+        "ingest_seconds_untimed": [], "stage_metrics": [],
     }  # fmt: skip
     for n in sizes:
         users = max(1000, n // events_per_user)
@@ -60,24 +70,35 @@ def run(sizes: list[int], master: str, events_per_user: int, out_root: str) -> d
         spark = get_spark(cfg.spark, app_name=f"bench-pipeline-{n}")
         date = "2026-01-01"
         raw = f"{out_root}/raw{n}"
-        run_generate(spark, cfg, raw, date)
-        ingest = run_ingest(spark, cfg, raw, date)
-        events = int(ingest.metrics["rows_out"])
-        stages = {}
+        store = TableStore.of(spark, cfg)
+        if reuse_inputs and date in store.run_dates(INTERACTIONS):
+            events = store.read(INTERACTIONS, date).count()
+            result["ingest_seconds_untimed"].append(None)
+        else:
+            run_generate(spark, cfg, raw, date)
+            t_ingest = time.perf_counter()
+            ingest = run_ingest(spark, cfg, raw, date)
+            result["ingest_seconds_untimed"].append(round(time.perf_counter() - t_ingest, 2))
+            events = int(ingest.metrics["rows_out"])
+        stages, metrics = {}, {}
         t0 = time.perf_counter()
         for name, fn in (("nodes", run_nodes), ("features", run_features)):
             t = time.perf_counter()
-            fn(spark, cfg, date)
+            metrics[name] = fn(spark, cfg, date).metrics
             stages[name] = round(time.perf_counter() - t, 2)
+        result["stage_metrics"].append(metrics)
         total = time.perf_counter() - t0
         result["seconds_total"].append(round(total, 2))
         result["seconds_by_stage"].append(stages)
         result["events"].append(events)
         result["events_per_s"].append(round(events / total, 1))
         result["users"].append(users)
+        result["items"].append(max(500, users // 2))
         result["driver_peak_rss_mb"].append(round(_vm_hwm_mb(os.getpid()), 1))
         result["jvm_peak_rss_mb"].append(round(_vm_hwm_mb(_jvm_pid(spark)), 1))
         spark.stop()
+        if on_size is not None:
+            on_size(result)  # partial results survive a later size failing
     if len(sizes) >= 2:
         xs = [math.log(e) for e in result["events"]]
         ys = [math.log(t) for t in result["seconds_total"]]
@@ -96,10 +117,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--events-per-user", type=int, default=50)
     parser.add_argument("--work-dir", help="where tables go (default: a temporary directory, deleted)")
+    parser.add_argument(
+        "--reuse-inputs",
+        action="store_true",
+        help="with --work-dir: skip generate + ingest for a size whose interactions table is already there",
+    )
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
-        result = run(sizes, args.master, args.events_per_user, args.work_dir or tmp)
+        partial = Path(f"{args.json}.partial")
+        partial.parent.mkdir(parents=True, exist_ok=True)
+
+        def save(r: dict) -> None:
+            partial.write_text(json.dumps(r, indent=2))
+
+        result = run(sizes, args.master, args.events_per_user, args.work_dir or tmp, args.reuse_inputs, save)
+        partial.unlink(missing_ok=True)
     header = f"{'clicks':>11} {'events':>11} {'users':>9} {'nodes s':>8} {'features s':>10} {'total s':>8} "
     header += f"{'events/s':>9} {'driver MB':>9} {'JVM MB':>8}"
     print(header)

@@ -88,6 +88,17 @@ def check_worker_python(python: str, driver: tuple[int, int] | None = None) -> N
         raise EnvironmentProblem(f"PYSPARK_PYTHON={python} cannot import the worker packages ({why}): {hint}")
 
 
+def local_driver_memory(total_bytes: int | None = None) -> str:
+    """Heap for a local-mode JVM: a quarter of the machine's memory, between 1g and 16g."""
+    if total_bytes is None:
+        try:
+            total_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            total_bytes = 4 << 30
+    gib = min(16, max(1, total_bytes // 4 // (1 << 30)))
+    return f"{gib}g"
+
+
 def get_spark(settings: SparkSettings | None = None, app_name: str | None = None):
     """Return the SparkSession (created on first call; later calls return the active one).
 
@@ -116,6 +127,10 @@ def get_spark(settings: SparkSettings | None = None, app_name: str | None = None
         # console progress bars drown the one line per stage the jobs print. Config can override both.
         defaults["spark.sql.shuffle.partitions"] = str(4 * (os.cpu_count() or 2))
         defaults["spark.ui.showConsoleProgress"] = "false"
+        # Local mode runs every executor inside the driver JVM, whose default heap (1g) is too small for
+        # a few million events (broadcast joins chosen at run time fail with OutOfMemoryError). Only takes
+        # effect when this call starts the JVM.
+        defaults["spark.driver.memory"] = local_driver_memory()
     for key, value in {**defaults, **settings.conf}.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()

@@ -84,3 +84,10 @@ def test_worker_python_is_checked(tmp_path):
         text = str(err.value)
         assert message in text and f"PYSPARK_PYTHON={python}" in text and sys.executable in text
         assert "\n" not in text
+
+
+@pytest.mark.parametrize(("total_gib", "expected"), [(2, "1g"), (24, "6g"), (512, "16g")])
+def test_local_driver_memory_is_a_quarter_of_the_machine_within_bounds(total_gib, expected):
+    from mgoe_spark.session import local_driver_memory
+
+    assert local_driver_memory(total_gib << 30) == expected
