@@ -169,7 +169,7 @@ def run_features(spark: SparkSession, cfg: MgoeConfig, run_date: str) -> StageSu
             out = []
             for side in SIDES:
                 wanted = nodes.where(F.col("side") == side).select("node_id")
-                vectors = node_vectors(scores, cfg, side).join(wanted, "node_id")
+                vectors = node_vectors(scores, cfg, side, only=wanted)  # step 2 on the wanted nodes only
                 out.append(models[side].assign(vectors).select(F.lit(side).alias("side"), "*"))
             return _union(out)
 

@@ -251,6 +251,7 @@ def sketch_side(
     seed: int,
     normalize: bool = True,
     distribution: Distribution = "gaussian",
+    only: DataFrame | None = None,
 ) -> DataFrame:
     """Sketched rows of S S^T (``side='user'``) or S^T S (``side='item'``).
 
@@ -262,6 +263,8 @@ def sketch_side(
         seed: seeds Omega (use ``cfg.sub_seed("sketch")``).
         normalize: L2-normalize the rows (zero rows stay zero).
         distribution: Omega entries, ``gaussian`` or ``rademacher``.
+        only: optional ``(node_id)`` frame: return the rows of these nodes only. Y still sums over all of
+            S, but step 2 joins only their pairs (the test snapshot needs vectors for its new nodes only).
 
     Returns:
         NODE_VECTORS ``(side, node_id, vector array<float>[dim])``: one row per node with a non-zero in S.
@@ -278,16 +281,20 @@ def sketch_side(
     s_by_other = s.repartition(other).sortWithinPartitions(other, node)
     y = s_by_other.mapInArrow(_make_y_fn(node, other, dim, seed, side, distribution), f"{other} long, y binary")
     # Step 2: Z[node] = sum_other s * Y[other].
-    joined = s_by_other.join(y, on=other, how="inner").select(node, other, "score", "y")
+    left = s_by_other
+    if only is not None:
+        wanted = only.select(F.col("node_id").cast("long").alias(node))
+        left = s_by_other.join(wanted, on=node, how="left_semi")
+    joined = left.join(y, on=other, how="inner").select(node, other, "score", "y")
     by_node = joined.repartition(node).sortWithinPartitions(node, other)
     z = by_node.mapInArrow(_make_z_fn(node, dim, normalize), "node_id long, vector array<float>")
     return z.select(F.lit(side).alias("side"), "node_id", "vector")
 
 
-def node_vectors(scores: DataFrame, cfg, side: Side) -> DataFrame:
+def node_vectors(scores: DataFrame, cfg, side: Side, only: DataFrame | None = None) -> DataFrame:
     """:func:`sketch_side` with ``sketch.*`` settings and the ``sketch`` sub-seed of an :class:`MgoeConfig`."""
     sk = cfg.sketch
-    return sketch_side(scores, side, sk.dim, cfg.sub_seed("sketch"), sk.normalize, sk.distribution)
+    return sketch_side(scores, side, sk.dim, cfg.sub_seed("sketch"), sk.normalize, sk.distribution, only)
 
 
 __all__ = [

@@ -89,6 +89,16 @@ def test_output_schema_and_determinism(spark, small):
     assert all(len(v) == 8 for v in first.values())
 
 
+def test_only_returns_the_same_rows_for_the_wanted_nodes(spark, small):
+    _, df = small
+    full = collect_vectors(sketch_side(df, "item", 8, SEED))
+    wanted = sorted(full)[::3]
+    only = spark.createDataFrame([(int(i),) for i in wanted], "node_id long")
+    part = collect_vectors(sketch_side(df, "item", 8, SEED, only=only))
+    assert sorted(part) == wanted
+    assert all(np.array_equal(part[k], full[k]) for k in wanted)  # Y still sums over all of S
+
+
 @pytest.mark.parametrize("side", ["user", "item"])
 def test_bitwise_identical_whatever_the_partitioning_and_batch_size(spark, small, side):
     """Each key's sum is one sequential fold in sorted order, so other partition counts, tiny Arrow batches
