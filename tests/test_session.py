@@ -73,9 +73,11 @@ def test_worker_python_is_checked(tmp_path):
         (_fake_python(tmp_path, "py38", "echo 3.8"), f"is Python 3.8 but the driver runs {driver}"),
         (
             _fake_python(
-                tmp_path, "nofaiss", f"echo {driver}; echo \"ModuleNotFoundError: No module named 'faiss'\" >&2; exit 1"
+                tmp_path,
+                "nopyarrow",
+                f"echo {driver}; echo \"ModuleNotFoundError: No module named 'pyarrow'\" >&2; exit 1",
             ),
-            "cannot import the worker packages (ModuleNotFoundError: No module named 'faiss')",
+            "cannot import the worker packages (ModuleNotFoundError: No module named 'pyarrow')",
         ),
     ]
     for python, message in cases:
