@@ -28,7 +28,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.common import StageSummary, UserError, config_from_args, job_main, stage
-from jobs.storage import TableNotFound, TableStore, partition_path, path_exists, read_table, write_table
+from jobs.storage import TableNotFound, TableStore
 from mgoe_spark.config import MgoeConfig
 from mgoe_spark.quality import CheckResult, TableSpec, check_table, empty_macro_nodes, ratio_at_most
 from mgoe_spark.session import get_spark
@@ -298,17 +298,18 @@ def run_gate(spark: SparkSession, gate: str, cfg: MgoeConfig, run_date: str) -> 
     return GATES[gate](lambda schema: store.read(schema, run_date).drop("run_date"), cfg)
 
 
-def record(spark: SparkSession, gate: str, results: list[CheckResult], root: str, run_date: str) -> str:
-    """Replace this gate's rows in the run date's ``quality_checks`` partition (other gates' rows stay).
+def record(store: TableStore, gate: str, results: list[CheckResult], run_date: str) -> str:
+    """Replace this gate's rows in the run date's ``quality_checks`` partition (other gates' rows stay),
+    in the store's format (Parquet or Delta).
 
     The partition holds a few dozen rows; it is read to the driver, merged and rewritten atomically.
     """
     rows = [(gate, r.table, r.check, r.passed, float(r.value), r.detail or None) for r in results]
-    if path_exists(spark, partition_path(root, QUALITY_CHECKS, run_date)):
-        old = read_table(spark, QUALITY_CHECKS, root, run_date).where(F.col("gate") != gate)
+    if run_date in store.run_dates(QUALITY_CHECKS):
+        old = store.read(QUALITY_CHECKS, run_date).where(F.col("gate") != gate)
         rows = [tuple(r[c] for c in QUALITY_CHECKS.column_names) for r in old.collect()] + rows
-    df = spark.createDataFrame(rows, QUALITY_CHECKS.spark(with_partition=False))
-    return write_table(df.coalesce(1), QUALITY_CHECKS, root, run_date)
+    df = store.spark.createDataFrame(rows, QUALITY_CHECKS.spark(with_partition=False))
+    return store.write(df.coalesce(1), QUALITY_CHECKS, run_date)
 
 
 def execute(args: argparse.Namespace) -> int:
@@ -317,7 +318,7 @@ def execute(args: argparse.Namespace) -> int:
     summary = StageSummary(f"quality:{args.gate}")
     with stage(spark, summary, f"quality gate after {args.gate} for {args.run_date}"):
         results = run_gate(spark, args.gate, cfg, args.run_date)
-        record(spark, args.gate, results, cfg.output.root, args.run_date)
+        record(TableStore.of(spark, cfg), args.gate, results, args.run_date)
     failed = [r for r in results if not r.passed]
     for r in results:
         print(f"[quality:{args.gate}] {r.line()}")

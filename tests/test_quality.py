@@ -307,3 +307,17 @@ def test_ingest_gate_passes_on_real_ingest_output(spark, test_config, tmp_path):
     results = qjob.run_gate(spark, "ingest", cfg, RUN_DATE)
     assert [r.line() for r in results if not r.passed] == []
     assert next(r.value for r in results if r.check == "row_count" and r.table == "interactions") > 0
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "delta"])
+def test_record_writes_the_stores_format_and_replaces_only_its_gate(spark, tmp_path, fmt):
+    from jobs.storage import TableStore
+    from mgoe_spark.quality import CheckResult
+
+    store = TableStore(spark, str(tmp_path / "out"), fmt)
+    qjob.record(store, "ingest", [CheckResult("interactions", "row_count", True, 5.0)], RUN_DATE)
+    qjob.record(store, "nodes", [CheckResult("centroids", "row_count", True, 4.0)], RUN_DATE)
+    qjob.record(store, "nodes", [CheckResult("centroids", "row_count", False, 0.0, "empty")], RUN_DATE)
+    rows = sorted(tuple(r) for r in store.read(QUALITY_CHECKS, RUN_DATE).select("gate", "passed", "value").collect())
+    assert rows == [("ingest", True, 5.0), ("nodes", False, 0.0)]
+    assert (tmp_path / "out" / "quality_checks" / "_delta_log").is_dir() == (fmt == "delta")
