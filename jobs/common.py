@@ -101,6 +101,11 @@ class StageSummary:
     metrics: dict[str, float] = field(default_factory=dict)
     details: list[tuple[str, float, str]] = field(default_factory=list)
     """(metric, value, detail) rows, e.g. ("rejects", 12, "unknown behavior 'xyz'")."""
+    notes: dict[str, str] = field(default_factory=dict)
+    """Text for people, printed after the metrics (e.g. the windows as dates); not in run_metrics."""
+
+    def note(self, name: str, text: str) -> None:
+        self.notes[name] = text
 
     def add(self, metric: str, value: float, detail: str | None = None) -> None:
         if detail is None:
@@ -110,7 +115,8 @@ class StageSummary:
 
     def line(self) -> str:
         parts = [f"{k}={_fmt(v)}" for k, v in self.metrics.items()]
-        return f"[{self.stage}] " + " ".join(parts)
+        notes = "".join(f" | {k}: {v}" for k, v in self.notes.items())
+        return f"[{self.stage}] " + " ".join(parts) + notes
 
     def rows(self) -> list[tuple[str, str, float, str | None]]:
         out = [(self.stage, k, v, None) for k, v in self.metrics.items()]

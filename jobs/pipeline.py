@@ -21,6 +21,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from jobs import windows_table
 from jobs.common import StageSummary, UserError, stage
 from jobs.storage import TableStore
 from mgoe_spark.config import MgoeConfig
@@ -29,7 +30,7 @@ from mgoe_spark.kmeans import WeightedKMeans
 from mgoe_spark.scores import pair_scores_from_config
 from mgoe_spark.sketch import node_vectors
 from mgoe_spark.weights import node_weights
-from mgoe_spark.windows import TRAIN, Windows, compute_windows, feature_events
+from mgoe_spark.windows import TRAIN, Windows, feature_events
 from schemas import (
     ASSIGNMENTS,
     CENTROIDS,
@@ -56,11 +57,22 @@ def load_interactions(store: TableStore, run_date: str) -> DataFrame:
     return store.read(INTERACTIONS, run_date).drop("run_date")
 
 
-def windows_of(interactions: DataFrame, cfg: MgoeConfig, summary: StageSummary) -> Windows:
-    windows = compute_windows(interactions, cfg.windows)
+def windows_of(
+    store: TableStore, interactions: DataFrame, cfg: MgoeConfig, summary: StageSummary, run_date: str, *, choose: bool
+) -> tuple[DataFrame, Windows]:
+    """(interactions on the cutoffs' time axis, the run date's windows). ``choose`` (``nodes``): compute
+    them and write the ``windows`` table; else (``features``) read that table (see :mod:`jobs.windows_table`)."""
+    interactions = windows_table.on_time_axis(interactions, cfg)
+    if choose:
+        windows = windows_table.choose(store, interactions, cfg, run_date)
+    else:
+        windows = windows_table.recorded(store, cfg, run_date)
     summary.add("train_cutoff_ts", windows.train_cutoff)
     summary.add("test_cutoff_ts", windows.test_cutoff)
-    return windows
+    for name in ("feature_share", "train_share", "test_share"):
+        summary.add(name, round(getattr(windows, name), 4))
+    summary.note("windows", windows.summary())
+    return interactions, windows
 
 
 def _previous_model(store: TableStore, cfg: MgoeConfig, side: str, run_date: str) -> WeightedKMeans | None:
@@ -94,7 +106,7 @@ def run_nodes(spark: SparkSession, cfg: MgoeConfig, run_date: str) -> StageSumma
     store = TableStore.of(spark, cfg)
     with stage(spark, summary, "pair scores, node vectors, weights, weighted k-means"):
         interactions = load_interactions(store, run_date)
-        windows = windows_of(interactions, cfg, summary)
+        interactions, windows = windows_of(store, interactions, cfg, summary, run_date, choose=True)
         scores = pair_scores_from_config(feature_events(interactions, windows.train_cutoff), cfg)
         scores = scores.persist(StorageLevel.MEMORY_AND_DISK)
         store.write(scores, PAIR_SCORES, run_date)
@@ -155,7 +167,7 @@ def run_features(spark: SparkSession, cfg: MgoeConfig, run_date: str) -> StageSu
     store = TableStore.of(spark, cfg)
     with stage(spark, summary, "macro edges, recent neighbors, task lookup, samples, training examples"):
         interactions = load_interactions(store, run_date).persist(StorageLevel.MEMORY_AND_DISK)
-        windows = windows_of(interactions, cfg, summary)
+        interactions, windows = windows_of(store, interactions, cfg, summary, run_date, choose=False)
         models = {side: model_from_table(store, cfg, side, run_date) for side in SIDES}
         fitted = (
             store.read(ASSIGNMENTS, run_date)

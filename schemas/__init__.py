@@ -21,6 +21,7 @@ from schemas.tables import (
     TRAINING_EXAMPLES,
     VOCAB_ITEMS,
     VOCAB_USERS,
+    WINDOWS,
 )
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "TRAINING_EXAMPLES",
     "VOCAB_ITEMS",
     "VOCAB_USERS",
+    "WINDOWS",
     "Column",
     "TableSchema",
 ]

@@ -80,6 +80,22 @@ RUN_METRICS = TableSchema(
     doc="Run summary per stage (long format).",
 )
 
+WINDOWS = TableSchema(
+    "windows",
+    [
+        Column("train_cutoff", "int64", False, "c1, inclusive: last ts of the train feature window"),
+        Column("test_cutoff", "int64", False, "c2, inclusive: last ts of the test feature window"),
+        Column("time_unit", "string", False, "'epoch_seconds', or 'user_event_order' for logs without time"),
+        Column("mode", "string", False, "how the cutoffs were chosen: windows.mode, 'quantile' or 'dates'"),
+        Column("settings", "string", False, "the windows.* settings that chose them, as JSON (compared by readers)"),
+        Column("events", "int64", False, "events in the interactions table"),
+        Column("feature_share", "float64", False, "share of events with ts <= c1"),
+        Column("train_share", "float64", False, "share of events with c1 < ts <= c2 (train + valid samples)"),
+        Column("test_share", "float64", False, "share of events with ts > c2 (test samples)"),
+    ],
+    doc="The run date's time windows, chosen once by `nodes` and read by `features` and the quality gates.",
+)
+
 # ---- MTMG stage 1: scores, node vectors, weights, k-means ------------------------------------------------
 
 PAIR_SCORES = TableSchema(

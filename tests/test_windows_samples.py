@@ -40,7 +40,7 @@ def test_date_cutoffs_are_inclusive_days_and_errors_name_the_key():
         compute_windows(
             None, cfg("windows.mode=dates", "windows.train_cutoff=yesterday", "windows.test_cutoff=2017-12-02").windows
         )
-    with pytest.raises(ValueError, match="must be before test cutoff"):
+    with pytest.raises(ValueError, match="must be before the test cutoff"):
         Windows(10, 10)
 
 

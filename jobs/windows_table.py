@@ -1,0 +1,91 @@
+"""The run date's time windows as a table: chosen once by ``nodes``, read by ``features`` and the gates.
+
+``nodes`` and ``features`` run as separate Spark applications (the Airflow DAG), possibly on different
+parallelism; approximate quantiles computed in each could differ, and then macro ids would be fit on events
+the other application uses as train samples. So :func:`choose` computes the cutoffs and the share of events
+in each window and writes them as the one-row ``windows`` partition of the run date; :func:`recorded` reads
+them back and refuses a config whose ``windows.*`` settings would choose other cutoffs (one-line error).
+
+Cost: the windows computation (see :mod:`mgoe_spark.windows`) plus one aggregation for the shares; the
+table is one row.
+"""
+
+from __future__ import annotations
+
+import json
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame
+
+from jobs.common import UserError
+from jobs.storage import TableStore
+from mgoe_spark.config import MgoeConfig
+from mgoe_spark.windows import (
+    USER_EVENT_ORDER,
+    Windows,
+    check_nonempty,
+    compute_windows,
+    measure,
+    settings_json,
+    time_unit_of,
+    user_event_order,
+)
+from schemas import WINDOWS
+
+
+def on_time_axis(interactions: DataFrame, cfg: MgoeConfig) -> DataFrame:
+    """``interactions`` on the axis the cutoffs live on: unchanged for logs with time; for logs without
+    (Tenrec) ``ts`` becomes each user's own event order, persisted since every stage reads it several times."""
+    if time_unit_of(cfg.input) != USER_EVENT_ORDER:
+        return interactions
+    return user_event_order(interactions).persist(StorageLevel.MEMORY_AND_DISK)
+
+
+def choose(store: TableStore, interactions: DataFrame, cfg: MgoeConfig, run_date: str) -> Windows:
+    """Compute the windows of ``interactions`` (already :func:`on_time_axis`), check that every window holds
+    events, and write them as the ``windows`` partition of ``run_date``."""
+    unit = time_unit_of(cfg.input)
+    windows = measure(interactions, compute_windows(interactions, cfg.windows, unit))
+    check_nonempty(windows)
+    spark = interactions.sparkSession
+    row = (
+        windows.train_cutoff,
+        windows.test_cutoff,
+        windows.time_unit,
+        cfg.windows.mode,
+        settings_json(cfg.windows, unit),
+        windows.events,
+        windows.feature_share,
+        windows.train_share,
+        windows.test_share,
+    )
+    store.write(spark.createDataFrame([row], WINDOWS.spark(with_partition=False)).coalesce(1), WINDOWS, run_date)
+    return windows
+
+
+def recorded(store: TableStore, cfg: MgoeConfig, run_date: str) -> Windows:
+    """The windows ``nodes`` recorded for ``run_date``; UserError if the config asks for other ones."""
+    rows = store.read(WINDOWS, run_date).collect()  # one row
+    if len(rows) != 1:
+        raise UserError(f"table 'windows' of {run_date} has {len(rows)} rows, not 1: run `mgoe nodes` again")
+    row = rows[0]
+    wanted = settings_json(cfg.windows, time_unit_of(cfg.input))
+    if json.loads(row["settings"]) != json.loads(wanted):
+        raise UserError(
+            f"`mgoe nodes` chose the windows of {run_date} with {_settings_text(row['settings'])}, but this config "
+            f"asks for {_settings_text(wanted)}; use the same windows.* settings in every stage of a run "
+            "(or run `mgoe nodes` again with these)"
+        )
+    return Windows(
+        int(row["train_cutoff"]),
+        int(row["test_cutoff"]),
+        row["time_unit"],
+        events=int(row["events"]),
+        feature_share=float(row["feature_share"]),
+        train_share=float(row["train_share"]),
+        test_share=float(row["test_share"]),
+    )
+
+
+def _settings_text(settings: str) -> str:
+    return " ".join(f"windows.{k}={v}" for k, v in sorted(json.loads(settings).items()) if k != "time_unit")
