@@ -5,6 +5,9 @@ A write for a run date goes to a hidden staging directory (``<root>/<table>/_sta
 pyarrow skip ``_``-prefixed paths), then is swapped in with two renames: the old partition (if any) moves to
 ``_trash``, the staged one takes its place, the trash is deleted. So a job killed mid-write leaves the
 previous partition readable and no partial new one, and a re-run for a date replaces exactly that date.
+What a killed driver leaves behind (its staging directory, or a trashed old partition when it died between
+the two renames) is cleaned by the next write of the same table and run date (:func:`recover_partition`);
+leftovers of other run dates are never touched, so runs of different dates can write one root at once.
 (On object stores without atomic rename, use the Delta format instead.)
 
 **Delta** (``output.format=delta``). Spark's own ``format("delta")`` needs the delta-spark jars, which
@@ -167,10 +170,33 @@ def write_table(
     if format == "delta":
         return _write_delta(spark, writer, schema, root, run_date)
     base = table_path(root, schema)
+    recover_partition(spark, base, run_date)
     token = uuid.uuid4().hex[:12]
     staging = f"{base}/_staging/{RUN_DATE}={run_date}.{token}"
     writer.parquet(staging)
     return _publish_parquet(spark, base, staging, run_date, token)
+
+
+def recover_partition(spark: SparkSession, base: str, run_date: str) -> list[str]:
+    """Clean what an earlier, killed write of ``run_date`` left under ``base``: if the partition is missing
+    but a trashed copy exists (killed between the two renames of :func:`swap_directory`), move the newest
+    trashed copy back first, so the previous version is readable again; then delete the leftover staging
+    and trash directories of this run date. Returns the deleted paths. O(leftovers) file-system calls."""
+    fs, target_h = _fs(spark, f"{base}/{RUN_DATE}={run_date}")
+    jvm = spark.sparkContext._jvm
+
+    def leftovers(kind: str) -> list:
+        found = fs.globStatus(jvm.org.apache.hadoop.fs.Path(f"{base}/{kind}/{RUN_DATE}={run_date}.*"))
+        return sorted(found or [], key=lambda st: st.getModificationTime())
+
+    trashed = leftovers("_trash")
+    if trashed and not fs.exists(target_h):
+        fs.rename(trashed.pop().getPath(), target_h)
+    removed = []
+    for st in leftovers("_staging") + trashed:
+        fs.delete(st.getPath(), True)
+        removed.append(str(st.getPath()))
+    return removed
 
 
 def _publish_parquet(spark: SparkSession, base: str, staging: str, run_date: str, token: str) -> str:

@@ -29,21 +29,67 @@ def test_rerun_replaces_exactly_its_date(spark, tmp_path):
     assert not list((tmp_path / "vocab_users" / "_trash").iterdir())
 
 
-def test_crash_before_publish_keeps_previous_version(spark, tmp_path, monkeypatch):
+def _parquet_rows(directory) -> int:
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in directory.rglob("*.parquet"))
+
+
+def test_kill_after_staging_keeps_previous_version_and_next_write_cleans_up(spark, tmp_path, monkeypatch):
+    """The new version is fully written to staging, then the job dies before publishing: readers still see
+    the previous version (never a mix), and the next write of that date removes the leftover staging."""
+    root = str(tmp_path)
+    write_table(_vocab(spark, 5), VOCAB_USERS, root, "2026-01-01")
+    write_table(_vocab(spark, 4), VOCAB_USERS, root, "2026-01-02")
+
+    def killed(*_args, **_kwargs):
+        raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(storage, "_publish_parquet", killed)
+    with pytest.raises(KeyboardInterrupt):
+        write_table(_vocab(spark, 50), VOCAB_USERS, root, "2026-01-01")
+    monkeypatch.undo()
+    staging = tmp_path / "vocab_users" / "_staging"
+    (left,) = staging.iterdir()
+    assert left.name.startswith("run_date=2026-01-01.") and _parquet_rows(left) == 50  # the new rows were written
+    assert read_table(spark, VOCAB_USERS, root, "2026-01-01").count() == 5  # ... but not published
+    assert list_run_dates(spark, VOCAB_USERS, root) == ["2026-01-01", "2026-01-02"]
+
+    write_table(_vocab(spark, 7), VOCAB_USERS, root, "2026-01-02")  # another date: the leftover stays
+    assert [p.name for p in staging.iterdir()] == [left.name]
+    write_table(_vocab(spark, 9), VOCAB_USERS, root, "2026-01-01")  # the same date: cleaned, then written
+    assert not list(staging.iterdir())
+    assert read_table(spark, VOCAB_USERS, root, "2026-01-01").count() == 9
+
+
+def test_kill_between_the_two_renames_restores_the_previous_version(spark, tmp_path, monkeypatch):
+    """Killed after the old partition was moved to trash but before the new one took its place: the next
+    write of the date brings the old version back before it stages its own, so nothing is lost."""
     root = str(tmp_path)
     write_table(_vocab(spark, 5), VOCAB_USERS, root, "2026-01-01")
     real_fs = storage._fs
 
-    def crashing_fs(spark_, path):
-        if "_staging" not in path:  # the publish step looks up the target: simulate a kill right there
-            raise KeyboardInterrupt("killed")
-        return real_fs(spark_, path)
+    def first_rename_only(spark_, path):
+        fs, hpath = real_fs(spark_, path)
 
-    monkeypatch.setattr(storage, "_fs", crashing_fs)
+        class Dying:
+            def __getattr__(self, name):
+                return getattr(fs, name)
+
+            def rename(self, src, dst):
+                if "_staging" in str(src):  # the second rename: the kill lands here
+                    raise KeyboardInterrupt("killed")
+                return fs.rename(src, dst)
+
+        return Dying(), hpath
+
+    monkeypatch.setattr(storage, "_fs", first_rename_only)
     with pytest.raises(KeyboardInterrupt):
         write_table(_vocab(spark, 50), VOCAB_USERS, root, "2026-01-01")
-    monkeypatch.setattr(storage, "_fs", real_fs)
-    assert read_table(spark, VOCAB_USERS, root, "2026-01-01").count() == 5  # old version intact, no mix
+    monkeypatch.undo()
+    assert not (tmp_path / "vocab_users" / "run_date=2026-01-01").exists()  # the kill hit between the renames
+    storage.recover_partition(spark, f"{root}/vocab_users", "2026-01-01")  # what the next write does first
+    assert read_table(spark, VOCAB_USERS, root, "2026-01-01").count() == 5
+    assert not list((tmp_path / "vocab_users" / "_trash").iterdir())
+    assert not list((tmp_path / "vocab_users" / "_staging").iterdir())
 
 
 def test_schema_is_enforced_and_row_groups_capped(spark, tmp_path):
