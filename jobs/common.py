@@ -168,13 +168,62 @@ def job_main(module: ModuleType, argv: list[str] | None = None) -> int:
     return run_guarded(module.execute, args)
 
 
+# ValueErrors that the user's data can trigger in modules whose exceptions are plain ValueError: the raising
+# function (module, name) -> the hint printed after the message. Any other ValueError is a bug and keeps its
+# traceback.
+DATA_VALUE_ERRORS: dict[tuple[str, str], str] = {
+    ("mgoe_spark.kmeans", "_validate"): "check the input log and the feature window (windows.*), or lower kmeans.k_*",
+    ("mgoe_spark.kmeans", "fit"): "check the input log and the feature window (windows.*), or lower kmeans.k_*",
+    ("mgoe_spark.ingest", "_parse_text"): "check input.format and the input.*_column settings against the file",
+    ("mgoe_spark.ingest", "parse_generic_parquet"): "check input.format and the input.*_column settings",
+    ("mgoe_spark.ingest", "tenrec_layout"): "name Tenrec's 0/1 columns in input.task_columns",
+}
+TRAINER_DATA_HINT = "build the examples first (`mgoe build --run-date D --output ROOT`) or point --examples-root there"
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line (a multi-line message would break the one-line contract)."""
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def user_error_line(exc: BaseException) -> str | None:
+    """The ``mgoe: error: ...`` line for an exception a user's data, config or environment caused, with a
+    hint; None for anything else (a bug: let its traceback show)."""
+    from jobs.storage import StorageError, TableNotFound
+    from mgoe_spark.session import EnvironmentProblem
+    from mgoe_spark.windows import WindowError
+
+    message = one_line(exc)
+    if isinstance(exc, ConfigError | UserError | EnvironmentProblem | TableNotFound | StorageError | WindowError):
+        if isinstance(exc, UserError) and _is_trainer_data_error(exc.__context__) and "--examples-root" not in message:
+            message = f"{message}; {TRAINER_DATA_HINT}"
+        return f"mgoe: error: {message}"
+    if _is_trainer_data_error(exc):
+        return f"mgoe: error: {message}; {TRAINER_DATA_HINT}"
+    if isinstance(exc, ValueError):
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        if tb is not None:
+            where = (tb.tb_frame.f_globals.get("__name__", ""), tb.tb_frame.f_code.co_name)
+            if where in DATA_VALUE_ERRORS:
+                return f"mgoe: error: {message}; {DATA_VALUE_ERRORS[where]}"
+    return None
+
+
+def _is_trainer_data_error(exc: BaseException | None) -> bool:
+    if exc is None or "model.data" not in sys.modules:  # the trainer is not loaded by the Spark jobs
+        return False
+    return isinstance(exc, sys.modules["model.data"].DataError)
+
+
 def run_guarded(fn, args: argparse.Namespace) -> int:
     """Call ``fn(args)``; user mistakes become one line on stderr and exit code 2, not a stack trace."""
-    from jobs.storage import TableNotFound
-    from mgoe_spark.session import EnvironmentProblem
-
     try:
         return int(fn(args) or 0)
-    except (ConfigError, UserError, EnvironmentProblem, TableNotFound) as exc:
-        print(f"mgoe: error: {exc}", file=sys.stderr)
+    except Exception as exc:
+        line = user_error_line(exc)
+        if line is None:
+            raise
+        print(line, file=sys.stderr)
         return 2

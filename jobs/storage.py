@@ -61,6 +61,10 @@ class TableNotFound(FileNotFoundError):
     """A table or run-date partition that a stage needs does not exist."""
 
 
+class StorageError(ValueError):
+    """The output root holds something this write cannot go with (e.g. another table format)."""
+
+
 Format = Literal["parquet", "delta"]
 FORMATS = ("parquet", "delta")
 DELTA_LOG = "_delta_log"
@@ -112,13 +116,18 @@ def _check_format(spark: SparkSession, schema: TableSchema, root: str, fmt: str)
     """Refuse to mix formats in one table directory (reading Delta files as plain Parquet would show
     uncommitted and removed files)."""
     if fmt not in FORMATS:
-        raise ValueError(f"output.format must be one of {FORMATS}, got {fmt!r}")
+        raise StorageError(f"output.format must be one of {FORMATS}, got {fmt!r}")
     base = table_path(root, schema)
     is_delta = path_exists(spark, f"{base}/{DELTA_LOG}")
     if fmt == "parquet" and is_delta:
-        raise ValueError(f"table '{schema.name}' at {base} is a Delta table; use output.format=delta")
+        raise StorageError(
+            f"table '{schema.name}' at {base} is a Delta table; use output.format=delta (or another --output)"
+        )
     if fmt == "delta" and not is_delta and _has_plain_parquet(spark, base):
-        raise ValueError(f"table '{schema.name}' at {base} holds plain Parquet partitions; use output.format=parquet")
+        raise StorageError(
+            f"table '{schema.name}' at {base} holds plain Parquet partitions; use output.format=parquet "
+            "(or another --output)"
+        )
 
 
 def _has_plain_parquet(spark: SparkSession, base: str) -> bool:
@@ -384,7 +393,7 @@ def read_table(
     Delta tables are read through their log (only the committed files of those dates)."""
     dates = [run_date] if isinstance(run_date, str) else list(run_date)
     if format not in FORMATS:
-        raise ValueError(f"output.format must be one of {FORMATS}, got {format!r}")
+        raise StorageError(f"output.format must be one of {FORMATS}, got {format!r}")
     if format == "delta":
         return _read_delta(spark, schema, root, dates)
     paths = [partition_path(root, schema, d) for d in dates]
