@@ -36,6 +36,16 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def macro_id_ticks(ax, ids: list[int], max_labels: int = 25) -> None:
+    """Label a macro-id axis with integer ticks only: every id when there are few, else integer steps."""
+    from matplotlib.ticker import MaxNLocator
+
+    if 0 < len(ids) <= max_labels:
+        ax.set_xticks(sorted(ids))
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=max_labels // 2, integer=True))
+
+
 def pipeline_plots(spark, store, run_date: str, out_dir: Path) -> list[str]:
     """Cluster sizes and edge-weight histograms as PNGs; returns Markdown lines. Only k-sized or
     bin-sized aggregates reach the driver."""
@@ -56,6 +66,7 @@ def pipeline_plots(spark, store, run_date: str, out_dir: Path) -> list[str]:
         sizes = [r["size"] for r in rows]
         ax.bar([r["macro_id"] for r in rows], sizes, color="#4C72B0" if side == "user" else "#DD8452")
         ax.set_title(f"{side} macro nodes (K={len(rows)})")
+        macro_id_ticks(ax, [r["macro_id"] for r in rows])
         ax.set_xlabel("macro id")
         ax.set_ylabel("nodes")
         mean = sum(sizes) / max(len(sizes), 1)
