@@ -5,8 +5,12 @@
 Gates (the Airflow DAG runs one after each stage):
 
 - ``ingest``:   interactions, vocab_users, vocab_items (and the reject fraction from rejects);
-- ``nodes``:    pair_scores, node_vectors, node_weights, assignments, centroids;
-- ``features``: macro_edges, recent_neighbors, task_lookup, samples, training_examples.
+- ``nodes``:    windows, pair_scores, node_vectors, node_weights, assignments, centroids;
+- ``features``: windows, macro_edges, recent_neighbors, task_lookup, samples, training_examples.
+
+Both read the ``windows`` table that ``nodes`` wrote (one row: cutoffs, shares) and stop with a one-line
+error when the config asks for other windows; every window must hold events, and (features) every sample
+must lie in the window of its split.
 
 Every table must have rows (``quality.min_rows``) and unique, non-null keys; floats must be finite
 (weights, scores, vectors, edges, lookups); ids and macro ids must be in range; no macro node of either
@@ -27,11 +31,13 @@ from collections.abc import Callable
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from jobs import windows_table
 from jobs.common import StageSummary, UserError, config_from_args, job_main, stage
 from jobs.storage import TableNotFound, TableStore
 from mgoe_spark.config import MgoeConfig
 from mgoe_spark.quality import CheckResult, TableSpec, check_table, empty_macro_nodes, ratio_at_most
 from mgoe_spark.session import get_spark
+from mgoe_spark.windows import Windows
 from schemas import (
     ASSIGNMENTS,
     CENTROIDS,
@@ -48,6 +54,7 @@ from schemas import (
     TRAINING_EXAMPLES,
     VOCAB_ITEMS,
     VOCAB_USERS,
+    WINDOWS,
     TableSchema,
 )
 
@@ -83,7 +90,7 @@ def _vocab_spec(schema: TableSchema, min_rows: int) -> TableSpec:
     return TableSpec(schema.name, min_rows, unique=[["raw_id"], ["id"]], violations={"id_below_1": F.col("id") < 1})
 
 
-def gate_ingest(read: Reader, cfg: MgoeConfig) -> list[CheckResult]:
+def gate_ingest(read: Reader, cfg: MgoeConfig, run_date: str = "") -> list[CheckResult]:
     """interactions, vocabularies, reject fraction."""
     tasks = cfg.tasks.order + ([cfg.tasks.exposure] if cfg.tasks.exposure else [])
     n = cfg.quality.min_rows
@@ -118,11 +125,37 @@ def gate_ingest(read: Reader, cfg: MgoeConfig) -> list[CheckResult]:
     return results
 
 
-def gate_nodes(read: Reader, cfg: MgoeConfig) -> list[CheckResult]:
-    """pair_scores, node_vectors, node_weights, assignments, centroids."""
+def windows_checks(read: Reader, cfg: MgoeConfig, run_date: str) -> tuple[list[CheckResult], Windows]:
+    """The recorded windows (UserError if the config asks for others) and their checks: ordered cutoffs,
+    no empty window, shares summing to 1. One row read."""
+    rows = read(WINDOWS).collect()
+    if len(rows) != 1:
+        return [CheckResult(WINDOWS.name, "row_count", False, len(rows), "needs exactly 1")], None
+    w = windows_table.from_rows(rows, cfg, run_date)
+    shares = (w.feature_share, w.train_share, w.test_share)
+    empty = sum(1 for x in shares if x <= 0)
+    results = [
+        CheckResult(WINDOWS.name, "row_count", True, 1, "needs exactly 1"),
+        CheckResult(WINDOWS.name, "cutoffs_ordered", w.train_cutoff < w.test_cutoff, w.test_cutoff - w.train_cutoff),
+        CheckResult(WINDOWS.name, "empty_windows", empty == 0, empty, w.summary()),
+        CheckResult(WINDOWS.name, "shares_sum_to_1", abs(sum(shares) - 1) < 1e-9, sum(shares)),
+    ]
+    return results, w
+
+
+def outside_window(w: Windows) -> Column:
+    """True for a sample row whose ``ts`` is not in the window of its ``split``."""
+    ts, split = F.col("ts"), F.col("split")
+    in_train = (ts > F.lit(w.train_cutoff)) & (ts <= F.lit(w.test_cutoff))
+    return F.when(split == "test", ts <= F.lit(w.test_cutoff)).otherwise(~in_train)
+
+
+def gate_nodes(read: Reader, cfg: MgoeConfig, run_date: str = "") -> list[CheckResult]:
+    """windows, pair_scores, node_vectors, node_weights, assignments, centroids."""
     n = cfg.quality.min_rows
     side_bad = {"unknown_side": _not_in("side", list(SIDES))}
-    results = check_table(
+    results, _ = windows_checks(read, cfg, run_date)
+    results += check_table(
         read(PAIR_SCORES),
         TableSpec(
             PAIR_SCORES.name,
@@ -185,8 +218,9 @@ def gate_nodes(read: Reader, cfg: MgoeConfig) -> list[CheckResult]:
     return results
 
 
-def gate_features(read: Reader, cfg: MgoeConfig) -> list[CheckResult]:
-    """macro_edges, recent_neighbors, task_lookup, samples, training_examples."""
+def gate_features(read: Reader, cfg: MgoeConfig, run_date: str = "") -> list[CheckResult]:
+    """windows, macro_edges, recent_neighbors, task_lookup, samples, training_examples."""
+    window_results, windows = windows_checks(read, cfg, run_date)
     n = cfg.quality.min_rows
     tasks = cfg.tasks.order
     n_tasks = len(tasks)
@@ -196,7 +230,7 @@ def gate_features(read: Reader, cfg: MgoeConfig) -> list[CheckResult]:
     # Hop h of a user reaches item macros when h is odd, user macros when even (SPEC 4.5); items mirror it.
     other = F.when(F.col("side") == "user", F.lit("item")).otherwise(F.lit("user"))
     target = F.when(F.col("hop") % 2 == 1, other).otherwise(F.col("side"))
-    results = check_table(
+    results = window_results + check_table(
         read(MACRO_EDGES),
         TableSpec(
             MACRO_EDGES.name,
@@ -248,7 +282,11 @@ def gate_features(read: Reader, cfg: MgoeConfig) -> list[CheckResult]:
             n,
             unique=[["user_id", "item_id", "split"]],
             finite=["labels"],
-            violations={"unknown_split": _not_in("split", list(SPLITS)), "labels_length": F.size("labels") != n_tasks},
+            violations={
+                "unknown_split": _not_in("split", list(SPLITS)),
+                "labels_length": F.size("labels") != n_tasks,
+                **({"outside_its_window": outside_window(windows)} if windows else {}),
+            },
         ),
     )
     examples = read(TRAINING_EXAMPLES)
@@ -280,7 +318,7 @@ def gate_features(read: Reader, cfg: MgoeConfig) -> list[CheckResult]:
     return results
 
 
-GATES: dict[str, Callable[[Reader, MgoeConfig], list[CheckResult]]] = {
+GATES: dict[str, Callable[[Reader, MgoeConfig, str], list[CheckResult]]] = {
     "ingest": gate_ingest,
     "nodes": gate_nodes,
     "features": gate_features,
@@ -295,7 +333,7 @@ def run_gate(spark: SparkSession, gate: str, cfg: MgoeConfig, run_date: str) -> 
     if gate not in GATES:
         raise UserError(f"unknown quality gate {gate!r}; choose one of {', '.join(sorted(GATES))}")
     store = TableStore.of(spark, cfg)
-    return GATES[gate](lambda schema: store.read(schema, run_date).drop("run_date"), cfg)
+    return GATES[gate](lambda schema: store.read(schema, run_date).drop("run_date"), cfg, run_date)
 
 
 def record(store: TableStore, gate: str, results: list[CheckResult], run_date: str) -> str:

@@ -65,7 +65,12 @@ def choose(store: TableStore, interactions: DataFrame, cfg: MgoeConfig, run_date
 
 def recorded(store: TableStore, cfg: MgoeConfig, run_date: str) -> Windows:
     """The windows ``nodes`` recorded for ``run_date``; UserError if the config asks for other ones."""
-    rows = store.read(WINDOWS, run_date).collect()  # one row
+    return from_rows(store.read(WINDOWS, run_date).collect(), cfg, run_date)  # one row
+
+
+def from_rows(rows: list, cfg: MgoeConfig, run_date: str) -> Windows:
+    """The windows of the ``windows`` partition's rows; UserError unless one row whose settings are the
+    config's ``windows.*``."""
     if len(rows) != 1:
         raise UserError(f"table 'windows' of {run_date} has {len(rows)} rows, not 1: run `mgoe nodes` again")
     row = rows[0]

@@ -14,7 +14,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from jobs import quality as qjob
-from jobs.common import job_main
+from jobs.common import UserError, job_main
 from jobs.storage import TableNotFound, read_table, write_table
 from mgoe_spark.quality import (
     TableSpec,
@@ -41,11 +41,12 @@ from schemas import (
     TRAINING_EXAMPLES,
     VOCAB_ITEMS,
     VOCAB_USERS,
+    WINDOWS,
 )
 
 RUN_DATE = "2026-11-23"
 SNAPSHOTS = ("train", "test")
-NODE_TABLES = (PAIR_SCORES, NODE_VECTORS, NODE_WEIGHTS, ASSIGNMENTS, CENTROIDS)
+NODE_TABLES = (WINDOWS, PAIR_SCORES, NODE_VECTORS, NODE_WEIGHTS, ASSIGNMENTS, CENTROIDS)
 SPECIAL = [float("nan"), float("inf"), float("-inf")]
 
 # ---- checks ------------------------------------------------------------------------------------------------
@@ -135,6 +136,12 @@ def test_ratio_at_most():
 N_USERS, N_ITEMS = 6, 5
 
 
+def _settings(cfg) -> str:
+    from mgoe_spark.windows import settings_json
+
+    return settings_json(cfg.windows, "epoch_seconds")
+
+
 def _tables(cfg) -> dict:
     """Rows for every table a gate reads, consistent with the test config (4 tasks, K=4/4, r=32, 2 hops)."""
     tasks = cfg.tasks.order
@@ -162,7 +169,12 @@ def _tables(cfg) -> dict:
         ],
         RECENT_NEIGHBORS.name: [(snap, s, n, tasks[0], [1, 2]) for snap in SNAPSHOTS for s, n in nodes],
         TASK_LOOKUP.name: [(snap, u, tasks[0], 1 + u % ki, 1.0) for snap in SNAPSHOTS for u in range(1, N_USERS + 1)],
-        SAMPLES.name: [(u, i, "train" if u < 5 else "test", 2000, [1.0] + [0.0] * (t - 1), False) for u, i in pairs],
+        # windows: features <= 1003 < train samples <= 2000 < test samples
+        WINDOWS.name: [(1003, 2000, "epoch_seconds", "quantile", _settings(cfg), 16, 0.5, 0.25, 0.25)],
+        SAMPLES.name: [
+            (u, i, "train" if u < 5 else "test", 1500 if u < 5 else 2500, [1.0] + [0.0] * (t - 1), False)
+            for u, i in pairs
+        ],
         TRAINING_EXAMPLES.name: [
             (
                 u,
@@ -230,6 +242,20 @@ BREAKS = [
     ("nodes", ASSIGNMENTS, lambda rows: [(*rows[0][:3], 9, 0.0)] + rows[1:], ("assignments", "macro_id_out_of_range")),
     ("nodes", CENTROIDS, lambda rows: [(*rows[0][:4], 0, "v1")] + rows[1:], ("centroids", "empty_cluster")),
     ("nodes", PAIR_SCORES, lambda rows: [], ("pair_scores", "row_count")),
+    ("nodes", WINDOWS, lambda rows: [(*rows[0][:6], 0.75, 0.0, 0.25)], ("windows", "empty_windows")),
+    ("nodes", WINDOWS, lambda rows: rows + rows, ("windows", "row_count")),
+    (
+        "features",
+        SAMPLES,
+        lambda rows: [(*rows[0][:3], 2500, *rows[0][4:])] + rows[1:],
+        ("samples", "outside_its_window"),
+    ),
+    (
+        "features",
+        SAMPLES,
+        lambda rows: rows[:-1] + [(*rows[-1][:3], 1999, *rows[-1][4:])],
+        ("samples", "outside_its_window"),
+    ),
     ("features", MACRO_EDGES, lambda rows: [(*rows[0][:4], [0.5])] + rows[1:], ("macro_edges", "weights_length")),
     ("features", MACRO_EDGES, lambda rows: rows + [("later", *rows[0][1:])], ("macro_edges", "unknown_snapshot")),
     (
@@ -284,11 +310,19 @@ def test_job_records_each_gate_and_exits_3_on_failure(spark, test_config, tmp_pa
     assert [tuple(r) for r in bad] == [("nodes", "node_weights", "finite_weight")]
 
 
+def test_gates_refuse_a_config_asking_for_other_windows(spark, test_config):
+    other = copy.deepcopy(test_config)
+    other.windows.q1 = 0.5
+    for gate in ("nodes", "features"):
+        with pytest.raises(UserError, match="chose the windows of .* windows.q1=0.8 .* asks for .* windows.q1=0.5"):
+            qjob.GATES[gate](_in_memory(spark, _tables(test_config)), other, RUN_DATE)
+
+
 def test_missing_table_is_a_one_line_user_error(spark, test_config, tmp_path, capsys):
     rc = job_main(qjob, ["--gate", "features", "--profile", "test", "--run-date", RUN_DATE, "--output", str(tmp_path)])
     assert rc == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("mgoe: error: table 'macro_edges' has no partition") and "\n" not in err
+    assert err.startswith("mgoe: error: table 'windows' has no partition") and "\n" not in err
     cfg = copy.deepcopy(test_config)
     cfg.output.root = str(tmp_path)
     with pytest.raises(TableNotFound):
