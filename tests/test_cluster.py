@@ -246,7 +246,11 @@ def _tables(root: Path, run_date: str) -> dict[str, pa.Table]:
         part = table_dir / f"run_date={run_date}"
         if part.is_dir() and table_dir.name != RUN_METRICS.name:  # run_metrics holds timings
             schema = REGISTRY[table_dir.name].arrow(with_partition=False)
-            out[table_dir.name] = pq.read_table(part, schema=schema)
+            table = pq.read_table(part, schema=schema)
+            if "version" in table.column_names:  # centroids: "<run date>-<content hash>"
+                version = [v.replace(run_date, "RUN_DATE", 1) for v in table["version"].to_pylist()]
+                table = table.set_column(table.column_names.index("version"), "version", pa.array(version))
+            out[table_dir.name] = table
     return out
 
 
