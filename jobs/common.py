@@ -178,6 +178,16 @@ DATA_VALUE_ERRORS: dict[tuple[str, str], str] = {
     ("mgoe_spark.ingest", "parse_generic_parquet"): "check input.format and the input.*_column settings",
     ("mgoe_spark.ingest", "tenrec_layout"): "name Tenrec's 0/1 columns in input.task_columns",
 }
+# Which command writes each table (named in the hint of a missing-table error).
+WRITTEN_BY = {
+    **dict.fromkeys(("interactions", "vocab_users", "vocab_items", "rejects"), "mgoe ingest"),
+    **dict.fromkeys(
+        ("windows", "pair_scores", "node_vectors", "node_weights", "centroids", "kmeans_stats"), "mgoe nodes"
+    ),
+    **dict.fromkeys(
+        ("macro_edges", "recent_neighbors", "task_lookup", "samples", "training_examples"), "mgoe features"
+    ),
+}
 TRAINER_DATA_HINT = "build the examples first (`mgoe build --run-date D --output ROOT`) or point --examples-root there"
 
 
@@ -195,6 +205,10 @@ def user_error_line(exc: BaseException) -> str | None:
 
     message = one_line(exc)
     if isinstance(exc, ConfigError | UserError | EnvironmentProblem | TableNotFound | StorageError | WindowError):
+        if isinstance(exc, TableNotFound):
+            table = next((t for t in WRITTEN_BY if f"table '{t}'" in message), None)
+            if table:
+                message = f"{message} (`{WRITTEN_BY[table]} --run-date D` writes it)"
         if isinstance(exc, UserError) and _is_trainer_data_error(exc.__context__) and "--examples-root" not in message:
             message = f"{message}; {TRAINER_DATA_HINT}"
         return f"mgoe: error: {message}"

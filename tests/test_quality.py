@@ -323,6 +323,7 @@ def test_missing_table_is_a_one_line_user_error(spark, test_config, tmp_path, ca
     assert rc == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("mgoe: error: table 'windows' has no partition") and "\n" not in err
+    assert "(`mgoe nodes --run-date D` writes it)" in err
     cfg = copy.deepcopy(test_config)
     cfg.output.root = str(tmp_path)
     with pytest.raises(TableNotFound):
