@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -334,6 +335,12 @@ def test_two_dates_built_at_once_on_the_cluster_equal_the_local_build(cluster, a
         assert not list((root / name / "_staging").glob("*")) if (root / name / "_staging").is_dir() else True
 
 
+def _stage_seconds(log: str) -> dict[str, str]:
+    """{stage: its seconds=} from the one line per stage a job prints."""
+    found = re.findall(r"^\[(\w+)\] .*?\bseconds=([\d.,]+)", log, flags=re.M)
+    return dict(found)
+
+
 def _published(root: Path, table: str, run_date: str = D1) -> bool:
     return (root / table / f"run_date={run_date}").is_dir()
 
@@ -346,6 +353,16 @@ def _staging(root: Path, table: str) -> list[Path]:
 def test_executor_killed_mid_nodes_and_mid_features_the_build_completes_unchanged(
     cluster, artifacts, reference, tmp_path
 ):
+    if os.environ.get("MGOE_CLUSTER_BASELINE"):  # measurement only: the same build without faults first
+        base = tmp_path / "baseline"
+        _copy_ingested(reference, base)
+        start = time.perf_counter()
+        args = ["--set", f"kmeans.engine={FAULT_KMEANS_ENGINE}", *_common(base, D1)]
+        proc = _submit(cluster, artifacts, "build", args, tmp_path / "baseline-run")
+        log = _wait(proc)
+        assert proc.returncode == 0, log[-3000:]
+        TIMES["cluster build, 2 executors, no fault"] = time.perf_counter() - start
+        print("[cluster timing] baseline stage seconds:", _stage_seconds(log))
     root = tmp_path / "out"
     _copy_ingested(reference, root)
     before = len(cluster.executor_dirs())
@@ -370,6 +387,8 @@ def test_executor_killed_mid_nodes_and_mid_features_the_build_completes_unchange
     log = _wait(proc)
     TIMES["cluster build, 2 executors, one killed mid-nodes and one mid-features"] = time.perf_counter() - start
     assert proc.returncode == 0, log[-4000:]
+    print("[cluster timing] kills (stage, pid, seconds into the run):", kills)
+    print("[cluster timing] faulted stage seconds:", _stage_seconds(log))
     assert [k[0] for k in kills] == ["nodes", "features"], (kills, log[-3000:])
     assert len(cluster.executor_dirs()) - before >= 4  # 2 executors + a replacement for each killed one
     assert_same_tables(root, D1, reference)
