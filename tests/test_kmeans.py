@@ -11,13 +11,13 @@ from hypothesis import strategies as st
 
 from mgoe_spark.kmeans import (
     WeightedKMeans,
-    adjusted_rand_index,
     hash_uniform,
     kmeans_plusplus,
     match_to_previous,
     minibatch_mask,
 )
 from schemas.tables import CENTROIDS, KMEANS_STATS
+from tests.oracles import adjusted_rand_index
 
 NODES = "node_id long, vector array<float>, weight double"
 
@@ -293,12 +293,14 @@ def test_from_config_uses_the_kmeans_section(test_config):
 
 
 @pytest.mark.parametrize("mode", ["full", "minibatch"])
-def test_barrier_engine_matches_jobs_engine(spark, mode):
+def test_resident_and_jobs_engines_give_identical_fits(spark, mode):
     x, w, _, _ = planted(9, k=3, per=40)
-    df = nodes_df(spark, x, w, partitions=2)
-    params = dict(mode=mode, max_iter=4, batch_fraction=0.5, tol=0.0, seed=4)
+    df = nodes_df(spark, x, w, partitions=2)  # 2 partitions = the 2 task slots: both engines see the same blocks
+    params = dict(mode=mode, max_iter=4, batch_fraction=0.5, tol=0.0, patience=10, seed=4)
     jobs = WeightedKMeans(3, engine="jobs", **params).fit(df)
-    barrier = WeightedKMeans(3, engine="barrier", **params).fit(df)
-    np.testing.assert_allclose(barrier.centroids, jobs.centroids, rtol=1e-5, atol=1e-5)
-    assert [s.sizes for s in barrier.stats] == [s.sizes for s in jobs.stats]
-    assert barrier.inertia == pytest.approx(jobs.inertia, rel=1e-6) and barrier.n_iter == jobs.n_iter == 4
+    resident = WeightedKMeans(3, engine="resident", **params).fit(df)
+    assert (resident.engine_used, jobs.engine_used) == ("resident", "jobs")
+    np.testing.assert_array_equal(resident.centroids, jobs.centroids)
+    assert [vars(s) for s in resident.stats] == [vars(s) for s in jobs.stats]
+    assert resident.inertia == jobs.inertia and resident.n_iter == jobs.n_iter == 4
+    assert assignments(resident, df) == assignments(jobs, df)

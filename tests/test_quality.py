@@ -153,7 +153,7 @@ def _tables(cfg) -> dict:
         NODE_VECTORS.name: [(s, n, [0.1] * r) for s, n in nodes],
         NODE_WEIGHTS.name: [(s, n, 2.0, 1.0) for s, n in nodes],
         ASSIGNMENTS.name: [("train", s, n, macro[s, n], 0.25) for s, n in nodes],
-        CENTROIDS.name: [(s, m, [0.0] * r, 1.0, 1, "v1") for s in k_of for m in range(1, k_of[s] + 1)],
+        CENTROIDS.name: [(s, m, [0.0] * r, 1.0, 1, "v1", "fp") for s in k_of for m in range(1, k_of[s] + 1)],
         MACRO_EDGES.name: [
             (snap, s, n, h, [0.5] * k_of[other[s] if h % 2 else s])
             for snap in SNAPSHOTS
