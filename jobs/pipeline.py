@@ -126,7 +126,7 @@ def run_nodes(spark: SparkSession, cfg: MgoeConfig, run_date: str) -> StageSumma
             summary.add(f"{side}_empty_clusters", int((sizes == 0).sum()))
             for m, size in enumerate(sizes, start=1):
                 summary.add(f"{side}_cluster_size", int(size), detail=f"macro {m}")
-            assigned = model.assign(nodes.select("node_id", "vector"))
+            assigned = model.training_assignments()  # the fit's final pass: no second pass over the vectors
             assignment_frames.append(assigned.select(F.lit(TRAIN).alias("snapshot"), F.lit(side).alias("side"), "*"))
             centroid_frames.append(model.centroids_frame(spark, side, run_date))
             stats_frames.append(model.stats_frame(spark, side))

@@ -220,9 +220,17 @@ inertia (1)] float64; the candidates are the k heaviest-farthest (``w * d``) row
 
 
 def partial_sums(
-    blocks: Iterable[Block], centroids: np.ndarray, iteration: int, fraction: float, threads: int
+    blocks: Iterable[Block],
+    centroids: np.ndarray,
+    iteration: int,
+    fraction: float,
+    threads: int,
+    keep: list[tuple[np.ndarray, ...]] | None = None,
 ) -> PartialSums:
-    """One partition's contribution to a k-means step (see :data:`PartialSums`). O(n k r / threads)."""
+    """One partition's contribution to a k-means step (see :data:`PartialSums`). O(n k r / threads).
+
+    ``keep``: a list that receives ``(ids, labels, squared distances)`` per block (the final pass's
+    assignments, 20 bytes a node)."""
     import scipy.sparse as sp
 
     k, r = centroids.shape
@@ -244,6 +252,8 @@ def partial_sums(
         if index is None:
             index = faiss_index(centroids, threads)
         lab, d = nearest(index, x)
+        if keep is not None:
+            keep.append((ids, lab.astype(np.int32), d.astype(np.float32)))
         # per-cluster weighted sums: a one-hot (k x n) CSC matrix needs no sorting to build; float32
         # products over chunks of SUM_CHUNK rows, accumulated in float64 (4x cheaper than upcasting x)
         w32 = w.astype(np.float32)
@@ -277,9 +287,7 @@ def sample_rows(blocks: Iterable[Block], seed: int, prob: float) -> tuple[np.nda
     return tuple(np.concatenate([o[i] for o in out]) for i in range(4))
 
 
-def assign_batches(
-    batches: Iterable[pa.RecordBatch], centroids: np.ndarray, threads: int
-) -> Iterator[pa.RecordBatch]:
+def assign_batches(batches: Iterable[pa.RecordBatch], centroids: np.ndarray, threads: int) -> Iterator[pa.RecordBatch]:
     """Nodes ``(node_id, vector)`` -> ``(node_id, macro_id 1..k, squared distance)`` Arrow batches."""
 
     r = centroids.shape[1]
@@ -302,6 +310,6 @@ def assignment_batch(ids: np.ndarray, labels: np.ndarray, d: np.ndarray) -> Any:
     import pyarrow as pa
 
     return pa.RecordBatch.from_arrays(
-        [pa.array(ids), pa.array((labels + 1).astype(np.int32)), pa.array(d.astype(np.float32))],
+        [pa.array(ids), pa.array((np.asarray(labels) + 1).astype(np.int32)), pa.array(d.astype(np.float32))],
         names=["node_id", "macro_id", "distance"],
     )

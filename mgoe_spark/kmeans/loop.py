@@ -189,9 +189,7 @@ def combine(parts: list[PartialSums], k: int, r: int) -> dict[str, Any]:
     }
 
 
-def update(
-    centroids: np.ndarray, s: dict[str, Any], running: np.ndarray, full: bool
-) -> tuple[np.ndarray, float, int]:
+def update(centroids: np.ndarray, s: dict[str, Any], running: np.ndarray, full: bool) -> tuple[np.ndarray, float, int]:
     """One centroid update from combined sums ``s``: Lloyd (full) or weighted Sculley (mini-batch).
 
     ``running`` (Sculley's v_c) is updated in place. Returns (new centroids, relative shift, re-seeded).

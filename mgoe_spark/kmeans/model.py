@@ -107,6 +107,8 @@ class WeightedKMeans:
         self.stop_reason: str | None = None
         self.engine_used: str | None = None
         self.fallback_reason: str | None = None
+        self._fit_assignments: DataFrame | None = None
+        self._fit_source: DataFrame | None = None
         self.timings: dict[str, float] = {}
         """Wall seconds of the last fit's phases: blocks (pack + input checks), init, iterations, final_pass."""
 
@@ -189,6 +191,7 @@ class WeightedKMeans:
         )
         spark = nodes.sparkSession
         self.fallback_reason = None
+        self._fit_assignments, self._fit_source = None, None
         blocker = resident_blocker(spark) if self.engine != "jobs" else "engine=jobs was asked for"
         if blocker is not None and self.engine == "resident":
             raise ValueError(f"engine='resident' cannot run here: {blocker}; use engine='auto' or 'jobs'")
@@ -200,8 +203,13 @@ class WeightedKMeans:
                 with ResidentEngine(source, r, self.seed, self.block_rows, self._threads(spark)) as eng:
                     t2 = time.perf_counter()
                     self._fit_with(eng, init_centroids, r)
+                    perm = self._match(warm_start)
+                    t3 = time.perf_counter()
+                    self._fit_assignments = eng.emit(np.argsort(perm))  # label perm[m] becomes macro m + 1
                     self.timings = {"plan": t1 - t0, "start": t2 - t1, **self.timings}
-                return self._finish(warm_start)
+                    self.timings["emit"] = time.perf_counter() - t3
+                self._fit_source = nodes
+                return self._finish()
             except EngineUnavailable as exc:
                 if self.engine == "resident":
                     raise
@@ -215,7 +223,9 @@ class WeightedKMeans:
             t1 = time.perf_counter()
             self._fit_with(eng, init_centroids, r)
             self.timings = {"start": t1 - t0, **self.timings}
-        return self._finish(warm_start)
+        self._match(warm_start)
+        self._fit_source = nodes
+        return self._finish()
 
     def _resident_input(self, nodes: DataFrame) -> DataFrame:
         """``nodes``, repartitioned to the task-slot count when it has more partitions (a barrier stage needs
@@ -279,9 +289,15 @@ class WeightedKMeans:
         self.weights, self.sizes, self.inertia = final["wsum"], final["cnt"].astype(np.int64), final["inertia"]
         self.engine_used = eng.name
 
-    def _finish(self, warm_start: WeightedKMeans | None) -> WeightedKMeans:
+    def _match(self, warm_start: WeightedKMeans | None) -> np.ndarray:
+        """Renumber the clusters to line up with ``warm_start``'s (identity without one); returns the permutation."""
+        perm = np.arange(self.k)
         if warm_start is not None:
-            self._permute(match_to_previous(self.centroids, warm_start.centroids))
+            perm = match_to_previous(self.centroids, warm_start.centroids)
+            self._permute(perm)
+        return perm
+
+    def _finish(self) -> WeightedKMeans:
         log.info(
             "k-means: k=%d, %d iterations (%s), engine %s, inertia %.6g",
             self.k, self.n_iter, self.stop_reason, self.engine_used, self.inertia,
@@ -309,6 +325,23 @@ class WeightedKMeans:
         centroids, threads = self.centroids, self._threads(nodes.sparkSession)
         src = nodes.select(F.col("node_id").cast("long"), F.col("vector").cast("array<float>"))
         return src.mapInArrow(lambda batches: assign_batches(batches, centroids, threads), ASSIGN_SCHEMA)
+
+    def training_assignments(self) -> DataFrame:
+        """:meth:`assign` of the nodes of the last :meth:`fit`, ``(node_id, macro_id, distance)``. When the
+        resident engine ran, its final pass already assigned every node and this is that result, cached
+        (MEMORY_AND_DISK, 16 bytes a node; :meth:`unpersist` or ``spark.catalog.clearCache()`` frees it): no
+        second pass over the vectors. Otherwise it is ``assign(fitted nodes)`` (lazy, one pass)."""
+        if self._fit_source is None:
+            raise ValueError("training_assignments() needs a fit() in this process; use assign(nodes)")
+        if self._fit_assignments is not None:
+            return self._fit_assignments
+        return self.assign(self._fit_source)
+
+    def unpersist(self) -> None:
+        """Free the cached fit-time assignments (if any)."""
+        if self._fit_assignments is not None:
+            self._fit_assignments.unpersist()
+            self._fit_assignments = None
 
     # ---- persistence -----------------------------------------------------------------------------------
 
@@ -455,3 +488,4 @@ def warm_start_candidate(rows: list[Any], *, k: int, r: int, fingerprint: str, s
         log.warning("k-means %s: cold fit, no warm start: %s; macro ids start afresh", side, why)
         return None
     return previous
+

@@ -33,7 +33,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mgoe_spark.kmeans.blocks import PartialSums, merge_stats, pack_batches, partial_sums, sample_rows
+from mgoe_spark.kmeans.blocks import (
+    ASSIGN_SCHEMA,
+    PartialSums,
+    assignment_batch,
+    merge_stats,
+    pack_batches,
+    partial_sums,
+    sample_rows,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -95,15 +103,25 @@ def make_task(host: str, port: int, token: bytes, r: int | None, seed: int, bloc
         try:
             sock.sendall(token)
             send(sock, ("hello", ctx.partitionId(), len(ctx.getTaskInfos())))
+            labels: list[tuple[np.ndarray, ...]] = []  # the last full pass's assignments
             try:
                 blocks, stats = pack_batches(batches, r, seed, block_rows)
                 send(sock, ("ok", stats))
                 while True:
                     cmd, *args = recv(sock)
                     if cmd == "step":
-                        send(sock, ("ok", partial_sums(blocks, args[0], args[1], args[2], threads)))
+                        centroids, iteration, fraction = args
+                        keep = [] if fraction >= 1.0 else None
+                        send(sock, ("ok", partial_sums(blocks, centroids, iteration, fraction, threads, keep)))
+                        labels = keep if keep is not None else labels
                     elif cmd == "sample":
                         send(sock, ("ok", sample_rows(blocks, seed, args[0])))
+                    elif cmd == "emit":  # the fit is done: output the assignments, with macro ids renumbered
+                        (new_id,) = args
+                        sock.close()
+                        out = [assignment_batch(ids, new_id[lab], d) for ids, lab, d in labels]
+                        yield from out
+                        return
                     else:  # "stop"
                         break
             except (EOFError, ConnectionError):
@@ -112,8 +130,6 @@ def make_task(host: str, port: int, token: bytes, r: int | None, seed: int, bloc
                 send(sock, ("error", traceback.format_exc(limit=4)))
         finally:
             sock.close()
-        return
-        yield  # a generator that yields nothing
 
     return run
 
@@ -129,7 +145,7 @@ class ResidentEngine:
     def __init__(
         self, nodes: DataFrame, r: int | None, seed: int, block_rows: int, threads: int, accept_timeout: float = 600.0
     ) -> None:
-        from pyspark import InheritableThread
+        from pyspark import InheritableThread, StorageLevel
 
         spark = nodes.sparkSession
         self._server = socket.create_server(("", 0), family=socket.AF_INET, backlog=128)
@@ -137,7 +153,9 @@ class ResidentEngine:
         host = spark.conf.get("spark.driver.host", None) or socket.gethostname()
         token = secrets.token_bytes(TOKEN_BYTES)
         fn = make_task(host, self._server.getsockname()[1], token, r, seed, block_rows, threads)
-        job = nodes.mapInArrow(fn, "unused int", barrier=True)
+        job = nodes.mapInArrow(fn, ASSIGN_SCHEMA, barrier=True).persist(StorageLevel.MEMORY_AND_DISK)
+        self.assignments: DataFrame | None = None
+        self._pending = job
         self._error: BaseException | None = None
         self._thread = InheritableThread(target=self._run_job, args=(job,), daemon=True)
         self._conns: list[socket.socket] = []
@@ -150,9 +168,11 @@ class ResidentEngine:
 
     def _run_job(self, job: DataFrame) -> None:
         try:
-            job.collect()  # no rows: the tasks only talk to the driver over their sockets
+            job.count()  # fills the cache with the assignments the tasks emit at the end (see emit)
+            self._job = job
         except BaseException as exc:  # reported by _accept / the next exchange
             self._error = exc
+            job.unpersist()
 
     def _job_gone(self) -> str:
         if self._error is not None:
@@ -233,6 +253,19 @@ class ResidentEngine:
         self._broadcast(("step", np.ascontiguousarray(centroids, dtype=np.float32), iteration, fraction))
         return self._gather()
 
+    def emit(self, new_id: np.ndarray) -> DataFrame:
+        """End the fit: every task outputs its final-pass assignments (label ``l`` becomes macro ``new_id[l] +
+        1``) into the job's cached result, which is returned: ``(node_id, macro_id, distance)``, n rows."""
+        self._broadcast(("emit", np.asarray(new_id, dtype=np.int64)))
+        for conn in self._conns:
+            conn.close()
+        self._conns = []
+        self._thread.join()
+        if self._error is not None:
+            raise EngineUnavailable(self._job_gone())
+        self.assignments = self._job
+        return self._job
+
     def close(self) -> None:
         for conn in self._conns:
             try:
@@ -243,10 +276,11 @@ class ResidentEngine:
         self._conns = []
         self._server.close()
         self._thread.join(timeout=60)
+        if self.assignments is None:  # stopped before emit: nothing worth keeping in the cache
+            self._pending.unpersist()
 
     def __enter__(self) -> ResidentEngine:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
