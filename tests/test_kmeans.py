@@ -304,3 +304,61 @@ def test_resident_and_jobs_engines_give_identical_fits(spark, mode):
     assert [vars(s) for s in resident.stats] == [vars(s) for s in jobs.stats]
     assert resident.inertia == jobs.inertia and resident.n_iter == jobs.n_iter == 4
     assert assignments(resident, df) == assignments(jobs, df)
+
+
+def test_plateau_fires_after_patience_steps_without_relative_improvement():
+    from mgoe_spark.kmeans.loop import Plateau
+
+    smooth = Plateau(alpha=0.5, tol=0.01, patience=2)
+    smooth.step(20.0, 2.0)  # per unit weight: 10
+    smooth.step(12.0, 2.0)  # 6: EWA 0.5 * 10 + 0.5 * 6
+    assert smooth.ewa == 8.0
+    p = Plateau(alpha=1.0, tol=0.01, patience=2)  # no smoothing: the per-unit-weight inertia itself
+    # 10 -> 9 is a 10% drop (best 9); 8.95 and 8.94 are less than 1% below 9: stale twice, stop
+    assert [p.step(v, 1.0) for v in (10.0, 9.0, 8.95, 8.94)] == [False, False, False, True]
+    assert p.best == 9.0
+
+
+def test_both_modes_stop_before_max_iter_and_say_why(spark):
+    x, w, _, _ = planted(11, k=4, per=50)
+    df = nodes_df(spark, x, w, partitions=2)
+    full = WeightedKMeans(4, mode="full", max_iter=40, tol=1e-4, seed=3).fit(df)
+    assert full.stop_reason == "shift_below_tol" and full.n_iter < 40 and full.stats[-1].shift < 1e-4
+    mini = WeightedKMeans(4, mode="minibatch", batch_fraction=0.3, max_iter=40, tol=1e-3, patience=3, seed=3).fit(df)
+    assert mini.stop_reason == "inertia_plateau" and mini.n_iter < 40
+    assert weighted_inertia(x, w, mini.centroids) <= 1.05 * weighted_inertia(x, w, full.centroids)
+    rows = mini.stats_frame(spark, "user").orderBy("iteration").collect()
+    assert [r["stop_reason"] for r in rows] == [None] * (mini.n_iter - 1) + ["inertia_plateau"]
+    assert {(r["engine"], r["fallback_reason"]) for r in rows} == {("resident", None)}
+
+
+def test_auto_engine_falls_back_to_jobs_and_records_why(spark, monkeypatch, caplog):
+    import logging
+
+    from mgoe_spark.kmeans import model as model_module
+    from mgoe_spark.kmeans.resident import EngineUnavailable, ResidentEngine
+
+    x, w, _, _ = planted(12, k=3, per=30)
+    df = nodes_df(spark, x, w, partitions=2)
+    params = dict(mode="full", max_iter=5, tol=0.0, seed=6)
+    reference = WeightedKMeans(3, engine="jobs", **params).fit(df)
+    # 1. the resident engine cannot start here (e.g. dynamic allocation): one log line, jobs engine
+    monkeypatch.setattr(model_module, "resident_blocker", lambda spark: "dynamic allocation is on")
+    with caplog.at_level(logging.WARNING, logger="mgoe.kmeans"):
+        km = WeightedKMeans(3, engine="auto", **params).fit(df)
+    assert "using one Spark job per iteration: dynamic allocation is on" in caplog.text
+    assert (km.engine_used, km.fallback_reason) == ("jobs", "dynamic allocation is on")
+    rows = km.stats_frame(spark, "item").collect()
+    assert {(r["engine"], r["fallback_reason"]) for r in rows} == {("jobs", "dynamic allocation is on")}
+    with pytest.raises(ValueError, match="engine='resident' cannot run here: dynamic allocation is on"):
+        WeightedKMeans(3, engine="resident", **params).fit(df)
+    monkeypatch.undo()
+
+    # 2. it stops mid-fit (a task or the barrier job fails): the fit restarts on the jobs engine, same result
+    def broken(self, centroids, iteration, fraction):
+        raise EngineUnavailable("a task failed: simulated")
+
+    monkeypatch.setattr(ResidentEngine, "step_parts", broken)
+    km = WeightedKMeans(3, engine="auto", **params).fit(df)
+    assert (km.engine_used, km.fallback_reason) == ("jobs", "a task failed: simulated")
+    np.testing.assert_array_equal(km.centroids, reference.centroids)

@@ -198,9 +198,9 @@ class WeightedKMeans:
         if blocker is None:
             try:
                 t0 = time.perf_counter()
-                source = self._resident_input(nodes)
+                source, parts = self._resident_input(nodes)
                 t1 = time.perf_counter()
-                with ResidentEngine(source, r, self.seed, self.block_rows, self._threads(spark)) as eng:
+                with ResidentEngine(source, r, self.seed, self.block_rows, self._threads(spark), parts) as eng:
                     t2 = time.perf_counter()
                     self._fit_with(eng, init_centroids, r)
                     perm = self._match(warm_start)
@@ -227,15 +227,15 @@ class WeightedKMeans:
         self._fit_source = nodes
         return self._finish()
 
-    def _resident_input(self, nodes: DataFrame) -> DataFrame:
-        """``nodes``, repartitioned to the task-slot count when it has more partitions (a barrier stage needs
-        one slot per partition): one shuffle of the vectors, inside Spark."""
+    def _resident_input(self, nodes: DataFrame) -> tuple[DataFrame, int]:
+        """(``nodes``, repartitioned to the task-slot count when it has more partitions (a barrier stage needs
+        one slot per partition): one shuffle of the vectors, inside Spark; its partition count)."""
         slots = task_slots(nodes.sparkSession) or 1
         parts = nodes.rdd.getNumPartitions()
         if parts > slots:
             log.info("k-means: %d partitions for %d task slots: repartitioning the nodes", parts, slots)
-            return nodes.repartition(slots)
-        return nodes
+            return nodes.repartition(slots), slots
+        return nodes, parts
 
     def _fit_with(self, eng: Any, init_centroids: np.ndarray | None, r: int | None) -> None:
         clock = time.perf_counter()

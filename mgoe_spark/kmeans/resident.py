@@ -143,7 +143,14 @@ class ResidentEngine:
     name = "resident"
 
     def __init__(
-        self, nodes: DataFrame, r: int | None, seed: int, block_rows: int, threads: int, accept_timeout: float = 600.0
+        self,
+        nodes: DataFrame,
+        r: int | None,
+        seed: int,
+        block_rows: int,
+        threads: int,
+        out_partitions: int,
+        accept_timeout: float = 600.0,
     ) -> None:
         from pyspark import InheritableThread, StorageLevel
 
@@ -153,7 +160,11 @@ class ResidentEngine:
         host = spark.conf.get("spark.driver.host", None) or socket.gethostname()
         token = secrets.token_bytes(TOKEN_BYTES)
         fn = make_task(host, self._server.getsockname()[1], token, r, seed, block_rows, threads)
-        job = nodes.mapInArrow(fn, ASSIGN_SCHEMA, barrier=True).persist(StorageLevel.MEMORY_AND_DISK)
+        # Every RDD narrowly derived from a barrier RDD is itself "barrier" to Spark's scheduler (even when it
+        # reads a cache), so a later union / write of the assignments would be refused: a shuffle of the
+        # n x 16-byte assignments cuts that lineage. The cache sits after the shuffle.
+        out = nodes.mapInArrow(fn, ASSIGN_SCHEMA, barrier=True)
+        job = out.repartition(out_partitions).persist(StorageLevel.MEMORY_AND_DISK)
         self.assignments: DataFrame | None = None
         self._pending = job
         self._error: BaseException | None = None
