@@ -362,8 +362,10 @@ def scale_line(spark, args) -> dict:
 
     schema = "node_id long, vector array<float>, weight double"
     nodes = spark.range(chunks, numPartitions=slots).mapInArrow(generate, schema)
-    x = np.concatenate([scale_chunk(c, rows, dim, k, seed)[1] for c in range(chunks)])
-    w = np.concatenate([scale_chunk(c, rows, dim, k, seed)[2] for c in range(chunks)])
+    x = np.empty((chunks * rows, dim), dtype=np.float32)
+    w = np.empty(chunks * rows)
+    for c in range(chunks):
+        _, x[c * rows : (c + 1) * rows], w[c * rows : (c + 1) * rows] = scale_chunk(c, rows, dim, k, seed)
     sample = np.random.default_rng(seed + 1).choice(len(x), size=min(len(x), 64 * k), replace=False)
     init = kmeans_plusplus(x[sample], w[sample], k, seed=seed)
     out: dict = {"points": len(x), "dim": dim, "k": k, "iters": args.iters, "load_avg_start": os.getloadavg()[0]}

@@ -228,7 +228,7 @@ BREAKS = [
         ("assignments", "empty_macro_nodes_user"),
     ),
     ("nodes", ASSIGNMENTS, lambda rows: [(*rows[0][:3], 9, 0.0)] + rows[1:], ("assignments", "macro_id_out_of_range")),
-    ("nodes", CENTROIDS, lambda rows: [(*rows[0][:4], 0, "v1")] + rows[1:], ("centroids", "empty_cluster")),
+    ("nodes", CENTROIDS, lambda rows: [(*rows[0][:4], 0, "v1", "fp")] + rows[1:], ("centroids", "empty_cluster")),
     ("nodes", PAIR_SCORES, lambda rows: [], ("pair_scores", "row_count")),
     ("features", MACRO_EDGES, lambda rows: [(*rows[0][:4], [0.5])] + rows[1:], ("macro_edges", "weights_length")),
     ("features", MACRO_EDGES, lambda rows: rows + [("later", *rows[0][1:])], ("macro_edges", "unknown_snapshot")),
