@@ -296,7 +296,8 @@ def test_from_config_uses_the_kmeans_section(test_config):
 def test_resident_and_jobs_engines_give_identical_fits(spark, mode):
     x, w, _, _ = planted(9, k=3, per=40)
     df = nodes_df(spark, x, w, partitions=2)  # 2 partitions = the 2 task slots: both engines see the same blocks
-    params = dict(mode=mode, max_iter=4, batch_fraction=0.5, tol=0.0, patience=10, seed=4)
+    # block_rows=16: several numpy blocks per partition, as on real data
+    params = dict(mode=mode, max_iter=4, batch_fraction=0.5, tol=0.0, patience=10, seed=4, block_rows=16)
     jobs = WeightedKMeans(3, engine="jobs", **params).fit(df)
     resident = WeightedKMeans(3, engine="resident", **params).fit(df)
     assert (resident.engine_used, jobs.engine_used) == ("resident", "jobs")
@@ -362,3 +363,19 @@ def test_auto_engine_falls_back_to_jobs_and_records_why(spark, monkeypatch, capl
     km = WeightedKMeans(3, engine="auto", **params).fit(df)
     assert (km.engine_used, km.fallback_reason) == ("jobs", "a task failed: simulated")
     np.testing.assert_array_equal(km.centroids, reference.centroids)
+
+
+def test_training_assignments_of_the_resident_fit_equal_assign(spark):
+    x, w, _, _ = planted(10, k=3, per=30)
+    df = nodes_df(spark, x, w, partitions=2)
+    old = WeightedKMeans(3, mode="full", max_iter=5, seed=1, engine="jobs").fit(df)
+    # warm start: the emitted macro ids must follow the Hungarian renumbering, like assign() does
+    km = WeightedKMeans(3, mode="full", max_iter=5, seed=2, engine="resident", block_rows=16)
+    km.fit(df, warm_start=old)
+    fitted = {row["node_id"]: (row["macro_id"], row["distance"]) for row in km.training_assignments().collect()}
+    assert fitted == assignments(km, df) and len(fitted) == len(x)
+    km.unpersist()
+    jobs = WeightedKMeans(3, mode="full", max_iter=5, seed=2, engine="jobs").fit(df, warm_start=old)
+    assert {r["node_id"]: r["macro_id"] for r in jobs.training_assignments().collect()} == {
+        i: m for i, (m, _) in fitted.items()
+    }

@@ -225,11 +225,11 @@ def partial_sums(
     iteration: int,
     fraction: float,
     threads: int,
-    keep: list[tuple[np.ndarray, ...]] | None = None,
+    labels_out: list[tuple[np.ndarray, ...]] | None = None,
 ) -> PartialSums:
     """One partition's contribution to a k-means step (see :data:`PartialSums`). O(n k r / threads).
 
-    ``keep``: a list that receives ``(ids, labels, squared distances)`` per block (the final pass's
+    ``labels_out``: a list that receives ``(ids, labels, squared distances)`` per block (the final pass's
     assignments, 20 bytes a node)."""
     import scipy.sparse as sp
 
@@ -252,8 +252,8 @@ def partial_sums(
         if index is None:
             index = faiss_index(centroids, threads)
         lab, d = nearest(index, x)
-        if keep is not None:
-            keep.append((ids, lab.astype(np.int32), d.astype(np.float32)))
+        if labels_out is not None:
+            labels_out.append((ids, lab.astype(np.int32), d.astype(np.float32)))
         # per-cluster weighted sums: a one-hot (k x n) CSC matrix needs no sorting to build; float32
         # products over chunks of SUM_CHUNK rows, accumulated in float64 (4x cheaper than upcasting x)
         w32 = w.astype(np.float32)
