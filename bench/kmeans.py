@@ -80,6 +80,7 @@ def run_ours(df, init, x, w, mode: str, engine: str, iters: int, batch_fraction:
     if cls is WeightedKMeans:
         params["patience"] = iters + 1  # exactly ``iters`` iterations, like the other methods
     km = cls(init.shape[0], **params)
+    load = os.getloadavg()[0]
     t0 = time.perf_counter()
     km.fit(df, init_centroids=init)
     t1 = time.perf_counter()
@@ -97,6 +98,7 @@ def run_ours(df, init, x, w, mode: str, engine: str, iters: int, batch_fraction:
         "inertia": weighted_inertia(x, w, km.centroids),
         "inertia_reported": km.inertia,
         "reseeded": km.reseeded_total,
+        "load_avg": load,
     }
     if hasattr(km, "unpersist"):
         km.unpersist()
@@ -245,9 +247,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.pipeline:
         result["pipeline"] = pipeline_line(args)
     result["load_avg_end"] = os.getloadavg()[0]
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=2))
+    save(args.json, result)
     return 0
+
+
+def save(path: str, result: dict) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(result, indent=2))
 
 
 def compare(spark, args, result: dict) -> None:
@@ -270,18 +276,24 @@ def compare(spark, args, result: dict) -> None:
         name = f"{mode}/{engine}"
         modes[name] = run_ours(df, init, x, w, mode, engine, args.iters, args.batch_fraction)
         print(f"ours {name}: {modes[name]['seconds']:.2f}s inertia {modes[name]['inertia']:.6g}", flush=True)
-    result["ours"] = modes
+        result["ours"] = modes
+        save(args.json, result)  # partial results survive a later method failing (shared machine)
     if args.baseline:
         old = load_baseline(args.baseline)
         result["baseline"] = run_ours(df, init, x, w, "full", "jobs", args.iters, args.batch_fraction, cls=old)
         print(f"baseline full/jobs: {result['baseline']['seconds']:.2f}s", flush=True)
+        save(args.json, result)
+    load = os.getloadavg()[0]
     faiss_single = run_faiss_single(x, w, init, args.iters)
+    faiss_single["load_avg"] = load
     print(f"faiss single: {faiss_single['seconds']:.2f}s inertia {faiss_single['inertia']:.6g}", flush=True)
     result["faiss_single"] = faiss_single
     mllib = None
     if not args.skip_mllib:
         pairs, vecs, cached = mllib_rdd(spark, df)
+        load = os.getloadavg()[0]
         mllib = run_mllib_same_init(spark, pairs, vecs, init, args.iters, args.seed, x, w)
+        mllib["load_avg"] = load
         print(f"mllib: {mllib['seconds']:.2f}s inertia {mllib['inertia']:.6g}", flush=True)
         pairs.unpersist(False)
         vecs.unpersist(False)

@@ -11,6 +11,11 @@ plus P x k re-seed candidates (k x r): no Spark job, no re-read of the vectors, 
 (``BarrierTaskContext.allGather`` would do the exchange inside Spark, but the JVM side polls its RPC once a
 second, so every call costs about 1 s: more than a whole Spark job on small data.)
 
+At the end the driver sends ``emit``: each task outputs its final-pass assignments ``(node_id, macro_id,
+distance)`` as the job's rows (macro ids already renumbered for a warm start), which are shuffled once (n x
+16 bytes, so later stages that read them are not barrier stages) and cached: the caller gets the
+assignments of the fitted nodes without a second pass over the vectors.
+
 Wire format: 8-byte big-endian length + a pickle, over TCP. A task first sends the fit's random 16-byte
 token; the driver drops connections without it before unpickling anything.
 
