@@ -192,10 +192,12 @@ class KMeansSettings:
 
     k_user: int = 20
     k_item: int = 20
-    mode: Literal["minibatch", "full"] = "full"
-    """``full``: Lloyd steps over all nodes, stops when the relative centroid shift < ``tol``. ``minibatch``:
-    weighted Sculley steps on ``batch_fraction`` of the nodes, stops when the smoothed batch inertia has not
-    improved (by a relative ``tol``) for ``patience`` steps."""
+    mode: Literal["minibatch", "full"] = "minibatch"
+    """``minibatch``: weighted Sculley steps on ``batch_fraction`` of the nodes, stops when the smoothed batch
+    inertia has not improved (by a relative ``tol``) for ``patience`` steps. ``full``: Lloyd steps over all
+    nodes, stops when the relative centroid shift < ``tol``. Mini-batch is the default because on the
+    generator's default data (bench/results/kmeans_pipeline.json) it stops on both sides (16 / 19 iterations)
+    in 0.44x / 0.60x the time of full mode, which ran 30 / 29 (users hit max_iter), at +1.1% / +1.7% inertia."""
     max_iter: int = 30
     tol: float = 1e-4
     batch_fraction: float = 0.2

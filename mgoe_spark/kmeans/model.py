@@ -62,7 +62,7 @@ class WeightedKMeans:
         self,
         k: int,
         *,
-        mode: Literal["minibatch", "full"] = "full",
+        mode: Literal["minibatch", "full"] = "minibatch",
         max_iter: int = 30,
         tol: float = 1e-4,
         batch_fraction: float = 0.2,
