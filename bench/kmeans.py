@@ -1,14 +1,16 @@
-"""Benchmark: Spark + FAISS weighted k-means vs Spark MLlib KMeans vs single-process FAISS (issue 3 item 6).
+"""Benchmark: Spark + FAISS weighted k-means vs Spark MLlib KMeans vs single-process FAISS (issues 3, 11).
 
     python -m bench.kmeans --json PATH [--points 1000000 --dim 32 --k 64 --iters 10 --master local[2]]
+        [--baseline OLD_KMEANS.py] [--scale-points 10000000 --scale-dim 64 --scale-k 256] [--pipeline]
 
 All methods get the same data (a planted Gaussian mixture with weights 0.5 / 1 / 2) and the same initial
 centroids (weighted k-means++ on a seeded sample, computed once, not timed), run exactly ``--iters``
-iterations (tolerance 0) and end with an assignment of every point:
+iterations (tolerance 0, no plateau stop) and end with an assignment of every point:
 
-- ours: :class:`mgoe_spark.kmeans.WeightedKMeans` in mini-batch and in full mode (barrier engine; full mode
-  also with the one-job-per-iteration engine), from the cached nodes DataFrame: fit (block cache,
-  iterations, final pass) + ``assign(df)`` materialised with the noop sink;
+- ours: :class:`mgoe_spark.kmeans.WeightedKMeans` per ``--variants`` (mode/engine: the resident engine in
+  mini-batch and full mode, the jobs engine in full mode), from the cached nodes DataFrame: fit + ``assign(df)``
+  materialised with the noop sink; ``--baseline FILE`` also times an older ``kmeans.py`` (before / after in
+  one run);
 - MLlib: ``org.apache.spark.mllib.clustering.KMeans`` with ``setInitialModel`` and ``runWithWeight`` (the
   code path under ``pyspark.ml.clustering.KMeans(weightCol=...)``, whose Python API has no initial-model
   parameter), from a cached JVM RDD of (vector, weight), + ``model.predict`` over all points; optionally
@@ -17,8 +19,17 @@ iterations (tolerance 0) and end with an assignment of every point:
   points used (no subsampling) + one ``search`` of all points.
 
 Inertia is the weighted inertia over all points of each method's final centroids, computed the same way
-for all (FAISS exact search, float64 sum). Ratios use the better of our two modes (lower time among those
+for all (FAISS exact search, float64 sum). Ratios use the best of our variants (lower time among those
 whose inertia is within 1% of MLlib's; else the lower inertia).
+
+``--scale-points N`` adds the scale line: N x ``--scale-dim`` vectors generated inside Spark (not cached: the
+resident engine reads them once), one fit of ``--scale-k`` centroids and ``--iters`` iterations, against
+single-process FAISS on the same array (generated in the driver by the same function): seconds per
+iteration for both.
+
+``--pipeline`` adds the pipeline line: the generator's default data through ``run_nodes`` (k-means seconds vs
+the nodes stage), then both sides' nodes fitted in full and in mini-batch mode with the default stop rules
+(seconds, iterations, stop reason, all-node inertia): the measurement behind the default ``kmeans.mode``.
 """
 
 from __future__ import annotations
@@ -61,16 +72,20 @@ def nodes_frame(spark, x: np.ndarray, w: np.ndarray, partitions: int):
     return spark.createDataFrame(table).repartition(partitions)
 
 
-def run_ours(df, init, x, w, mode: str, engine: str, iters: int, batch_fraction: float) -> dict:
+def run_ours(df, init, x, w, mode: str, engine: str, iters: int, batch_fraction: float, cls=None) -> dict:
     from mgoe_spark.kmeans import WeightedKMeans
 
-    km = WeightedKMeans(
-        init.shape[0], mode=mode, engine=engine, max_iter=iters, tol=0.0, batch_fraction=batch_fraction, seed=1
-    )
+    cls = cls or WeightedKMeans
+    params = dict(mode=mode, engine=engine, max_iter=iters, tol=0.0, batch_fraction=batch_fraction, seed=1)
+    if cls is WeightedKMeans:
+        params["patience"] = iters + 1  # exactly ``iters`` iterations, like the other methods
+    km = cls(init.shape[0], **params)
+    load = os.getloadavg()[0]
     t0 = time.perf_counter()
     km.fit(df, init_centroids=init)
     t1 = time.perf_counter()
-    km.assign(df).write.format("noop").mode("overwrite").save()
+    assigned = km.training_assignments() if hasattr(km, "training_assignments") else km.assign(df)
+    assigned.write.format("noop").mode("overwrite").save()
     t2 = time.perf_counter()
     return {
         "seconds": t2 - t0,
@@ -79,10 +94,29 @@ def run_ours(df, init, x, w, mode: str, engine: str, iters: int, batch_fraction:
         "phases": km.timings,
         "seconds_per_iteration": km.timings["iterations"] / max(km.n_iter, 1),
         "iterations": km.n_iter,
+        "engine": getattr(km, "engine_used", engine),
         "inertia": weighted_inertia(x, w, km.centroids),
         "inertia_reported": km.inertia,
         "reseeded": km.reseeded_total,
+        "load_avg": load,
     }
+    if hasattr(km, "unpersist"):
+        km.unpersist()
+
+
+def load_baseline(path: str):
+    """The ``WeightedKMeans`` class of an older kmeans module file (e.g. ``git show REV:mgoe_spark/kmeans.py``)."""
+    import importlib.util
+    import sys
+
+    from pyspark import cloudpickle
+
+    spec = importlib.util.spec_from_file_location("kmeans_baseline", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["kmeans_baseline"] = module
+    spec.loader.exec_module(module)
+    cloudpickle.register_pickle_by_value(module)  # the workers cannot import it: ship its functions by value
+    return module.WeightedKMeans
 
 
 def mllib_rdd(spark, df):
@@ -171,32 +205,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-mllib", action="store_true")
     p.add_argument(
         "--variants",
-        default="minibatch/barrier,full/barrier,full/jobs",
-        help="our runs as mode/engine pairs (mode: minibatch|full, engine: barrier|jobs)",
+        default="minibatch/resident,full/resident,full/jobs",
+        help="our runs as mode/engine pairs (mode: minibatch|full, engine: resident|jobs|auto)",
     )
+    p.add_argument("--baseline", metavar="FILE", help="an older kmeans.py to time too (its full/jobs)")
+    p.add_argument("--scale-points", type=int, default=0, help="also the scale line (e.g. 10000000)")
+    p.add_argument("--scale-dim", type=int, default=64)
+    p.add_argument("--scale-k", type=int, default=256)
+    p.add_argument("--pipeline", action="store_true", help="also the pipeline line (generator default data)")
+    p.add_argument("--skip-small", action="store_true", help="skip the --points comparison")
     p.add_argument("--ml-api", action="store_true", help="also time pyspark.ml KMeans with its own init")
     p.add_argument("--driver-memory", default="6g")
     args = p.parse_args(argv)
 
     from mgoe_spark.config import SparkSettings
-    from mgoe_spark.kmeans import kmeans_plusplus
     from mgoe_spark.session import get_spark
 
-    conf = {
-        "spark.ui.enabled": "false",
-        "spark.ui.showConsoleProgress": "false",
-        "spark.driver.memory": args.driver_memory,
-        "spark.sql.shuffle.partitions": str(args.partitions),
-        "spark.sql.execution.arrow.maxRecordsPerBatch": "10000",
-    }
-    spark = get_spark(SparkSettings(master=args.master, conf=conf), app_name="bench-kmeans")
-    x, w = make_data(args.points, args.dim, args.k, args.seed)
-    rng = np.random.default_rng(args.seed + 1)
-    sample = rng.choice(args.points, size=min(args.points, 256 * args.k), replace=False)
-    init = kmeans_plusplus(x[sample], w[sample], args.k, seed=args.seed)
-
-    df = nodes_frame(spark, x, w, args.partitions).persist()
-    df.count()
     result: dict = {
         "points": args.points,
         "dim": args.dim,
@@ -207,22 +231,69 @@ def main(argv: list[str] | None = None) -> int:
         "cpus": os.cpu_count(),
         "load_avg_start": os.getloadavg()[0],
     }
+    conf = {
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.driver.memory": args.driver_memory,
+        "spark.sql.shuffle.partitions": str(args.partitions),
+        "spark.sql.execution.arrow.maxRecordsPerBatch": "10000",
+    }
+    spark = get_spark(SparkSettings(master=args.master, conf=conf), app_name="bench-kmeans")
+    if not args.skip_small:
+        compare(spark, args, result)
+    if args.scale_points:
+        result["scale"] = scale_line(spark, args)
+    spark.stop()
+    if args.pipeline:
+        result["pipeline"] = pipeline_line(args)
+    result["load_avg_end"] = os.getloadavg()[0]
+    save(args.json, result)
+    return 0
+
+
+def save(path: str, result: dict) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(result, indent=2))
+
+
+def compare(spark, args, result: dict) -> None:
+    """The ``--points`` comparison: our variants (and the baseline) vs MLlib vs single-process FAISS."""
+    from mgoe_spark.kmeans import kmeans_plusplus
+
+    x, w = make_data(args.points, args.dim, args.k, args.seed)
+    rng = np.random.default_rng(args.seed + 1)
+    sample = rng.choice(args.points, size=min(args.points, 256 * args.k), replace=False)
+    init = kmeans_plusplus(x[sample], w[sample], args.k, seed=args.seed)
+
+    df = nodes_frame(spark, x, w, args.partitions).persist()
+    df.count()
     # warm up Python workers, FAISS and the JIT on a small slice so the first timed variant is not penalised
     small = nodes_frame(spark, x[: 20 * args.k], w[: 20 * args.k], args.partitions)
-    run_ours(small, init, x[: 20 * args.k], w[: 20 * args.k], "full", "barrier", 1, 1.0)
+    for engine in ("resident", "jobs"):
+        run_ours(small, init, x[: 20 * args.k], w[: 20 * args.k], "full", engine, 1, 1.0)
     modes = {}
     for mode, engine in [tuple(v.split("/")) for v in args.variants.split(",")]:
         name = f"{mode}/{engine}"
         modes[name] = run_ours(df, init, x, w, mode, engine, args.iters, args.batch_fraction)
         print(f"ours {name}: {modes[name]['seconds']:.2f}s inertia {modes[name]['inertia']:.6g}", flush=True)
-    result["ours"] = modes
+        result["ours"] = modes
+        save(args.json, result)  # partial results survive a later method failing (shared machine)
+    if args.baseline:
+        old = load_baseline(args.baseline)
+        result["baseline"] = run_ours(df, init, x, w, "full", "jobs", args.iters, args.batch_fraction, cls=old)
+        print(f"baseline full/jobs: {result['baseline']['seconds']:.2f}s", flush=True)
+        save(args.json, result)
+    load = os.getloadavg()[0]
     faiss_single = run_faiss_single(x, w, init, args.iters)
+    faiss_single["load_avg"] = load
     print(f"faiss single: {faiss_single['seconds']:.2f}s inertia {faiss_single['inertia']:.6g}", flush=True)
     result["faiss_single"] = faiss_single
     mllib = None
     if not args.skip_mllib:
         pairs, vecs, cached = mllib_rdd(spark, df)
+        load = os.getloadavg()[0]
         mllib = run_mllib_same_init(spark, pairs, vecs, init, args.iters, args.seed, x, w)
+        mllib["load_avg"] = load
         print(f"mllib: {mllib['seconds']:.2f}s inertia {mllib['inertia']:.6g}", flush=True)
         pairs.unpersist(False)
         vecs.unpersist(False)
@@ -231,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.ml_api:
             result["mllib_ml_api"] = run_ml_api(df, args.k, args.iters, args.seed, x, w)
             print(f"mllib ml api: {result['mllib_ml_api']['seconds']:.2f}s", flush=True)
+    df.unpersist()
 
     ref = mllib["inertia"] if mllib else faiss_single["inertia"]
     good = [m for m in modes if modes[m]["inertia"] <= 1.01 * ref]
@@ -238,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     ours = modes[best]
     result.update(
         best_mode=best,
+        engine=ours["engine"],
+        iterations_ours=ours["iterations"],
         seconds_ours=ours["seconds"],
         inertia_ours=ours["inertia"],
         seconds_faiss_single=faiss_single["seconds"],
@@ -248,9 +322,12 @@ def main(argv: list[str] | None = None) -> int:
         inertia_vs_mllib=ours["inertia"] / mllib["inertia"] - 1 if mllib else None,
         slowdown_vs_faiss_single=ours["seconds"] / faiss_single["seconds"],
         assign_rows_per_s=args.points / ours["seconds_assign"],
-        load_avg_end=os.getloadavg()[0],
     )
+    if "baseline" in result:
+        result["speedup_vs_baseline"] = result["baseline"]["seconds"] / ours["seconds"]
     rows = [(f"ours {m}", modes[m]["seconds"], modes[m]["inertia"]) for m in modes]
+    if "baseline" in result:
+        rows.append(("before (full/jobs)", result["baseline"]["seconds"], result["baseline"]["inertia"]))
     rows.append(("faiss single", faiss_single["seconds"], faiss_single["inertia"]))
     if mllib:
         rows.append(("mllib (same init)", mllib["seconds"], mllib["inertia"]))
@@ -262,10 +339,139 @@ def main(argv: list[str] | None = None) -> int:
     for key in ("speedup_vs_mllib", "inertia_vs_mllib", "slowdown_vs_faiss_single", "assign_rows_per_s"):
         if result[key] is not None:
             print(f"{key}: {result[key]:.4g}")
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=2))
-    spark.stop()
-    return 0
+    print(f"load average: {os.getloadavg()}", flush=True)
+
+
+def scale_chunk(chunk: int, rows: int, dim: int, k: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows ``[chunk * rows, (chunk + 1) * rows)`` of the scale data set: (ids, x float32, w); the same
+    function feeds Spark (one chunk per input row) and the driver's array for single-process FAISS."""
+    centers = np.random.default_rng(seed).normal(0.0, 3.0, (2 * k, dim)).astype(np.float32)
+    rng = np.random.default_rng([seed, chunk])
+    labels = rng.integers(0, 2 * k, rows)
+    x = centers[labels] + rng.normal(0.0, 1.0, (rows, dim)).astype(np.float32)
+    w = rng.choice(np.array([0.5, 1.0, 2.0]), size=rows)
+    ids = np.arange(chunk * rows, (chunk + 1) * rows, dtype=np.int64) + 1
+    return ids, np.ascontiguousarray(x, dtype=np.float32), w
+
+
+def scale_line(spark, args) -> dict:
+    """N x dim vectors generated inside Spark, one fit (resident engine, full mode) vs single-process FAISS."""
+    import pyarrow as pa
+
+    from mgoe_spark.kmeans import WeightedKMeans, kmeans_plusplus
+
+    n, dim, k, seed, rows = args.scale_points, args.scale_dim, args.scale_k, args.seed, 50_000
+    chunks = -(-n // rows)
+    slots = spark.sparkContext.defaultParallelism
+
+    def generate(batches):
+        for batch in batches:
+            for chunk in batch.column("id").to_numpy():
+                ids, x, w = scale_chunk(int(chunk), rows, dim, k, seed)
+                offsets = pa.array(np.arange(0, len(ids) * dim + 1, dim, dtype=np.int32))
+                vectors = pa.ListArray.from_arrays(offsets, pa.array(x.ravel()))
+                yield pa.RecordBatch.from_arrays([pa.array(ids), vectors, pa.array(w)], ["node_id", "vector", "weight"])
+
+    schema = "node_id long, vector array<float>, weight double"
+    nodes = spark.range(chunks, numPartitions=slots).mapInArrow(generate, schema)
+    x = np.empty((chunks * rows, dim), dtype=np.float32)
+    w = np.empty(chunks * rows)
+    for c in range(chunks):
+        _, x[c * rows : (c + 1) * rows], w[c * rows : (c + 1) * rows] = scale_chunk(c, rows, dim, k, seed)
+    sample = np.random.default_rng(seed + 1).choice(len(x), size=min(len(x), 64 * k), replace=False)
+    init = kmeans_plusplus(x[sample], w[sample], k, seed=seed)
+    out: dict = {"points": len(x), "dim": dim, "k": k, "iters": args.iters, "load_avg_start": os.getloadavg()[0]}
+    t0 = time.perf_counter()
+    nodes.write.format("noop").mode("overwrite").save()
+    out["seconds_generate_only"] = time.perf_counter() - t0
+    km = WeightedKMeans(k, mode="full", max_iter=args.iters, tol=0.0, patience=args.iters + 1, seed=1)
+    t0 = time.perf_counter()
+    km.fit(nodes, init_centroids=init)
+    out["ours"] = {
+        "seconds_fit": time.perf_counter() - t0,
+        "phases": km.timings,
+        "engine": km.engine_used,
+        "iterations": km.n_iter,
+        "seconds_per_iteration": km.timings["iterations"] / km.n_iter,
+    }
+    print(f"scale ours: {out['ours']}", flush=True)
+    import faiss
+
+    t0 = time.perf_counter()
+    fk = faiss.Kmeans(dim, k, niter=args.iters, max_points_per_centroid=len(x), seed=1, verbose=False)
+    fk.train(x, weights=w.astype(np.float32), init_centroids=np.ascontiguousarray(init, dtype=np.float32))
+    out["faiss_single"] = {"seconds_fit": time.perf_counter() - t0, "threads": faiss.omp_get_max_threads()}
+    out["faiss_single"]["seconds_per_iteration"] = out["faiss_single"]["seconds_fit"] / args.iters
+    out["inertia_ours"] = weighted_inertia(x, w, km.centroids)
+    out["inertia_faiss_single"] = weighted_inertia(x, w, fk.centroids)
+    out["per_iteration_ratio"] = out["ours"]["seconds_per_iteration"] / out["faiss_single"]["seconds_per_iteration"]
+    out["load_avg_end"] = os.getloadavg()[0]
+    print(f"scale faiss single: {out['faiss_single']}; ratio per iteration {out['per_iteration_ratio']:.3g}")
+    return out
+
+
+def pipeline_line(args) -> dict:
+    """The generator's default data: k-means share of ``run_nodes``, then full vs mini-batch on its nodes."""
+    import tempfile
+
+    from jobs.generate import run_generate
+    from jobs.ingest import run_ingest
+    from jobs.pipeline import SIDES, load_interactions, run_nodes, side_nodes, windows_of
+    from jobs.storage import TableStore
+    from mgoe_spark.config import load_config
+    from mgoe_spark.kmeans import WeightedKMeans
+    from mgoe_spark.scores import pair_scores_from_config
+    from mgoe_spark.session import get_spark
+    from mgoe_spark.windows import feature_events
+
+    out: dict = {"load_avg_start": os.getloadavg()[0]}
+    with tempfile.TemporaryDirectory() as root:
+        overrides = [f"spark.master={args.master}", "spark.conf={spark.ui.enabled: 'false'}", f"output.root={root}"]
+        cfg = load_config(overrides=overrides)
+        spark = get_spark(cfg.spark, app_name="bench-kmeans-pipeline")
+        date = "2026-01-01"
+        run_generate(spark, cfg, f"{root}/raw", date)
+        run_ingest(spark, cfg, f"{root}/raw", date)
+        t0 = time.perf_counter()
+        metrics = run_nodes(spark, cfg, date).metrics
+        out["nodes_seconds"] = time.perf_counter() - t0
+        out["kmeans_seconds"] = {side: metrics[f"{side}_kmeans_seconds"] for side in SIDES}
+        out["iterations"] = {side: metrics[f"{side}_iterations"] for side in SIDES}
+        out["kmeans_share_of_nodes"] = sum(out["kmeans_seconds"].values()) / out["nodes_seconds"]
+        print(f"pipeline: nodes {out['nodes_seconds']:.1f}s, k-means {out['kmeans_seconds']}", flush=True)
+        store = TableStore.of(spark, cfg)
+        interactions = load_interactions(store, date)
+        from jobs.common import StageSummary
+
+        windows = windows_of(interactions, cfg, StageSummary("bench"))
+        scores = pair_scores_from_config(feature_events(interactions, windows.train_cutoff), cfg).persist()
+        modes: dict = {}
+        for side in SIDES:
+            nodes = side_nodes(scores, cfg, side)[0].select("node_id", "vector", "weight").persist()
+            n = nodes.count()
+            k = cfg.kmeans.k_user if side == "user" else cfg.kmeans.k_item
+            for mode in ("full", "minibatch"):
+                params = {f: getattr(cfg.kmeans, f) for f in ("max_iter", "tol", "batch_fraction", "patience")}
+                runs = []
+                for _ in range(2):  # the second run is the one reported (warm Python workers)
+                    km = WeightedKMeans(k, mode=mode, seed=cfg.sub_seed(f"kmeans-{side}"), **params)
+                    t = time.perf_counter()
+                    km.fit(nodes, r=cfg.sketch.dim)
+                    runs.append(time.perf_counter() - t)
+                modes[f"{side}/{mode}"] = {
+                    "nodes": n,
+                    "seconds": runs[-1],
+                    "iterations": km.n_iter,
+                    "stop_reason": km.stop_reason,
+                    "inertia": km.inertia,
+                    "engine": km.engine_used,
+                }
+                print(f"pipeline {side}/{mode}: {modes[f'{side}/{mode}']}", flush=True)
+            nodes.unpersist()
+        out["modes"] = modes
+        spark.stop()
+    out["load_avg_end"] = os.getloadavg()[0]
+    return out
 
 
 if __name__ == "__main__":

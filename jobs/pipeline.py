@@ -26,7 +26,7 @@ from jobs.common import StageSummary, UserError, stage
 from jobs.storage import TableStore
 from mgoe_spark.config import MgoeConfig
 from mgoe_spark.features import build_features
-from mgoe_spark.kmeans import WeightedKMeans
+from mgoe_spark.kmeans import WeightedKMeans, space_fingerprint, warm_start_candidate
 from mgoe_spark.scores import pair_scores_from_config
 from mgoe_spark.sketch import node_vectors
 from mgoe_spark.weights import node_weights
@@ -81,9 +81,8 @@ def _previous_model(store: TableStore, cfg: MgoeConfig, side: str, run_date: str
     if earlier is None:
         return None
     rows = store.read(CENTROIDS, earlier).where(F.col("side") == side).collect()  # k rows
-    if len(rows) != _k(cfg, side) or len(rows[0]["centroid"]) != cfg.sketch.dim:
-        return None  # k or r changed: a cold fit, ids start afresh
-    return WeightedKMeans.from_centroid_rows(rows)
+    fingerprint = space_fingerprint(cfg, side)
+    return warm_start_candidate(rows, k=_k(cfg, side), r=cfg.sketch.dim, fingerprint=fingerprint, side=side)
 
 
 def model_from_table(store: TableStore, cfg: MgoeConfig, side: str, run_date: str) -> WeightedKMeans:
@@ -123,10 +122,11 @@ def run_nodes(spark: SparkSession, cfg: MgoeConfig, run_date: str) -> StageSumma
                     f"{key}={k} is larger than the number of {side}s in the feature window ({n}); "
                     f"lower it with --set {key}=N"
                 )
-            model = WeightedKMeans.from_config(cfg.kmeans, k, cfg.sub_seed(f"kmeans-{side}"))
+            seed, fingerprint = cfg.sub_seed(f"kmeans-{side}"), space_fingerprint(cfg, side)
+            model = WeightedKMeans.from_config(cfg.kmeans, k, seed, fingerprint=fingerprint)
             previous = _previous_model(store, cfg, side, run_date) if cfg.kmeans.warm_start else None
             t0 = time.perf_counter()
-            model.fit(nodes.select("node_id", "vector", "weight"), warm_start=previous)
+            model.fit(nodes.select("node_id", "vector", "weight"), warm_start=previous, r=cfg.sketch.dim)
             summary.add(f"{side}_kmeans_seconds", round(time.perf_counter() - t0, 2))
             summary.add(f"{side}s", n)
             summary.add(f"{side}_k", k)
@@ -138,7 +138,7 @@ def run_nodes(spark: SparkSession, cfg: MgoeConfig, run_date: str) -> StageSumma
             summary.add(f"{side}_empty_clusters", int((sizes == 0).sum()))
             for m, size in enumerate(sizes, start=1):
                 summary.add(f"{side}_cluster_size", int(size), detail=f"macro {m}")
-            assigned = model.assign(nodes.select("node_id", "vector"))
+            assigned = model.training_assignments()  # the fit's final pass: no second pass over the vectors
             assignment_frames.append(assigned.select(F.lit(TRAIN).alias("snapshot"), F.lit(side).alias("side"), "*"))
             centroid_frames.append(model.centroids_frame(spark, side, run_date))
             stats_frames.append(model.stats_frame(spark, side))

@@ -152,6 +152,12 @@ CENTROIDS = TableSchema(
         Column("weight", "float64", False, "sum of node weights in the cluster"),
         Column("size", "int64", False, "number of nodes in the cluster"),
         Column("version", "string", False, "model version (run date + content hash)"),
+        Column(
+            "fingerprint",
+            "string",
+            False,
+            "vector space the centroids live in (mgoe_spark.kmeans.fingerprint); warm starts need it equal",
+        ),
     ],
     doc="Fitted k-means centroids: a versioned artifact, reused for later snapshots and warm starts.",
 )
@@ -162,12 +168,21 @@ KMEANS_STATS = TableSchema(
         Column("side", "string"),
         Column("iteration", "int32"),
         Column("inertia", "float64", False, "weighted inertia of the batch seen this iteration"),
+        Column("smoothed_inertia", "float64", False, "EWA of the batch inertia per unit weight (mini-batch stop)"),
         Column("shift", "float64", False, "relative centroid shift"),
         Column("sizes", "list<int64>", False, "points per cluster in the batch"),
         Column("imbalance", "float64", False, "max size / mean size"),
         Column("reseeded", "int32", False, "empty clusters re-seeded this iteration"),
+        Column(
+            "stop_reason",
+            "string",
+            True,
+            "last iteration only: shift_below_tol (full), inertia_plateau (mini-batch) or max_iter",
+        ),
+        Column("engine", "string", False, "resident (one barrier job per fit) or jobs (one Spark job per iteration)"),
+        Column("fallback_reason", "string", True, "why the resident engine did not run, when it did not"),
     ],
-    doc="Per-iteration k-means statistics.",
+    doc="Per-iteration k-means statistics; the number of rows per side is the number of iterations run.",
 )
 
 # ---- MTMG stage 2: edges, neighbors, lookup, samples, examples ------------------------------------------

@@ -11,13 +11,13 @@ from hypothesis import strategies as st
 
 from mgoe_spark.kmeans import (
     WeightedKMeans,
-    adjusted_rand_index,
     hash_uniform,
     kmeans_plusplus,
     match_to_previous,
     minibatch_mask,
 )
 from schemas.tables import CENTROIDS, KMEANS_STATS
+from tests.oracles import adjusted_rand_index
 
 NODES = "node_id long, vector array<float>, weight double"
 
@@ -293,12 +293,89 @@ def test_from_config_uses_the_kmeans_section(test_config):
 
 
 @pytest.mark.parametrize("mode", ["full", "minibatch"])
-def test_barrier_engine_matches_jobs_engine(spark, mode):
+def test_resident_and_jobs_engines_give_identical_fits(spark, mode):
     x, w, _, _ = planted(9, k=3, per=40)
-    df = nodes_df(spark, x, w, partitions=2)
-    params = dict(mode=mode, max_iter=4, batch_fraction=0.5, tol=0.0, seed=4)
+    df = nodes_df(spark, x, w, partitions=2)  # 2 partitions = the 2 task slots: both engines see the same blocks
+    # block_rows=16: several numpy blocks per partition, as on real data
+    params = dict(mode=mode, max_iter=4, batch_fraction=0.5, tol=0.0, patience=10, seed=4, block_rows=16)
     jobs = WeightedKMeans(3, engine="jobs", **params).fit(df)
-    barrier = WeightedKMeans(3, engine="barrier", **params).fit(df)
-    np.testing.assert_allclose(barrier.centroids, jobs.centroids, rtol=1e-5, atol=1e-5)
-    assert [s.sizes for s in barrier.stats] == [s.sizes for s in jobs.stats]
-    assert barrier.inertia == pytest.approx(jobs.inertia, rel=1e-6) and barrier.n_iter == jobs.n_iter == 4
+    resident = WeightedKMeans(3, engine="resident", **params).fit(df)
+    assert (resident.engine_used, jobs.engine_used) == ("resident", "jobs")
+    np.testing.assert_array_equal(resident.centroids, jobs.centroids)
+    assert [vars(s) for s in resident.stats] == [vars(s) for s in jobs.stats]
+    assert resident.inertia == jobs.inertia and resident.n_iter == jobs.n_iter == 4
+    assert assignments(resident, df) == assignments(jobs, df)
+
+
+def test_plateau_fires_after_patience_steps_without_relative_improvement():
+    from mgoe_spark.kmeans.loop import Plateau
+
+    smooth = Plateau(alpha=0.5, tol=0.01, patience=2)
+    smooth.step(20.0, 2.0)  # per unit weight: 10
+    smooth.step(12.0, 2.0)  # 6: EWA 0.5 * 10 + 0.5 * 6
+    assert smooth.ewa == 8.0
+    p = Plateau(alpha=1.0, tol=0.01, patience=2)  # no smoothing: the per-unit-weight inertia itself
+    # 10 -> 9 is a 10% drop (best 9); 8.95 and 8.94 are less than 1% below 9: stale twice, stop
+    assert [p.step(v, 1.0) for v in (10.0, 9.0, 8.95, 8.94)] == [False, False, False, True]
+    assert p.best == 9.0
+
+
+def test_both_modes_stop_before_max_iter_and_say_why(spark):
+    x, w, _, _ = planted(11, k=4, per=50)
+    df = nodes_df(spark, x, w, partitions=2)
+    full = WeightedKMeans(4, mode="full", max_iter=40, tol=1e-4, seed=3).fit(df)
+    assert full.stop_reason == "shift_below_tol" and full.n_iter < 40 and full.stats[-1].shift < 1e-4
+    mini = WeightedKMeans(4, mode="minibatch", batch_fraction=0.3, max_iter=40, tol=1e-3, patience=3, seed=3).fit(df)
+    assert mini.stop_reason == "inertia_plateau" and mini.n_iter < 40
+    assert weighted_inertia(x, w, mini.centroids) <= 1.05 * weighted_inertia(x, w, full.centroids)
+    rows = mini.stats_frame(spark, "user").orderBy("iteration").collect()
+    assert [r["stop_reason"] for r in rows] == [None] * (mini.n_iter - 1) + ["inertia_plateau"]
+    assert {(r["engine"], r["fallback_reason"]) for r in rows} == {("resident", None)}
+
+
+def test_auto_engine_falls_back_to_jobs_and_records_why(spark, monkeypatch, caplog):
+    import logging
+
+    from mgoe_spark.kmeans import model as model_module
+    from mgoe_spark.kmeans.resident import EngineUnavailable, ResidentEngine
+
+    x, w, _, _ = planted(12, k=3, per=30)
+    df = nodes_df(spark, x, w, partitions=2)
+    params = dict(mode="full", max_iter=5, tol=0.0, seed=6)
+    reference = WeightedKMeans(3, engine="jobs", **params).fit(df)
+    # 1. the resident engine cannot start here (e.g. dynamic allocation): one log line, jobs engine
+    monkeypatch.setattr(model_module, "resident_blocker", lambda spark: "dynamic allocation is on")
+    with caplog.at_level(logging.WARNING, logger="mgoe.kmeans"):
+        km = WeightedKMeans(3, engine="auto", **params).fit(df)
+    assert "using one Spark job per iteration: dynamic allocation is on" in caplog.text
+    assert (km.engine_used, km.fallback_reason) == ("jobs", "dynamic allocation is on")
+    rows = km.stats_frame(spark, "item").collect()
+    assert {(r["engine"], r["fallback_reason"]) for r in rows} == {("jobs", "dynamic allocation is on")}
+    with pytest.raises(ValueError, match="engine='resident' cannot run here: dynamic allocation is on"):
+        WeightedKMeans(3, engine="resident", **params).fit(df)
+    monkeypatch.undo()
+
+    # 2. it stops mid-fit (a task or the barrier job fails): the fit restarts on the jobs engine, same result
+    def broken(self, centroids, iteration, fraction):
+        raise EngineUnavailable("a task failed: simulated")
+
+    monkeypatch.setattr(ResidentEngine, "step_parts", broken)
+    km = WeightedKMeans(3, engine="auto", **params).fit(df)
+    assert (km.engine_used, km.fallback_reason) == ("jobs", "a task failed: simulated")
+    np.testing.assert_array_equal(km.centroids, reference.centroids)
+
+
+def test_training_assignments_of_the_resident_fit_equal_assign(spark):
+    x, w, _, _ = planted(10, k=3, per=30)
+    df = nodes_df(spark, x, w, partitions=2)
+    old = WeightedKMeans(3, mode="full", max_iter=5, seed=1, engine="jobs").fit(df)
+    # warm start: the emitted macro ids must follow the Hungarian renumbering, like assign() does
+    km = WeightedKMeans(3, mode="full", max_iter=5, seed=2, engine="resident", block_rows=16)
+    km.fit(df, warm_start=old)
+    fitted = {row["node_id"]: (row["macro_id"], row["distance"]) for row in km.training_assignments().collect()}
+    assert fitted == assignments(km, df) and len(fitted) == len(x)
+    km.unpersist()
+    jobs = WeightedKMeans(3, mode="full", max_iter=5, seed=2, engine="jobs").fit(df, warm_start=old)
+    assert {r["node_id"]: r["macro_id"] for r in jobs.training_assignments().collect()} == {
+        i: m for i, (m, _) in fitted.items()
+    }

@@ -160,7 +160,7 @@ def _tables(cfg) -> dict:
         NODE_VECTORS.name: [(s, n, [0.1] * r) for s, n in nodes],
         NODE_WEIGHTS.name: [(s, n, 2.0, 1.0) for s, n in nodes],
         ASSIGNMENTS.name: [("train", s, n, macro[s, n], 0.25) for s, n in nodes],
-        CENTROIDS.name: [(s, m, [0.0] * r, 1.0, 1, "v1") for s in k_of for m in range(1, k_of[s] + 1)],
+        CENTROIDS.name: [(s, m, [0.0] * r, 1.0, 1, "v1", "fp") for s in k_of for m in range(1, k_of[s] + 1)],
         MACRO_EDGES.name: [
             (snap, s, n, h, [0.5] * k_of[other[s] if h % 2 else s])
             for snap in SNAPSHOTS
@@ -240,7 +240,7 @@ BREAKS = [
         ("assignments", "empty_macro_nodes_user"),
     ),
     ("nodes", ASSIGNMENTS, lambda rows: [(*rows[0][:3], 9, 0.0)] + rows[1:], ("assignments", "macro_id_out_of_range")),
-    ("nodes", CENTROIDS, lambda rows: [(*rows[0][:4], 0, "v1")] + rows[1:], ("centroids", "empty_cluster")),
+    ("nodes", CENTROIDS, lambda rows: [(*rows[0][:4], 0, "v1", "fp")] + rows[1:], ("centroids", "empty_cluster")),
     ("nodes", PAIR_SCORES, lambda rows: [], ("pair_scores", "row_count")),
     ("nodes", WINDOWS, lambda rows: [(*rows[0][:6], 0.75, 0.0, 0.25)], ("windows", "empty_windows")),
     ("nodes", WINDOWS, lambda rows: rows + rows, ("windows", "row_count")),
