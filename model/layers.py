@@ -25,27 +25,65 @@ def log_smoothed_weights(edges: torch.Tensor, tau: float) -> torch.Tensor:
 class Dice(nn.Module):
     """Dice activation (DIN; MacGNN's experts): ``p(x) * x + (1 - p(x)) * alpha * x``, ``p = sigmoid(BN(x))``.
 
-    Input (B, ...) with ``features`` = product of the non-batch axes: batch statistics and ``alpha`` are per
-    feature (every expert / unit has its own).
+    ``features`` = product of the non-batch axes; batch statistics and ``alpha`` are per feature. The batch
+    axis is the first (``batch_dim=0``: input (B, ...)) or the last (``batch_dim=-1``: input (..., B), the
+    feature-major layout of :class:`BatchedMLP`). Batch norm is folded into one scale / shift per feature
+    (training: from the batch's mean and biased variance, updating the running statistics as
+    ``nn.BatchNorm1d`` does; eval: from the running statistics), so the activation is four elementwise passes
+    and no separate normalized copy. The running statistics live in ``self.bn`` (state-dict keys
+    ``bn.running_mean`` / ``bn.running_var`` / ``bn.num_batches_tracked``, as before).
     """
 
-    def __init__(self, features: int, eps: float = 1e-8) -> None:
+    def __init__(self, features: int, eps: float = 1e-8, batch_dim: int = 0) -> None:
         super().__init__()
+        if batch_dim not in (0, -1):
+            raise ValueError(f"batch_dim must be 0 or -1, got {batch_dim}")
         self.bn = nn.BatchNorm1d(features, affine=False, eps=eps)
         self.alpha = nn.Parameter(torch.zeros(features))
+        self.batch_dim = batch_dim
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = x.shape
-        p = torch.sigmoid(self.bn(x.reshape(shape[0], -1))).reshape(shape)
-        alpha = self.alpha.reshape(shape[1:])
-        # p x + (1 - p) alpha x = x (alpha + p (1 - alpha)): two fused ops over the activations
+    def scale_shift(self, x: torch.Tensor, dims: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-feature (scale, shift) with ``BN(x) = x * scale + shift``; ``dims`` are the batch axes of ``x``
+        (training statistics are taken over them); the result has ``x``'s non-batch shape, flattened."""
+        bn = self.bn
+        if self.training:
+            n = 1
+            for d in dims:
+                n *= x.shape[d]
+            if n < 2:
+                raise ValueError(f"Dice batch norm needs more than 1 value per feature in training, got {n}")
+            var, mean = torch.var_mean(x, dim=dims, correction=0)
+            mean, var = mean.reshape(-1), var.reshape(-1)
+            with torch.no_grad():
+                bn.num_batches_tracked.add_(1)
+                bn.running_mean.lerp_(mean, bn.momentum)
+                bn.running_var.lerp_(var * (n / (n - 1)), bn.momentum)
+        else:
+            mean, var = bn.running_mean, bn.running_var
+        scale = torch.rsqrt(var + bn.eps)
+        return scale, -mean * scale
+
+    @staticmethod
+    def apply(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        """``x * (alpha + p (1 - alpha))``, ``p = sigmoid(x * scale + shift)`` (all broadcast to ``x``)."""
+        p = torch.sigmoid(torch.addcmul(shift, x, scale))
         return x * torch.addcmul(alpha, p, 1 - alpha)
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.batch_dim == 0:
+            flat = x.reshape(x.shape[0], -1)
+            scale, shift = self.scale_shift(flat, (0,))
+            return self.apply(flat, scale, shift, self.alpha).reshape(x.shape)
+        flat = x.reshape(-1, x.shape[-1])
+        scale, shift = self.scale_shift(flat, (1,))
+        col = (-1, 1)
+        return self.apply(flat, scale.reshape(col), shift.reshape(col), self.alpha.reshape(col)).reshape(x.shape)
 
-def activation(kind: str, features: int) -> nn.Module:
+
+def activation(kind: str, features: int, batch_dim: int = 0) -> nn.Module:
     """``dice`` (features = all non-batch features of the input it sees) or ``relu``."""
     if kind == "dice":
-        return Dice(features)
+        return Dice(features, batch_dim=batch_dim)
     if kind == "relu":
         return nn.ReLU()
     raise ValueError(f"unknown activation {kind!r}; allowed: dice, relu")
@@ -56,6 +94,11 @@ class BatchedMLP(nn.Module):
 
     Input (B, G, in) -> (B, G, sizes[-1]); or (B, in) broadcast to every MLP. Activation after every layer
     except, when ``last_linear``, the last one.
+
+    Internally every layer runs feature-major, ``(G, features, B)`` (:meth:`forward_fm`): one ``addmm`` for a
+    shared 2-D input, one ``baddbmm`` over the groups otherwise, with the weights passed transposed (a BLAS
+    flag, no copy) and no transposes of the activations between layers; batch statistics of Dice reduce over
+    the contiguous last axis. :meth:`forward` only permutes the input and output views.
     """
 
     def __init__(self, groups: int, in_dim: int, sizes: list[int], act: str = "relu", last_linear: bool = False):
@@ -71,20 +114,26 @@ class BatchedMLP(nn.Module):
             self.weights.append(nn.Parameter(w))
             self.biases.append(nn.Parameter(torch.zeros(groups, dims[k + 1])))
             is_last = k == len(sizes) - 1
-            self.acts.append(nn.Identity() if (is_last and last_linear) else activation(act, groups * dims[k + 1]))
+            last = is_last and last_linear
+            self.acts.append(nn.Identity() if last else activation(act, groups * dims[k + 1], batch_dim=-1))
 
-    def forward(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
-        """``index`` (G',) int64: run only those MLPs (sparse routing; needs ReLU, whose units are independent)."""
+    def forward_fm(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """Feature-major: x (in, B) shared by all MLPs, or (G, in, B) -> (G, sizes[-1], B)."""
         for w, b, act in zip(self.weights, self.biases, self.acts, strict=True):
             if index is not None:
                 w, b = w[index], b[index]
             g, i, o = w.shape
-            if x.dim() == 2:  # one GEMM for all MLPs: (B, in) @ (in, G * out)
-                x = torch.addmm(b.reshape(1, g * o), x, w.permute(1, 0, 2).reshape(i, g * o)).reshape(-1, g, o)
+            if x.dim() == 2:  # one GEMM for all MLPs: (G * out, in) @ (in, B)
+                x = torch.addmm(b.reshape(g * o, 1), w.transpose(1, 2).reshape(g * o, i), x).view(g, o, -1)
             else:  # one batched GEMM over the MLPs
-                x = torch.baddbmm(b.unsqueeze(1), x.transpose(0, 1), w).transpose(0, 1)
+                x = torch.baddbmm(b.unsqueeze(-1), w.transpose(1, 2), x)
             x = act(x)
         return x
+
+    def forward(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """``index`` (G',) int64: run only those MLPs (sparse routing; needs ReLU, whose units are independent)."""
+        xt = x.t() if x.dim() == 2 else x.permute(1, 2, 0)
+        return self.forward_fm(xt, index).permute(2, 0, 1)
 
 
 class MacroEmbeddings(nn.Module):
@@ -173,38 +222,91 @@ class MicroNeighbors(nn.Module):
     def forward(self, table: nn.Embedding, recent: torch.Tensor) -> torch.Tensor:
         b, t, n = recent.shape
         flat = recent.reshape(b * t, n)
-        out = F.embedding_bag(flat, table.weight, mode="sum", padding_idx=0)  # id 0 does not contribute
+        # id 0 does not contribute; sparse tables get a sparse gradient
+        out = F.embedding_bag(flat, table.weight, mode="sum", padding_idx=0, sparse=table.sparse)
         return out.reshape(b, t, -1)
 
 
 class ExpertFusion(nn.Module):
     """Eq 19-20: PLE/CGC-style layer: ``S`` shared experts + ``P`` experts per task, per-task softmax gates.
 
-    Task t's gate sees c^t and mixes the S shared experts (fed the task-averaged input) and its own P experts
-    (fed c^t). forward(c (B, T, in)) -> (B, T, out).
+    As in CGC, task t's gate and every expert it mixes see task t's own input c^t: the S shared experts run on
+    all T task inputs (a ``(B * T, in)`` problem for each shared expert; one batch norm over those B * T rows),
+    task t's P experts on c^t. All ``T * (S + P)`` expert evaluations run as one group-major batched MLP in the
+    feature-major layout ``(T * (S + P), features, B)``: per layer one ``baddbmm`` whose weights stack, for
+    every task, the shared experts' weights (the same tensors, broadcast over tasks) and that task's own;
+    no transposes of the activations between layers. forward(c (B, T, in)) -> (B, T, out).
+
+    Cost per row: ``T * (S + P)`` expert MLPs plus the gates (the shared experts' work grows with T).
     """
 
     def __init__(self, tasks: int, in_dim: int, sizes: list[int], shared: int, per_task: int, act: str) -> None:
         super().__init__()
+        if shared + per_task < 1:
+            raise ValueError("ExpertFusion needs at least one shared or task expert")
         self.tasks, self.shared, self.per_task = tasks, shared, per_task
         self.shared_experts = BatchedMLP(shared, in_dim, sizes, act) if shared else None
         self.task_experts = BatchedMLP(tasks * per_task, in_dim, sizes, act) if per_task else None
         self.gate = BatchedMLP(tasks, in_dim, [shared + per_task], "relu", last_linear=True)
         self.out_dim = sizes[-1]
+        self.layers = len(sizes)
+
+    def _layer(self, k: int) -> tuple[torch.Tensor, torch.Tensor, nn.Module | None, nn.Module | None]:
+        """Stacked layer-k weights (T, S + P, in, out), biases (T, S + P, out) and the two activations."""
+        t, s, p = self.tasks, self.shared, self.per_task
+        ws, bs, acts = [], [], [None, None]
+        if s:
+            w, b = self.shared_experts.weights[k], self.shared_experts.biases[k]
+            ws.append(w.unsqueeze(0).expand(t, *w.shape))
+            bs.append(b.unsqueeze(0).expand(t, *b.shape))
+            acts[0] = self.shared_experts.acts[k]
+        if p:
+            w, b = self.task_experts.weights[k], self.task_experts.biases[k]
+            ws.append(w.reshape(t, p, *w.shape[1:]))
+            bs.append(b.reshape(t, p, -1))
+            acts[1] = self.task_experts.acts[k]
+        w = torch.cat(ws, dim=1) if len(ws) > 1 else ws[0]
+        b = torch.cat(bs, dim=1) if len(bs) > 1 else bs[0]
+        return w, b, acts[0], acts[1]
+
+    def _activate(self, y: torch.Tensor, shared_act: nn.Module | None, task_act: nn.Module | None) -> torch.Tensor:
+        """y (T, S + P, o, B): the shared experts' activation over their B * T rows, the task experts' over B."""
+        s = self.shared
+        act = shared_act if shared_act is not None else task_act
+        if not isinstance(act, Dice):
+            return act(y)
+        t, e, o, _ = y.shape
+        scales, shifts, alphas = [], [], []
+        if shared_act is not None:
+            sc, sh = shared_act.scale_shift(y[:, :s], (0, 3))  # (S * o,)
+            scales.append(sc.reshape(1, s, o).expand(t, s, o))
+            shifts.append(sh.reshape(1, s, o).expand(t, s, o))
+            alphas.append(shared_act.alpha.reshape(1, s, o).expand(t, s, o))
+        if task_act is not None:
+            sc, sh = task_act.scale_shift(y[:, s:], (3,))  # (T * P * o,)
+            p = e - s
+            scales.append(sc.reshape(t, p, o))
+            shifts.append(sh.reshape(t, p, o))
+            alphas.append(task_act.alpha.reshape(t, p, o))
+        scale, shift, alpha = (torch.cat(v, dim=1).unsqueeze(-1) for v in (scales, shifts, alphas))
+        return Dice.apply(y, scale, shift, alpha)
 
     def forward(self, c: torch.Tensor) -> torch.Tensor:
-        b = c.shape[0]
-        g = torch.softmax(self.gate(c), dim=-1)  # (B, T, S+P)
-        out = torch.zeros(b, self.tasks, self.out_dim, dtype=c.dtype, device=c.device)
-        # mix without materializing the (B, T, S+P, out) stack of expert outputs
-        if self.shared_experts is not None:
-            sh = self.shared_experts(c.mean(dim=1))  # (B, S, out), run once for all tasks
-            out = out + torch.bmm(g[:, :, : self.shared], sh)
-        if self.task_experts is not None:
-            x = c.repeat_interleave(self.per_task, dim=1) if self.per_task > 1 else c
-            te = self.task_experts(x).reshape(b, self.tasks, self.per_task, self.out_dim)
-            out = out + (g[:, :, self.shared :].unsqueeze(-1) * te).sum(dim=2)
-        return out
+        b, t, _ = c.shape
+        e = self.shared + self.per_task
+        ct = c.permute(1, 2, 0)  # (T, in, B): a view, passed to BLAS as a transposed operand
+        g = torch.softmax(self.gate.forward_fm(ct), dim=1)  # (T, S + P, B)
+        x = ct
+        for k in range(self.layers):
+            w, bias, shared_act, task_act = self._layer(k)
+            i, o = w.shape[-2:]
+            if k == 0:  # every expert of task t reads c^t: one (S + P) * out x in GEMM per task
+                y = torch.baddbmm(bias.reshape(t, e * o, 1), w.transpose(2, 3).reshape(t, e * o, i), x)
+            else:
+                y = torch.baddbmm(bias.reshape(t * e, o, 1), w.reshape(t * e, i, o).transpose(1, 2), x)
+            x = self._activate(y.view(t, e, o, b), shared_act, task_act).view(t * e, o, b)
+        mixed = (x.view(t, e, -1, b) * g.unsqueeze(2)).sum(dim=1)  # (T, out, B)
+        return mixed.permute(2, 0, 1)
 
 
 class CascadeTowers(nn.Module):
