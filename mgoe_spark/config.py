@@ -307,6 +307,9 @@ class TrainSettings:
     """Cap on optimizer steps per epoch (smoke tests, benchmarks); ``None``: a full pass."""
     checkpoint_dir: str | None = None
     """Where best checkpoints go; ``None``: a ``checkpoints`` folder next to the report (or a temp dir)."""
+    sparse_embeddings: bool = True
+    """Id tables with sparse gradients and a row-wise optimizer; ``false``: the dense reference (dense
+    gradients, one Adam with weight decay over every row at every step: cost grows with the vocabulary)."""
     sparse_optimizer: Literal["adam", "rowwise_adagrad"] = "adam"
     """Optimizer of the id embedding tables, which get sparse gradients (only looked-up rows are updated and
     decayed): ``adam`` (lazy Adam, two moments per coordinate) or ``rowwise_adagrad`` (one float per row)."""

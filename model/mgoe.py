@@ -127,7 +127,8 @@ class MicroEmbeddings(nn.Module):
 
 
 def _bags(table: nn.Embedding, ids: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-    return F.embedding_bag(ids, table.weight, offsets.to(ids.device), mode="sum", sparse=table.sparse)
+    pad = table.padding_idx  # None for the sparse tables; 0 in the dense reference (model.train)
+    return F.embedding_bag(ids, table.weight, offsets.to(ids.device), mode="sum", sparse=table.sparse, padding_idx=pad)
 
 
 class MacroGraphEncoder(nn.Module):

@@ -38,7 +38,7 @@ from model.baselines import build_model
 from model.data import SPLITS, DataError, ExampleStream, TableMeta, make_loader, read_meta, resolve_run_date
 from model.evaluate import evaluate, predict, task_metrics
 from model.mgoe import MicroEmbeddings, ModelOptions, multitask_bce
-from model.sparse_optim import build_optimizers, dense_parameters
+from model.sparse_optim import Optimizers, build_optimizers, dense_parameters
 
 
 def save_checkpoint(model: nn.Module, path: str | Path, info: dict) -> None:
@@ -98,6 +98,11 @@ def build_training(name: str, cfg, meta: TableMeta, device: str = "cpu"):
     """(model, optimizers) as the harness trains them: sparse id tables, decayed weights, plain vectors."""
     t = cfg.train
     model = build_model(name, meta, ModelOptions.from_train_settings(t)).to(device)
+    if not t.sparse_embeddings:  # the dense reference: dense gradients, Adam + decay over every parameter
+        for mod in model.modules():
+            if isinstance(mod, nn.Embedding):
+                mod.sparse, mod.padding_idx = False, 0  # as before: padding row masked in the lookups
+        return model, Optimizers([torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)])
     optim = build_optimizers(model, t.lr, t.weight_decay, t.l1, t.sparse_optimizer, t.sparse_lr)
     return model, optim
 
@@ -125,7 +130,7 @@ def train_one(
     opts = ModelOptions.from_train_settings(t)
     model, optim = build_training(name, cfg, meta, ctx.device)
     weights = torch.tensor(t.task_weights, dtype=torch.float32, device=ctx.device) if t.task_weights else None
-    dense = dense_parameters(model)
+    dense = dense_parameters(model) if t.sparse_embeddings else list(model.parameters())
     train_s, valid_s, test_s = _streams(cfg, root, run_date, meta, seed, ctx)
     tasks = list(meta.tasks)
     history, best, best_epoch, bad = [], -math.inf, -1, 0
@@ -153,7 +158,7 @@ def train_one(
             batch = _to_device(batch, ctx.device)
             logits = model(batch)
             loss = multitask_bce(logits, batch["labels"], weights)
-            if t.l1 > 0:  # the id tables' L1 is applied by their sparse optimizer, on the looked-up rows
+            if t.l1 > 0:  # sparse id tables: their L1 is applied by their optimizer, on the looked-up rows
                 loss = loss + t.l1 * sum(p.abs().sum() for p in dense)
             optim.zero_grad(set_to_none=True)
             loss.backward()
@@ -191,7 +196,7 @@ def train_one(
     if ctx.is_main:
         model.load_state_dict(torch.load(checkpoint, weights_only=True, map_location=ctx.device))
     dist.broadcast_state(model, ctx.world)
-    if isinstance(getattr(model, "micro", None), MicroEmbeddings):
+    if t.sparse_embeddings and isinstance(getattr(model, "micro", None), MicroEmbeddings):
         model.micro.check_padding()
     test = _evaluate(model, test_s, tasks, ctx)
     valid = _evaluate(model, valid_s, tasks, ctx)

@@ -160,3 +160,14 @@ def test_lookup_is_one_bag_per_table_and_matches_separate_lookups():
         micro.user.weight[0, 1] = 1.0
     with pytest.raises(AssertionError, match="row 0"):
         micro.check_padding()
+
+
+def test_dense_reference_setting_trains_every_row_with_dense_adam(tmp_path):
+    from mgoe_spark.config import load_config
+    from model.train import build_training
+
+    cfg = load_config(profile="test", overrides=["train.sparse_embeddings=false"])
+    model, opts = build_training("mgoe", cfg, META)
+    assert not model.micro.user.sparse and model.micro.user.padding_idx == 0
+    assert len(opts.parts) == 1 and isinstance(opts.parts[0], torch.optim.Adam)
+    assert opts.parts[0].defaults["weight_decay"] == cfg.train.weight_decay
