@@ -65,7 +65,13 @@ class Dice(nn.Module):
 
     @staticmethod
     def apply(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-        """``x * (alpha + p (1 - alpha))``, ``p = sigmoid(x * scale + shift)`` (all broadcast to ``x``)."""
+        """``x * (alpha + p (1 - alpha))``, ``p = sigmoid(x * scale + shift)`` (all broadcast to ``x``).
+
+        Without autograd (inference) the passes run in place on one buffer: no fresh activation-sized
+        allocations (each costs page faults as large as a pass)."""
+        if not (torch.is_grad_enabled() and (x.requires_grad or alpha.requires_grad)):
+            p = torch.addcmul(shift, x, scale).sigmoid_()
+            return p.mul_(1 - alpha).add_(alpha).mul_(x)
         p = torch.sigmoid(torch.addcmul(shift, x, scale))
         return x * torch.addcmul(alpha, p, 1 - alpha)
 
@@ -133,7 +139,8 @@ class BatchedMLP(nn.Module):
     def forward(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
         """``index`` (G',) int64: run only those MLPs (sparse routing; needs ReLU, whose units are independent)."""
         xt = x.t() if x.dim() == 2 else x.permute(1, 2, 0)
-        return self.forward_fm(xt, index).permute(2, 0, 1)
+        # one small copy back to batch-major: consumers (einsum / bmm) are slow on the permuted view
+        return self.forward_fm(xt, index).permute(2, 0, 1).contiguous()
 
 
 class MacroEmbeddings(nn.Module):
@@ -252,7 +259,20 @@ class ExpertFusion(nn.Module):
         self.layers = len(sizes)
 
     def _layer(self, k: int) -> tuple[torch.Tensor, torch.Tensor, nn.Module | None, nn.Module | None]:
-        """Stacked layer-k weights (T, S + P, in, out), biases (T, S + P, out) and the two activations."""
+        """Stacked layer-k weights (T, S + P, in, out), biases (T, S + P, out) and the two activations.
+
+        Without autograd the stacks are cached until a parameter changes (its version counter moves)."""
+        if torch.is_grad_enabled():
+            return self._stack(k)
+        mlps = [m for m in (self.shared_experts, self.task_experts) if m is not None]
+        params = [p for m in mlps for p in (m.weights[k], m.biases[k])]
+        key = tuple((id(p), p._version) for p in params)
+        cache = self.__dict__.setdefault("_stacked", {})
+        if cache.get(k, (None,))[0] != key:
+            cache[k] = (key, self._stack(k))
+        return cache[k][1]
+
+    def _stack(self, k: int) -> tuple[torch.Tensor, torch.Tensor, nn.Module | None, nn.Module | None]:
         t, s, p = self.tasks, self.shared, self.per_task
         ws, bs, acts = [], [], [None, None]
         if s:
@@ -306,7 +326,7 @@ class ExpertFusion(nn.Module):
                 y = torch.baddbmm(bias.reshape(t * e, o, 1), w.reshape(t * e, i, o).transpose(1, 2), x)
             x = self._activate(y.view(t, e, o, b), shared_act, task_act).view(t * e, o, b)
         mixed = (x.view(t, e, -1, b) * g.unsqueeze(2)).sum(dim=1)  # (T, out, B)
-        return mixed.permute(2, 0, 1)
+        return mixed.permute(2, 0, 1).contiguous()
 
 
 class CascadeTowers(nn.Module):
