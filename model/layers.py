@@ -106,8 +106,11 @@ class _Relayout(torch.autograd.Function):
 
 
 def relayout(x: torch.Tensor, *dims: int) -> torch.Tensor:
-    """A contiguous copy of ``x.permute(*dims)`` (its gradient contiguous as well)."""
-    return _Relayout.apply(x, dims)
+    """A contiguous copy of ``x.permute(*dims)`` (its gradient contiguous as well; plain ops without autograd,
+    which keeps exported / traced programs free of Python functions)."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _Relayout.apply(x, dims)
+    return x.permute(*dims).contiguous()
 
 
 class BatchedMLP(nn.Module):
