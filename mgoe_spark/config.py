@@ -307,6 +307,9 @@ class TrainSettings:
     """Cap on optimizer steps per epoch (smoke tests, benchmarks); ``None``: a full pass."""
     checkpoint_dir: str | None = None
     """Where best checkpoints go; ``None``: a ``checkpoints`` folder next to the report (or a temp dir)."""
+    shared_expert_input: Literal["task", "mean"] = "task"
+    """MGOE's CGC fusion: shared experts see each task's input (``task``, as CGC / PLE) or, once, the
+    task-averaged input (``mean``: fewer multiply-adds, the earlier form)."""
     sparse_embeddings: bool = True
     """Id tables with sparse gradients and a row-wise optimizer; ``false``: the dense reference (dense
     gradients, one Adam with weight decay over every row at every step: cost grows with the vocabulary)."""

@@ -263,14 +263,28 @@ class ExpertFusion(nn.Module):
     every task, the shared experts' weights (the same tensors, broadcast over tasks) and that task's own;
     no transposes of the activations between layers. forward(c (B, T, in)) -> (B, T, out).
 
+    ``shared_input='mean'`` (the earlier form, an ablation): the shared experts run once on the task-averaged
+    input (S + T * P expert evaluations instead of T * (S + P)).
+
     Cost per row: ``T * (S + P)`` expert MLPs plus the gates (the shared experts' work grows with T).
     """
 
-    def __init__(self, tasks: int, in_dim: int, sizes: list[int], shared: int, per_task: int, act: str) -> None:
+    def __init__(
+        self,
+        tasks: int,
+        in_dim: int,
+        sizes: list[int],
+        shared: int,
+        per_task: int,
+        act: str,
+        shared_input: str = "task",
+    ) -> None:
         super().__init__()
         if shared + per_task < 1:
             raise ValueError("ExpertFusion needs at least one shared or task expert")
-        self.tasks, self.shared, self.per_task = tasks, shared, per_task
+        if shared_input not in ("task", "mean"):
+            raise ValueError(f"shared_input must be 'task' or 'mean', got {shared_input!r}")
+        self.tasks, self.shared, self.per_task, self.shared_input = tasks, shared, per_task, shared_input
         self.shared_experts = BatchedMLP(shared, in_dim, sizes, act) if shared else None
         self.task_experts = BatchedMLP(tasks * per_task, in_dim, sizes, act) if per_task else None
         self.gate = BatchedMLP(tasks, in_dim, [shared + per_task], "relu", last_linear=True)
@@ -347,6 +361,8 @@ class ExpertFusion(nn.Module):
         e = self.shared + self.per_task
         ct = relayout(c, 1, 2, 0)  # (T, in, B)
         g = torch.softmax(self.gate.forward_fm(ct), dim=1)  # (T, S + P, B)
+        if self.shared_input == "mean":
+            return self._mean_input(ct, g)
         x = ct
         for k in range(self.layers):
             w, bias, shared_act, task_act = self._layer(k)
@@ -357,6 +373,20 @@ class ExpertFusion(nn.Module):
                 y = torch.baddbmm(bias.reshape(t * e, o, 1), w.reshape(t * e, i, o).transpose(1, 2), x)
             x = self._activate(y.view(t, e, o, b), shared_act, task_act).view(t * e, o, b)
         mixed = (x.view(t, e, -1, b) * g.unsqueeze(2)).sum(dim=1)  # (T, out, B)
+        return relayout(mixed, 2, 0, 1)
+
+
+    def _mean_input(self, ct: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        t, _, b = ct.shape
+        s, p = self.shared, self.per_task
+        mixed = torch.zeros(t, self.out_dim, b, dtype=ct.dtype, device=ct.device)
+        if s:
+            sh = self.shared_experts.forward_fm(ct.mean(dim=0))  # (S, out, B), once for all tasks
+            mixed = mixed + (g[:, :s].unsqueeze(2) * sh.unsqueeze(0)).sum(dim=1)
+        if p:
+            x = ct.repeat_interleave(p, dim=0) if p > 1 else ct
+            te = self.task_experts.forward_fm(x).view(t, p, -1, b)
+            mixed = mixed + (g[:, s:].unsqueeze(2) * te).sum(dim=1)
         return relayout(mixed, 2, 0, 1)
 
 

@@ -62,6 +62,8 @@ class ModelOptions:
     """``None``: shared_experts + tasks * task_experts (the same number of experts as MGOE / PLE)."""
     grec_experts: int = 8
     grec_top_k: int = 2
+    shared_expert_input: str = "task"
+    """CGC fusion: shared experts see each task's input (``task``) or the task-averaged one (``mean``)."""
 
     @staticmethod
     def from_train_settings(train) -> ModelOptions:
@@ -81,6 +83,7 @@ class ModelOptions:
             mmoe_experts=train.mmoe_experts,
             grec_experts=train.grec_experts,
             grec_top_k=train.grec_top_k,
+            shared_expert_input=train.shared_expert_input,
         )
 
 
@@ -204,7 +207,13 @@ class MGOE(nn.Module):
         self.neighbors = MicroNeighbors()
         in_dim = self.graph.out_dim + 4 * d
         self.fusion = ExpertFusion(
-            T, in_dim, opts.expert_sizes, opts.shared_experts, opts.task_experts, opts.activation
+            T,
+            in_dim,
+            opts.expert_sizes,
+            opts.shared_experts,
+            opts.task_experts,
+            opts.activation,
+            opts.shared_expert_input,
         )
         self.towers = CascadeTowers(T, opts.expert_sizes[-1], opts.tower_hidden, opts.cascade, opts.lambda_init)
         self.adjust = TaskAdjustment(T, opts.adjust, opts.gamma_init)

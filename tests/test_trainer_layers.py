@@ -243,3 +243,19 @@ def test_batched_mlp_matches_per_group_linears(act):
                 else:
                     h = a(h)
             torch.testing.assert_close(out[:, g], h, rtol=1e-5, atol=1e-6)
+
+
+def test_expert_fusion_mean_input_ablation_matches_loop():
+    from model.layers import ExpertFusion
+
+    torch.manual_seed(1)
+    fusion = ExpertFusion(tasks=3, in_dim=5, sizes=[7, 4], shared=2, per_task=2, act="relu", shared_input="mean")
+    c = torch.randn(6, 3, 5)
+    out = fusion(c)
+    g = torch.softmax(fusion.gate(c), -1)
+    sh = fusion.shared_experts(c.mean(1))  # the shared experts see the task-averaged input, once
+    te = fusion.task_experts(c.repeat_interleave(2, dim=1)).reshape(6, 3, 2, 4)
+    for b in range(6):
+        for t in range(3):
+            shared = sum(g[b, t, s] * sh[b, s] for s in range(2))
+            torch.testing.assert_close(out[b, t], shared + sum(g[b, t, 2 + p] * te[b, t, p] for p in range(2)))
