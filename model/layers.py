@@ -263,8 +263,9 @@ class ExpertFusion(nn.Module):
     every task, the shared experts' weights (the same tensors, broadcast over tasks) and that task's own;
     no transposes of the activations between layers. forward(c (B, T, in)) -> (B, T, out).
 
-    ``shared_input='mean'`` (the earlier form, an ablation): the shared experts run once on the task-averaged
-    input (S + T * P expert evaluations instead of T * (S + P)).
+    ``shared_input='mean'`` (the default: it measured better, see ``train.shared_expert_input``): the shared
+    experts run once on the task-averaged input (S + T * P expert evaluations instead of T * (S + P)); for
+    PLE, whose tasks share one input, the two forms compute the same thing.
 
     Cost per row: ``T * (S + P)`` expert MLPs plus the gates (the shared experts' work grows with T).
     """
@@ -277,7 +278,7 @@ class ExpertFusion(nn.Module):
         shared: int,
         per_task: int,
         act: str,
-        shared_input: str = "task",
+        shared_input: str = "mean",
     ) -> None:
         super().__init__()
         if shared + per_task < 1:

@@ -62,8 +62,8 @@ class ModelOptions:
     """``None``: shared_experts + tasks * task_experts (the same number of experts as MGOE / PLE)."""
     grec_experts: int = 8
     grec_top_k: int = 2
-    shared_expert_input: str = "task"
-    """CGC fusion: shared experts see each task's input (``task``) or the task-averaged one (``mean``)."""
+    shared_expert_input: str = "mean"
+    """Fusion: shared experts see the task-averaged input once (``mean``) or each task's input (``task``)."""
 
     @staticmethod
     def from_train_settings(train) -> ModelOptions:

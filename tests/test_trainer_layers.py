@@ -163,7 +163,7 @@ def test_expert_fusion_matches_loop(act):
 
     torch.manual_seed(0)
     B, T, S, P, D, OUT = 6, 3, 2, 2, 5, 4
-    fusion = ExpertFusion(tasks=T, in_dim=D, sizes=[7, OUT], shared=S, per_task=P, act=act)
+    fusion = ExpertFusion(tasks=T, in_dim=D, sizes=[7, OUT], shared=S, per_task=P, act=act, shared_input="task")
     with torch.no_grad():
         for p in fusion.parameters():  # nonzero biases and alphas so that every term is exercised
             p.add_(0.1 * torch.randn_like(p))
@@ -245,7 +245,7 @@ def test_batched_mlp_matches_per_group_linears(act):
             torch.testing.assert_close(out[:, g], h, rtol=1e-5, atol=1e-6)
 
 
-def test_expert_fusion_mean_input_ablation_matches_loop():
+def test_expert_fusion_mean_input_matches_loop():
     from model.layers import ExpertFusion
 
     torch.manual_seed(1)
