@@ -384,7 +384,8 @@ class ExampleStream(IterableDataset):
 
     With ``drop_last`` (default: when shuffling, i.e. training) every batch has exactly ``batch_size`` rows:
     the epoch's last < batch_size rows are dropped (different ones each epoch), so a batch-norm statistic
-    is never taken over a handful of rows. Without it the last batch is smaller (evaluation scores every row).
+    is never taken over a handful of rows (a shard smaller than one batch still yields its rows as one batch
+    if it has at least 2). Without it the last batch is smaller (evaluation scores every row).
 
     Memory: ``row_groups_per_window`` decoded row groups + the carried rows per worker. Work: O(rows of the
     split) per epoch.
@@ -479,7 +480,10 @@ class ExampleStream(IterableDataset):
             rows = sum(self.fragments[j][2] for j in self._shard(w, max(1, workers), rank))
             if self.max_rows is not None:
                 rows = min(rows, math.ceil(self.max_rows / self.batch_size) * self.batch_size)
-            total += rows // self.batch_size if self.drop_last else math.ceil(rows / self.batch_size)
+            if self.drop_last:
+                total += rows // self.batch_size if rows >= self.batch_size else int(rows >= 2)
+            else:
+                total += math.ceil(rows / self.batch_size)
         return total
 
     def common_batches_per_epoch(self, workers: int = 0) -> int:
@@ -524,6 +528,8 @@ class ExampleStream(IterableDataset):
             last = done  # nothing left to read: flush the window
             n_out = window.rows if last else max(0, window.rows - max(keep, 0))
             n_out = (n_out // bs) * bs if (not last or self.drop_last) else n_out
+            if last and self.drop_last and emitted == 0 and n_out == 0 and window.rows >= 2:
+                n_out = window.rows  # a shard smaller than one batch: one small batch rather than none
             for s in range(0, n_out, bs):
                 if self.max_rows is not None and emitted >= self.max_rows:
                     return

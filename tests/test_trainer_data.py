@@ -182,6 +182,8 @@ def test_training_batches_are_full_and_remainder_dropped(parquet_root):
     assert set(sizes) == {48} and len(sizes) == n // 48 and n % 48
     ev = ExampleStream(parquet_root, RUN, "train", meta, batch_size=48)
     assert sum(len(b["user_id"]) for b in ev) == n  # evaluation keeps every row
+    tiny = ExampleStream(parquet_root, RUN, "train", meta, batch_size=n + 5, shuffle=True)
+    assert [len(b["user_id"]) for b in tiny] == [n] and tiny.batches_per_epoch() == 1  # smaller than a batch
 
 
 def test_other_splits_row_groups_are_not_decoded(tmp_path, table, monkeypatch):
