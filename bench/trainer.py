@@ -4,8 +4,12 @@ Measures, on a synthetic training_examples table written to a temp dir (or ``--e
 training samples/s and inference microseconds per sample for MGOE and MMoE at batch 1024, d = 10, with
 ``--threads`` (default 2) torch threads, and the loader's decoded rows/s (single process). Prints the
 numbers and writes them as JSON with the keys ``mgoe_train_samples_per_s``, ``mmoe_train_samples_per_s``,
-``mgoe_infer_us_per_sample``, ``mmoe_infer_us_per_sample``, ``loader_rows_per_s`` (plus context: the
-load average, which shows CPU contention from other processes, and the settings).
+``mgoe_infer_us_per_sample``, ``mmoe_infer_us_per_sample``, ``loader_rows_per_s``, ``loader_over_train``
+(loader rows/s over MGOE's training samples/s), ``step_ms_by_vocab`` (``{model: {vocab: ms}}``: one training
+step on the same batches with id tables of 10k / 1M / 10M users and half as many items),
+``train_samples_per_s_by_nproc`` (``{nproc: samples/s}`` of ``mgoe train --nproc N`` on the table, the
+threads split over the processes) (plus context: the load average, which shows CPU contention from other
+processes, and the settings).
 
 Training and inference are timed on batches already decoded in memory, so they measure the model; the
 loader is timed separately (it must be >= 5x the training rate so it never starves the model).
@@ -50,15 +54,21 @@ def bench_loader(root: str, run_date: str, meta, batch_size: int, seconds: float
     return rows / (time.perf_counter() - start), rows / (time.process_time() - cpu)
 
 
+def _trainer(name: str, meta):
+    """(model, optimizers) exactly as the harness builds them (sparse id tables), default settings."""
+    from mgoe_spark.config import load_config
+    from model.train import build_training
+
+    torch.manual_seed(0)
+    return build_training(name, load_config(), meta)
+
+
 def bench_model(name: str, meta, batches, seconds: float) -> tuple[float, float, float, float]:
     """(train samples/s, inference us/sample) by wall clock, and the same two by process CPU time (all
     threads), which is less distorted when other processes compete for the cores."""
-    from model.baselines import build_model
-    from model.mgoe import ModelOptions, multitask_bce
+    from model.mgoe import multitask_bce
 
-    torch.manual_seed(0)
-    model = build_model(name, meta, ModelOptions(embed_dim=10))
-    optim = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-5)
+    model, optim = _trainer(name, meta)
 
     def step(b):
         loss = multitask_bce(model(b), b["labels"])
@@ -91,6 +101,59 @@ def bench_model(name: str, meta, batches, seconds: float) -> tuple[float, float,
     return train, infer_us, train_cpu, infer_cpu_us
 
 
+def bench_vocab(names: list[str], meta, batches, vocabs: list[int], rounds: int) -> dict:
+    """``{model: {vocab: ms}}``: one training step on the same batches with ``vocab`` users and ``vocab // 2``
+    items. Every (model, vocab) trainer is built first and their steps are interleaved round-robin, so load
+    from other processes hits all of them alike; each figure is the minimum over ``rounds`` steps (the least
+    disturbed one), the median is kept beside it."""
+    import dataclasses
+
+    import numpy as np
+
+    from model.mgoe import multitask_bce
+
+    trainers = {}
+    for name in names:
+        for v in vocabs:
+            big = dataclasses.replace(meta, num_users=max(v, meta.num_users), num_items=max(v // 2, meta.num_items))
+            trainers[(name, v)] = _trainer(name, big)
+    times: dict = {key: [] for key in trainers}
+    for k in range(rounds + 2):
+        b = batches[k % len(batches)]
+        for key, (model, optim) in trainers.items():
+            start = time.perf_counter()
+            loss = multitask_bce(model(b), b["labels"])
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            optim.step()
+            if k >= 2:  # warm-up: the optimizer state of the first rows touched is allocated
+                times[key].append((time.perf_counter() - start) * 1e3)
+    best = {n: {str(v): float(np.min(times[(n, v)])) for v in vocabs} for n in names}
+    median = {n: {str(v): float(np.median(times[(n, v)])) for v in vocabs} for n in names}
+    return {"min": best, "median": median}
+
+
+def bench_nproc(root: str, nproc: int, threads: int, steps: int, batch_size: int) -> float:
+    """Training samples/s of ``mgoe train --nproc N`` (MGOE, one epoch of ``steps`` steps), from its JSON."""
+    import subprocess
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "r.json"
+        cmd = [sys.executable, "-m", "jobs.train", "--examples-root", root, "--models", "mgoe", "--quiet"]
+        cmd += ["--nproc", str(nproc), "--json", str(out)]
+        for s in (
+            f"train.threads={threads}",
+            "train.epochs=1",
+            "train.seeds=[0]",
+            f"train.batch_size={batch_size}",
+            f"train.max_steps_per_epoch={steps}",
+        ):
+            cmd += ["--set", s]
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+        return json.loads(out.read_text())["models"]["mgoe"]["train_samples_per_s"]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.trainer", description=__doc__.splitlines()[0])
     parser.add_argument("--json", metavar="PATH", help="write the numbers here")
@@ -99,6 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--seconds", type=float, default=8.0, help="time per measurement")
+    parser.add_argument("--vocabs", default="10000,1000000,10000000", help="vocabularies for step_ms_by_vocab")
+    parser.add_argument("--vocab-steps", type=int, default=20, help="steps timed per vocabulary")
+    parser.add_argument("--nprocs", default="1,2", help="process counts for train_samples_per_s_by_nproc")
+    parser.add_argument("--nproc-steps", type=int, default=150, help="training steps per nproc run")
     args = parser.parse_args(argv)
 
     from model.data import read_meta, resolve_run_date
@@ -136,6 +203,18 @@ def main(argv: list[str] | None = None) -> int:
     out["mgoe_over_mmoe_infer"] = out["mgoe_infer_us_per_sample"] / out["mmoe_infer_us_per_sample"]
     out["mgoe_over_mmoe_infer_cpu"] = out["mgoe_infer_cpu_us_per_sample"] / out["mmoe_infer_cpu_us_per_sample"]
     out["loader_over_mgoe_train"] = out["loader_rows_per_s"] / out["mgoe_train_samples_per_s"]
+    out["loader_over_train"] = out["loader_over_mgoe_train"]
+    vocabs = [int(v) for v in args.vocabs.split(",") if v]
+    by_vocab = bench_vocab(["mgoe", "mmoe"], meta, batches, vocabs, args.vocab_steps)
+    out["step_ms_by_vocab"] = by_vocab["min"]
+    out["step_ms_by_vocab_median"] = by_vocab["median"]
+    for name, by in out["step_ms_by_vocab"].items():
+        out[f"{name}_step_ratio_largest_over_smallest_vocab"] = by[str(vocabs[-1])] / by[str(vocabs[0])]
+    out["train_samples_per_s_by_nproc"] = {
+        n: bench_nproc(root, int(n), args.threads, args.nproc_steps, args.batch_size)
+        for n in args.nprocs.split(",")
+        if n
+    }
     out["context"] = {
         "batch_size": args.batch_size,
         "embed_dim": 10,
@@ -146,7 +225,11 @@ def main(argv: list[str] | None = None) -> int:
         "note": "CPU shared with other processes when load_average_1m > cpu_count: numbers are lower bounds",
     }
     for k, v in out.items():
-        if k != "context":
+        if k == "context":
+            continue
+        if isinstance(v, dict):
+            print(f"{k:32s} " + json.dumps(v, default=lambda x: round(x, 2)))
+        else:
             print(f"{k:32s} {v:,.2f}")
     print(f"{'load average (1 min)':32s} {out['context']['load_average_1m']:.2f} on {os.cpu_count()} CPUs")
     if args.json:

@@ -8,6 +8,8 @@ streams it by row groups (never loading the table), trains every model for every
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from pathlib import Path
 
@@ -34,6 +36,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--export", metavar="DIR", help="export each model's best seed-0 checkpoint (torch.export, .pt2) here"
     )
     g.add_argument("--quiet", action="store_true", help="no progress bars")
+    g.add_argument(
+        "--nproc",
+        type=int,
+        metavar="N",
+        help="data-parallel training processes on this machine (default: train.nproc); under torchrun "
+        "(torchrun --nproc-per-node N -m jobs.train ...) the ranks come from torchrun instead",
+    )
+    g.add_argument("--device", choices=("cpu", "cuda"), help="train on the CPU or a CUDA GPU (default: train.device)")
 
 
 def run_training(
@@ -75,10 +85,81 @@ def run_training(
     return results
 
 
+RANK_ARGS_ENV = "MGOE_TRAIN_ARGS"
+"""Environment variable through which ``--nproc`` hands its parsed arguments (JSON) to the ranks it starts."""
+
+
+def _rank_args(args: argparse.Namespace, nproc: int) -> str:
+    data = {k: v for k, v in vars(args).items() if not k.startswith("_")}
+    data["nproc"] = nproc
+    return json.dumps(data)
+
+
 def execute(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args, writes_output=False)
+    if args.nproc is not None:
+        cfg.train.nproc = args.nproc
+    if args.device is not None:
+        cfg.train.device = args.device
+    if cfg.train.nproc < 1:
+        raise UserError("--nproc must be >= 1")
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if cfg.train.nproc > 1 and not launched:
+        from model.data import DataError, resolve_run_date
+
+        root = args.examples_root or cfg.output.root
+        try:  # fail here, once, on a missing table rather than in every rank
+            resolve_run_date(root, None)
+        except DataError as exc:
+            raise UserError(str(exc)) from None
+        from model.distributed import launch
+
+        return launch([], cfg.train.nproc, {RANK_ARGS_ENV: _rank_args(args, cfg.train.nproc)})
+    if not launched:
+        return _execute(args, cfg)
+    return _execute_rank(args, cfg)
+
+
+def _execute_rank(args: argparse.Namespace, cfg) -> int:
+    """One rank of a data-parallel run: join the group; any failure is one line (peer loss: exit code 3)."""
+    from model import distributed as dist
+    from model.data import DataError
+
+    launched_by_mgoe = os.environ.get("MGOE_LAUNCHED") == "1"
+    rank = int(os.environ.get("RANK", "0"))
+    clean = False
+    try:
+        dist.init_from_env(cfg.train.device, cfg.train.dist_timeout_s)
+        code = _execute(args, cfg)
+        clean = True
+        return code
+    except (UserError, DataError, dist.DistributedError) as exc:
+        print(f"mgoe: error: rank {rank}: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - a rank's failure must be one line, not a traceback per rank
+        if dist.is_peer_failure(exc):
+            if launched_by_mgoe:
+                return dist.LOST_PEER_EXIT  # the launcher reports which rank went away
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            print(f"mgoe: error: rank {rank}: lost contact with another rank ({first[:200]})", file=sys.stderr)
+            return 1
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"mgoe: error: rank {rank}: {type(exc).__name__}: {first[:300]}", file=sys.stderr)
+        return 1
+    finally:
+        dist.shutdown(clean)
+
+
+def _execute(args: argparse.Namespace, cfg) -> int:
+    from model import distributed as dist
     from model.evaluate import results_table, to_json
 
-    cfg = config_from_args(args, writes_output=False)
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        try:
+            dist.init_from_env(cfg.train.device, cfg.train.dist_timeout_s)
+        except dist.DistributedError as exc:
+            raise UserError(str(exc)) from None
+    main = dist.context().is_main
     root = args.examples_root or cfg.output.root
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
     # --run-date defaults to today; when the table has no partition for today and the date was not
@@ -92,8 +173,16 @@ def execute(args: argparse.Namespace) -> int:
     if run_date not in dates and run_date == dt.date.today().isoformat():
         run_date = None
     results = run_training(
-        cfg, root, run_date, models, args.report, no_pref_root=args.no_pref_root, progress=not args.quiet
+        cfg,
+        root,
+        run_date,
+        models,
+        args.report if main else None,
+        no_pref_root=args.no_pref_root,
+        progress=not args.quiet,
     )
+    if not main:
+        return 0
     print(f"training_examples {results['examples_root']} run date {results['run_date']}")
     print(results_table(results, results["tasks"]))
     if args.json:
@@ -122,4 +211,8 @@ def _export_all(results: dict, out_dir: str) -> None:
 
 
 if __name__ == "__main__":
+    if RANK_ARGS_ENV in os.environ:  # a rank started by --nproc: the arguments the user gave mgoe train
+        from jobs.common import run_guarded
+
+        raise SystemExit(run_guarded(execute, argparse.Namespace(**json.loads(os.environ[RANK_ARGS_ENV]))))
     raise SystemExit(job_main(sys.modules[__name__]))

@@ -369,17 +369,40 @@ def to_tensors(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
 class ExampleStream(IterableDataset):
     """Batches of one split of one run date, streamed by row group. Use with ``DataLoader(batch_size=None)``.
 
+    Rows are stored sorted by (split, user_id, item_id) in large row groups, so a shuffle must mix row
+    groups, not just rows inside one. Per epoch (seeded by ``(seed, epoch)``, identical on every rank):
+
+    1. the row groups holding rows of ``split`` (found from footers: ``split`` column statistics, plus one
+       ``split``-column read for the rare row group that straddles two splits) are permuted; other splits'
+       row groups are never decoded;
+    2. rank ``r`` of ``world`` data-parallel processes takes every ``world``-th of them, and a DataLoader
+       worker every ``workers``-th of those;
+    3. they are decoded ``row_groups_per_window`` at a time into a window, plus up to ``shuffle_buffer``
+       rows carried over from the previous window (a random subset); a batch is a uniform draw without
+       replacement from the whole window: an index-based shuffle (one permutation of row numbers, one
+       gather per batch; no copy of the pool per row group).
+
+    With ``drop_last`` (default: when shuffling, i.e. training) every batch has exactly ``batch_size`` rows:
+    the epoch's last < batch_size rows are dropped (different ones each epoch), so a batch-norm statistic
+    is never taken over a handful of rows (a shard smaller than one batch still yields its rows as one batch
+    if it has at least 2). Without it the last batch is smaller (evaluation scores every row).
+
+    Memory: ``row_groups_per_window`` decoded row groups + the carried rows per worker. Work: O(rows of the
+    split) per epoch.
+
     Args:
         root: table root (``<root>/training_examples``), local path or URI (``file://``, ``s3://``...).
         run_date: partition to read.
         split: ``train`` / ``valid`` / ``test`` (or ``None`` for all rows).
         meta: sizes (from :func:`read_meta`).
-        batch_size: rows per emitted batch (the last batch of an epoch may be smaller).
-        shuffle: visit row groups in a seeded random order and pass rows through a shuffle buffer.
-        shuffle_buffer: rows kept back in the buffer; an emitted row is a uniform draw from buffer + the
-            current row group, so rows of a row group are always fully permuted among themselves.
-        seed: base seed; the order depends on (seed, epoch, worker) only, so a run is reproducible.
+        batch_size: rows per emitted batch.
+        shuffle: seeded random row-group order and the windowed shuffle above; else table order.
+        shuffle_buffer: rows carried from one window into the next (shuffle only).
+        seed: base seed; the order depends on (seed, epoch, rank, worker) only, so a run is reproducible.
         max_rows: stop after this many rows per epoch and worker (benchmarks, smoke tests).
+        row_groups_per_window: row groups interleaved per window (``train.shuffle_row_groups``).
+        drop_last: drop the epoch's incomplete last batch (default: ``shuffle``).
+        rank, world: this process's data-parallel rank and the number of processes.
     """
 
     def __init__(
@@ -393,71 +416,161 @@ class ExampleStream(IterableDataset):
         shuffle_buffer: int = 16_384,
         seed: int = 0,
         max_rows: int | None = None,
+        row_groups_per_window: int = 4,
+        drop_last: bool | None = None,
+        rank: int = 0,
+        world: int = 1,
     ) -> None:
         super().__init__()
         if split is not None and split not in SPLITS:
             raise DataError(f"split must be one of {SPLITS}, got {split!r}")
+        if not 0 <= rank < world:
+            raise DataError(f"rank must be in 0..{world - 1}, got {rank}")
         self.root, self.run_date, self.split, self.meta = root, run_date, split, meta
         self.batch_size, self.shuffle, self.shuffle_buffer = batch_size, shuffle, shuffle_buffer
         self.seed, self.max_rows, self.epoch = seed, max_rows, 0
+        self.window = max(1, row_groups_per_window) if shuffle else 1
+        self.drop_last = shuffle if drop_last is None else drop_last
+        self.rank, self.world = rank, world
         self.fs, self.files = partition_files(root, run_date)
         if not self.files:
             raise DataError(f"training_examples run date {run_date} under {root!r} has no data files")
-        self.fragments: list[tuple[int, int]] = []
+        # (file, row group, rows of the split, whether the row group also holds other splits' rows)
+        self.fragments: list[tuple[int, int, int, bool]] = []
         for fi, f in enumerate(self.files):
-            md = pq.ParquetFile(f, filesystem=self.fs).metadata
-            self.fragments += [(fi, g) for g in range(md.num_row_groups) if md.row_group(g).num_rows]
+            pf = pq.ParquetFile(f, filesystem=self.fs)
+            for g in range(pf.metadata.num_row_groups):
+                rows, mixed = self._split_rows(pf, g)
+                if rows:
+                    self.fragments.append((fi, g, rows, mixed))
+
+    def _split_rows(self, pf: pq.ParquetFile, g: int) -> tuple[int, bool]:
+        """(rows of ``self.split`` in row group ``g``, whether it also has other rows): statistics first."""
+        n = pf.metadata.row_group(g).num_rows
+        if self.split is None or n == 0:
+            return n, False
+        md = pf.metadata.row_group(g)
+        names = [md.column(j).path_in_schema for j in range(md.num_columns)]
+        st = md.column(names.index("split")).statistics if "split" in names else None
+        if st is not None and st.has_min_max:
+            lo, hi = (v.decode() if isinstance(v, bytes) else v for v in (st.min, st.max))
+            if lo == hi:
+                return (n, False) if lo == self.split else (0, False)
+            if not lo <= self.split <= hi:
+                return 0, False
+        col = pf.read_row_group(g, columns=["split"])["split"]
+        rows = int(pc.sum(pc.equal(col, self.split)).as_py() or 0)
+        return rows, rows < n
 
     def set_epoch(self, epoch: int) -> None:
         """Change the shuffle order (call before iterating each epoch)."""
         self.epoch = epoch
 
-    def _row_groups(self, worker: int, workers: int, rng: np.random.Generator) -> Iterator[pa.Table]:
-        mine = self.fragments[worker::workers]
-        order = rng.permutation(len(mine)) if self.shuffle else np.arange(len(mine))
+    def _shard(self, worker: int, workers: int, rank: int | None = None) -> list[int]:
+        """Fragment indices this (rank, worker) reads this epoch, in reading order."""
+        n = len(self.fragments)
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(n) if self.shuffle else np.arange(n)
+        rank = self.rank if rank is None else rank
+        return [int(j) for j in order[rank :: self.world][worker::workers]]
+
+    def batches_per_epoch(self, workers: int = 0, rank: int | None = None) -> int:
+        """Batches this rank emits in the current epoch with ``workers`` DataLoader workers (from footers)."""
+        total = 0
+        for w in range(max(1, workers)):
+            rows = sum(self.fragments[j][2] for j in self._shard(w, max(1, workers), rank))
+            if self.max_rows is not None:
+                rows = min(rows, math.ceil(self.max_rows / self.batch_size) * self.batch_size)
+            if self.drop_last:
+                total += rows // self.batch_size if rows >= self.batch_size else int(rows >= 2)
+            else:
+                total += math.ceil(rows / self.batch_size)
+        return total
+
+    def common_batches_per_epoch(self, workers: int = 0) -> int:
+        """The fewest batches any rank emits this epoch: the steps every rank can take in lockstep."""
+        return min(self.batches_per_epoch(workers, r) for r in range(self.world))
+
+    def _decoded(self, shard: list[int]) -> Iterator[dict[str, np.ndarray]]:
         handles: dict[int, pq.ParquetFile] = {}
-        for j in order:
-            fi, g = mine[j]
+        for j in shard:
+            fi, g, _, mixed = self.fragments[j]
             if fi not in handles:
                 handles = {fi: pq.ParquetFile(self.files[fi], filesystem=self.fs)}
             t = handles[fi].read_row_group(g, columns=TRAINING_EXAMPLES.column_names)
-            if self.split is not None:
+            if mixed:
                 t = t.filter(pc.equal(t["split"], self.split))
             if t.num_rows:
-                yield t
+                yield decode(t, self.meta)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        rng = np.random.default_rng([self.seed, self.epoch, worker])
-        pool: dict[str, np.ndarray] | None = None
-        emitted, bs = 0, self.batch_size
+        shard = self._shard(worker, workers)
+        rng = np.random.default_rng([self.seed, self.epoch, self.rank, worker])
+        bs = self.batch_size
         keep = self.shuffle_buffer if self.shuffle else 0
-        for table in self._row_groups(worker, workers, rng):
-            chunk = decode(table, self.meta)
-            pool = chunk if pool is None else {k: np.concatenate([pool[k], chunk[k]]) for k in chunk}
-            size = len(pool["user_id"])
-            if self.shuffle:
-                perm = rng.permutation(size)
-                pool = {k: v[perm] for k, v in pool.items()}
-            n_out = ((size - keep) // bs) * bs if size > keep else 0
+        carry: dict[str, np.ndarray] | None = None
+        emitted = 0
+        decoded = self._decoded(shard)
+        done = False
+        while not done:
+            parts = [carry] if carry is not None else []
+            for _ in range(self.window):
+                chunk = next(decoded, None)
+                if chunk is None:
+                    done = True
+                    break
+                parts.append(chunk)
+            if not parts:
+                break
+            window = _Window(parts)
+            order = rng.permutation(window.rows) if self.shuffle else None
+            last = done  # nothing left to read: flush the window
+            n_out = window.rows if last else max(0, window.rows - max(keep, 0))
+            n_out = (n_out // bs) * bs if (not last or self.drop_last) else n_out
+            if last and self.drop_last and emitted == 0 and n_out == 0 and window.rows >= 2:
+                n_out = window.rows  # a shard smaller than one batch: one small batch rather than none
             for s in range(0, n_out, bs):
                 if self.max_rows is not None and emitted >= self.max_rows:
                     return
-                yield to_tensors({k: v[s : s + bs] for k, v in pool.items()})
-                emitted += bs
-            pool = {k: v[n_out:] for k, v in pool.items()}
-        if pool is not None:
-            size = len(pool["user_id"])
-            for s in range(0, size, bs):
-                if self.max_rows is not None and emitted >= self.max_rows:
-                    return
-                yield to_tensors({k: v[s : s + bs] for k, v in pool.items()})
-                emitted += min(bs, size - s)
+                rows = order[s : s + bs] if order is not None else np.arange(s, min(s + bs, n_out))
+                yield to_tensors(window.take(rows))
+                emitted += len(rows)
+            rest = order[n_out:] if order is not None else np.arange(n_out, window.rows)
+            carry = window.take(rest) if len(rest) and not last else None
 
     def num_rows_estimate(self) -> int:
-        """Rows of all splits in the partition (from footers), for progress bars."""
-        return sum(pq.ParquetFile(f, filesystem=self.fs).metadata.num_rows for f in self.files)
+        """Rows of the split in the partition (from footers), for progress bars."""
+        return sum(f[2] for f in self.fragments)
+
+
+class _Window:
+    """Decoded row groups viewed as one table: ``take(rows)`` gathers rows by window-wide row number."""
+
+    def __init__(self, parts: list[dict[str, np.ndarray]]) -> None:
+        self.parts = parts
+        sizes = [len(p["user_id"]) for p in parts]
+        self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        self.rows = int(self.offsets[-1])
+
+    def take(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """One copy of the selected rows (grouped by source row group; order inside a batch is irrelevant)."""
+        if len(self.parts) == 1:
+            p = self.parts[0]
+            if len(rows) and rows[-1] - rows[0] == len(rows) - 1 and bool((np.diff(rows) == 1).all()):
+                return {k: v[rows[0] : rows[-1] + 1] for k, v in p.items()}  # a contiguous slice: a view
+            return {k: v[rows] for k, v in p.items()}
+        rows = np.sort(rows)
+        bounds = np.searchsorted(rows, self.offsets)
+        out = {k: np.empty((len(rows), *v.shape[1:]), v.dtype) for k, v in self.parts[0].items()}
+        for k, p in enumerate(self.parts):
+            a, b = bounds[k], bounds[k + 1]
+            if a == b:
+                continue
+            local = rows[a:b] - self.offsets[k]
+            for key, v in p.items():
+                np.take(v, local, axis=0, out=out[key][a:b])
+        return out
 
 
 def make_loader(stream: ExampleStream, workers: int = 0) -> torch.utils.data.DataLoader:

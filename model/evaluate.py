@@ -73,10 +73,13 @@ def predict(model: nn.Module, batches) -> tuple[np.ndarray, np.ndarray]:
     was_training = model.training
     model.eval()
     labels, probs = [], []
+    device = next(iter(model.parameters())).device
     try:
         for batch in batches:
             labels.append(batch["labels"].numpy())
-            probs.append(torch.sigmoid(model(batch)).numpy())
+            if device.type != "cpu":
+                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            probs.append(torch.sigmoid(model(batch)).cpu().numpy())
     finally:
         model.train(was_training)
     if not labels:

@@ -25,30 +25,92 @@ def log_smoothed_weights(edges: torch.Tensor, tau: float) -> torch.Tensor:
 class Dice(nn.Module):
     """Dice activation (DIN; MacGNN's experts): ``p(x) * x + (1 - p(x)) * alpha * x``, ``p = sigmoid(BN(x))``.
 
-    Input (B, ...) with ``features`` = product of the non-batch axes: batch statistics and ``alpha`` are per
-    feature (every expert / unit has its own).
+    ``features`` = product of the non-batch axes; batch statistics and ``alpha`` are per feature. The batch
+    axis is the first (``batch_dim=0``: input (B, ...)) or the last (``batch_dim=-1``: input (..., B), the
+    feature-major layout of :class:`BatchedMLP`, seen by the native batch-norm kernel as (1, features, B)).
+    Training normalizes with the batch's statistics (native ``batch_norm``: one fused kernel forward and
+    backward, running statistics updated as ``nn.BatchNorm1d`` does); at inference the batch norm is folded
+    into one scale / shift per feature (:meth:`scale_shift`) and the passes run in place. The running
+    statistics live in ``self.bn`` (state-dict keys ``bn.running_mean`` / ``bn.running_var``).
     """
 
-    def __init__(self, features: int, eps: float = 1e-8) -> None:
+    def __init__(self, features: int, eps: float = 1e-8, batch_dim: int = 0) -> None:
         super().__init__()
+        if batch_dim not in (0, -1):
+            raise ValueError(f"batch_dim must be 0 or -1, got {batch_dim}")
         self.bn = nn.BatchNorm1d(features, affine=False, eps=eps)
         self.alpha = nn.Parameter(torch.zeros(features))
+        self.batch_dim = batch_dim
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Training batch norm of x (N, features, L) or (N, features) over N (and L); updates running stats."""
+        bn = self.bn
+        bn.num_batches_tracked.add_(1)
+        return F.batch_norm(x, bn.running_mean, bn.running_var, None, None, True, bn.momentum, bn.eps)
+
+    def scale_shift(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inference: per-feature (scale, shift) with ``BN(x) = x * scale + shift`` from the running stats."""
+        scale = torch.rsqrt(self.bn.running_var + self.bn.eps)
+        return scale, -self.bn.running_mean * scale
+
+    @staticmethod
+    def gate(x: torch.Tensor, z: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        """``x * (alpha + sigmoid(z) (1 - alpha))`` for normalized ``z`` (training, autograd-friendly)."""
+        return x * torch.addcmul(alpha, torch.sigmoid(z), 1 - alpha)
+
+    @staticmethod
+    def apply_folded(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        """Inference: ``x * (alpha + p (1 - alpha))``, ``p = sigmoid(x * scale + shift)``, in one buffer (no
+        fresh activation-sized allocations, each of which costs page faults as large as a pass)."""
+        if torch.is_grad_enabled() and (x.requires_grad or alpha.requires_grad):  # eval mode under autograd
+            return x * torch.addcmul(alpha, torch.sigmoid(torch.addcmul(shift, x, scale)), 1 - alpha)
+        p = torch.addcmul(shift, x, scale).sigmoid_()
+        return p.mul_(1 - alpha).add_(alpha).mul_(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = x.shape
-        p = torch.sigmoid(self.bn(x.reshape(shape[0], -1))).reshape(shape)
-        alpha = self.alpha.reshape(shape[1:])
-        # p x + (1 - p) alpha x = x (alpha + p (1 - alpha)): two fused ops over the activations
-        return x * torch.addcmul(alpha, p, 1 - alpha)
+        if self.batch_dim == 0:
+            flat = x.reshape(x.shape[0], -1)
+            shape = (1, -1)
+        else:
+            flat = x.reshape(-1, x.shape[-1])
+            shape = (-1, 1)
+        alpha = self.alpha.reshape(shape)
+        if self.training:
+            z = self.normalize(flat if self.batch_dim == 0 else flat.unsqueeze(0)).view_as(flat)
+            return self.gate(flat, z, alpha).reshape(x.shape)
+        scale, shift = self.scale_shift()
+        return self.apply_folded(flat, scale.reshape(shape), shift.reshape(shape), alpha).reshape(x.shape)
 
 
-def activation(kind: str, features: int) -> nn.Module:
+def activation(kind: str, features: int, batch_dim: int = 0) -> nn.Module:
     """``dice`` (features = all non-batch features of the input it sees) or ``relu``."""
     if kind == "dice":
-        return Dice(features)
+        return Dice(features, batch_dim=batch_dim)
     if kind == "relu":
         return nn.ReLU()
     raise ValueError(f"unknown activation {kind!r}; allowed: dice, relu")
+
+
+class _Relayout(torch.autograd.Function):
+    """``x.permute(*dims).contiguous()`` whose gradient is made contiguous too: a permuted (strided) gradient
+    would send the batched GEMMs of the backward pass to a per-matrix slow path (measured: 10-40x)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+        ctx.inverse = tuple(sorted(range(len(dims)), key=lambda i: dims[i]))
+        return x.permute(*dims).contiguous()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad.permute(*ctx.inverse).contiguous(), None
+
+
+def relayout(x: torch.Tensor, *dims: int) -> torch.Tensor:
+    """A contiguous copy of ``x.permute(*dims)`` (its gradient contiguous as well; plain ops without autograd,
+    which keeps exported / traced programs free of Python functions)."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _Relayout.apply(x, dims)
+    return x.permute(*dims).contiguous()
 
 
 class BatchedMLP(nn.Module):
@@ -56,6 +118,11 @@ class BatchedMLP(nn.Module):
 
     Input (B, G, in) -> (B, G, sizes[-1]); or (B, in) broadcast to every MLP. Activation after every layer
     except, when ``last_linear``, the last one.
+
+    Internally every layer runs feature-major, ``(G, features, B)`` (:meth:`forward_fm`): one ``addmm`` for a
+    shared 2-D input, one ``baddbmm`` over the groups otherwise, with the weights passed transposed (a BLAS
+    flag, no copy) and no transposes of the activations between layers; batch statistics of Dice reduce over
+    the contiguous last axis. :meth:`forward` only permutes the input and output views.
     """
 
     def __init__(self, groups: int, in_dim: int, sizes: list[int], act: str = "relu", last_linear: bool = False):
@@ -71,20 +138,28 @@ class BatchedMLP(nn.Module):
             self.weights.append(nn.Parameter(w))
             self.biases.append(nn.Parameter(torch.zeros(groups, dims[k + 1])))
             is_last = k == len(sizes) - 1
-            self.acts.append(nn.Identity() if (is_last and last_linear) else activation(act, groups * dims[k + 1]))
+            last = is_last and last_linear
+            self.acts.append(nn.Identity() if last else activation(act, groups * dims[k + 1], batch_dim=-1))
 
-    def forward(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
-        """``index`` (G',) int64: run only those MLPs (sparse routing; needs ReLU, whose units are independent)."""
+    def forward_fm(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """Feature-major: x (in, B) shared by all MLPs, or (G, in, B) -> (G, sizes[-1], B)."""
         for w, b, act in zip(self.weights, self.biases, self.acts, strict=True):
             if index is not None:
                 w, b = w[index], b[index]
             g, i, o = w.shape
-            if x.dim() == 2:  # one GEMM for all MLPs: (B, in) @ (in, G * out)
-                x = torch.addmm(b.reshape(1, g * o), x, w.permute(1, 0, 2).reshape(i, g * o)).reshape(-1, g, o)
+            if x.dim() == 2:  # one GEMM for all MLPs: (G * out, in) @ (in, B)
+                x = torch.addmm(b.reshape(g * o, 1), w.transpose(1, 2).reshape(g * o, i), x).view(g, o, -1)
             else:  # one batched GEMM over the MLPs
-                x = torch.baddbmm(b.unsqueeze(1), x.transpose(0, 1), w).transpose(0, 1)
+                x = torch.baddbmm(b.unsqueeze(-1), w.transpose(1, 2), x)
             x = act(x)
         return x
+
+    def forward(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """``index`` (G',) int64: run only those MLPs (sparse routing; needs ReLU, whose units are independent)."""
+        # one copy into and one out of the feature-major layout (not one per layer); consumers and the
+        # backward GEMMs are slow on permuted views
+        xt = x.t() if x.dim() == 2 else relayout(x, 1, 2, 0)
+        return relayout(self.forward_fm(xt, index), 2, 0, 1)
 
 
 class MacroEmbeddings(nn.Module):
@@ -173,38 +248,152 @@ class MicroNeighbors(nn.Module):
     def forward(self, table: nn.Embedding, recent: torch.Tensor) -> torch.Tensor:
         b, t, n = recent.shape
         flat = recent.reshape(b * t, n)
-        out = F.embedding_bag(flat, table.weight, mode="sum", padding_idx=0)  # id 0 does not contribute
+        # id 0 does not contribute; sparse tables get a sparse gradient
+        out = F.embedding_bag(flat, table.weight, mode="sum", padding_idx=0, sparse=table.sparse)
         return out.reshape(b, t, -1)
 
 
 class ExpertFusion(nn.Module):
     """Eq 19-20: PLE/CGC-style layer: ``S`` shared experts + ``P`` experts per task, per-task softmax gates.
 
-    Task t's gate sees c^t and mixes the S shared experts (fed the task-averaged input) and its own P experts
-    (fed c^t). forward(c (B, T, in)) -> (B, T, out).
+    As in CGC, task t's gate and every expert it mixes see task t's own input c^t: the S shared experts run on
+    all T task inputs (a ``(B * T, in)`` problem for each shared expert; one batch norm over those B * T rows),
+    task t's P experts on c^t. All ``T * (S + P)`` expert evaluations run as one group-major batched MLP in the
+    feature-major layout ``(T * (S + P), features, B)``: per layer one ``baddbmm`` whose weights stack, for
+    every task, the shared experts' weights (the same tensors, broadcast over tasks) and that task's own;
+    no transposes of the activations between layers. forward(c (B, T, in)) -> (B, T, out).
+
+    ``shared_input='mean'`` (the default: it measured better, see ``train.shared_expert_input``): the shared
+    experts run once on the task-averaged input (S + T * P expert evaluations instead of T * (S + P)); for
+    PLE, whose tasks share one input, the two forms compute the same thing.
+
+    Cost per row: ``T * (S + P)`` expert MLPs plus the gates (the shared experts' work grows with T).
     """
 
-    def __init__(self, tasks: int, in_dim: int, sizes: list[int], shared: int, per_task: int, act: str) -> None:
+    def __init__(
+        self,
+        tasks: int,
+        in_dim: int,
+        sizes: list[int],
+        shared: int,
+        per_task: int,
+        act: str,
+        shared_input: str = "mean",
+    ) -> None:
         super().__init__()
-        self.tasks, self.shared, self.per_task = tasks, shared, per_task
+        if shared + per_task < 1:
+            raise ValueError("ExpertFusion needs at least one shared or task expert")
+        if shared_input not in ("task", "mean"):
+            raise ValueError(f"shared_input must be 'task' or 'mean', got {shared_input!r}")
+        self.tasks, self.shared, self.per_task, self.shared_input = tasks, shared, per_task, shared_input
         self.shared_experts = BatchedMLP(shared, in_dim, sizes, act) if shared else None
         self.task_experts = BatchedMLP(tasks * per_task, in_dim, sizes, act) if per_task else None
         self.gate = BatchedMLP(tasks, in_dim, [shared + per_task], "relu", last_linear=True)
         self.out_dim = sizes[-1]
+        self.layers = len(sizes)
+
+    def _layer(self, k: int) -> tuple[torch.Tensor, torch.Tensor, nn.Module | None, nn.Module | None]:
+        """Stacked layer-k weights (T, S + P, in, out), biases (T, S + P, out) and the two activations.
+
+        Without autograd the stacks are cached until a parameter changes (its version counter moves)."""
+        if torch.is_grad_enabled():
+            return self._stack(k)
+        mlps = [m for m in (self.shared_experts, self.task_experts) if m is not None]
+        params = [p for m in mlps for p in (m.weights[k], m.biases[k])]
+        key = tuple((id(p), p._version) for p in params)
+        cache = self.__dict__.setdefault("_stacked", {})
+        if cache.get(k, (None,))[0] != key:
+            cache[k] = (key, self._stack(k))
+        return cache[k][1]
+
+    def _stack(self, k: int) -> tuple[torch.Tensor, torch.Tensor, nn.Module | None, nn.Module | None]:
+        t, s, p = self.tasks, self.shared, self.per_task
+        ws, bs, acts = [], [], [None, None]
+        if s:
+            w, b = self.shared_experts.weights[k], self.shared_experts.biases[k]
+            ws.append(w.unsqueeze(0).expand(t, *w.shape))
+            bs.append(b.unsqueeze(0).expand(t, *b.shape))
+            acts[0] = self.shared_experts.acts[k]
+        if p:
+            w, b = self.task_experts.weights[k], self.task_experts.biases[k]
+            ws.append(w.reshape(t, p, *w.shape[1:]))
+            bs.append(b.reshape(t, p, -1))
+            acts[1] = self.task_experts.acts[k]
+        w = torch.cat(ws, dim=1) if len(ws) > 1 else ws[0]
+        b = torch.cat(bs, dim=1) if len(bs) > 1 else bs[0]
+        return w, b, acts[0], acts[1]
+
+    def _activate(self, y: torch.Tensor, shared_act: nn.Module | None, task_act: nn.Module | None) -> torch.Tensor:
+        """y (T, S + P, o, B): the shared experts' activation over their B * T rows, the task experts' over B."""
+        s = self.shared
+        act = shared_act if shared_act is not None else task_act
+        if not isinstance(act, Dice):
+            return act(y)
+        t, e, o, b = y.shape
+        p = e - s
+        alphas = []
+        if shared_act is not None:
+            alphas.append(shared_act.alpha.reshape(1, s, o).expand(t, s, o))
+        if task_act is not None:
+            alphas.append(task_act.alpha.reshape(t, p, o))
+        alpha = _cat_tasks(alphas)
+        if self.training:  # native batch norm: shared experts' channels over (T, B), task experts' over B
+            zs = []
+            if shared_act is not None:
+                zs.append(shared_act.normalize(y[:, :s].reshape(t, s * o, b)).view(t, s, o, b))
+            if task_act is not None:
+                zs.append(task_act.normalize(y[:, s:].reshape(1, t * p * o, b)).view(t, p, o, b))
+            z = torch.cat(zs, dim=1) if len(zs) > 1 else zs[0]
+            return Dice.gate(y, z, alpha)
+        scales, shifts = [], []
+        if shared_act is not None:
+            sc, sh = shared_act.scale_shift()
+            scales.append(sc.reshape(1, s, o).expand(t, s, o))
+            shifts.append(sh.reshape(1, s, o).expand(t, s, o))
+        if task_act is not None:
+            sc, sh = task_act.scale_shift()
+            scales.append(sc.reshape(t, p, o))
+            shifts.append(sh.reshape(t, p, o))
+        scale, shift = (_cat_tasks(v) for v in (scales, shifts))
+        return Dice.apply_folded(y, scale, shift, alpha)
 
     def forward(self, c: torch.Tensor) -> torch.Tensor:
-        b = c.shape[0]
-        g = torch.softmax(self.gate(c), dim=-1)  # (B, T, S+P)
-        out = torch.zeros(b, self.tasks, self.out_dim, dtype=c.dtype, device=c.device)
-        # mix without materializing the (B, T, S+P, out) stack of expert outputs
-        if self.shared_experts is not None:
-            sh = self.shared_experts(c.mean(dim=1))  # (B, S, out), run once for all tasks
-            out = out + torch.bmm(g[:, :, : self.shared], sh)
-        if self.task_experts is not None:
-            x = c.repeat_interleave(self.per_task, dim=1) if self.per_task > 1 else c
-            te = self.task_experts(x).reshape(b, self.tasks, self.per_task, self.out_dim)
-            out = out + (g[:, :, self.shared :].unsqueeze(-1) * te).sum(dim=2)
-        return out
+        b, t, _ = c.shape
+        e = self.shared + self.per_task
+        ct = relayout(c, 1, 2, 0)  # (T, in, B)
+        g = torch.softmax(self.gate.forward_fm(ct), dim=1)  # (T, S + P, B)
+        if self.shared_input == "mean":
+            return self._mean_input(ct, g)
+        x = ct
+        for k in range(self.layers):
+            w, bias, shared_act, task_act = self._layer(k)
+            i, o = w.shape[-2:]
+            if k == 0:  # every expert of task t reads c^t: one (S + P) * out x in GEMM per task
+                y = torch.baddbmm(bias.reshape(t, e * o, 1), w.transpose(2, 3).reshape(t, e * o, i), x)
+            else:
+                y = torch.baddbmm(bias.reshape(t * e, o, 1), w.reshape(t * e, i, o).transpose(1, 2), x)
+            x = self._activate(y.view(t, e, o, b), shared_act, task_act).view(t * e, o, b)
+        mixed = (x.view(t, e, -1, b) * g.unsqueeze(2)).sum(dim=1)  # (T, out, B)
+        return relayout(mixed, 2, 0, 1)
+
+
+    def _mean_input(self, ct: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        t, _, b = ct.shape
+        s, p = self.shared, self.per_task
+        mixed = torch.zeros(t, self.out_dim, b, dtype=ct.dtype, device=ct.device)
+        if s:
+            sh = self.shared_experts.forward_fm(ct.mean(dim=0))  # (S, out, B), once for all tasks
+            mixed = mixed + (g[:, :s].unsqueeze(2) * sh.unsqueeze(0)).sum(dim=1)
+        if p:
+            x = ct.repeat_interleave(p, dim=0) if p > 1 else ct
+            te = self.task_experts.forward_fm(x).view(t, p, -1, b)
+            mixed = mixed + (g[:, s:].unsqueeze(2) * te).sum(dim=1)
+        return relayout(mixed, 2, 0, 1)
+
+
+def _cat_tasks(parts: list[torch.Tensor]) -> torch.Tensor:
+    """Per-feature (T, S or P, o) pieces -> (T, S + P, o, 1), broadcastable over the batch axis."""
+    return (torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]).unsqueeze(-1)
 
 
 class CascadeTowers(nn.Module):

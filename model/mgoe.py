@@ -62,6 +62,8 @@ class ModelOptions:
     """``None``: shared_experts + tasks * task_experts (the same number of experts as MGOE / PLE)."""
     grec_experts: int = 8
     grec_top_k: int = 2
+    shared_expert_input: str = "mean"
+    """Fusion: shared experts see the task-averaged input once (``mean``) or each task's input (``task``)."""
 
     @staticmethod
     def from_train_settings(train) -> ModelOptions:
@@ -81,16 +83,23 @@ class ModelOptions:
             mmoe_experts=train.mmoe_experts,
             grec_experts=train.grec_experts,
             grec_top_k=train.grec_top_k,
+            shared_expert_input=train.shared_expert_input,
         )
 
 
 class MicroEmbeddings(nn.Module):
-    """User and item id embeddings (Xavier init; row 0 = padding, kept at zero). ids (B,) -> (B, d)."""
+    """User and item id embeddings (Xavier init; row 0 = padding, zero). ids (B,) -> (B, d).
 
-    def __init__(self, meta: TableMeta, dim: int) -> None:
+    The tables are ``nn.Embedding(sparse=True)``: a step's gradient holds only the rows the batch looked up,
+    and :mod:`model.sparse_optim` updates only those rows (cost independent of the vocabulary). No
+    ``padding_idx``: row 0 is zero and the sparse optimizer never updates it, so padded ids contribute
+    nothing to sums and row 0 stays exactly zero (``check_padding`` asserts it).
+    """
+
+    def __init__(self, meta: TableMeta, dim: int, sparse: bool = True) -> None:
         super().__init__()
-        self.user = nn.Embedding(meta.num_users, dim, padding_idx=0)
-        self.item = nn.Embedding(meta.num_items, dim, padding_idx=0)
+        self.user = nn.Embedding(meta.num_users, dim, sparse=sparse)
+        self.item = nn.Embedding(meta.num_items, dim, sparse=sparse)
         for emb in (self.user, self.item):
             nn.init.xavier_uniform_(emb.weight)
             with torch.no_grad():
@@ -98,6 +107,31 @@ class MicroEmbeddings(nn.Module):
 
     def forward(self, user_id: torch.Tensor, item_id: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.user(user_id), self.item(item_id)
+
+    def lookup(
+        self, user_id: torch.Tensor, item_id: torch.Tensor, user_recent: torch.Tensor, item_recent: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """e_u, e_i (B, d) and the per-task recent-neighbor sums r_u (B, T, d) (items), r_i (B, T, d) (users).
+
+        One ``embedding_bag(sum)`` per table: bags 0..B-1 hold the row's own id, then one bag of L ids per
+        (row, task); padded ids are 0 and read the zero row 0. One kernel and one sparse gradient per table.
+        """
+        b, t, n = user_recent.shape
+        offsets = torch.cat([torch.arange(b), b + n * torch.arange(b * t)])
+        users = _bags(self.user, torch.cat([user_id, item_recent.reshape(-1)]), offsets)
+        items = _bags(self.item, torch.cat([item_id, user_recent.reshape(-1)]), offsets)
+        return users[:b], items[:b], items[b:].view(b, t, -1), users[b:].view(b, t, -1)
+
+    def check_padding(self) -> None:
+        """AssertionError unless row 0 of both tables is exactly zero."""
+        for name, emb in (("user", self.user), ("item", self.item)):
+            if torch.count_nonzero(emb.weight[0]).item():
+                raise AssertionError(f"row 0 (padding) of the {name} embedding table is not zero")
+
+
+def _bags(table: nn.Embedding, ids: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    pad = table.padding_idx  # None for the sparse tables; 0 in the dense reference (model.train)
+    return F.embedding_bag(ids, table.weight, offsets.to(ids.device), mode="sum", sparse=table.sparse, padding_idx=pad)
 
 
 class MacroGraphEncoder(nn.Module):
@@ -173,17 +207,23 @@ class MGOE(nn.Module):
         self.neighbors = MicroNeighbors()
         in_dim = self.graph.out_dim + 4 * d
         self.fusion = ExpertFusion(
-            T, in_dim, opts.expert_sizes, opts.shared_experts, opts.task_experts, opts.activation
+            T,
+            in_dim,
+            opts.expert_sizes,
+            opts.shared_experts,
+            opts.task_experts,
+            opts.activation,
+            opts.shared_expert_input,
         )
         self.towers = CascadeTowers(T, opts.expert_sizes[-1], opts.tower_hidden, opts.cascade, opts.lambda_init)
         self.adjust = TaskAdjustment(T, opts.adjust, opts.gamma_init)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        eu, ei = self.micro(batch["user_id"], batch["item_id"])
+        eu, ei, ru, ri = self.micro.lookup(
+            batch["user_id"], batch["item_id"], batch["user_recent"], batch["item_recent"]
+        )  # (B, d), (B, d), (B, T, d), (B, T, d): one embedding_bag per table (Eq 18 sums included)
         mge = self.graph(batch["user_edges"], batch["item_edges"], eu, ei)  # (B, T, F)
         x = self.bottom(mge, eu, ei)
-        ru = self.neighbors(self.micro.item, batch["user_recent"])  # (B, T, d)
-        ri = self.neighbors(self.micro.user, batch["item_recent"])
         t = x.shape[1]
         c = torch.cat([x, ru, ri, eu.unsqueeze(1).expand(-1, t, -1), ei.unsqueeze(1).expand(-1, t, -1)], dim=-1)
         o = self.towers(self.fusion(c))

@@ -1,13 +1,20 @@
 """Training harness (SPEC 6): the same loop, loss, early stopping and metrics for MGOE and every baseline.
 
-For each model and seed: Adam (``train.lr``, L2 = ``train.weight_decay``), loss = sum of per-task BCE
-(+ ``train.l1`` * L1), one streamed pass over the train split per epoch, validation mean AUC after each epoch,
-early stopping after ``train.patience`` epochs without improvement, the best state kept as a checkpoint
-(``torch.save(state_dict)`` + a JSON sidecar; loaded back with ``weights_only=True``) and scored on the test
-split. Results are aggregated over ``train.seeds`` (mean and population std).
+For each model and seed: the id embedding tables get sparse gradients and a sparse optimizer that updates
+(and L2-decays, ``train.weight_decay``) only the rows a batch looked up (``train.sparse_optimizer``, see
+:mod:`model.sparse_optim`); the other weights Adam (``train.lr``) with weight decay, biases / Dice alpha /
+lambda / gamma Adam without. Loss = sum of per-task BCE (+ ``train.l1`` * L1), one streamed pass over the
+train split per epoch (full batches of a windowed shuffle, see :class:`model.data.ExampleStream`),
+validation mean AUC after each epoch, early stopping after ``train.patience`` epochs without improvement,
+the best state kept as a checkpoint (``torch.save(state_dict)`` + a JSON sidecar; loaded back with
+``weights_only=True``) and scored on the test split. Results are aggregated over ``train.seeds`` (mean and
+population std).
 
 Deterministic for a seed: the model init (``torch.manual_seed``), the loader order (seeded per epoch) and
 the thread count (``train.threads``) are fixed; the CPU kernels used are deterministic.
+
+Data parallel (``mgoe train --nproc N`` or torchrun, :mod:`model.distributed`): each rank streams its own
+row-group shard; gradients are averaged; metrics are computed on the gathered predictions; rank 0 writes.
 """
 
 from __future__ import annotations
@@ -26,10 +33,12 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from model import distributed as dist
 from model.baselines import build_model
 from model.data import SPLITS, DataError, ExampleStream, TableMeta, make_loader, read_meta, resolve_run_date
-from model.evaluate import evaluate
-from model.mgoe import ModelOptions, l1_penalty, multitask_bce
+from model.evaluate import evaluate, predict, task_metrics
+from model.mgoe import MicroEmbeddings, ModelOptions, multitask_bce
+from model.sparse_optim import Optimizers, build_optimizers, dense_parameters
 
 
 def save_checkpoint(model: nn.Module, path: str | Path, info: dict) -> None:
@@ -43,19 +52,59 @@ def load_checkpoint(path: str | Path, meta: TableMeta | None = None) -> tuple[nn
     info = json.loads(Path(f"{path}.json").read_text())
     meta = meta or TableMeta.from_json(json.dumps(info["meta"]))
     model = build_model(info["model"], meta, ModelOptions(**info["options"]))
-    model.load_state_dict(torch.load(path, weights_only=True))
+    model.load_state_dict(torch.load(path, weights_only=True, map_location="cpu"))
     model.eval()
     return model, info
 
 
-def _streams(cfg, root: str, run_date: str, meta: TableMeta, seed: int):
+def _streams(cfg, root: str, run_date: str, meta: TableMeta, seed: int, ctx: dist.Context):
+    """Train / valid / test streams of this rank: its row-group shard; the global batch is split over ranks."""
     t = cfg.train
+    shard = {"rank": ctx.rank, "world": ctx.world}
     train = ExampleStream(
-        root, run_date, "train", meta, t.batch_size, shuffle=True, shuffle_buffer=t.shuffle_buffer, seed=seed
+        root,
+        run_date,
+        "train",
+        meta,
+        max(1, t.batch_size // ctx.world),
+        shuffle=True,
+        shuffle_buffer=t.shuffle_buffer,
+        seed=seed,
+        row_groups_per_window=t.shuffle_row_groups,
+        **shard,
     )
-    valid = ExampleStream(root, run_date, "valid", meta, t.eval_batch_size)
-    test = ExampleStream(root, run_date, "test", meta, t.eval_batch_size)
+    valid = ExampleStream(root, run_date, "valid", meta, t.eval_batch_size, **shard)
+    test = ExampleStream(root, run_date, "test", meta, t.eval_batch_size, **shard)
     return train, valid, test
+
+
+def _evaluate(model: nn.Module, stream: ExampleStream, tasks: list[str], ctx: dist.Context) -> dict:
+    """Metrics over the whole split: each rank scores its shard, predictions are gathered (exact AUC)."""
+    dist.sync_buffers(model, ctx.world)
+    labels, probs = predict(model, make_loader(stream))
+    if ctx.world > 1:
+        labels = dist.gather_rows(labels.reshape(len(labels), -1), ctx.world, ctx.device)
+        probs = dist.gather_rows(probs.reshape(len(probs), -1), ctx.world, ctx.device)
+    if labels.shape[0] == 0:
+        return {"auc": {}, "logloss": {}, "auc_mean": math.nan, "logloss_mean": math.nan, "rows": 0}
+    return task_metrics(labels, probs, tasks)
+
+
+def _to_device(batch: dict[str, torch.Tensor], device: str) -> dict[str, torch.Tensor]:
+    return batch if device == "cpu" else {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def build_training(name: str, cfg, meta: TableMeta, device: str = "cpu"):
+    """(model, optimizers) as the harness trains them: sparse id tables, decayed weights, plain vectors."""
+    t = cfg.train
+    model = build_model(name, meta, ModelOptions.from_train_settings(t)).to(device)
+    if not t.sparse_embeddings:  # the dense reference: dense gradients, Adam + decay over every parameter
+        for mod in model.modules():
+            if isinstance(mod, nn.Embedding):
+                mod.sparse, mod.padding_idx = False, 0  # as before: padding row masked in the lookups
+        return model, Optimizers([torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)])
+    optim = build_optimizers(model, t.lr, t.weight_decay, t.l1, t.sparse_optimizer, t.sparse_lr)
+    return model, optim
 
 
 def train_one(
@@ -68,21 +117,31 @@ def train_one(
     checkpoint: str | Path,
     progress: bool = True,
 ) -> dict:
-    """Train ``name`` with ``seed``; returns history, best epoch, valid and test metrics, throughput."""
+    """Train ``name`` with ``seed``; returns history, best epoch, valid and test metrics, throughput.
+
+    Data parallel when the process group is up (:mod:`model.distributed`): every rank streams its row-group
+    shard with ``batch_size / world`` rows per step, takes the same number of steps, and averages gradients;
+    rank 0 writes the checkpoint, and the best state is broadcast from it before testing.
+    """
     t = cfg.train
-    torch.set_num_threads(t.threads)
+    ctx = dist.context()
+    torch.set_num_threads(max(1, t.threads // ctx.world) if ctx.device == "cpu" else t.threads)
     torch.manual_seed(seed)
     opts = ModelOptions.from_train_settings(t)
-    model = build_model(name, meta, opts)
-    optim = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-    weights = torch.tensor(t.task_weights, dtype=torch.float32) if t.task_weights else None
-    train_s, valid_s, test_s = _streams(cfg, root, run_date, meta, seed)
+    model, optim = build_training(name, cfg, meta, ctx.device)
+    weights = torch.tensor(t.task_weights, dtype=torch.float32, device=ctx.device) if t.task_weights else None
+    dense = dense_parameters(model) if t.sparse_embeddings else list(model.parameters())
+    train_s, valid_s, test_s = _streams(cfg, root, run_date, meta, seed, ctx)
     tasks = list(meta.tasks)
     history, best, best_epoch, bad = [], -math.inf, -1, 0
     info = {"model": name, "seed": seed, "meta": asdict(meta), "options": asdict(opts)}
     train_seconds, train_rows = 0.0, 0
+    progress = progress and ctx.is_main
     for epoch in range(t.epochs):
         train_s.set_epoch(epoch)
+        steps = train_s.common_batches_per_epoch(t.loader_workers) if ctx.world > 1 else None
+        if t.max_steps_per_epoch is not None:
+            steps = t.max_steps_per_epoch if steps is None else min(steps, t.max_steps_per_epoch)
         model.train()
         losses, rows, start = [], 0, time.perf_counter()
         bar = tqdm(
@@ -91,16 +150,19 @@ def train_one(
             disable=not progress,
             leave=False,
             unit="batch",
+            total=steps,
         )
         for step, batch in enumerate(bar):
-            if t.max_steps_per_epoch is not None and step >= t.max_steps_per_epoch:
+            if steps is not None and step >= steps:
                 break
+            batch = _to_device(batch, ctx.device)
             logits = model(batch)
             loss = multitask_bce(logits, batch["labels"], weights)
-            if t.l1 > 0:
-                loss = loss + t.l1 * l1_penalty(model)
+            if t.l1 > 0:  # sparse id tables: their L1 is applied by their optimizer, on the looked-up rows
+                loss = loss + t.l1 * sum(p.abs().sum() for p in dense)
             optim.zero_grad(set_to_none=True)
             loss.backward()
+            dist.sync_gradients(model, ctx.world)
             optim.step()
             losses.append(loss.item())
             rows += len(batch["labels"])
@@ -108,8 +170,8 @@ def train_one(
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
         elapsed = time.perf_counter() - start
         train_seconds += elapsed
-        train_rows += rows
-        valid = evaluate(model, make_loader(valid_s), tasks)
+        train_rows += rows * ctx.world
+        valid = _evaluate(model, valid_s, tasks, ctx)
         score = valid["auc_mean"]
         history.append(
             {
@@ -125,14 +187,19 @@ def train_one(
         improved = (not math.isnan(score) and score > best) or (math.isnan(score) and best == -math.inf)
         if improved:
             best, best_epoch, bad = (score if not math.isnan(score) else -math.inf), epoch + 1, 0
-            save_checkpoint(model, checkpoint, {**info, "epoch": epoch + 1, "valid": valid})
+            if ctx.is_main:
+                save_checkpoint(model, checkpoint, {**info, "epoch": epoch + 1, "valid": valid})
         else:
             bad += 1
             if bad >= t.patience:
                 break
-    model.load_state_dict(torch.load(checkpoint, weights_only=True))
-    test = evaluate(model, make_loader(test_s), tasks)
-    valid = evaluate(model, make_loader(valid_s), tasks)
+    if ctx.is_main:
+        model.load_state_dict(torch.load(checkpoint, weights_only=True, map_location=ctx.device))
+    dist.broadcast_state(model, ctx.world)
+    if t.sparse_embeddings and isinstance(getattr(model, "micro", None), MicroEmbeddings):
+        model.micro.check_padding()
+    test = _evaluate(model, test_s, tasks, ctx)
+    valid = _evaluate(model, valid_s, tasks, ctx)
     return {
         "seed": seed,
         "best_epoch": best_epoch,
@@ -141,6 +208,7 @@ def train_one(
         "test": test,
         "checkpoint": str(checkpoint),
         "train_samples_per_s": train_rows / train_seconds if train_seconds > 0 else math.nan,
+        "nproc": ctx.world,
     }
 
 

@@ -101,7 +101,9 @@ def _rows(batches):
 
 def test_stream_yields_each_row_of_the_split_once_and_decodes_it(parquet_root, table):
     meta = read_meta(parquet_root)
-    stream = ExampleStream(parquet_root, RUN, "valid", meta, batch_size=16, shuffle=True, shuffle_buffer=40, seed=3)
+    stream = ExampleStream(
+        parquet_root, RUN, "valid", meta, batch_size=16, shuffle=True, shuffle_buffer=40, seed=3, drop_last=False
+    )
     batches = list(stream)
     assert all(len(b["user_id"]) <= 16 for b in batches)
     rows = [r for r in table.to_pylist() if r["split"] == "valid"]
@@ -121,7 +123,9 @@ def test_stream_is_seeded_and_shuffles(parquet_root):
     meta = read_meta(parquet_root)
 
     def order(seed, epoch):
-        s = ExampleStream(parquet_root, RUN, "train", meta, batch_size=32, shuffle=True, shuffle_buffer=50, seed=seed)
+        s = ExampleStream(
+            parquet_root, RUN, "train", meta, batch_size=32, shuffle=True, shuffle_buffer=50, seed=seed, drop_last=False
+        )
         s.set_epoch(epoch)
         return [int(x) for b in s for x in b["user_id"]]
 
@@ -139,15 +143,90 @@ def test_workers_partition_row_groups(parquet_root, monkeypatch):
     parts = []
     for w in range(3):
         monkeypatch.setattr(data, "get_worker_info", lambda w=w: types.SimpleNamespace(id=w, num_workers=3))
-        parts.append(_rows(ExampleStream(parquet_root, RUN, "train", meta, batch_size=32, shuffle=True, seed=5)))
+        stream = ExampleStream(parquet_root, RUN, "train", meta, batch_size=32, shuffle=True, seed=5, drop_last=False)
+        parts.append(_rows(stream))
     assert all(parts) and sorted(sum(parts, [])) == whole
 
 
 def test_dataloader_workers_cover_the_split(parquet_root):
     meta = read_meta(parquet_root)
     whole = _rows(ExampleStream(parquet_root, RUN, "test", meta, batch_size=32))
-    stream = ExampleStream(parquet_root, RUN, "test", meta, batch_size=32, shuffle=True, seed=1)
+    stream = ExampleStream(parquet_root, RUN, "test", meta, batch_size=32, shuffle=True, seed=1, drop_last=False)
     assert _rows(data.make_loader(stream, workers=2)) == whole
+
+
+def test_ranks_shard_row_groups_and_agree_on_steps(parquet_root):
+    meta = read_meta(parquet_root)
+    whole = _rows(ExampleStream(parquet_root, RUN, "train", meta, batch_size=32))
+    parts, counts = [], []
+    for rank in range(2):
+        s = ExampleStream(
+            parquet_root, RUN, "train", meta, 16, shuffle=True, seed=2, drop_last=False, rank=rank, world=2
+        )
+        s.set_epoch(1)
+        batches = list(s)
+        parts.append(_rows(batches))
+        counts.append(len(batches))
+        assert s.batches_per_epoch() == len(batches)
+    assert all(parts) and sorted(sum(parts, [])) == whole
+    s = ExampleStream(parquet_root, RUN, "train", meta, 16, shuffle=True, seed=2, rank=1, world=2)
+    s.set_epoch(1)
+    assert s.common_batches_per_epoch() <= min(counts) and s.batches_per_epoch() == len(list(s))
+
+
+def test_training_batches_are_full_and_remainder_dropped(parquet_root):
+    meta = read_meta(parquet_root)
+    s = ExampleStream(parquet_root, RUN, "train", meta, batch_size=48, shuffle=True, shuffle_buffer=20, seed=0)
+    sizes = [len(b["user_id"]) for b in s]
+    n = s.num_rows_estimate()
+    assert set(sizes) == {48} and len(sizes) == n // 48 and n % 48
+    ev = ExampleStream(parquet_root, RUN, "train", meta, batch_size=48)
+    assert sum(len(b["user_id"]) for b in ev) == n  # evaluation keeps every row
+    tiny = ExampleStream(parquet_root, RUN, "train", meta, batch_size=n + 5, shuffle=True)
+    assert [len(b["user_id"]) for b in tiny] == [n] and tiny.batches_per_epoch() == 1  # smaller than a batch
+
+
+def test_other_splits_row_groups_are_not_decoded(tmp_path, table, monkeypatch):
+    order = np.lexsort((table["item_id"].to_numpy(), table["user_id"].to_numpy(), table["split"].to_numpy()))
+    root = str(tmp_path)
+    write_examples(table.take(order), root, RUN, row_group_rows=64, files=1)
+    meta = read_meta(root)
+    decoded = []
+    real = data.decode
+    monkeypatch.setattr(data, "decode", lambda t, m: decoded.append(t.num_rows) or real(t, m))
+    s = ExampleStream(root, RUN, "valid", meta, batch_size=1000)
+    got = list(s)
+    n_valid = sum(1 for v in table["split"].to_pylist() if v == "valid")
+    assert sum(len(b["user_id"]) for b in got) == n_valid == sum(decoded)
+    groups = len(s.fragments)
+    assert groups <= math.ceil(n_valid / 64) + 1 < math.ceil(table.num_rows / 64)
+
+
+def _dominant_share(root, meta, window, seed=0):
+    """Mean over batches of the largest share of a batch that comes from one row group (sorted table)."""
+    s = ExampleStream(
+        root, RUN, None, meta, batch_size=64, shuffle=True, shuffle_buffer=0, seed=seed, row_groups_per_window=window
+    )
+    shares = []
+    for b in s:
+        groups = (b["user_id"].numpy() - 1) // 256  # user_id = row number + 1: row group of each row
+        shares.append(np.bincount(groups).max() / len(groups))
+    return float(np.mean(shares))
+
+
+def test_batches_mix_row_groups_of_a_sorted_table(tmp_path, table):
+    """On a table sorted by user (as written), one row group per window puts every batch in one user range;
+    interleaving 4 row groups per window brings the dominant row group's share near 1/4."""
+    n = 256 * 16
+    base = table.slice(0, 1)
+    t = base.take(np.zeros(n, dtype=np.int64))
+    t = t.set_column(t.schema.get_field_index("user_id"), "user_id", pa.array(np.arange(1, n + 1), pa.int64()))
+    root = str(tmp_path)
+    write_examples(t, root, RUN, row_group_rows=256, files=1)
+    meta = read_meta(root)
+    one, four = _dominant_share(root, meta, 1), _dominant_share(root, meta, 4)
+    assert one == 1.0
+    assert four < 0.45, four  # 64 uniform draws over 4 groups: expected max share ~0.33
 
 
 def test_delta_table(tmp_path, table, parquet_root):

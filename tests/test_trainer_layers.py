@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -154,19 +155,107 @@ def test_esmm_product_logit(a, b):
     assert got.item() == pytest.approx(pa * pb, rel=1e-6)
 
 
-def test_expert_fusion_matches_loop():
+@pytest.mark.parametrize("act", ["relu", "dice"])
+def test_expert_fusion_matches_loop(act):
+    """CGC: task t's gate, its own experts and the shared experts all read c^t; a shared expert is one
+    function over the B * T rows (with Dice: one batch norm over them)."""
     from model.layers import ExpertFusion
 
     torch.manual_seed(0)
-    fusion = ExpertFusion(tasks=3, in_dim=5, sizes=[7, 4], shared=2, per_task=2, act="relu")
+    B, T, S, P, D, OUT = 6, 3, 2, 2, 5, 4
+    fusion = ExpertFusion(tasks=T, in_dim=D, sizes=[7, OUT], shared=S, per_task=P, act=act, shared_input="task")
+    with torch.no_grad():
+        for p in fusion.parameters():  # nonzero biases and alphas so that every term is exercised
+            p.add_(0.1 * torch.randn_like(p))
+    c = torch.randn(B, T, D)
+    ref = copy.deepcopy(fusion)
+    out = fusion(c)
+    g = torch.softmax(ref.gate(c), -1)
+    sh = ref.shared_experts(c.reshape(B * T, D)).reshape(B, T, S, OUT)  # shared experts over all B*T rows
+    te = ref.task_experts(c.repeat_interleave(P, dim=1)).reshape(B, T, P, OUT)
+    for b in range(B):
+        for t in range(T):
+            expected = sum(g[b, t, s] * sh[b, t, s] for s in range(S)) + sum(
+                g[b, t, S + p] * te[b, t, p] for p in range(P)
+            )
+            torch.testing.assert_close(out[b, t], expected, rtol=1e-5, atol=1e-6)
+    if act == "dice":  # the same running statistics as the reference, and eval mode uses them
+        for a, r in zip(fusion.buffers(), ref.buffers(), strict=True):
+            torch.testing.assert_close(a, r)
+        fusion.eval(), ref.eval()
+        g0 = torch.softmax(ref.gate(c), -1)[:, 0]
+        sh0, te0 = ref.shared_experts(c[:, 0]), ref.task_experts(c[:, :1].expand(-1, T * P, -1))
+        expected0 = sum(g0[:, s : s + 1] * sh0[:, s] for s in range(S)) + sum(
+            g0[:, S + p : S + p + 1] * te0[:, p] for p in range(P)
+        )
+        torch.testing.assert_close(fusion(c)[:, 0], expected0, rtol=1e-5, atol=1e-6)
+
+
+def test_dice_matches_batchnorm_reference_in_both_layouts():
+    torch.manual_seed(3)
+    x = torch.randn(64, 2, 5) * 3 + 1
+    ref_bn = nn.BatchNorm1d(10, affine=False, eps=1e-8)
+    alpha = torch.randn(10)
+    for batch_dim in (0, -1):
+        dice = Dice(10, batch_dim=batch_dim)
+        with torch.no_grad():
+            dice.alpha.copy_(alpha)
+        xin = x if batch_dim == 0 else x.permute(1, 2, 0).contiguous()
+        for mode in ("train", "eval"):
+            dice.train(mode == "train"), ref_bn.train(mode == "train")
+            y = dice(xin)
+            y = y if batch_dim == 0 else y.permute(2, 0, 1)
+            p = torch.sigmoid(ref_bn(x.reshape(64, 10))).reshape(64, 2, 5)
+            a = alpha.reshape(2, 5)
+            torch.testing.assert_close(y, p * x + (1 - p) * a * x, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(dice.bn.running_mean, ref_bn.running_mean)
+        torch.testing.assert_close(dice.bn.running_var, ref_bn.running_var)
+        ref_bn.reset_running_stats()
+    with pytest.raises(ValueError, match="more than 1 value"):
+        Dice(3).train()(torch.randn(1, 3))
+
+
+@pytest.mark.parametrize("act", ["relu", "dice"])
+def test_batched_mlp_matches_per_group_linears(act):
+    from model.layers import BatchedMLP
+
+    torch.manual_seed(2)
+    mlp = BatchedMLP(3, 4, [6, 2], act).eval()
+    with torch.no_grad():
+        for p in mlp.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+        for a in mlp.acts:
+            if isinstance(a, Dice):
+                a.bn.running_mean.normal_()
+                a.bn.running_var.uniform_(0.5, 2)
+    x2, x3 = torch.randn(5, 4), torch.randn(5, 3, 4)
+    for x in (x2, x3):
+        out = mlp(x)
+        for g in range(3):
+            h = x if x.dim() == 2 else x[:, g]
+            for w, b, a in zip(mlp.weights, mlp.biases, mlp.acts, strict=True):
+                h = h @ w[g] + b[g]
+                if isinstance(a, Dice):
+                    o = h.shape[1]
+                    sl = slice(g * o, (g + 1) * o)
+                    p = torch.sigmoid((h - a.bn.running_mean[sl]) / torch.sqrt(a.bn.running_var[sl] + a.bn.eps))
+                    h = h * (a.alpha[sl] + p * (1 - a.alpha[sl]))
+                else:
+                    h = a(h)
+            torch.testing.assert_close(out[:, g], h, rtol=1e-5, atol=1e-6)
+
+
+def test_expert_fusion_mean_input_matches_loop():
+    from model.layers import ExpertFusion
+
+    torch.manual_seed(1)
+    fusion = ExpertFusion(tasks=3, in_dim=5, sizes=[7, 4], shared=2, per_task=2, act="relu", shared_input="mean")
     c = torch.randn(6, 3, 5)
     out = fusion(c)
     g = torch.softmax(fusion.gate(c), -1)
-    sh = fusion.shared_experts(c.mean(1))  # shared experts see the task-averaged input
+    sh = fusion.shared_experts(c.mean(1))  # the shared experts see the task-averaged input, once
     te = fusion.task_experts(c.repeat_interleave(2, dim=1)).reshape(6, 3, 2, 4)
     for b in range(6):
         for t in range(3):
-            expected = sum(g[b, t, s] * sh[b, s] for s in range(2)) + sum(
-                g[b, t, 2 + p] * te[b, t, p] for p in range(2)
-            )
-            torch.testing.assert_close(out[b, t], expected)
+            shared = sum(g[b, t, s] * sh[b, s] for s in range(2))
+            torch.testing.assert_close(out[b, t], shared + sum(g[b, t, 2 + p] * te[b, t, p] for p in range(2)))
