@@ -155,6 +155,9 @@ class ScoreSettings:
     """Merging preference score (SPEC 4.1, Eq 6-7)."""
 
     beta: float = 1.0
+    binary: bool = False
+    """``True``: every observed pair scores 1 whatever its tasks (one binary graph of all behaviors, as
+    MacGNN's; with ``weights.enabled=false`` the clustering is MacGNN's unweighted k-means)."""
 
 
 @dataclass
@@ -248,8 +251,14 @@ class NeighborSettings:
 class SampleSettings:
     """Samples (SPEC 5)."""
 
+    negatives_per_positive: int = 7
+    """Random unobserved items per observed (user, item) pair of a sample window, added as all-zero-label
+    rows (0 = none). 7 puts the click rate near 1/8 when nearly every observed pair is a click (the paper's
+    Taobao sample space). Ignored when ``tasks.exposure`` is set: the exposures are the sample space."""
     negatives_per_user: int = 0
-    """Random unobserved items per (user, sample window) added as all-zero-label rows (0 = none)."""
+    """Random unobserved items per (user, sample window) added on top (0 = none; applies with exposures)."""
+    negative_sampling: Literal["uniform", "popularity"] = "uniform"
+    """How negatives are drawn: uniform over item ids, or in proportion to the item's sample-window pairs."""
     cold_start: Literal["keep", "drop"] = "keep"
     """Rows whose user or item has no feature-window history: keep them (flagged) or drop them."""
 
@@ -618,6 +627,7 @@ def validate(cfg: MgoeConfig) -> None:
     _require(cfg.edges.hops >= 1, "edges.hops", "must be >= 1")
     _require(cfg.neighbors.length >= 1, "neighbors.length", "must be >= 1")
     _require(cfg.samples.negatives_per_user >= 0, "samples.negatives_per_user", "must be >= 0")
+    _require(cfg.samples.negatives_per_positive >= 0, "samples.negatives_per_positive", "must be >= 0")
     _require(cfg.output.row_group_rows >= 1, "output.row_group_rows", "must be >= 1")
     t = cfg.train
     _require(t.embed_dim >= 1 and t.batch_size >= 1, "train.embed_dim", "and train.batch_size must be >= 1")
