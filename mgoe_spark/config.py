@@ -21,6 +21,7 @@ sub-seeds with :meth:`MgoeConfig.sub_seed` so two stages never share a random st
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime as dt
 import difflib
@@ -132,6 +133,11 @@ class GeneratorSettings:
     conversion_spread: float = 4.0
     """How much conversion depends on (user group, item group): rates are scaled by a factor in
     [1/spread, spread] drawn per group pair and task."""
+    task_affinity: float = 4.0
+    """Partly different affinities per task: each user group and later task has its own ``preferred_groups``
+    item groups (drawn independently of the click's) on which that task's conversion rate is ``task_affinity``
+    times higher (normalised to mean 1 over item groups); 1 = every task follows the click's affinity. The
+    default matches ``conversion_spread``'s scale (what is bought is not simply what is clicked most)."""
     propensity_sigma: float = 0.5
     """Per-user conversion propensity: rates are scaled by a mean-1 log-normal with this sigma."""
     conversion_delay_s: float = 3600.0
@@ -283,7 +289,16 @@ class TrainSettings:
     weight_decay: float = 1e-5
     l1: float = 0.0
     tau: float = 1.3
-    attention: Literal["neighbors", "off"] = "neighbors"
+    attention: Literal["logit", "neighbors", "off"] = "logit"
+    """Macro attention: ``logit`` = softmax(log1p(e)/tau + q.k/sqrt(h)); ``neighbors`` = the literal product of
+    the two softmaxes (Eq 14-16, mutes the channel ~K-fold); ``off`` = edge weights only (MacGNN's code)."""
+    adjust_form: Literal["log_macro", "literal", "tower"] = "log_macro"
+    """Eq 22: ``log_macro`` = gamma[t, c(i)] * log(1 + K_I T); ``literal`` = gamma_t * T; ``tower`` = the
+    log-lifts fed to every tower."""
+    own_macro: bool = True
+    """Eq 11: the user's and item's own task-specific macro embeddings in each task's bottom input."""
+    recent_attention: bool = False
+    """Eq 18: attention weights for the recent micro neighbors against the target (default: their sum)."""
     epochs: int = 10
     patience: int = 2
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
@@ -307,6 +322,10 @@ class TrainSettings:
     """``None``: shared_experts + tasks * task_experts (as many experts as MGOE and PLE)."""
     grec_experts: int = 8
     grec_top_k: int = 2
+    grec_noise: float = 1.0
+    """GRec noisy top-k: scale of the learned routing noise in training (0 = none)."""
+    grec_balance: float = 0.01
+    """GRec: weight of the load-balancing loss."""
     task_weights: list[float] = field(default_factory=list)
     """Per-task BCE weights (Eq 23); empty: all 1."""
     eval_batch_size: int = 8192
@@ -523,6 +542,15 @@ def load_config(
     return cfg
 
 
+def with_overrides(cfg: MgoeConfig, overrides: list[str] | tuple[str, ...]) -> MgoeConfig:
+    """A validated copy of ``cfg`` with ``a.b=value`` overrides applied (``cfg`` is left unchanged)."""
+    out = copy.deepcopy(cfg)
+    for text in overrides:
+        _merge_into(out, _parse_override(text))
+    validate(out)
+    return out
+
+
 def _require(cond: bool, key: str, message: str) -> None:
     if not cond:
         raise ConfigError(f"config key '{key}' {message}")
@@ -580,6 +608,7 @@ def validate(cfg: MgoeConfig) -> None:
         f"needs {len(tasks) - 1} rates in [0, 1] (one per task after the first)",
     )
     _require(g.conversion_spread >= 1, "generator.conversion_spread", "must be >= 1")
+    _require(g.task_affinity >= 1, "generator.task_affinity", "must be >= 1 (1 = no task-specific affinity)")
     for key in ("preferred_groups", "personal_items", "categories_per_group"):
         _require(getattr(g, key) >= 1, f"generator.{key}", "must be >= 1")
     _require(g.preferred_groups <= g.item_groups, "generator.preferred_groups", "must be <= generator.item_groups")
@@ -649,7 +678,17 @@ def validate(cfg: MgoeConfig) -> None:
         f"needs one weight per task ({len(tasks)}) or none",
     )
     _require(t.eval_batch_size >= 1 and t.loader_workers >= 0, "train.eval_batch_size", "must be >= 1")
-    known_models = {"mgoe", "mgoe_no_adjust", "mgoe_no_cascade", "mmoe", "ple", "esmm", "macgnn", "grec"}
+    known_models = {
+        "mgoe",
+        "mgoe_no_adjust",
+        "mgoe_no_cascade",
+        "mgoe_no_pref",
+        "mmoe",
+        "ple",
+        "esmm",
+        "macgnn",
+        "grec",
+    }
     unknown = [m for m in t.models if m not in known_models]
     _require(not unknown, "train.models", f"names unknown models {unknown}; allowed: {sorted(known_models)}")
     q = cfg.quality
