@@ -45,9 +45,12 @@ def build_tables(args) -> dict:
     raw = default_out_dir(base, RUN_DATE)
     lines = {}
     t0 = time.perf_counter()
-    print(run_generate(spark, base, raw, RUN_DATE).line(), flush=True)
+    if not Path(raw).is_dir():
+        print(run_generate(spark, base, raw, RUN_DATE).line(), flush=True)
     variants = {"default": ()} | {label: overrides for label, (_, overrides) in TABLE_VARIANTS.items()}
-    for label, overrides in variants.items():
+    only = [v.strip() for v in args.variants.split(",") if v.strip()] or list(variants)
+    for label in only:
+        overrides = variants[label]
         cfg = _cfg(args, str(out / label), overrides)
         for step in (
             lambda c=cfg: run_ingest(spark, c, raw, RUN_DATE),
@@ -59,7 +62,7 @@ def build_tables(args) -> dict:
             lines[f"{label}:{s.stage}"] = s.metrics
     spark.stop()
     lines["seconds"] = round(time.perf_counter() - t0, 1)
-    (out / "tables.json").write_text(json.dumps(lines, indent=2))
+    (out / f"tables-{'-'.join(only)}.json").write_text(json.dumps(lines, indent=2))
     return lines
 
 
@@ -90,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("phase", choices=["tables", "train"])
     p.add_argument("--out", required=True, help="directory of the tables (one root per variant)")
     p.add_argument("--profile", default="default")
+    p.add_argument("--variants", default="", help="tables phase: only these tables (default, mgoe_no_pref, macgnn)")
     p.add_argument("--json", default="bench/results/model_quality.json")
     p.add_argument("--models", default="mgoe,mgoe_no_adjust,mgoe_no_cascade,mgoe_no_pref,macgnn,mmoe,ple")
     p.add_argument("overrides", nargs="*", help="config overrides a.b=value")
