@@ -19,7 +19,7 @@ import time
 SETTINGS: dict[str, tuple[str, list[str]]] = {
     "mgoe (defaults)": ("mgoe", []),
     "attention=neighbors (literal w*alpha)": ("mgoe", ["train.attention=neighbors"]),
-    "attention=off": ("mgoe", ["train.attention=off"]),
+    "attention=off": ("mgoe", ["train.attention='off'"]),
     "adjust_form=literal": ("mgoe", ["train.adjust_form=literal"]),
     "adjust_form=tower": ("mgoe", ["train.adjust_form=tower"]),
     "own_macro=false (no Eq 11 input)": ("mgoe", ["train.own_macro=false"]),
@@ -52,15 +52,21 @@ def main(argv: list[str] | None = None) -> int:
     root = tempfile.mkdtemp(prefix="mgoe-ablation-")
     write_examples(generate_examples(spec), root, "2024-01-01", row_group_rows=2048)
     names = [n.strip() for n in args.only.split(",") if n.strip()] or list(SETTINGS)
-    out = {"spec": spec.__dict__, "load_before": os.getloadavg(), "settings": {}}
+    out = {"spec": json.loads(json.dumps(spec.__dict__)), "load_before": os.getloadavg(), "settings": {}}
+    if os.path.exists(args.json):  # resume: keep the settings already measured on this spec
+        old = json.load(open(args.json))
+        if old.get("spec") == out["spec"]:
+            out["settings"] = old["settings"]
     for name in names:
+        if name in out["settings"]:
+            continue
         model, overrides = SETTINGS[name]
         cfg = load_config(
             profile="test",
             overrides=[
                 "train.seeds=[0, 1, 2]",
-                "train.epochs=5",
-                "train.patience=1",
+                "train.epochs=6",
+                "train.patience=2",
                 "train.threads=1",
                 *args.overrides,
                 *overrides,
