@@ -30,6 +30,8 @@ SETTINGS: dict[str, tuple[str, list[str]]] = {
     "ple": ("ple", []),
     "grec": ("grec", []),
     "recent_attention=true": ("mgoe", ["train.recent_attention=true"]),
+    "adjust_form=log_macro gamma_init=0": ("mgoe", ["train.gamma_init=0"]),
+    "adjust_form=tower cascade off": ("mgoe_no_cascade", ["train.adjust_form=tower"]),
 }
 
 

@@ -64,7 +64,7 @@ class ModelOptions:
     recent_attention: bool = False
     """Eq 18 attention weights for the recent micro neighbors against the target (default: the sum)."""
     lambda_init: float = 1.0
-    gamma_init: float = 1.0
+    gamma_init: float = 0.0
     mmoe_experts: int | None = None
     """``None``: shared_experts + tasks * task_experts (the same number of experts as MGOE / PLE)."""
     grec_experts: int = 8

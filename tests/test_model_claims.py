@@ -53,6 +53,8 @@ def test_every_mgoe_input_column_reaches_the_output(batch, key):
     meta, b = batch
     torch.manual_seed(0)
     model = build_model("mgoe", meta, OPTS)
+    with torch.no_grad():  # gamma starts at 0 (a neutral adjustment): give it the value training would
+        model.adjust.gamma.normal_()
     assert not torch.equal(b[key], torch.roll(b[key], 1, dims=0)), "the fixture must vary this column"
     diff = (_out(model, b) - _out(model, _perturbed(b, key))).abs().max().item()
     assert diff > 1e-6, f"MGOE's output ignores {key}"
@@ -66,9 +68,8 @@ def test_no_adjust_ignores_lookup_and_full_mgoe_reads_it(batch):
     for form in ("log_macro", "literal", "tower"):
         torch.manual_seed(0)
         on = build_model("mgoe", meta, dataclasses.replace(OPTS, adjust_form=form))
-        if form == "tower":  # its side-input weights start at zero: give them a value
-            with torch.no_grad():
-                on.towers.w_extra.normal_()
+        with torch.no_grad():  # gamma / the tower's side-input weights start at zero: give them a value
+            (on.towers.w_extra if form == "tower" else on.adjust.gamma).normal_()
         assert not torch.equal(_out(on, b), _out(on, _perturbed(b, "lookup"))), form
 
 
