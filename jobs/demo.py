@@ -2,9 +2,13 @@
 
 Generates a synthetic multi-behavior log with planted user / item groups (``generator.*``), ingests it,
 builds the MTMG (``nodes`` + ``features``), trains MGOE and MMoE (``--models``) over ``train.seeds``, prints
-the per-task AUC / Logloss table and writes a report (Markdown + PNG plots: cluster sizes, edge-weight
-distributions, training curves, AUC per task) and, with ``--json``, the results as JSON
-(``models.<name>.auc_mean`` / ``logloss_mean``). Everything lands under ``output.root`` (``--output``).
+the label rates and cold-start share per split and the per-task AUC / Logloss table. A model with its own
+table (``mgoe_no_pref``: no preference weights; ``macgnn``: one binary graph, unweighted k-means; see
+``model.baselines.TABLE_VARIANTS``) gets that table built from the same log under
+``<output>/tables_<model>`` and trains on it; the table prints which root each model read. It writes a
+report (Markdown + PNG plots: cluster sizes, edge-weight distributions, training curves, AUC per task)
+and, with ``--json``, the results as JSON (``models.<name>.auc_mean`` / ``logloss_mean``). Everything lands
+under ``output.root`` (``--output``).
 """
 
 from __future__ import annotations
@@ -36,8 +40,11 @@ def execute(args: argparse.Namespace) -> int:
     from jobs.report import append_sections, pipeline_plots
     from jobs.storage import TableStore
     from jobs.train import run_training
+    from mgoe_spark.config import with_overrides
     from mgoe_spark.session import get_spark
+    from model.baselines import TABLE_VARIANTS
     from model.evaluate import results_table, to_json
+    from model.report import label_rate_table
 
     start = time.perf_counter()
     cfg = config_from_args(args)
@@ -53,18 +60,32 @@ def execute(args: argparse.Namespace) -> int:
         ("nodes", lambda: run_nodes(spark, cfg, run_date)),
         ("features", lambda: run_features(spark, cfg, run_date)),
     ]
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    table_roots = {}
+    for label in models:  # models that read their own table: the same log, their own pipeline config
+        if label in TABLE_VARIANTS:
+            vcfg = with_overrides(cfg, [*TABLE_VARIANTS[label][1], f"output.root={cfg.output.root}/tables_{label}"])
+            table_roots[label] = vcfg.output.root
+            steps += [
+                (f"ingest ({label} table)", lambda v=vcfg: run_ingest(spark, v, raw, run_date)),
+                (f"nodes ({label} table)", lambda v=vcfg: run_nodes(spark, v, run_date)),
+                (f"features ({label} table)", lambda v=vcfg: run_features(spark, v, run_date)),
+            ]
     for i, (name, step) in enumerate(steps, start=1):
         print(f"[{i}/{len(steps) + 1}] {name} ...", flush=True)
         summaries.append(step())
+        if "(" in name:  # a variant table's stage: its own name in run_metrics and the results
+            summaries[-1].stage = f"{summaries[-1].stage}_{name.split('(')[1].split()[0]}"
         print(summaries[-1].line(), flush=True)
     write_metrics(spark, cfg, summaries, run_date)
     pipeline_lines = pipeline_plots(spark, store, run_date, report_dir)
     spark.stop()  # free the JVM's memory and cores for the trainer
 
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
     print(f"[{len(steps) + 1}/{len(steps) + 1}] train {', '.join(models)} (seeds {cfg.train.seeds}) ...", flush=True)
     t0 = time.perf_counter()
-    results = run_training(cfg, cfg.output.root, run_date, models, report_dir, progress=not args.quiet)
+    results = run_training(
+        cfg, cfg.output.root, run_date, models, report_dir, progress=not args.quiet, table_roots=table_roots
+    )
     train_seconds = time.perf_counter() - t0
     report = report_dir / "report.md"
     stage_lines = [s.line() for s in summaries] + [f"[train] seconds={train_seconds:,.1f}"]
@@ -73,6 +94,7 @@ def execute(args: argparse.Namespace) -> int:
     results["pipeline"] = {s.stage: s.metrics for s in summaries} | {"train": {"seconds": round(train_seconds, 1)}}
     results["seconds_total"] = round(time.perf_counter() - start, 1)
     print()
+    print(label_rate_table(results))
     print(results_table(results, results["tasks"]))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -205,12 +205,19 @@ def run_features(spark: SparkSession, cfg: MgoeConfig, run_date: str) -> StageSu
             store.write(tables[name], schema, run_date, row_group_rows=cfg.output.row_group_rows)
         store.write(assignments, ASSIGNMENTS, run_date)
         examples = store.read(TRAINING_EXAMPLES, run_date)
+        tasks = list(cfg.tasks.order)
         per_split = examples.groupBy("split").agg(
-            F.count("*").alias("n"), F.sum(F.col("cold_start").cast("int")).alias("cold")
+            F.count("*").alias("n"),
+            F.sum(F.col("cold_start").cast("int")).alias("cold"),
+            *[F.avg(F.col("labels")[k]).alias(f"rate_{k}") for k in range(len(tasks))],
         )
         for row in per_split.collect():  # <= 3 rows
             summary.add(f"examples_{row['split']}", row["n"])
             summary.add(f"cold_start_{row['split']}", row["cold"] or 0)
+            # label rate per task and cold-start share per split (SPEC 5): is the AUC measuring anything?
+            summary.add(f"cold_start_share_{row['split']}", round((row["cold"] or 0) / max(1, row["n"]), 4))
+            for k, task in enumerate(tasks):
+                summary.add(f"label_rate_{row['split']}_{task}", round(float(row[f"rate_{k}"] or 0.0), 4))
         for row in assignments.groupBy("snapshot", "side").count().collect():
             summary.add(f"{row['snapshot']}_{row['side']}_nodes", row["count"])
         spark.catalog.clearCache()

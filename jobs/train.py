@@ -30,6 +30,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         metavar="URI",
         help="also train MGOE as 'mgoe_no_pref' on this table root (built with weights.enabled=false)",
     )
+    g.add_argument(
+        "--table-root",
+        metavar="MODEL=URI",
+        action="append",
+        default=[],
+        help="train MODEL on its own table root (repeatable), e.g. macgnn=/tables_macgnn mgoe_no_pref=/no_pref",
+    )
     g.add_argument("--report", metavar="DIR", help="write report.md, results.json and plots here")
     g.add_argument("--json", metavar="PATH", help="write the results as JSON here")
     g.add_argument(
@@ -55,12 +62,15 @@ def run_training(
     *,
     no_pref_root: str | None = None,
     progress: bool = True,
+    table_roots: dict[str, str] | None = None,
 ) -> dict:
     """Train ``models`` (default ``cfg.train.models``) and return the results dict.
 
     ``results["models"][name]`` has ``auc_mean`` / ``auc_mean_std`` / ``logloss_mean`` / ``logloss_mean_std``
     (test split, over seeds), ``auc[task]`` / ``logloss[task]`` as {mean, std, values}, and per-seed runs.
     With ``report_dir``, also writes the Markdown report, plots, results.json and checkpoints there.
+    ``table_roots``: model -> its own table root (``--table-root MODEL=URI``); ``results["label_rates"]``
+    holds each read table's label rates and cold-start share per split.
     """
     import torch
 
@@ -75,9 +85,23 @@ def run_training(
         raise UserError(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
     torch.set_num_threads(cfg.train.threads)
     ckpt = Path(report_dir) / "checkpoints" if report_dir else None
-    extra = {"mgoe_no_pref": ("mgoe", no_pref_root)} if no_pref_root else None
+    from model.report import label_rates
+
+    roots = dict(table_roots or {})
+    if no_pref_root:  # the older spelling of --table-root mgoe_no_pref=URI
+        roots["mgoe_no_pref"] = no_pref_root
+        models = models if "mgoe_no_pref" in models else [*models, "mgoe_no_pref"]
+    if "mgoe_no_pref" in models and "mgoe_no_pref" not in roots:
+        raise UserError(
+            "mgoe_no_pref is MGOE on a table built with weights.enabled=false: pass --table-root "
+            "mgoe_no_pref=URI (mgoe demo builds it for you)"
+        )
     try:
-        results = train_models(cfg, examples_root, run_date, models, ckpt, extra, progress)
+        results = train_models(cfg, examples_root, run_date, models, ckpt, None, progress, table_roots=roots)
+        results["label_rates"] = {
+            root: label_rates(root, results["run_date"], results["tasks"])
+            for root in dict.fromkeys(r["examples_root"] for r in results["models"].values())
+        }
     except DataError as exc:
         raise UserError(str(exc)) from None
     if report_dir:
@@ -153,6 +177,7 @@ def _execute_rank(args: argparse.Namespace, cfg) -> int:
 def _execute(args: argparse.Namespace, cfg) -> int:
     from model import distributed as dist
     from model.evaluate import results_table, to_json
+    from model.report import label_rate_table
 
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         try:
@@ -172,6 +197,12 @@ def _execute(args: argparse.Namespace, cfg) -> int:
     run_date = args.run_date
     if run_date not in dates and run_date == dt.date.today().isoformat():
         run_date = None
+    table_roots = {}
+    for item in args.table_root:
+        model, sep, uri = item.partition("=")
+        if not sep or not model.strip() or not uri.strip():
+            raise UserError(f"--table-root {item!r} must look like MODEL=URI, e.g. macgnn=/data/tables_macgnn")
+        table_roots[model.strip()] = uri.strip()
     results = run_training(
         cfg,
         root,
@@ -180,10 +211,12 @@ def _execute(args: argparse.Namespace, cfg) -> int:
         args.report if main else None,
         no_pref_root=args.no_pref_root,
         progress=not args.quiet,
+        table_roots=table_roots,
     )
     if not main:
         return 0
     print(f"training_examples {results['examples_root']} run date {results['run_date']}")
+    print(label_rate_table(results))
     print(results_table(results, results["tasks"]))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

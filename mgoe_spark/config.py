@@ -21,6 +21,7 @@ sub-seeds with :meth:`MgoeConfig.sub_seed` so two stages never share a random st
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime as dt
 import difflib
@@ -132,6 +133,11 @@ class GeneratorSettings:
     conversion_spread: float = 4.0
     """How much conversion depends on (user group, item group): rates are scaled by a factor in
     [1/spread, spread] drawn per group pair and task."""
+    task_affinity: float = 4.0
+    """Partly different affinities per task: each user group and later task has its own ``preferred_groups``
+    item groups (drawn independently of the click's) on which that task's conversion rate is ``task_affinity``
+    times higher (normalised to mean 1 over item groups); 1 = every task follows the click's affinity. The
+    default matches ``conversion_spread``'s scale (what is bought is not simply what is clicked most)."""
     propensity_sigma: float = 0.5
     """Per-user conversion propensity: rates are scaled by a mean-1 log-normal with this sigma."""
     conversion_delay_s: float = 3600.0
@@ -155,6 +161,9 @@ class ScoreSettings:
     """Merging preference score (SPEC 4.1, Eq 6-7)."""
 
     beta: float = 1.0
+    binary: bool = False
+    """``True``: every observed pair scores 1 whatever its tasks (one binary graph of all behaviors, as
+    MacGNN's; with ``weights.enabled=false`` the clustering is MacGNN's unweighted k-means)."""
 
 
 @dataclass
@@ -256,8 +265,14 @@ class NeighborSettings:
 class SampleSettings:
     """Samples (SPEC 5)."""
 
+    negatives_per_positive: int = 7
+    """Random unobserved items per observed (user, item) pair of a sample window, added as all-zero-label
+    rows (0 = none). 7 puts the click rate near 1/8 when nearly every observed pair is a click (the paper's
+    Taobao sample space). Ignored when ``tasks.exposure`` is set: the exposures are the sample space."""
     negatives_per_user: int = 0
-    """Random unobserved items per (user, sample window) added as all-zero-label rows (0 = none)."""
+    """Random unobserved items per (user, sample window) added on top (0 = none; applies with exposures)."""
+    negative_sampling: Literal["uniform", "popularity"] = "uniform"
+    """How negatives are drawn: uniform over item ids, or in proportion to the item's sample-window pairs."""
     cold_start: Literal["keep", "drop"] = "keep"
     """Rows whose user or item has no feature-window history: keep them (flagged) or drop them."""
 
@@ -282,7 +297,16 @@ class TrainSettings:
     weight_decay: float = 1e-5
     l1: float = 0.0
     tau: float = 1.3
-    attention: Literal["neighbors", "off"] = "neighbors"
+    attention: Literal["logit", "neighbors", "off"] = "logit"
+    """Macro attention: ``logit`` = softmax(log1p(e)/tau + q.k/sqrt(h)); ``neighbors`` = the literal product of
+    the two softmaxes (Eq 14-16, mutes the channel ~K-fold); ``off`` = edge weights only (MacGNN's code)."""
+    adjust_form: Literal["log_macro", "literal", "tower"] = "log_macro"
+    """Eq 22: ``log_macro`` = gamma[t, c(i)] * log(1 + K_I T); ``literal`` = gamma_t * T; ``tower`` = the
+    log-lifts fed to every tower."""
+    own_macro: bool = True
+    """Eq 11: the user's and item's own task-specific macro embeddings in each task's bottom input."""
+    recent_attention: bool = False
+    """Eq 18: attention weights for the recent micro neighbors against the target (default: their sum)."""
     epochs: int = 10
     patience: int = 2
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
@@ -300,12 +324,17 @@ class TrainSettings:
     task_experts: int = 1
     lambda_init: float = 1.0
     """Initial cascade weight lambda_t (Eq 21)."""
-    gamma_init: float = 1.0
-    """Initial macro task adjustment weight gamma_t (Eq 22)."""
+    gamma_init: float = 0.0
+    """Initial macro task adjustment weight gamma (Eq 22). 0: training starts from the unadjusted logits
+    (measured on the planted table: init 1 cost 0.009 mean AUC, bench/results/model_ablation.json)."""
     mmoe_experts: int | None = None
     """``None``: shared_experts + tasks * task_experts (as many experts as MGOE and PLE)."""
     grec_experts: int = 8
     grec_top_k: int = 2
+    grec_noise: float = 1.0
+    """GRec noisy top-k: scale of the learned routing noise in training (0 = none)."""
+    grec_balance: float = 0.01
+    """GRec: weight of the load-balancing loss."""
     task_weights: list[float] = field(default_factory=list)
     """Per-task BCE weights (Eq 23); empty: all 1."""
     eval_batch_size: int = 8192
@@ -542,6 +571,15 @@ def load_config(
     return cfg
 
 
+def with_overrides(cfg: MgoeConfig, overrides: list[str] | tuple[str, ...]) -> MgoeConfig:
+    """A validated copy of ``cfg`` with ``a.b=value`` overrides applied (``cfg`` is left unchanged)."""
+    out = copy.deepcopy(cfg)
+    for text in overrides:
+        _merge_into(out, _parse_override(text))
+    validate(out)
+    return out
+
+
 def _require(cond: bool, key: str, message: str) -> None:
     if not cond:
         raise ConfigError(f"config key '{key}' {message}")
@@ -599,6 +637,7 @@ def validate(cfg: MgoeConfig) -> None:
         f"needs {len(tasks) - 1} rates in [0, 1] (one per task after the first)",
     )
     _require(g.conversion_spread >= 1, "generator.conversion_spread", "must be >= 1")
+    _require(g.task_affinity >= 1, "generator.task_affinity", "must be >= 1 (1 = no task-specific affinity)")
     for key in ("preferred_groups", "personal_items", "categories_per_group"):
         _require(getattr(g, key) >= 1, f"generator.{key}", "must be >= 1")
     _require(g.preferred_groups <= g.item_groups, "generator.preferred_groups", "must be <= generator.item_groups")
@@ -647,6 +686,7 @@ def validate(cfg: MgoeConfig) -> None:
     _require(cfg.edges.hops >= 1, "edges.hops", "must be >= 1")
     _require(cfg.neighbors.length >= 1, "neighbors.length", "must be >= 1")
     _require(cfg.samples.negatives_per_user >= 0, "samples.negatives_per_user", "must be >= 0")
+    _require(cfg.samples.negatives_per_positive >= 0, "samples.negatives_per_positive", "must be >= 0")
     _require(cfg.output.row_group_rows >= 1, "output.row_group_rows", "must be >= 1")
     t = cfg.train
     _require(t.embed_dim >= 1 and t.batch_size >= 1, "train.embed_dim", "and train.batch_size must be >= 1")
@@ -671,7 +711,17 @@ def validate(cfg: MgoeConfig) -> None:
         f"needs one weight per task ({len(tasks)}) or none",
     )
     _require(t.eval_batch_size >= 1 and t.loader_workers >= 0, "train.eval_batch_size", "must be >= 1")
-    known_models = {"mgoe", "mgoe_no_adjust", "mgoe_no_cascade", "mmoe", "ple", "esmm", "macgnn", "grec"}
+    known_models = {
+        "mgoe",
+        "mgoe_no_adjust",
+        "mgoe_no_cascade",
+        "mgoe_no_pref",
+        "mmoe",
+        "ple",
+        "esmm",
+        "macgnn",
+        "grec",
+    }
     unknown = [m for m in t.models if m not in known_models]
     _require(not unknown, "train.models", f"names unknown models {unknown}; allowed: {sorted(known_models)}")
     q = cfg.quality

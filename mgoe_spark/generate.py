@@ -49,7 +49,11 @@ fav, cart from click and buy from cart). For click row e with user ``a`` (group 
     m               = (spread - 1/spread) / (2 ln spread)  (the mean of spread ** (2v - 1); m = 1 if spread = 1)
 
 so ``f_k`` is log-uniform on ``[1/(m spread), spread/m]`` with mean 1 over group pairs, and
-``funnel_rates`` is the mean rate over group pairs. The conversion happens when its parent happened
+``funnel_rates`` is the mean rate over group pairs. *Task-specific affinity*: ``rate_k`` is also multiplied
+by ``a_k(c, h) = (A if h in pref_k(c) else 1) / ((P A + G_I - P) / G_I)``, ``A = g.task_affinity``, where
+``pref_k(c)`` are P item groups drawn for user group c and task k independently of the click's ``pref(c)``
+(mean 1 over item groups; ``A = 1`` turns it off). So later tasks prefer partly other item groups than the
+click: what is bought is not simply what is clicked most. The conversion happens when its parent happened
 on the same row and ``u_k < rate_k``; it is emitted at ``ts_k = ts_{q(k)} + 1 + floor(Exp(mean =
 g.conversion_delay_s))`` on the same (user, item) pair, and only if ``ts_k < start + days`` (later
 conversions fall outside the observation window, as in a real log). So every event of task k follows an
@@ -140,6 +144,8 @@ class Plan:
     rates: tuple[float, ...]
     preferred: np.ndarray
     """``(G_U, P)`` int: the preferred item groups of each user group."""
+    task_preferred: np.ndarray
+    """``(T - 1, G_U, G_I)`` float: the task-affinity multipliers ``a_k(c, h)`` of tasks 1..T-1."""
     users: IdScramble
     items: IdScramble
     categories: IdScramble
@@ -179,6 +185,19 @@ def preferred_item_groups(cfg: MgoeConfig) -> np.ndarray:
     return np.stack([rng.permutation(g.item_groups)[: g.preferred_groups] for _ in range(g.user_groups)])
 
 
+def task_affinity_table(cfg: MgoeConfig) -> np.ndarray:
+    """``(T - 1, G_U, G_I)``: ``a_k(c, h)``, the mean-1 task-affinity multiplier of each later task."""
+    g = cfg.generator
+    n_later = max(0, len(cfg.tasks.order) - 1)
+    rng = np.random.default_rng([cfg.sub_seed("generator"), 3])
+    out = np.ones((n_later, g.user_groups, g.item_groups))
+    for k in range(n_later):
+        for c in range(g.user_groups):
+            out[k, c, rng.permutation(g.item_groups)[: g.preferred_groups]] = g.task_affinity
+    norm = (g.preferred_groups * g.task_affinity + g.item_groups - g.preferred_groups) / g.item_groups
+    return out / norm
+
+
 def start_timestamp(cfg: MgoeConfig) -> int:
     """Epoch seconds of ``generator.start`` at 00:00 UTC."""
     day = dt.date.fromisoformat(cfg.generator.start)
@@ -196,6 +215,7 @@ def plan(cfg: MgoeConfig) -> Plan:
         parents=tuple(funnel_parents(cfg)),
         rates=tuple(g.funnel_rates[: len(cfg.tasks.order) - 1]),
         preferred=preferred_item_groups(cfg),
+        task_preferred=task_affinity_table(cfg),
         users=IdScramble.make(g.users, rng),
         items=IdScramble.make(g.items, rng),
         categories=IdScramble.make(g.item_groups * g.categories_per_group, rng),
@@ -238,6 +258,13 @@ def conversion_factor(seed: int, k: int, spread: float, user_group: Column, item
 
 def _literal_array(values: list[int]) -> Column:
     return F.array(*[F.lit(int(v)) for v in values])
+
+
+def task_affinity(p: Plan, k: int, user_group: Column, item_group: Column) -> Column:
+    """``a_k(c, h)`` of task ``k >= 1`` as a column (a ``G_U * G_I`` literal array lookup)."""
+    table = p.task_preferred[k - 1]
+    values = F.array(*[F.lit(float(v)) for v in table.reshape(-1)])
+    return F.element_at(values, user_group * table.shape[1] + item_group + 1)
 
 
 def _clicks(spark: SparkSession, cfg: MgoeConfig, p: Plan) -> DataFrame:
@@ -301,7 +328,8 @@ def generate_events(spark: SparkSession, cfg: MgoeConfig) -> DataFrame:
     emitted: list[Column] = [~F.col("hidden")]
     for k in range(1, len(p.tasks)):
         q = p.parents[k - 1]
-        rate = F.least(F.lit(1.0), conversion_factor(seed, k, g.conversion_spread, c, h) * propensity * p.rates[k - 1])
+        factor = conversion_factor(seed, k, g.conversion_spread, c, h) * task_affinity(p, k, c, h)
+        rate = F.least(F.lit(1.0), factor * propensity * p.rates[k - 1])
         delay = 1 + F.floor(-g.conversion_delay_s * F.log(1.0 - uniform(seed, f"delay:{k}", "e"))).cast("long")
         ts_k = times[q] + delay
         ok = happened[q] & (uniform(seed, f"convert:{k}", "e") < rate) & (ts_k < p.end_ts)
@@ -350,7 +378,8 @@ def ground_truth(spark: SparkSession, cfg: MgoeConfig) -> tuple[DataFrame, DataF
 
 def conversion_factors(spark: SparkSession, cfg: MgoeConfig) -> DataFrame:
     """The planted ``f_k(c, h)``: one row per (task, user_group, item_group) for tasks 1..T-1, with
-    ``base_rate`` and ``rate = base_rate * factor`` (before propensity and the clip at 1).
+    ``base_rate``, the task affinity ``a_k(c, h)`` and ``rate = base_rate * factor * affinity`` (before
+    propensity and the clip at 1).
     ``O(T * G_U * G_I)`` rows: small, for analysis and tests."""
     g = cfg.generator
     p = plan(cfg)
@@ -361,6 +390,7 @@ def conversion_factors(spark: SparkSession, cfg: MgoeConfig) -> DataFrame:
     per_task = []
     for k in range(1, len(p.tasks)):
         f = conversion_factor(p.seed, k, g.conversion_spread, F.col("user_group"), F.col("item_group"))
+        a = task_affinity(p, k, F.col("user_group"), F.col("item_group"))
         per_task.append(
             pairs.select(
                 F.lit(p.tasks[k]).alias("task"),
@@ -368,12 +398,15 @@ def conversion_factors(spark: SparkSession, cfg: MgoeConfig) -> DataFrame:
                 "item_group",
                 f.alias("factor"),
                 F.lit(p.rates[k - 1]).alias("base_rate"),
-                (f * p.rates[k - 1]).alias("rate"),
+                a.alias("affinity"),
+                (f * a * p.rates[k - 1]).alias("rate"),
             )
         )
     if not per_task:
         return spark.createDataFrame(
-            [], "task string, user_group int, item_group int, factor double, base_rate double, rate double"
+            [],
+            "task string, user_group int, item_group int, factor double, base_rate double, affinity double, "
+            "rate double",
         )
     out = per_task[0]
     for df in per_task[1:]:

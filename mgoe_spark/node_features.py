@@ -46,7 +46,7 @@ def node_features(
         cutoff: feature cutoff (epoch seconds, inclusive); ``None``: every event.
         persist: persist S, which the four downstream products share.
     """
-    s = pair_scores(interactions, cfg.tasks.order, cfg.scores.beta, cutoff)
+    s = pair_scores(interactions, cfg.tasks.order, cfg.scores.beta, cutoff, cfg.scores.binary)
     if persist:
         s = s.persist(StorageLevel.MEMORY_AND_DISK)
     return NodeFeatures(

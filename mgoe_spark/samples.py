@@ -6,16 +6,21 @@
 - ``tasks.exposure`` set (Tenrec): the exposures are the sample space; a pair exposed in the window is a
   row, labelled by its task events in the same window (an unclicked exposure is an all-zero row). Task
   events of pairs never exposed in the window are not samples.
-- ``samples.negatives_per_user = N > 0``: per (user, sample window), N random items that are not an
-  observed pair of that window, with all-zero labels. Items are drawn uniformly from ids 1..n_items by a
-  hash of (seed, user, window, draw index); ``2N + 8`` draws are made and the first N distinct unobserved
-  ones kept, so a user who has seen almost every item may get fewer than N.
+- Negatives (default, logs without exposures): per (user, sample window), ``N * P + M`` random items that
+  are not an observed pair of that window, with all-zero labels, where P is the user's observed pairs in
+  the window, ``N = samples.negatives_per_positive`` (default 7: a click rate near 1/8 when nearly every
+  observed pair is a click, the paper's Taobao sample space) and ``M = samples.negatives_per_user``.
+  ``samples.negative_sampling``: ``uniform`` draws item ids 1..n_items by a hash of (seed, user, window,
+  draw index); ``popularity`` draws the item of a uniformly chosen observed sample-window pair (so in
+  proportion to the item's popularity). ``2 want + 8`` draws are made and the first ``want`` distinct
+  unobserved ones kept, so a user who has seen almost every item may get fewer. With ``tasks.exposure``
+  the exposures are the sample space and only ``negatives_per_user`` applies.
 - ``cold_start``: the user or the item has no event of ``tasks.order`` at or before the feature cutoff of
   the row's snapshot (train/valid: c1, test: c2). ``samples.cold_start=drop`` removes those rows.
 - ``split``: ``test`` in (c2, end]; ``valid`` / ``train`` in (c1, c2] by seeded hash (windows module).
 
 Cost: O(sample-window events) for the grouping, O(rows) hash joins with per-node first-event times
-(O(users + items)) for the cold-start flag, O(users * N) for negatives. The driver gets at most one number
+(O(users + items)) for the cold-start flag, O(rows * N) for negatives. The driver gets at most one number
 (the item count when ``n_items`` is not given).
 """
 
@@ -47,18 +52,75 @@ def observed_samples(interactions: DataFrame, windows: Windows, tasks: list[str]
     return joined.select(*keys, "ts", label_array)
 
 
-def negative_samples(observed: DataFrame, n_items: int, per_user: int, seed: int, n_tasks: int) -> DataFrame:
-    """``per_user`` unobserved random items per (user, window) of ``observed``, all labels 0, ts = the
-    user's first sample time in the window. O(users * per_user)."""
-    draws = 2 * per_user + 8
-    users = observed.groupBy("user_id", "window").agg(F.min("ts").alias("ts"))
-    cand = users.select("user_id", "window", "ts", F.explode(F.sequence(F.lit(0), F.lit(draws - 1))).alias("j"))
+def _uniform_items(cand: DataFrame, n_items: int, seed: int) -> DataFrame:
+    """Candidates get ``item_id`` uniform on 1..n_items from a hash of (seed, user, window, j)."""
     u = rand.uniform(seed, "negatives", "user_id", "window", "j")
-    cand = cand.withColumn("item_id", (F.floor(u * F.lit(int(n_items))) + 1).cast("long"))
+    return cand.withColumn("item_id", (F.floor(u * F.lit(int(n_items))) + 1).cast("long"))
+
+
+POOL_BUCKET_ROWS = 4096
+"""Rows per bucket of the popularity pool: bounds what one task holds when positions are numbered."""
+
+
+def _popular_items(cand: DataFrame, observed: DataFrame, seed: int) -> DataFrame:
+    """Candidates get the item of a uniformly drawn observed pair of either sample window, so an item is
+    drawn in proportion to its number of sample-window pairs (its popularity).
+
+    The pool (one row per observed pair) is hashed into ``B = ceil(M / 4096)`` buckets and numbered
+    within each bucket; a draw picks a bucket and a position below the largest bucket's size uniformly and
+    is rejected when that position is empty (rejection keeps every pool row equally likely). Cost: one
+    count (M, to the driver), one window over buckets of ~4096 rows, two hash joins; O(M + draws).
+    """
+    pool = observed.select("item_id", F.xxhash64(F.lit(seed), "user_id", "item_id", "window").alias("_h"))
+    m = pool.count()
+    buckets = max(1, -(-m // POOL_BUCKET_ROWS))
+    pool = pool.withColumn("_b", F.pmod(F.col("_h"), F.lit(buckets)))
+    pool = pool.withColumn("_p", F.row_number().over(Window.partitionBy("_b").orderBy("_h", "item_id")) - 1)
+    sizes = pool.groupBy("_b").agg(F.count("*").alias("_n"))
+    cap = sizes.agg(F.max("_n")).first()[0] or 1
+    ub = rand.uniform(seed, "pop_bucket", "user_id", "window", "j")
+    up = rand.uniform(seed, "pop_pos", "user_id", "window", "j")
+    cand = cand.select(
+        "*", F.floor(ub * buckets).cast("long").alias("_b"), F.floor(up * int(cap)).cast("int").alias("_p")
+    )
+    picked = cand.join(pool.select("_b", "_p", "item_id"), ["_b", "_p"], "inner")  # rejected draws drop out
+    return picked.drop("_b", "_p")
+
+
+def negative_samples(
+    observed: DataFrame,
+    n_items: int,
+    per_user: int,
+    seed: int,
+    n_tasks: int,
+    *,
+    per_positive: int = 0,
+    sampling: str = "uniform",
+) -> DataFrame:
+    """Random unobserved items per (user, window) of ``observed``, all labels 0, ts = the user's first
+    sample time in the window: ``per_user + per_positive * (the user's observed pairs in that window)`` of
+    them. ``sampling``: ``uniform`` over item ids 1..n_items, or ``popularity`` (in proportion to each
+    item's sample-window pairs, see :func:`_popular_items`). ``2 want + 8`` candidates are drawn and the
+    first ``want`` distinct unobserved ones kept. O(users + candidates): a user's candidates are bounded by
+    a constant times that user's own rows.
+    """
+    users = observed.groupBy("user_id", "window").agg(F.min("ts").alias("ts"), F.count("*").alias("_pos"))
+    users = users.withColumn("_want", F.lit(int(per_user)) + F.lit(int(per_positive)) * F.col("_pos"))
+    users = users.where(F.col("_want") > 0)
+    draws = F.sequence(F.lit(0), 2 * F.col("_want") + 7)
+    cand = users.select("user_id", "window", "ts", "_want", F.explode(draws).alias("j"))
+    if sampling == "popularity":
+        cand = _popular_items(cand, observed, seed)
+    elif sampling == "uniform":
+        cand = _uniform_items(cand, n_items, seed)
+    else:
+        raise ValueError(f"samples.negative_sampling must be 'uniform' or 'popularity', got {sampling!r}")
     cand = cand.join(observed.select("user_id", "item_id", "window"), ["user_id", "item_id", "window"], "left_anti")
-    first = cand.groupBy("user_id", "window", "item_id").agg(F.min("j").alias("j"), F.first("ts").alias("ts"))
+    first = cand.groupBy("user_id", "window", "item_id").agg(
+        F.min("j").alias("j"), F.first("ts").alias("ts"), F.first("_want").alias("_want")
+    )
     rank = F.row_number().over(Window.partitionBy("user_id", "window").orderBy("j"))
-    kept = first.withColumn("_r", rank).where(F.col("_r") <= per_user)
+    kept = first.withColumn("_r", rank).where(F.col("_r") <= F.col("_want"))
     zeros = F.array_repeat(F.lit(0.0).cast("float"), n_tasks).alias("labels")
     return kept.select("user_id", "item_id", "window", "ts", zeros)
 
@@ -82,13 +144,24 @@ def build_samples(
     tasks = list(cfg.tasks.order)
     exposure = cfg.tasks.exposure
     samples = observed_samples(interactions, windows, tasks, exposure)
-    per_user = cfg.samples.negatives_per_user
-    if per_user > 0:
-        if n_items is None:
+    sc = cfg.samples
+    per_user = sc.negatives_per_user
+    # logs with exposures keep them as the sample space: per-positive negatives are for exposure-less logs
+    per_positive = sc.negatives_per_positive if exposure is None else 0
+    if per_user > 0 or per_positive > 0:
+        if n_items is None and sc.negative_sampling == "uniform":
             row = interactions.agg(F.max("item_id")).first()
             n_items = int(row[0]) if row and row[0] is not None else 0
-        if n_items >= 1:
-            negs = negative_samples(samples, n_items, per_user, cfg.sub_seed("negatives"), len(tasks))
+        if sc.negative_sampling == "popularity" or (n_items or 0) >= 1:
+            negs = negative_samples(
+                samples,
+                n_items or 0,
+                per_user,
+                cfg.sub_seed("negatives"),
+                len(tasks),
+                per_positive=per_positive,
+                sampling=sc.negative_sampling,
+            )
             samples = samples.unionByName(negs)
     samples = samples.withColumn("split", split_column("window", cfg.windows, cfg.sub_seed("validation")))
     cutoff = F.when(snapshot_of_split("split") == F.lit(TEST), F.lit(windows.test_cutoff)).otherwise(

@@ -69,6 +69,7 @@ def pair_scores(
     tasks_order: Sequence[str],
     beta: float,
     cutoff: int | None = None,
+    binary: bool = False,
 ) -> DataFrame:
     """The non-zeros of S (Eq 7) from the events at or before ``cutoff`` (all events when ``None``).
 
@@ -78,6 +79,8 @@ def pair_scores(
         tasks_order: task names by increasing importance; ``tasks_order[k]`` owns bit ``2^k`` of rho.
         beta: the Box-Cox parameter of Eq 6 (``scores.beta``; 1 gives ``score == rho``).
         cutoff: feature cutoff, epoch seconds (inclusive): only events with ``ts <= cutoff`` count.
+        binary: ``score = 1`` for every pair (``scores.binary``: MacGNN's single binary graph); mask and rho
+            still record the tasks.
 
     Returns:
         PAIR_SCORES columns ``(user_id, item_id, mask, rho, score)``, one row per pair, ``score > 0``.
@@ -100,13 +103,13 @@ def pair_scores(
         F.col("item_id").cast("long").alias("item_id"),
         F.col("mask"),
         F.col("mask").alias("rho"),
-        box_cox(F.col("mask"), beta).alias("score"),
+        (F.lit(1.0) if binary else box_cox(F.col("mask"), beta)).alias("score"),
     )
 
 
 def pair_scores_from_config(interactions: DataFrame, cfg, cutoff: int | None = None) -> DataFrame:
     """:func:`pair_scores` with ``tasks.order`` and ``scores.beta`` from an :class:`MgoeConfig`."""
-    return pair_scores(interactions, cfg.tasks.order, cfg.scores.beta, cutoff)
+    return pair_scores(interactions, cfg.tasks.order, cfg.scores.beta, cutoff, cfg.scores.binary)
 
 
 __all__ = ["PAIR_SCORES", "box_cox", "box_cox_scalar", "pair_scores", "pair_scores_from_config", "task_bit"]

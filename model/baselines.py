@@ -8,11 +8,12 @@ loss, optimizer, early stopping and metrics to all of them.
 - ``esmm``: ESMM (Ma et al. 2018): CTR and CVR towers; task 1 is trained on pCTCVR = pCTR * pCVR over the
   whole sample space; tasks after the second get their own tower.
 - ``macgnn``: single-graph MacGNN-style model: one set of macro embeddings shared by all tasks (no
-  task-specific macro graph), neighbor sums over all tasks, one MLP and one tower per task. For MacGNN's binary
-  edges train it on tables built with ``edges.edge_matrix=binary`` and ``weights.enabled=false``.
-- ``grec``: GRec-style task-routed sparse MoE: each task routes to its top-k experts by a learned task routing
-  score; only those T * k experts run; the mixing weights are a softmax over the selected experts of
-  (task score + per-sample gate). Experts use ReLU (units must be independent to run a subset).
+  task-specific macro graph), neighbor sums over all tasks, one MLP and one tower per task. It reads its own
+  table (:data:`TABLE_VARIANTS`): binary edges of one graph of all behaviors (``scores.binary=true``) and
+  unweighted k-means (``weights.enabled=false``).
+- ``grec``: GRec-style task-routed sparse MoE: per row and task, noisy top-k routing over the experts with a
+  load-balancing loss (:meth:`GRecMoE.auxiliary_loss`, added to the training loss); each expert picked in a
+  batch runs once. Experts use ReLU (units must be independent to run a subset).
 - ``mgoe``, ``mgoe_no_adjust`` (gamma = 0), ``mgoe_no_cascade`` (lambda = 0): :class:`model.mgoe.MGOE`.
 
 Baselines see the micro features [e_u, e_i] only (as in the paper's comparison); MacGNN and MGOE add the graph.
@@ -122,7 +123,16 @@ class MacGNNStyle(nn.Module):
 
 
 class GRecMoE(nn.Module):
-    """forward(batch) -> logits (B, T). Task-routed sparse MoE: task t runs only its top-k experts."""
+    """forward(batch) -> logits (B, T). Task-routed sparse MoE with noisy top-k routing (Shazeer et al. 2017).
+
+    Per row and task: routing logits ``r = W_t [e_u, e_i] + b_t`` (+ ``softplus(W_n x) * noise * N(0, 1)`` in
+    training), the top-k experts by ``r``, mixed by the softmax of their ``r``. Each expert picked by any
+    (row, task) of the batch runs once on the batch (never once per task); in eval mode every expert runs once
+    (static shapes for export; the gates are zero off the route, so the output is the same). ``auxiliary_loss()`` is the
+    load-balancing loss of the last forward, ``E * sum_e f_e P_e`` (f = share of routes to e, P = mean
+    routing probability), times ``grec_balance``: it keeps every expert in use and gives the router a
+    gradient for experts it does not pick.
+    """
 
     def __init__(self, meta: TableMeta, opts: ModelOptions) -> None:
         super().__init__()
@@ -133,39 +143,83 @@ class GRecMoE(nn.Module):
         self.experts = BatchedMLP(opts.grec_experts, 2 * d, opts.expert_sizes, "relu")
         self.router = nn.Parameter(torch.randn(T, opts.grec_experts) * 0.1)  # task routing scores
         self.gate = nn.Linear(2 * d, T * opts.grec_experts)
+        self.noise = nn.Linear(2 * d, T * opts.grec_experts)
         self.towers = parallel_towers(T, opts.expert_sizes[-1], opts.tower_hidden)
         self.tasks, self.n, self.k = T, opts.grec_experts, opts.grec_top_k
+        self.noise_scale, self.balance = opts.grec_noise, opts.grec_balance
+        self._aux = torch.zeros(())
 
-    def selected(self) -> torch.Tensor:
-        """(T, k) expert indices of each task's route."""
-        return torch.topk(self.router, self.k, dim=1).indices
+    def route_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Clean routing logits (B, T, E)."""
+        return self.gate(x).reshape(-1, self.tasks, self.n) + self.router
+
+    def routes(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, T, k) experts each row and task routes to, without noise."""
+        eu, ei = self.micro(batch["user_id"], batch["item_id"])
+        return torch.topk(self.route_logits(torch.cat([eu, ei], dim=-1)), self.k, dim=-1).indices
+
+    def auxiliary_loss(self) -> torch.Tensor:
+        return self._aux
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         eu, ei = self.micro(batch["user_id"], batch["item_id"])
         x = torch.cat([eu, ei], dim=-1)
-        sel = self.selected()
-        out = self.experts(x, sel.reshape(-1)).reshape(x.shape[0], self.tasks, self.k, -1)
-        sample = self.gate(x).reshape(-1, self.tasks, self.n)
-        logits = torch.gather(sample, 2, sel.unsqueeze(0).expand(x.shape[0], -1, -1))
-        g = torch.softmax(logits + torch.gather(self.router, 1, sel).unsqueeze(0), dim=-1)  # (B, T, k)
-        return self.towers(torch.einsum("btk,btko->bto", g, out)).squeeze(-1)
+        clean = self.route_logits(x)
+        r = clean
+        if self.training and self.noise_scale > 0:
+            std = F.softplus(self.noise(x)).reshape_as(clean) * self.noise_scale
+            r = clean + torch.randn_like(clean) * std
+        top, sel = torch.topk(r, self.k, dim=-1)  # (B, T, k)
+        g = torch.zeros_like(r).scatter(-1, sel, torch.softmax(top, dim=-1))  # (B, T, E), k non-zeros per row
+        if self.training:  # each selected expert runs once, on the whole batch
+            used = torch.unique(sel)
+            mixed = torch.einsum("btu,buo->bto", g[:, :, used], self.experts(x, used))
+        else:  # static shapes for torch.export: every expert once (g is zero off the route: the same output)
+            mixed = torch.einsum("bte,beo->bto", g, self.experts(x))
+        if self.training:
+            share = (
+                torch.zeros(self.n, dtype=r.dtype, device=r.device).index_add_(
+                    0, sel.reshape(-1), torch.ones(sel.numel(), dtype=r.dtype, device=r.device)
+                )
+                / sel.numel()
+            )
+            prob = torch.softmax(clean, dim=-1).reshape(-1, self.n).mean(dim=0)
+            self._aux = self.balance * self.n * (share * prob).sum()
+        else:
+            self._aux = torch.zeros((), dtype=r.dtype, device=r.device)
+        return self.towers(mixed).squeeze(-1)
 
 
 MODELS: dict[str, str] = {
     "mgoe": "MGOE (SPEC 6)",
     "mgoe_no_adjust": "MGOE w/o macro task adjustment (gamma = 0)",
     "mgoe_no_cascade": "MGOE w/o cascading readout (lambda = 0)",
+    "mgoe_no_pref": "MGOE w/o preference weights (its own table: weights.enabled=false)",
     "mmoe": "MMoE",
     "ple": "PLE (one CGC level)",
     "esmm": "ESMM (CTR x CVR over the first two tasks)",
-    "macgnn": "single-graph MacGNN-style model",
+    "macgnn": "single-graph MacGNN-style model (its own table: one binary graph, unweighted k-means)",
     "grec": "GRec-style task-routed sparse MoE",
 }
 
 
+TABLE_VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "mgoe_no_pref": ("mgoe", ("weights.enabled=false",)),
+    "macgnn": ("macgnn", ("scores.binary=true", "weights.enabled=false", "edges.edge_matrix=binary")),
+}
+"""Result labels that read their own table: label -> (model, config overrides that build that table).
+``mgoe_no_pref`` is MGOE on tables without preference weights (the "w/o preference" ablation); ``macgnn``
+reads MacGNN's inputs (one binary graph, unweighted k-means). Every other label reads the default table."""
+
+
+def model_of(label: str) -> str:
+    """The registry model a result label trains (``mgoe_no_pref`` -> ``mgoe``)."""
+    return TABLE_VARIANTS[label][0] if label in TABLE_VARIANTS else label
+
+
 def build_model(name: str, meta: TableMeta, opts: ModelOptions) -> nn.Module:
     """A fresh model by registry name (ValueError naming the choices for an unknown name)."""
-    if name == "mgoe":
+    if name in ("mgoe", "mgoe_no_pref"):  # mgoe_no_pref differs by its table only
         return MGOE(meta, opts)
     if name == "mgoe_no_adjust":
         return MGOE(meta, dataclasses.replace(opts, adjust=False))

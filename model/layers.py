@@ -179,21 +179,38 @@ class MacroEmbeddings(nn.Module):
         """-> (T or 1, K, d)."""
         return self.tables
 
+    def own(self, macro_id: torch.Tensor) -> torch.Tensor:
+        """Eq 11, the node's own macro embeddings ``M^t[c(v)]``: macro ids (B,) (1..K; 0 = no macro node, a
+        cold node) -> (B, T or 1, d), zeros for id 0."""
+        g, k, d = self.tables.shape
+        idx = (macro_id.clamp(min=1, max=k) - 1).long()
+        out = self.tables.permute(1, 0, 2)[idx]  # (B, G, d)
+        return out * (macro_id > 0).to(out.dtype).reshape(-1, 1, 1)
+
+
+ATTENTION_FORMS = ("logit", "neighbors", "off")
+
 
 class MacroGraphExpert(nn.Module):
-    """Eq 15-17 for one (side, hop) channel, all tasks at once.
+    """Eq 15-17 for one (side, hop) channel, all tasks at once: ``z^t_v = sum_m a^t_vm W^t_V e^t_m``.
 
-    ``z^t_v = sum_m w_vm * alpha^t_vm * W^t_V e^t_m`` with
-    ``alpha^t_vm = softmax_m((W^t_Q e^t_m) . (W^t_K e_v) / sqrt(h))`` and ``w`` the log-smoothed weights.
-    ``attention='off'`` sets alpha = 1 (what the MacGNN code computes, its softmax being over a size-1 axis).
+    With ``l_vm = log(eps_vm + 1) / tau`` (the smoothed edge logits of Eq 14) and
+    ``s^t_vm = (W^t_Q e^t_m) . (W^t_K e_v) / sqrt(h)``:
 
-    forward(macro (G, K, d), target (B, d), weights (B, K)) -> (B, G, o), ``G`` = number of macro tables.
+    - ``attention='logit'``: one softmax in logit space, ``a = softmax_m(l + s)``: rows sum to 1, edge
+      weights and attention compose multiplicatively before the normalisation;
+    - ``attention='neighbors'``: the literal Eq 15-17 product ``a = softmax(l) * softmax(s)``, whose rows
+      sum to about 1/K at init (the channel is muted K-fold);
+    - ``attention='off'``: ``a = softmax(l)`` (what the MacGNN code computes, its softmax being over a size-1
+      axis).
+
+    forward(macro (G, K, d), target (B, d), logits (B, K)) -> (B, G, o), ``G`` = number of macro tables.
     """
 
-    def __init__(self, groups: int, dim: int, head: int, out: int, attention: str = "neighbors") -> None:
+    def __init__(self, groups: int, dim: int, head: int, out: int, attention: str = "logit") -> None:
         super().__init__()
-        if attention not in ("neighbors", "off"):
-            raise ValueError(f"attention must be 'neighbors' or 'off', got {attention!r}")
+        if attention not in ATTENTION_FORMS:
+            raise ValueError(f"attention must be one of {', '.join(ATTENTION_FORMS)}, got {attention!r}")
         self.attention = attention
         self.head = head
         self.wq = nn.Parameter(torch.empty(groups, dim, head))
@@ -203,20 +220,27 @@ class MacroGraphExpert(nn.Module):
             for g in range(groups):
                 nn.init.xavier_uniform_(p[g])
 
-    def alpha(self, macro: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Attention over the K macro neighbors: (B, G, K), rows sum to 1."""
+    def scores(self, macro: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Scaled dot-product scores of the K macro neighbors: (B, G, K)."""
         q = torch.einsum("gkd,gdh->gkh", macro, self.wq) / math.sqrt(self.head)  # scale the K-sized side once
         k = torch.einsum("bd,gdh->bgh", target, self.wk)
-        scores = torch.einsum("bgh,gkh->bgk", k, q)
-        return torch.softmax(scores, dim=-1)
+        return torch.einsum("bgh,gkh->bgk", k, q)
 
-    def forward(self, macro: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        v = torch.einsum("gkd,gdo->gko", macro, self.wv)
+    def alpha(self, macro: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Attention over the K macro neighbors: (B, G, K), rows sum to 1."""
+        return torch.softmax(self.scores(macro, target), dim=-1)
+
+    def mixing(self, macro: torch.Tensor, target: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """The weights ``a`` (B, G, K) that multiply the value vectors."""
         if self.attention == "off":
-            a = weights.unsqueeze(1).expand(-1, macro.shape[0], -1)
-        else:
-            a = self.alpha(macro, target) * weights.unsqueeze(1)
-        return torch.einsum("bgk,gko->bgo", a, v)
+            return torch.softmax(logits, dim=-1).unsqueeze(1).expand(-1, macro.shape[0], -1)
+        if self.attention == "neighbors":
+            return self.alpha(macro, target) * torch.softmax(logits, dim=-1).unsqueeze(1)
+        return torch.softmax(self.scores(macro, target) + logits.unsqueeze(1), dim=-1)
+
+    def forward(self, macro: torch.Tensor, target: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        v = torch.einsum("gkd,gdo->gko", macro, self.wv)
+        return torch.einsum("bgk,gko->bgo", self.mixing(macro, target, logits), v)
 
 
 class MacroGraphBottom(nn.Module):
@@ -239,18 +263,34 @@ class MacroGraphBottom(nn.Module):
 
 
 class MicroNeighbors(nn.Module):
-    """Eq 18: per task, the masked sum of the embeddings of the recent neighbors (id 0 = padding, masked).
+    """Eq 18: per task, ``r^t_v = sum_l a_l e_l`` over the recent neighbors (id 0 = padding, masked).
 
-    forward(recent (B, T, L) int64) -> (B, T, d), using the shared micro embedding table ``table``.
-    Implemented as an ``EmbeddingBag(sum)`` lookup that skips ``padding_idx=0``: O(B * T * L * d).
+    ``attention=False``: ``a_l = 1``, the masked sum, as an ``EmbeddingBag(sum)`` lookup that skips
+    ``padding_idx=0``. ``attention=True``: ``a = n * softmax_l(e_l . W_t e_target / sqrt(d))`` over the n
+    real neighbors, with one ``W_t`` (d, d) per task initialised to zero, so training starts from the plain
+    sum and learns to weight neighbors similar to the target. forward(table, recent (B, T, L) int64,
+    target (B, d) or None) -> (B, T, d). O(B * T * L * d).
     """
 
-    def forward(self, table: nn.Embedding, recent: torch.Tensor) -> torch.Tensor:
+    def __init__(self, tasks: int = 0, dim: int = 0, attention: bool = False) -> None:
+        super().__init__()
+        self.attention = attention
+        if attention:
+            self.w = nn.Parameter(torch.zeros(tasks, dim, dim))
+
+    def forward(self, table: nn.Embedding, recent: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
         b, t, n = recent.shape
-        flat = recent.reshape(b * t, n)
-        # id 0 does not contribute; sparse tables get a sparse gradient
-        out = F.embedding_bag(flat, table.weight, mode="sum", padding_idx=0, sparse=table.sparse)
-        return out.reshape(b, t, -1)
+        if not self.attention:
+            flat = recent.reshape(b * t, n)
+            # id 0 does not contribute; sparse tables get a sparse gradient
+            out = F.embedding_bag(flat, table.weight, mode="sum", padding_idx=0, sparse=table.sparse)
+            return out.reshape(b, t, -1)
+        e = F.embedding(recent, table.weight, sparse=table.sparse)  # (B, T, L, d)
+        mask = recent > 0
+        q = torch.einsum("bd,tde->bte", target, self.w) / math.sqrt(e.shape[-1])
+        s = torch.einsum("btld,btd->btl", e, q).masked_fill(~mask, float("-inf"))
+        a = torch.nan_to_num(torch.softmax(s, dim=-1), nan=0.0) * mask.sum(dim=-1, keepdim=True)
+        return torch.einsum("btl,btld->btd", a, e)
 
 
 class ExpertFusion(nn.Module):
@@ -397,16 +437,20 @@ def _cat_tasks(parts: list[torch.Tensor]) -> torch.Tensor:
 
 
 class CascadeTowers(nn.Module):
-    """Eq 21: towers in task order; tower t gets ``[h^t, lambda_t * o_{t-1}]`` (o_0 = 0).
+    """Eq 21: towers in task order; tower t gets ``[h^t, lambda_t * o_{t-1}]`` (o_0 = 0), plus ``extra``
+    side inputs when built with ``extra > 0`` (their weights start at zero).
 
     ``lambda`` is trainable (init ``lambda_init``) or, with ``cascade=False``, a zero buffer (w/o cascading:
     towers in parallel). forward(h (B, T, F)) -> logits o (B, T).
     """
 
-    def __init__(self, tasks: int, in_dim: int, hidden: int, cascade: bool = True, lambda_init: float = 1.0):
+    def __init__(
+        self, tasks: int, in_dim: int, hidden: int, cascade: bool = True, lambda_init: float = 1.0, extra: int = 0
+    ):
         super().__init__()
         self.tasks = tasks
         self.w1 = BatchedMLP(tasks, in_dim, [hidden], "relu", last_linear=True)  # h^t part of layer 1
+        self.w_extra = nn.Parameter(torch.zeros(tasks, extra, hidden)) if extra else None  # side inputs
         self.w_prev = nn.Parameter(torch.empty(tasks, hidden))  # o_{t-1} part of layer 1
         nn.init.xavier_uniform_(self.w_prev)
         self.out = BatchedMLP(tasks, hidden, [1], "relu", last_linear=True)
@@ -415,8 +459,11 @@ class CascadeTowers(nn.Module):
         else:
             self.register_buffer("lam", torch.zeros(tasks))
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+        """h (B, T, F), ``extra`` (B, X) side inputs every tower sees (e.g. the lookup) -> logits (B, T)."""
         pre = self.w1(h)  # (B, T, hidden), computed for all towers at once
+        if self.w_extra is not None and extra is not None:
+            pre = pre + torch.einsum("bx,txh->bth", extra, self.w_extra)
         w2, b2 = self.out.weights[0], self.out.biases[0]  # (T, hidden, 1), (T, 1)
         prev = torch.zeros_like(pre[:, 0, :1])
         logits = []
@@ -428,18 +475,50 @@ class CascadeTowers(nn.Module):
         return torch.cat(logits, dim=1)
 
 
-class TaskAdjustment(nn.Module):
-    """Eq 22: ``y_t = sigmoid(o_t + gamma_t * T^t[u, c_I(i)])``; returns the adjusted logit (B, T).
+ADJUST_FORMS = ("log_macro", "literal", "tower", "off")
 
-    ``gamma`` trainable (init ``gamma_init``) or, with ``enabled=False``, a zero buffer (w/o adjustment).
+
+def lookup_lift(lookup: torch.Tensor, k: int) -> torch.Tensor:
+    """``log(1 + K * T)``: the lookup share as a log-scaled lift over the uniform share 1/K (0 when the user
+    has no task-t item in that macro node, ``log 2`` at the uniform share). (B, T) -> (B, T)."""
+    return torch.log1p(k * lookup.clamp(min=0.0))
+
+
+class TaskAdjustment(nn.Module):
+    """Eq 22: ``y_t = sigmoid(o_t + adjustment_t)``; forward(logits (B, T), lookup (B, T), item_macro (B,))
+    returns the adjusted logits (B, T).
+
+    - ``form='log_macro'``: ``gamma[t, c_I(i)] * log(1 + K_I T^t[u, c_I(i)])``: one gamma per task and
+      item macro node (the paper's "weight of the user in relation to the target item's macro node"), on a
+      log-scaled lift, so one interaction in a small macro node does not jump the logit by gamma;
+    - ``form='literal'``: ``gamma_t * T^t[u, c_I(i)]`` (the raw share; a user with one buy gets 1.0);
+    - ``form='tower'`` or ``'off'``: nothing is added here (``tower`` feeds the lifts to the towers instead;
+      ``off`` is "w/o adjustment", gamma = 0, the lookup is never read).
     """
 
-    def __init__(self, tasks: int, enabled: bool = True, gamma_init: float = 1.0) -> None:
+    def __init__(
+        self, tasks: int, enabled: bool = True, gamma_init: float = 1.0, form: str = "log_macro", k_item: int = 1
+    ) -> None:
         super().__init__()
-        if enabled:
+        if form not in ADJUST_FORMS:
+            raise ValueError(f"adjust form must be one of {', '.join(ADJUST_FORMS)}, got {form!r}")
+        self.form = form if enabled else "off"
+        self.k_item = k_item
+        if self.form == "literal":
             self.gamma = nn.Parameter(torch.full((tasks,), float(gamma_init)))
+        elif self.form == "log_macro":
+            self.gamma = nn.Parameter(torch.full((k_item + 1, tasks), float(gamma_init)))  # row 0: no macro
         else:
             self.register_buffer("gamma", torch.zeros(tasks))
 
-    def forward(self, logits: torch.Tensor, lookup: torch.Tensor) -> torch.Tensor:
-        return logits + self.gamma * lookup
+    def tower_inputs(self, lookup: torch.Tensor) -> torch.Tensor | None:
+        """The side inputs for the towers (``form='tower'``: the T lifts, (B, T)), else None."""
+        return lookup_lift(lookup, self.k_item) if self.form == "tower" else None
+
+    def forward(self, logits: torch.Tensor, lookup: torch.Tensor, item_macro: torch.Tensor | None = None):
+        if self.form == "literal":
+            return logits + self.gamma * lookup
+        if self.form == "log_macro":
+            macro = item_macro.clamp(min=0, max=self.k_item).long()
+            return logits + self.gamma[macro] * lookup_lift(lookup, self.k_item)
+        return logits

@@ -4,14 +4,15 @@ Data flow for a batch of B (user, item) rows, T tasks, d = embedding size::
 
     e_u, e_i (B, d)                              micro embeddings, shared by tasks
     M^t_U (T, K_U, d), M^t_I (T, K_I, d)          task-specific macro embeddings            Eq 11
-    w = softmax(log(eps + 1) / tau)  per hop      log-smoothed macro weights               Eq 14
-    z^t per (side, hop) (B, T, o)                 macro graph experts with attention        Eq 15-17
+    l = log(eps + 1) / tau  per hop                smoothed macro edge logits                Eq 14
+    z^t per (side, hop) (B, T, o)                 macro graph experts, softmax(l + q.k)     Eq 15-17
     MGE^t = concat_z (B, T, 2H*o)                 one macro graph expert per task
     x^t = sum_k g^t_k MGE^k                       macro graph bottom                        Eq 12-13
-    r^t_u, r^t_i (B, T, d)                        per-task micro-neighbor sums               Eq 18
-    c^t = [x^t, r^t_u, r^t_i, e_u, e_i]           -> shared + task experts (CGC)             Eq 19-20
+    m^t_u, m^t_i = M^t_U[c(u)], M^t_I[c(i)]       the nodes' own task-t macro embeddings    Eq 11
+    r^t_u, r^t_i (B, T, d)                        per-task micro neighbors (sum / attention) Eq 18
+    c^t = [x^t, m^t_u, m^t_i, r^t_u, r^t_i, e_u, e_i] -> shared + task experts (CGC)       Eq 19-20
     o_t = tower_t([h^t, lambda_t o_{t-1}])        cascading readout                          Eq 21
-    logit_t = o_t + gamma_t T^t[u, c_I(i)]        macro task adjustment; y_t = sigmoid      Eq 22
+    logit_t = o_t + gamma[t, c(i)] log(1 + K T^t[u, c_I(i)])   macro task adjustment        Eq 22
     loss = sum_t BCE_t + l1 |theta|_1 (+ L2 as Adam weight decay)                           Eq 1, 23, 24
 
 Cost per row: O(T * H * K * (d + h + o) + T * L * d + experts), independent of graph size.
@@ -34,7 +35,6 @@ from model.layers import (
     MacroGraphExpert,
     MicroNeighbors,
     TaskAdjustment,
-    log_smoothed_weights,
 )
 
 
@@ -48,7 +48,8 @@ class ModelOptions:
     macro_out: int | None = None
     """Output size o of each macro graph expert channel; ``None``: ``embed_dim``."""
     tau: float = 1.3
-    attention: str = "neighbors"
+    attention: str = "logit"
+    """Macro attention form (``logit``, ``neighbors`` = the literal product, ``off``): see MacroGraphExpert."""
     activation: str = "dice"
     expert_sizes: list[int] = field(default_factory=lambda: [200, 80])
     tower_hidden: int = 40
@@ -56,14 +57,24 @@ class ModelOptions:
     task_experts: int = 1
     cascade: bool = True
     adjust: bool = True
+    adjust_form: str = "log_macro"
+    """Eq 22 form: ``log_macro``, ``literal``, ``tower`` (see :class:`model.layers.TaskAdjustment`)."""
+    own_macro: bool = True
+    """Eq 11: the nodes' own task-specific macro embeddings in each task's bottom input."""
+    recent_attention: bool = False
+    """Eq 18 attention weights for the recent micro neighbors against the target (default: the sum)."""
     lambda_init: float = 1.0
-    gamma_init: float = 1.0
+    gamma_init: float = 0.0
     mmoe_experts: int | None = None
     """``None``: shared_experts + tasks * task_experts (the same number of experts as MGOE / PLE)."""
     grec_experts: int = 8
     grec_top_k: int = 2
     shared_expert_input: str = "mean"
     """Fusion: shared experts see the task-averaged input once (``mean``) or each task's input (``task``)."""
+    grec_noise: float = 1.0
+    """Scale of the trainable routing noise of GRec's noisy top-k (0: deterministic routes)."""
+    grec_balance: float = 0.01
+    """Weight of GRec's load-balancing loss (CV^2 of expert importance and load)."""
 
     @staticmethod
     def from_train_settings(train) -> ModelOptions:
@@ -84,6 +95,11 @@ class ModelOptions:
             grec_experts=train.grec_experts,
             grec_top_k=train.grec_top_k,
             shared_expert_input=train.shared_expert_input,
+            **{
+                key: getattr(train, key)
+                for key in ("adjust_form", "own_macro", "recent_attention", "grec_noise", "grec_balance")
+                if hasattr(train, key)
+            },
         )
 
 
@@ -172,10 +188,14 @@ class MacroGraphEncoder(nn.Module):
         zs = []
         for (side, start, width, macro_side), expert in zip(self.channels, self.experts, strict=True):
             edges = (user_edges if side == "user" else item_edges)[:, start : start + width]
-            w = log_smoothed_weights(edges, self.tau)
+            logits = torch.log1p(edges) / self.tau  # Eq 14 before its softmax
             macro, target = (mu, eu) if macro_side == "user" else (mi, ei)
-            zs.append(expert(macro, target, w))
+            zs.append(expert(macro, target, logits))
         return torch.cat(zs, dim=-1)
+
+    def own(self, user_macro: torch.Tensor, item_macro: torch.Tensor) -> torch.Tensor:
+        """Eq 11: [M^t_U[c(u)], M^t_I[c(i)]] -> (B, G, 2d)."""
+        return torch.cat([self.macro_user.own(user_macro), self.macro_item.own(item_macro)], dim=-1)
 
 
 def multitask_bce(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
@@ -194,7 +214,8 @@ def l1_penalty(model: nn.Module) -> torch.Tensor:
 class MGOE(nn.Module):
     """Macro Graph of Experts. forward(batch) -> adjusted logits (B, T); ``sigmoid`` gives y_t (Eq 22).
 
-    ``opts.cascade=False`` is "w/o cascading" (lambda = 0), ``opts.adjust=False`` "w/o adjustment" (gamma = 0);
+    ``opts.cascade=False`` is "w/o cascading" (lambda = 0), ``opts.adjust=False`` "w/o adjustment" (gamma = 0,
+    the lookup is not read);
     "w/o preference" is the same model trained on tables built with ``weights.enabled=false``.
     """
 
@@ -204,8 +225,10 @@ class MGOE(nn.Module):
         self.micro = MicroEmbeddings(meta, d)
         self.graph = MacroGraphEncoder(meta, opts)
         self.bottom = MacroGraphBottom(T, d)
-        self.neighbors = MicroNeighbors()
-        in_dim = self.graph.out_dim + 4 * d
+        self.user_neighbors = MicroNeighbors(T, d, opts.recent_attention)
+        self.item_neighbors = MicroNeighbors(T, d, opts.recent_attention)
+        self.own_macro = opts.own_macro
+        in_dim = self.graph.out_dim + 4 * d + (2 * d if opts.own_macro else 0)
         self.fusion = ExpertFusion(
             T,
             in_dim,
@@ -215,16 +238,30 @@ class MGOE(nn.Module):
             opts.activation,
             opts.shared_expert_input,
         )
-        self.towers = CascadeTowers(T, opts.expert_sizes[-1], opts.tower_hidden, opts.cascade, opts.lambda_init)
-        self.adjust = TaskAdjustment(T, opts.adjust, opts.gamma_init)
+        self.adjust = TaskAdjustment(T, opts.adjust, opts.gamma_init, opts.adjust_form, meta.k_item)
+        extra = T if self.adjust.form == "tower" else 0
+        self.towers = CascadeTowers(
+            T, opts.expert_sizes[-1], opts.tower_hidden, opts.cascade, opts.lambda_init, extra=extra
+        )
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def bottom_input(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """c^t (B, T, in): [x^t, M^t_U[c(u)], M^t_I[c(i)], r^t_u, r^t_i, e_u, e_i] (Eq 11-13, 18-19)."""
         eu, ei, ru, ri = self.micro.lookup(
             batch["user_id"], batch["item_id"], batch["user_recent"], batch["item_recent"]
-        )  # (B, d), (B, d), (B, T, d), (B, T, d): one embedding_bag per table (Eq 18 sums included)
+        )  # (B, d), (B, d), (B, T, d), (B, T, d): one embedding_bag per table (Eq 18 plain sums included)
+        if self.user_neighbors.attention:  # Eq 18 with attention needs each neighbor's embedding, not the sum
+            ru = self.user_neighbors(self.micro.item, batch["user_recent"], ei)  # keyed by e_i
+            ri = self.item_neighbors(self.micro.user, batch["item_recent"], eu)
         mge = self.graph(batch["user_edges"], batch["item_edges"], eu, ei)  # (B, T, F)
         x = self.bottom(mge, eu, ei)
         t = x.shape[1]
-        c = torch.cat([x, ru, ri, eu.unsqueeze(1).expand(-1, t, -1), ei.unsqueeze(1).expand(-1, t, -1)], dim=-1)
-        o = self.towers(self.fusion(c))
-        return self.adjust(o, batch["lookup"])
+        parts = [x]
+        if self.own_macro:
+            parts.append(self.graph.own(batch["user_macro"], batch["item_macro"]))
+        parts += [ru, ri, eu.unsqueeze(1).expand(-1, t, -1), ei.unsqueeze(1).expand(-1, t, -1)]
+        return torch.cat(parts, dim=-1)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        c = self.bottom_input(batch)
+        o = self.towers(self.fusion(c), self.adjust.tower_inputs(batch["lookup"]))
+        return self.adjust(o, batch["lookup"], batch["item_macro"])

@@ -61,6 +61,73 @@ def load_results(path: str | Path) -> dict:
     return _restore_nan(data)
 
 
+def label_rates(root: str, run_date: str, tasks: list[str]) -> dict:
+    """Per split of ``root``'s training_examples (one run date): rows, each task's label rate and the
+    cold-start share. ``{split: {"rows": n, "cold_start": share, "labels": {task: rate}}}``.
+
+    Streams the ``split`` / ``labels`` / ``cold_start`` columns one row group at a time: O(rows) work,
+    memory one row group.
+    """
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from model.data import partition_files
+
+    fs, files = partition_files(root, run_date)
+    sums: dict[str, np.ndarray] = {}
+    for f in files:
+        pf = pq.ParquetFile(f, filesystem=fs)
+        for g in range(pf.num_row_groups):
+            t = pf.read_row_group(g, columns=["split", "labels", "cold_start"])
+            if t.num_rows == 0:
+                continue
+            labels = np.asarray(pc.list_flatten(t["labels"]).to_numpy(zero_copy_only=False), np.float64)
+            labels = labels.reshape(t.num_rows, -1)
+            split = np.asarray(t["split"].to_numpy(zero_copy_only=False))
+            cold = np.asarray(t["cold_start"].to_numpy(zero_copy_only=False), np.float64)
+            for name in np.unique(split):
+                m = split == name
+                acc = sums.setdefault(str(name), np.zeros(2 + labels.shape[1]))
+                acc[0] += m.sum()
+                acc[1] += cold[m].sum()
+                acc[2:] += labels[m].sum(axis=0)
+    out = {}
+    for name in [s for s in ("train", "valid", "test") if s in sums] + sorted(set(sums) - {"train", "valid", "test"}):
+        acc = sums[name]
+        n = max(acc[0], 1.0)
+        out[name] = {
+            "rows": int(acc[0]),
+            "cold_start": float(acc[1] / n),
+            "labels": {t: float(acc[2 + k] / n) for k, t in enumerate(tasks[: len(acc) - 2])},
+        }
+    return out
+
+
+def label_rate_table(results: dict) -> str:
+    """Text table: per table root read and split, rows, each task's label rate and the cold-start share, and
+    which models read that root. Empty string when the results carry no label rates."""
+    rates = results.get("label_rates") or {}
+    if not rates:
+        return ""
+    tasks = results["tasks"]
+    readers: dict[str, list[str]] = {}
+    for name, r in results["models"].items():
+        readers.setdefault(r.get("examples_root"), []).append(name)
+    head = ["table (models)", "split", "rows"] + [f"rate {t}" for t in tasks] + ["cold start"]
+    rows = [head]
+    for root, per_split in rates.items():
+        who = f"{root} ({', '.join(readers.get(root, []))})"
+        for split, v in per_split.items():
+            rows.append(
+                [who, split, f"{v['rows']:,}"]
+                + [f"{100 * v['labels'].get(t, math.nan):.2f}%" for t in tasks]
+                + [f"{100 * v['cold_start']:.2f}%"]
+            )
+            who = ""
+    widths = [max(len(r[c]) for r in rows) for c in range(len(head))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in rows)
+
+
 def plot_curves(results: dict, path: Path) -> None:
     fig, (ax_loss, ax_auc) = plt.subplots(1, 2, figsize=(11, 4))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -140,6 +207,10 @@ def write_report(results: dict, out_dir: str | Path) -> Path:
     def f(m, s):
         return "n/a" if m is None or math.isnan(m) else f"{m:.4f} ± {s:.4f}"
 
+    roots = {r.get("examples_root") for r in results["models"].values()}
+    if len(roots) > 1:  # say which table each model read
+        lines[-2] = lines[-2].replace(" | best epochs |", " | best epochs | table |")
+        lines[-1] += "---|"
     for name, r in results["models"].items():
         cells = [f(r["auc"][t]["mean"], r["auc"][t]["std"]) for t in tasks]
         epochs = ", ".join(str(s["best_epoch"]) for s in r["seeds"])
@@ -147,7 +218,10 @@ def write_report(results: dict, out_dir: str | Path) -> Path:
             f"| {name} | "
             + " | ".join(cells)
             + f" | {f(r['auc_mean'], r['auc_mean_std'])} | {f(r['logloss_mean'], r['logloss_mean_std'])} | {epochs} |"
+            + (f" `{r.get('examples_root')}` |" if len(roots) > 1 else "")
         )
+    if rates := label_rate_table(results):
+        lines += ["", "## Label rates and cold-start share per split", "", "```", rates, "```"]
     lines += ["", "## Plots", ""]
     if has_history:
         lines += ["![training curves](training_curves.png)", ""]

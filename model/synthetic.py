@@ -4,7 +4,10 @@ It stands in for the Spark pipeline's output and computes every feature the way 
 tiny dense problem with numpy / scipy:
 
 - users and items belong to planted groups; the probability of a click and of each later funnel task
-  depends on (user group, item group, task) times a per-user and a per-item propensity;
+  depends on (user group, item group, task) times a per-user and a per-item propensity. Later tasks have
+  partly their own affinity: each user group converts ``task_affinity`` times more (mean-1 normalised) on
+  one item group of its own per task, drawn independently of the click's favourite groups, so what is
+  bought is not simply what is clicked most (``task_affinity = 1``: every task follows the click);
 - a feature window of exposures gives the merging score ``s = rho`` (beta = 1), the macro nodes (the
   planted group, with a fraction ``assign_noise`` of nodes put in a random macro node as an imperfect
   clustering would), the macro edges E1_U = S C_I, E2_U = S S^T C_U, E1_I = S^T C_U, E2_I = S^T S C_I
@@ -43,6 +46,8 @@ class SyntheticSpec:
     assign_noise: float = 0.1
     funnel_rates: tuple[float, ...] = (0.25, 0.35, 0.45)
     conversion_spread: float = 3.0
+    task_affinity: float = 4.0
+    """Conversion multiplier of a later task on its own preferred item group (1 = none)."""
     split_fractions: tuple[float, float] = (0.7, 0.15)
     """train and valid fractions; the rest is test."""
     seed: int = 0
@@ -87,7 +92,11 @@ def generate_examples(spec: SyntheticSpec) -> pa.Table:
         click[a, a % spec.item_groups] = 0.6
         click[a, (a + 1) % spec.item_groups] = 0.3
     spread = np.exp(rng.uniform(-1, 1, (spec.user_groups, spec.item_groups, T - 1)) * np.log(spec.conversion_spread))
-    conv = np.clip(np.asarray(spec.funnel_rates[: T - 1]) * spread, 0, 0.95)
+    own = np.ones((spec.user_groups, spec.item_groups, T - 1))
+    for t in range(T - 1):
+        own[np.arange(spec.user_groups), rng.integers(0, spec.item_groups, spec.user_groups), t] = spec.task_affinity
+    own /= own.mean(axis=1, keepdims=True)
+    conv = np.clip(np.asarray(spec.funnel_rates[: T - 1]) * spread * own, 0, 0.95)
     u_prop = np.exp(rng.normal(0, 0.5, U + 1))
     i_prop = np.exp(rng.normal(0, 0.5, I + 1))
 

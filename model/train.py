@@ -158,6 +158,8 @@ def train_one(
             batch = _to_device(batch, ctx.device)
             logits = model(batch)
             loss = multitask_bce(logits, batch["labels"], weights)
+            if hasattr(model, "auxiliary_loss"):  # e.g. GRec's load-balancing loss
+                loss = loss + model.auxiliary_loss()
             if t.l1 > 0:  # sparse id tables: their L1 is applied by their optimizer, on the looked-up rows
                 loss = loss + t.l1 * sum(p.abs().sum() for p in dense)
             optim.zero_grad(set_to_none=True)
@@ -241,8 +243,13 @@ def train_models(
     checkpoint_dir: str | Path | None = None,
     extra_roots: dict[str, tuple[str, str]] | None = None,
     progress: bool = True,
+    table_roots: dict[str, str] | None = None,
 ) -> dict:
     """Train every model for every seed in ``cfg.train.seeds``; returns the results dict.
+
+    ``table_roots`` maps a model name to its own table root (e.g. ``{"macgnn": ROOT}`` for MacGNN's binary
+    one-graph table, ``{"mgoe_no_pref": ROOT}``); other models read ``examples_root``. Each result records
+    the root it read (``models[name]["examples_root"]``).
 
     ``extra_roots`` maps an extra result name to (model, table root), e.g.
     ``{"mgoe_no_pref": ("mgoe", "/tables_without_weights")}`` for the w/o-preference ablation, trained on
@@ -253,7 +260,11 @@ def train_models(
     tasks = list(meta.tasks)
     ckpt = Path(checkpoint_dir or cfg.train.checkpoint_dir or tempfile.mkdtemp(prefix="mgoe-ckpt-"))
     ckpt.mkdir(parents=True, exist_ok=True)
-    jobs = [(m, m, examples_root, meta) for m in models]
+    own = table_roots or {}
+    jobs = [
+        (m, m, own[m], read_meta(own[m], run_date, cfg.tasks.order)) if m in own else (m, m, examples_root, meta)
+        for m in models
+    ]
     for label, (model_name, root) in (extra_roots or {}).items():
         jobs.append((label, model_name, root, read_meta(root, run_date, cfg.tasks.order)))
     results: dict = {

@@ -102,6 +102,13 @@ def test_demo_through_the_real_cli(tmp_path):
     for name in ("mgoe", "mmoe"):
         assert 0.0 <= data["models"][name]["auc_mean"] <= 1.0
         assert data["models"][name]["logloss_mean"] > 0
+    # the label rates print, and the default negatives make click AUC meaningful (click rate 5-30%)
+    assert "rate click" in run.stdout and "cold start" in run.stdout
+    rates = data["label_rates"][str(out)]
+    assert set(rates) == {"train", "valid", "test"}
+    for split, v in rates.items():
+        assert 0.05 <= v["labels"]["click"] <= 0.30, (split, v)
+        assert v["labels"]["buy"] < v["labels"]["click"]
     # Real tables, readable with the contract's pyarrow schema.
     examples = pq.read_table(out / "training_examples" / "run_date=2026-11-23", schema=TRAINING_EXAMPLES.arrow(False))
     assert examples.num_rows > 0 and set(examples.column("split").to_pylist()) == {"train", "valid", "test"}

@@ -176,6 +176,8 @@ def test_build_features_end_to_end_and_label_leak_trap(spark):
             f"kmeans.k_item={K_I}",
             f"neighbors.length={L}",
             "windows.validation_fraction=0.25",
+            # observed pairs only: the trap's new item id would move every uniform negative draw
+            "samples.negatives_per_positive=0",
         ],
     )
     w = Windows(60, 80)

@@ -171,6 +171,24 @@ def test_conversion_factors_are_log_uniform_with_mean_one(spark):
     assert abs(f.factor.mean() - 1) < 0.05
 
 
+def test_later_tasks_have_partly_their_own_affinity(spark):
+    cfg = _cfg("generator.user_groups=5", "generator.item_groups=6", "generator.preferred_groups=2")
+    f = conversion_factors(spark, cfg).toPandas()
+    a = f.pivot_table(index=["task", "user_group"], columns="item_group", values="affinity")
+    assert np.allclose(a.mean(axis=1), 1.0)  # mean 1 over item groups: funnel_rates stay the mean rates
+    norm = (2 * 4.0 + 6 - 2) / 6
+    assert set(np.round(np.unique(a.to_numpy()), 6)) == {round(1 / norm, 6), round(4.0 / norm, 6)}
+    assert ((a.to_numpy() > 1).sum(axis=1) == 2).all()  # 2 own preferred item groups per task and user group
+    boosted = {(t, c): set(np.flatnonzero(a.loc[(t, c)].to_numpy() > 1)) for t, c in a.index}
+    clicks = {c: set(row) for c, row in enumerate(preferred_item_groups(cfg))}
+    assert any(groups != clicks[c] for (_, c), groups in boosted.items())  # not simply the click's groups
+    assert len({frozenset(v) for (t, _), v in boosted.items() if t == "fav"}) > 1  # drawn per user group
+    rates = f.assign(expected=f.factor * f.affinity * f.base_rate)
+    assert np.allclose(rates.rate, rates.expected)
+    off = conversion_factors(spark, _cfg("generator.task_affinity=1")).toPandas()
+    assert np.allclose(off.affinity, 1.0)
+
+
 def test_one_and_two_task_logs(spark):
     one = _events(spark, _cfg("tasks.order=[click]", "input.behavior_map={pv: click}", "generator.events=500"))
     assert set(one.behavior) == {"pv"} and len(one) == 500

@@ -74,6 +74,12 @@ def test_beta_one_score_equals_rho_and_order_is_respected(spark):
     assert rev == {(1, 1): 1, (1, 2): 8, (2, 1): 2 + 4}
 
 
+def test_binary_scores_are_one_graph_of_all_behaviors(spark):
+    ev = make_events(spark, [(1, 1, "buy", 1), (1, 2, "click", 1), (2, 1, "fav", 1), (2, 1, "cart", 2)])
+    got = {(r.user_id, r.item_id): (r.rho, r.score) for r in pair_scores(ev, TASK_NAMES, 1.0, binary=True).collect()}
+    assert got == {(1, 1): (8, 1.0), (1, 2): (1, 1.0), (2, 1): (6, 1.0)}  # tasks kept in rho, score 1
+
+
 def test_output_schema_and_only_scored_pairs(spark):
     ev = make_events(spark, [(1, 1, "impression", 1), (1, 2, "click", 5), (3, 3, "click", 9)])
     df = pair_scores(ev, TASK_NAMES, 0.5, cutoff=5)

@@ -56,30 +56,42 @@ def _expert(attention: str) -> MacroGraphExpert:
 
 def test_macro_attention_hand_computed():
     # W_Q = W_K = W_V = I; macro embeddings e_1 = (1, 0), e_2 = (0, 1); target (sqrt(2) ln 2, 0):
-    # scores = (ln 2, 0) -> alpha = (2/3, 1/3); with w = (1/2, 1/2): z = 1/3 e_1 + 1/6 e_2.
+    # scores = (ln 2, 0) -> alpha = (2/3, 1/3); edge logits (0, 0) -> w = (1/2, 1/2).
     macro = torch.eye(2).unsqueeze(0)
     target = torch.tensor([[math.sqrt(2.0) * math.log(2.0), 0.0]])
-    w = torch.tensor([[0.5, 0.5]])
+    logits = torch.tensor([[0.0, 0.0]])
     ex = _expert("neighbors")
     torch.testing.assert_close(ex.alpha(macro, target), torch.tensor([[[2 / 3, 1 / 3]]]))
-    torch.testing.assert_close(ex(macro, target, w), torch.tensor([[[1 / 3, 1 / 6]]]))
+    # literal product: z = 1/3 e_1 + 1/6 e_2 (rows of w * alpha sum to 1/2 = 1/K)
+    torch.testing.assert_close(ex(macro, target, logits), torch.tensor([[[1 / 3, 1 / 6]]]))
+    # one softmax in logit space: softmax((ln 2, 0) + (0, 0)) = (2/3, 1/3), rows sum to 1
+    torch.testing.assert_close(_expert("logit")(macro, target, logits), torch.tensor([[[2 / 3, 1 / 3]]]))
+    # edge logits (ln 3, 0) in logit space: softmax(ln 2 + ln 3, 0) = (6/7, 1/7)
+    edge = torch.tensor([[math.log(3.0), 0.0]])
+    torch.testing.assert_close(_expert("logit")(macro, target, edge), torch.tensor([[[6 / 7, 1 / 7]]]))
     # attention off (the MacGNN code): alpha = 1, z = sum_m w_m W_V e_m
-    torch.testing.assert_close(_expert("off")(macro, target, w), torch.tensor([[[0.5, 0.5]]]))
+    torch.testing.assert_close(_expert("off")(macro, target, logits), torch.tensor([[[0.5, 0.5]]]))
+    with pytest.raises(ValueError, match="attention must be one of"):
+        _expert("both")
 
 
-def test_macro_attention_matches_loop_for_several_tasks():
+@pytest.mark.parametrize("form", ["logit", "neighbors", "off"])
+def test_macro_attention_matches_loop_for_several_tasks(form):
     torch.manual_seed(0)
     G, K, d, h, o, B = 3, 5, 4, 3, 2, 6
-    ex = MacroGraphExpert(G, d, h, o)
+    ex = MacroGraphExpert(G, d, h, o, attention=form)
     macro, target = torch.randn(G, K, d), torch.randn(B, d)
-    w = torch.softmax(torch.randn(B, K), -1)
-    out = ex(macro, target, w)
+    logits = torch.randn(B, K)
+    out = ex(macro, target, logits)
     for g in range(G):
         for b in range(B):
-            q = macro[g] @ ex.wq[g]
-            k = target[b] @ ex.wk[g]
-            alpha = torch.softmax(q @ k / math.sqrt(h), 0)
-            z = ((w[b] * alpha).unsqueeze(1) * (macro[g] @ ex.wv[g])).sum(0)
+            s = (macro[g] @ ex.wq[g]) @ (target[b] @ ex.wk[g]) / math.sqrt(h)
+            a = {
+                "logit": torch.softmax(s + logits[b], 0),
+                "neighbors": torch.softmax(s, 0) * torch.softmax(logits[b], 0),
+                "off": torch.softmax(logits[b], 0),
+            }[form]
+            z = (a.unsqueeze(1) * (macro[g] @ ex.wv[g])).sum(0)
             torch.testing.assert_close(out[b, g], z)
 
 
@@ -129,7 +141,7 @@ def test_cascade_hand_computed():
 
 
 def test_adjustment_hand_computed():
-    adj = TaskAdjustment(2, enabled=True)
+    adj = TaskAdjustment(2, enabled=True, form="literal")
     with torch.no_grad():
         adj.gamma.copy_(torch.tensor([2.0, 0.5]))
     logits, lookup = torch.tensor([[0.5, -1.0]]), torch.tensor([[0.2, 1.0]])
@@ -137,6 +149,30 @@ def test_adjustment_hand_computed():
     off = TaskAdjustment(2, enabled=False)
     torch.testing.assert_close(off(logits, lookup), logits)
     assert len(list(off.parameters())) == 0
+    # log_macro: gamma[t, c(i)] * log(1 + K T); K = 4, item macro 3
+    lm = TaskAdjustment(2, enabled=True, form="log_macro", k_item=4)
+    with torch.no_grad():
+        lm.gamma.zero_()
+        lm.gamma[3] = torch.tensor([1.0, 2.0])
+    got = lm(logits, lookup, torch.tensor([3]))
+    want = logits + torch.tensor([[math.log(1 + 0.8), 2 * math.log(5.0)]])
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(lm(logits, lookup, torch.tensor([2])), logits)  # another macro: its own gamma (0)
+    assert lm.gamma.shape == (5, 2)  # row 0: rows without an item macro (cold items)
+
+
+def test_micro_neighbor_attention_starts_as_the_sum_and_weights_similar_neighbors():
+    table = nn.Embedding(4, 2)
+    with torch.no_grad():
+        table.weight.copy_(torch.tensor([[9.0, 9.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
+    recent = torch.tensor([[[1, 2, 0]]])
+    target = torch.tensor([[1.0, 0.0]])
+    att = MicroNeighbors(tasks=1, dim=2, attention=True)
+    torch.testing.assert_close(att(table, recent, target), MicroNeighbors()(table, recent))  # W = 0: the sum
+    with torch.no_grad():
+        att.w.copy_(torch.eye(2).unsqueeze(0) * math.sqrt(2.0) * math.log(3.0))
+    # scores (ln 3, 0) -> softmax (3/4, 1/4), times n = 2 neighbors
+    torch.testing.assert_close(att(table, recent, target), torch.tensor([[[1.5, 0.5]]]))
 
 
 def test_dice_limits():

@@ -16,7 +16,8 @@ TASKS = ["click", "fav", "cart", "buy"]
 
 
 def cfg(*overrides: str):
-    return load_config(profile="test", overrides=list(overrides))
+    """The test profile with observed pairs only (no default negatives) unless an override adds them."""
+    return load_config(profile="test", overrides=["samples.negatives_per_positive=0", *overrides])
 
 
 def test_quantile_cutoffs_split_the_events_by_rank(spark):
@@ -158,9 +159,63 @@ def test_negative_sampling_is_seeded_and_avoids_observed_pairs(spark):
         assert len(items) == 3 or len(items) == 6 - sum(1 for u, _, w in observed if (u, w) == key)
 
 
+def _negatives(rows, observed):
+    per_window = defaultdict(list)
+    for r in rows:
+        if (r.user_id, r.item_id, r.split) not in observed:
+            assert list(r.labels) == [0.0] * 4
+            per_window[(r.user_id, r.split)].append(r.item_id)
+    return per_window
+
+
+def test_default_negatives_are_n_per_positive_pair_and_skip_exposure_logs(spark):
+    # 4 users x 30 observed pairs in the train window, 300 items: plenty of room for 3 per positive
+    log = [(u, (u * 31 + k * 7) % 300 + 1, "click", 12, None) for u in range(1, 5) for k in range(30)]
+    log += [(u, 1, "click", 1, None) for u in range(1, 5)]
+    df = spark.createDataFrame(log, SCHEMA)
+    c = load_config(profile="test", overrides=["samples.negatives_per_positive=3", "windows.validation_fraction=0"])
+    rows = build_samples(df, WIN, c, n_items=300).collect()
+    observed = {(u, i, "test" if w == "test" else "train") for u, i, w in label_oracle(log, WIN, TASKS)}
+    per_window = _negatives(rows, observed)
+    assert {k: len(set(v)) for k, v in per_window.items()} == {(u, "train"): 90 for u in range(1, 5)}
+    assert all(len(v) == len(set(v)) for v in per_window.values())
+    click_rate = sum(r.labels[0] for r in rows) / len(rows)
+    assert click_rate == pytest.approx(1 / 4)
+    assert load_config().samples.negatives_per_positive == 7  # the default: click rate near 1/8
+    exposed = [(1, 2, "exposure", 12, None), (1, 2, "click", 12, None), (1, 3, "exposure", 13, None)]
+    ce = load_config(
+        profile="test",
+        overrides=["tasks.exposure=exposure", "windows.validation_fraction=0", "samples.negatives_per_positive=3"],
+    )
+    got = build_samples(spark.createDataFrame(exposed, SCHEMA), WIN, ce, n_items=300).collect()
+    assert sorted((r.user_id, r.item_id) for r in got) == [(1, 2), (1, 3)]  # exposures only
+
+
+def test_popularity_negatives_follow_item_popularity(spark):
+    # item 1 is in 60 of the 80 sample-window pairs of other users; user 99 must mostly draw item 1
+    log = [(u, 1, "click", 12, None) for u in range(1, 61)]
+    log += [(u, 100 + u, "click", 12, None) for u in range(61, 81)]
+    log += [(99, 500 + k, "click", 12, None) for k in range(20)]
+    df = spark.createDataFrame(log, SCHEMA)
+    base = ["windows.validation_fraction=0", "samples.negatives_per_positive=1"]
+    pop = build_samples(df, WIN, cfg(*base, "samples.negative_sampling=popularity")).collect()
+    observed = {(u, i, "test" if w == "test" else "train") for u, i, w in label_oracle(log, WIN, TASKS)}
+    negs = _negatives(pop, observed)
+    assert 1 in negs[(99, "train")]  # the hot item is drawn (distinct per user, so at most once)
+    pool_items = {i for _, i, *_ in log}
+    assert all(i in pool_items for v in negs.values() for i in v)  # only items seen in the window
+    # users 61..80 each draw 1 negative: ~75% of draws land on item 1 (binomial, 20 users)
+    hot = sum(negs[(u, "train")] == [1] for u in range(61, 81))
+    assert hot >= 10
+    uni = _negatives(build_samples(df, WIN, cfg(*base), n_items=600).collect(), observed)
+    assert sum(negs_u == [1] for negs_u in (uni[(u, "train")] for u in range(61, 81))) <= 3
+
+
 @pytest.mark.parametrize(
     ("override", "needle"),
     [
+        ("samples.negatives_per_positive=-2", "samples.negatives_per_positive' must be >= 0"),
+        ("samples.negative_sampling=hot", "samples.negative_sampling' must be one of 'uniform', 'popularity'"),
         ("samples.negatives_per_user=-1", "samples.negatives_per_user' must be >= 0"),
         ("windows.validation_by=item", "windows.validation_by' must be one of 'row', 'user'"),
         ("windows.quantile_rel_error=0.5", "windows.quantile_rel_error' must be in [0, 0.1)"),

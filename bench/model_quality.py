@@ -1,0 +1,106 @@
+"""Model quality benchmark (issue 13): every model on its own table, seeds, mean +- std, label rates.
+
+``python -m bench.model_quality tables --out DIR [--profile P] [overrides...]`` generates the log once and
+builds the default table under ``DIR/default`` plus each table variant of
+:data:`model.baselines.TABLE_VARIANTS` (``mgoe_no_pref``: weights off; ``macgnn``: one binary graph,
+unweighted k-means) under ``DIR/<variant>``, from the same raw log.
+
+``python -m bench.model_quality train --out DIR --json PATH [--models A,B] [overrides...]`` trains every
+model over ``train.seeds`` (variants on their own tables) and writes the results JSON (the trainer's
+results dict plus ``label_rates`` per table and the load average before / after) and prints the label-rate
+and metric tables.
+
+Cost: the tables phase is three pipeline runs (nodes + features) over one generated log; the train phase
+is models x seeds x epochs streamed passes. Run it in the background and watch its log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+RUN_DATE = "2017-12-04"
+
+
+def _cfg(args, root: str, extra: tuple[str, ...] = ()):
+    from mgoe_spark.config import load_config
+
+    return load_config(profile=args.profile, overrides=[*args.overrides, *extra, f"output.root={root}"])
+
+
+def build_tables(args) -> dict:
+    from jobs.generate import default_out_dir, run_generate
+    from jobs.ingest import run_ingest
+    from jobs.pipeline import run_features, run_nodes
+    from mgoe_spark.session import get_spark
+    from model.baselines import TABLE_VARIANTS
+
+    out = Path(args.out)
+    base = _cfg(args, str(out / "default"))
+    spark = get_spark(base.spark)
+    raw = default_out_dir(base, RUN_DATE)
+    lines = {}
+    t0 = time.perf_counter()
+    if not Path(raw).is_dir():
+        print(run_generate(spark, base, raw, RUN_DATE).line(), flush=True)
+    variants = {"default": ()} | {label: overrides for label, (_, overrides) in TABLE_VARIANTS.items()}
+    only = [v.strip() for v in args.variants.split(",") if v.strip()] or list(variants)
+    for label in only:
+        overrides = variants[label]
+        cfg = _cfg(args, str(out / label), overrides)
+        for step in (
+            lambda c=cfg: run_ingest(spark, c, raw, RUN_DATE),
+            lambda c=cfg: run_nodes(spark, c, RUN_DATE),
+            lambda c=cfg: run_features(spark, c, RUN_DATE),
+        ):
+            s = step()
+            print(f"({label}) {s.line()}", flush=True)
+            lines[f"{label}:{s.stage}"] = s.metrics
+    spark.stop()
+    lines["seconds"] = round(time.perf_counter() - t0, 1)
+    (out / f"tables-{'-'.join(only)}.json").write_text(json.dumps(lines, indent=2))
+    return lines
+
+
+def train(args) -> dict:
+    from jobs.train import run_training
+    from model.baselines import TABLE_VARIANTS
+    from model.evaluate import results_table, to_json
+    from model.report import label_rate_table
+
+    out = Path(args.out)
+    cfg = _cfg(args, str(out / "default"))
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    roots = {m: str(out / m) for m in models if m in TABLE_VARIANTS}
+    load_before = os.getloadavg()
+    t0 = time.perf_counter()
+    results = run_training(cfg, str(out / "default"), RUN_DATE, models, None, progress=False, table_roots=roots)
+    results["seconds"] = round(time.perf_counter() - t0, 1)
+    results["load_average"] = {"before": load_before, "after": os.getloadavg()}
+    print(label_rate_table(results))
+    print(results_table(results, results["tasks"]))
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(to_json(results))
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("phase", choices=["tables", "train"])
+    p.add_argument("--out", required=True, help="directory of the tables (one root per variant)")
+    p.add_argument("--profile", default="default")
+    p.add_argument("--variants", default="", help="tables phase: only these tables (default, mgoe_no_pref, macgnn)")
+    p.add_argument("--json", default="bench/results/model_quality.json")
+    p.add_argument("--models", default="mgoe,mgoe_no_adjust,mgoe_no_cascade,mgoe_no_pref,macgnn,mmoe,ple")
+    p.add_argument("overrides", nargs="*", help="config overrides a.b=value")
+    args = p.parse_intermixed_args(argv)
+    build_tables(args) if args.phase == "tables" else train(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
