@@ -40,9 +40,9 @@ pytestmark = pytest.mark.cluster
 REPO = Path(__file__).resolve().parents[1]
 D1, D2 = "2026-11-23", "2026-11-24"
 INGESTED = ("interactions", "vocab_users", "vocab_items", "rejects")
-# The k-means engine the faulted build runs with. Lead: after merging issue 11, point this at its
-# slot-aware engine: the executor kill makes the slots short in the middle of the fit (its fallback case).
-FAULT_KMEANS_ENGINE = "jobs"
+# The k-means engine the faulted build runs with: the default, slot-aware one (resident when the slots are
+# there; an executor killed during its barrier job makes the fit fall back to one job per iteration).
+FAULT_KMEANS_ENGINE = "auto"
 TIMES: dict[str, float] = {}
 
 
