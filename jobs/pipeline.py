@@ -21,7 +21,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.common import StageSummary, UserError, stage
+from jobs.common import StageSummary, UserError, stage, step
 from jobs.storage import TableStore
 from mgoe_spark.config import MgoeConfig
 from mgoe_spark.features import build_features
@@ -80,14 +80,6 @@ def model_from_table(store: TableStore, cfg: MgoeConfig, side: str, run_date: st
     return WeightedKMeans.from_centroid_rows(rows, **params)
 
 
-def side_nodes(scores: DataFrame, cfg: MgoeConfig, side: str) -> tuple[DataFrame, DataFrame]:
-    """(nodes to cluster: node_id, vector, weight; NODE_WEIGHTS rows). O(nnz * r) plus the capped 2-hop sums."""
-    vectors = node_vectors(scores, cfg, side)
-    weights = node_weights(scores, cfg, side).persist(StorageLevel.MEMORY_AND_DISK)  # 2-hop sums: compute once
-    nodes = vectors.join(weights.select("node_id", "weight"), "node_id").select("side", "node_id", "vector", "weight")
-    return nodes, weights
-
-
 def run_nodes(spark: SparkSession, cfg: MgoeConfig, run_date: str) -> StageSummary:
     """Fit the macro nodes at the training cutoff and write the stage-1 tables for ``run_date``."""
     summary = StageSummary("nodes")
@@ -95,15 +87,21 @@ def run_nodes(spark: SparkSession, cfg: MgoeConfig, run_date: str) -> StageSumma
     with stage(spark, summary, "pair scores, node vectors, weights, weighted k-means"):
         interactions = load_interactions(store, run_date)
         windows = windows_of(interactions, cfg, summary)
-        scores = pair_scores_from_config(feature_events(interactions, windows.train_cutoff), cfg)
-        scores = scores.persist(StorageLevel.MEMORY_AND_DISK)
-        store.write(scores, PAIR_SCORES, run_date)
-        summary.add("pairs", scores.count())
+        with step(spark, summary, "pair scores"):
+            scores = pair_scores_from_config(feature_events(interactions, windows.train_cutoff), cfg)
+            scores = scores.persist(StorageLevel.MEMORY_AND_DISK)
+            store.write(scores, PAIR_SCORES, run_date)
+            summary.add("pairs", scores.count())
         assignment_frames, centroid_frames, stats_frames, vector_frames, weight_frames = [], [], [], [], []
         for side in SIDES:
-            nodes, weights = side_nodes(scores, cfg, side)
-            nodes = nodes.persist(StorageLevel.MEMORY_AND_DISK)
-            n = nodes.count()
+            with step(spark, summary, f"sketch {side}"):
+                vectors = node_vectors(scores, cfg, side).persist(StorageLevel.MEMORY_AND_DISK)
+                n = vectors.count()
+            with step(spark, summary, f"weights {side}"):
+                weights = node_weights(scores, cfg, side).persist(StorageLevel.MEMORY_AND_DISK)
+                weights.count()
+            nodes = vectors.join(weights.select("node_id", "weight"), "node_id")
+            nodes = nodes.select("side", "node_id", "vector", "weight")
             k = _k(cfg, side)
             if n < k:
                 key = "kmeans.k_user" if side == "user" else "kmeans.k_item"
@@ -113,9 +111,10 @@ def run_nodes(spark: SparkSession, cfg: MgoeConfig, run_date: str) -> StageSumma
                 )
             model = WeightedKMeans.from_config(cfg.kmeans, k, cfg.sub_seed(f"kmeans-{side}"))
             previous = _previous_model(store, cfg, side, run_date) if cfg.kmeans.warm_start else None
-            t0 = time.perf_counter()
-            model.fit(nodes.select("node_id", "vector", "weight"), warm_start=previous)
-            summary.add(f"{side}_kmeans_seconds", round(time.perf_counter() - t0, 2))
+            with step(spark, summary, f"k-means {side}"):
+                t0 = time.perf_counter()
+                model.fit(nodes.select("node_id", "vector", "weight"), warm_start=previous)
+                summary.add(f"{side}_kmeans_seconds", round(time.perf_counter() - t0, 2))
             summary.add(f"{side}s", n)
             summary.add(f"{side}_k", k)
             summary.add(f"{side}_iterations", model.n_iter)
@@ -126,18 +125,23 @@ def run_nodes(spark: SparkSession, cfg: MgoeConfig, run_date: str) -> StageSumma
             summary.add(f"{side}_empty_clusters", int((sizes == 0).sum()))
             for m, size in enumerate(sizes, start=1):
                 summary.add(f"{side}_cluster_size", int(size), detail=f"macro {m}")
-            assigned = model.assign(nodes.select("node_id", "vector"))
+            assigned = model.assign(vectors.select("node_id", "vector"))
             assignment_frames.append(assigned.select(F.lit(TRAIN).alias("snapshot"), F.lit(side).alias("side"), "*"))
             centroid_frames.append(model.centroids_frame(spark, side, run_date))
             stats_frames.append(model.stats_frame(spark, side))
-            vector_frames.append(nodes.select("side", "node_id", "vector"))
+            vector_frames.append(vectors)
             weight_frames.append(weights)
         union = _union
-        store.write(union(vector_frames), NODE_VECTORS, run_date)
-        store.write(union(weight_frames), NODE_WEIGHTS, run_date)
-        store.write(union(assignment_frames), ASSIGNMENTS, run_date)
-        store.write(union(centroid_frames).coalesce(1), CENTROIDS, run_date)
-        store.write(union(stats_frames).coalesce(1), KMEANS_STATS, run_date)
+        for frames, schema in (
+            (vector_frames, NODE_VECTORS),
+            (weight_frames, NODE_WEIGHTS),
+            (assignment_frames, ASSIGNMENTS),
+        ):
+            with step(spark, summary, f"write {schema.name}"):
+                store.write(union(frames), schema, run_date)
+        with step(spark, summary, "write centroids, kmeans_stats"):
+            store.write(union(centroid_frames).coalesce(1), CENTROIDS, run_date)
+            store.write(union(stats_frames).coalesce(1), KMEANS_STATS, run_date)
         spark.catalog.clearCache()
     return summary
 
@@ -190,8 +194,10 @@ def run_features(spark: SparkSession, cfg: MgoeConfig, run_date: str) -> StageSu
             ("samples", SAMPLES),
             ("training_examples", TRAINING_EXAMPLES),
         ):
-            store.write(tables[name], schema, run_date, row_group_rows=cfg.output.row_group_rows)
-        store.write(assignments, ASSIGNMENTS, run_date)
+            with step(spark, summary, f"write {name}"):
+                store.write(tables[name], schema, run_date, row_group_rows=cfg.output.row_group_rows)
+        with step(spark, summary, "write assignments"):
+            store.write(assignments, ASSIGNMENTS, run_date)
         examples = store.read(TRAINING_EXAMPLES, run_date)
         per_split = examples.groupBy("split").agg(
             F.count("*").alias("n"), F.sum(F.col("cold_start").cast("int")).alias("cold")
