@@ -24,12 +24,14 @@ from pyspark.sql import functions as F
 from jobs.common import StageSummary, UserError, stage, step
 from jobs.storage import TableStore
 from mgoe_spark.config import MgoeConfig
-from mgoe_spark.features import build_features
+from mgoe_spark.examples import ASSIGNMENT_COLS, snapshot_assignments, snapshot_nodes
+from mgoe_spark.features import examples_of, snapshot_events, snapshot_tables, tag
 from mgoe_spark.kmeans import WeightedKMeans
+from mgoe_spark.samples import build_samples
 from mgoe_spark.scores import pair_scores_from_config
 from mgoe_spark.sketch import node_vectors
 from mgoe_spark.weights import node_weights
-from mgoe_spark.windows import TRAIN, Windows, compute_windows, feature_events
+from mgoe_spark.windows import TEST, TRAIN, Windows, compute_windows, feature_events
 from schemas import (
     ASSIGNMENTS,
     CENTROIDS,
@@ -153,60 +155,81 @@ def _union(frames: list[DataFrame]) -> DataFrame:
     return out
 
 
+def test_assignments(
+    store: TableStore, cfg: MgoeConfig, run_date: str, fitted: DataFrame, test_scores: DataFrame
+) -> DataFrame:
+    """ASSIGNMENTS of the test snapshot: fitted nodes keep their macro id, new nodes (in the test scores,
+    not fitted) get the nearest fitted centroid of their sketch at c2 (sketch step 2 only for them).
+    Cost: the sketch's Y pass over the test S per side, step 2 on the new nodes' pairs, one FAISS
+    search per partition; memory per task: one Arrow batch (sketch) / one block of vectors (FAISS)."""
+    models = {side: model_from_table(store, cfg, side, run_date) for side in SIDES}
+
+    def assign_new(nodes: DataFrame) -> DataFrame:
+        out = []
+        for side in SIDES:
+            wanted = nodes.where(F.col("side") == side).select("node_id")
+            vectors = node_vectors(test_scores, cfg, side, only=wanted)
+            out.append(models[side].assign(vectors).select(F.lit(side).alias("side"), "*"))
+        return _union(out)
+
+    return snapshot_assignments(fitted, snapshot_nodes(test_scores), assign_new)
+
+
 def run_features(spark: SparkSession, cfg: MgoeConfig, run_date: str) -> StageSummary:
-    """Build both feature snapshots and the training examples of ``run_date`` (needs ``run_nodes`` first)."""
+    """Build both feature snapshots and the training examples of ``run_date`` (needs ``run_nodes`` first).
+
+    The data flow, top to bottom; every step ends with an action, so its time in run_metrics is its own,
+    and what several later steps read is persisted (or was written by ``nodes``) and computed once.
+    """
     summary = StageSummary("features")
     store = TableStore.of(spark, cfg)
+    level = StorageLevel.MEMORY_AND_DISK
     with stage(spark, summary, "macro edges, recent neighbors, task lookup, samples, training examples"):
-        interactions = load_interactions(store, run_date).persist(StorageLevel.MEMORY_AND_DISK)
+        interactions = load_interactions(store, run_date).persist(level)
         windows = windows_of(interactions, cfg, summary)
-        models = {side: model_from_table(store, cfg, side, run_date) for side in SIDES}
-        fitted = (
-            store.read(ASSIGNMENTS, run_date)
-            .where(F.col("snapshot") == TRAIN)
-            .select("side", "node_id", "macro_id", "distance")
-            .persist(StorageLevel.MEMORY_AND_DISK)
-        )
-        fitted.count()  # materialized: the assignments partition is rewritten at the end of this stage
-
-        def assign_new(scores: DataFrame, nodes: DataFrame) -> DataFrame:
-            out = []
-            for side in SIDES:
-                wanted = nodes.where(F.col("side") == side).select("node_id")
-                vectors = node_vectors(scores, cfg, side, only=wanted)  # step 2 on the wanted nodes only
-                out.append(models[side].assign(vectors).select(F.lit(side).alias("side"), "*"))
-            return _union(out)
-
-        features = build_features(
-            cfg,
-            interactions,
-            lambda events: pair_scores_from_config(events, cfg),
-            lambda _scores: fitted,
-            assign_new,
-            windows=windows,
-        ).persist()  # every table below is computed once, however many outputs share it
-        tables = features.tables()
-        assignments = features.tagged["assignments"]
+        train_scores = store.read(PAIR_SCORES, run_date).drop("run_date")  # nodes wrote them
+        with step(spark, summary, "read train assignments"):
+            fitted = store.read(ASSIGNMENTS, run_date).where(F.col("snapshot") == TRAIN)
+            fitted = fitted.select(*ASSIGNMENT_COLS).persist(level)
+            fitted.count()  # materialized: the assignments partition is rewritten at the end of this stage
+        with step(spark, summary, "test pair scores"):
+            test_scores = pair_scores_from_config(feature_events(interactions, windows.test_cutoff), cfg)
+            test_scores = test_scores.persist(level)
+            summary.add("test_pairs", test_scores.count())
+        with step(spark, summary, "test assignments"):
+            test_assign = test_assignments(store, cfg, run_date, fitted, test_scores).persist(level)
+            test_assign.count()
+        assignments = tag({TRAIN: fitted, TEST: test_assign})
+        scores = tag({TRAIN: train_scores, TEST: test_scores})
+        tables = snapshot_tables(cfg, snapshot_events(interactions, windows), scores, assignments)
+        tables["assignments"] = assignments
+        rows = cfg.output.row_group_rows
         for name, schema in (
             ("macro_edges", MACRO_EDGES),
             ("recent_neighbors", RECENT_NEIGHBORS),
             ("task_lookup", TASK_LOOKUP),
-            ("samples", SAMPLES),
-            ("training_examples", TRAINING_EXAMPLES),
         ):
-            with step(spark, summary, f"write {name}"):
-                store.write(tables[name], schema, run_date, row_group_rows=cfg.output.row_group_rows)
+            with step(spark, summary, f"{name} (both snapshots) + write"):
+                tables[name] = tables[name].persist(level)  # the examples read them again
+                store.write(tables[name], schema, run_date, row_group_rows=rows)
+        with step(spark, summary, "samples + write"):
+            samples = build_samples(interactions, windows, cfg).persist(level)
+            store.write(samples, SAMPLES, run_date, row_group_rows=rows)
+        with step(spark, summary, "training examples + write"):
+            store.write(examples_of(cfg, samples, tables), TRAINING_EXAMPLES, run_date, row_group_rows=rows)
         with step(spark, summary, "write assignments"):
             store.write(assignments, ASSIGNMENTS, run_date)
-        examples = store.read(TRAINING_EXAMPLES, run_date)
-        per_split = examples.groupBy("split").agg(
-            F.count("*").alias("n"), F.sum(F.col("cold_start").cast("int")).alias("cold")
-        )
-        for row in per_split.collect():  # <= 3 rows
-            summary.add(f"examples_{row['split']}", row["n"])
-            summary.add(f"cold_start_{row['split']}", row["cold"] or 0)
-        for row in assignments.groupBy("snapshot", "side").count().collect():
-            summary.add(f"{row['snapshot']}_{row['side']}_nodes", row["count"])
+        with step(spark, summary, "summary counts"):
+            examples = store.read(TRAINING_EXAMPLES, run_date)
+            per_split = examples.groupBy("split").agg(
+                F.count("*").alias("n"), F.sum(F.col("cold_start").cast("int")).alias("cold")
+            )
+            for row in per_split.collect():  # <= 3 rows
+                summary.add(f"examples_{row['split']}", row["n"])
+                summary.add(f"cold_start_{row['split']}", row["cold"] or 0)
+            written = store.read(ASSIGNMENTS, run_date)
+            for row in written.groupBy("snapshot", "side").count().collect():  # 4 rows
+                summary.add(f"{row['snapshot']}_{row['side']}_nodes", row["count"])
         spark.catalog.clearCache()
     return summary
 
