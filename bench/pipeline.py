@@ -1,9 +1,11 @@
 """End-to-end build benchmark: ``python -m bench.pipeline --json PATH [--sizes 1000000,4000000,16000000]``.
 
-For each size (number of generated click events; the funnel adds ~16% more events), generates and ingests
-the log (not timed), then times the build stages ``nodes`` and ``features`` on local Spark (``--master``,
-default local[2]). Reports seconds per stage, events/s, the log-log slope of total time vs events
-(``scaling_exponent``) and the driver's peak RSS (Python driver + its Spark JVM, from /proc VmHWM).
+For each size (number of generated click events; the funnel adds ~16% more events), generates the log,
+times its ingest (``ingest_seconds``, ``ingest_rows_per_s``, reported apart from the build), then times the
+build stages ``nodes`` and ``features`` on local Spark (``--master``, default local[2]), and every step of
+them (``seconds_by_step``: the ``step_seconds`` rows the stages record in run_metrics), with the load
+average at the start and end of each build. Reports seconds per stage, events/s, the log-log slope of total
+time vs events (``scaling_exponent``) and the driver's peak RSS (Python driver + its Spark JVM, from /proc VmHWM).
 Users and items grow with the events (``--events-per-user``), so a flat driver RSS means the driver does not
 hold per-user data. Prints a table and writes JSON.
 """
@@ -76,6 +78,7 @@ def run(
             events = store.read(INTERACTIONS, date).count()
             result["ingest_seconds"].append(None)
             result["ingest_rows_per_s"].append(None)
+            ingest_steps = {}
         else:
             run_generate(spark, cfg, raw, date)
             t_ingest = time.perf_counter()
@@ -83,8 +86,9 @@ def run(
             seconds = time.perf_counter() - t_ingest
             result["ingest_seconds"].append(round(seconds, 2))
             result["ingest_rows_per_s"].append(round(ingest.metrics["rows_in"] / seconds, 1))
+            ingest_steps = {f"ingest: {k}": v for k, v in ingest.steps.items()}
             events = int(ingest.metrics["rows_out"])
-        stages, metrics, steps = {}, {}, {}
+        stages, metrics, steps = {}, {}, dict(ingest_steps)
         load_before = os.getloadavg()[0]
         t0 = time.perf_counter()
         for name, fn in (("nodes", run_nodes), ("features", run_features)):
