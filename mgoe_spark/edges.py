@@ -14,6 +14,16 @@ each of its pairs, it does not pair its users with each other), then sum the wei
 numpy per Arrow batch). Cost per hop and side: O(nnz * K) arithmetic, a shuffle of O(nnz) rows of K
 floats, intermediate rows <= nnz, task memory one batch. The driver sees nothing but the plan.
 
+Hop 1 needs no K-vectors at all: each pair meets ONE macro id of its other end, so (default ``method``
+``hybrid``) it is a JVM join of S with the integer macro ids and a ``groupBy(node, macro).sum``, combined
+map-side (nnz join rows of 4 numbers instead of nnz one-hot K-arrays through Python), and the dense arrays
+are built once from its sparse rows. Hops >= 2 push those dense arrays. An all-sparse variant (hop h from
+the sparse hop h-1 rows) is kept as ``method='sparse'`` for ``bench/edges.py``: from hop 2 on its join
+has nnz x min(K, deg) rows, which made it 4.5x slower than the dense push at K = 256.
+
+Both snapshots go through the same joins and aggregations when the inputs carry a ``snapshot`` column
+(the dense push packs (snapshot, node) into one int64 key for its numpy fold).
+
 Nodes with no non-zero edge in a hop (e.g. all their neighbors unassigned) get no row; the
 training-example builder fills zeros.
 """
