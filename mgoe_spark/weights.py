@@ -112,7 +112,8 @@ FOLD_ENTRIES = 1 << 20
 
 def _fold_fn(entries: int = FOLD_ENTRIES):
     """mapInArrow: two-hop list rows sorted by (node, bucket, mid) -> ``(node, bucket, buckets, partners,
-    x)``, the (node, bucket)'s summed off-diagonal Gram entries, partners in id order.
+    x)``, the (node, bucket)'s summed off-diagonal Gram entries, partners in id order (``partners`` is
+    null for a node in one bucket: nothing merges it, and the Gram rows keep only the values).
 
     Folds as it streams: the rows are expanded to path entries in chunks of about ``entries`` and summed
     per (node, bucket, partner); the last group of a chunk is carried into the next chunk as its partial
@@ -142,12 +143,18 @@ def _fold_fn(entries: int = FOLD_ENTRIES):
                 return None
             starts = np.flatnonzero(np.r_[True, (v[1:] != v[:-1]) | (b[1:] != b[:-1])])
             offsets = pa.array(np.r_[starts, len(v)].astype(np.int32))
+            spread = nb[starts] > 1
+            if spread.any():  # partner ids only where a merge needs them
+                mask = pa.array(~spread)
+                partners = pa.ListArray.from_arrays(offsets, pa.array(j, pa.int64()), mask=mask)
+            else:
+                partners = pa.nulls(len(starts), pa.list_(pa.int64()))
             return pa.RecordBatch.from_arrays(
                 [
                     pa.array(v[starts], pa.int64()),
                     pa.array(b[starts], pa.int32()),
                     pa.array(nb[starts], pa.int32()),
-                    pa.ListArray.from_arrays(offsets, pa.array(j, pa.int64())),
+                    partners,
                     pa.ListArray.from_arrays(offsets, pa.array(x, pa.float64())),
                 ],
                 schema=out_schema,
@@ -178,7 +185,7 @@ def _fold_fn(entries: int = FOLD_ENTRIES):
                 carry = None
             if len(v) == 0:
                 return None
-            order = np.lexsort((np.arange(len(v)), j, b, v))  # stable: mid order within a partner
+            order = np.lexsort((j, b, v))  # lexsort is stable: carry first, then mid order, per partner
             v, b, nb, j, x = v[order], b[order], nb[order], j[order], x[order]
             starts = np.flatnonzero(np.r_[True, (v[1:] != v[:-1]) | (b[1:] != b[:-1]) | (j[1:] != j[:-1])])
             sums = np.add.reduceat(x, starts)
@@ -265,8 +272,9 @@ def gram_rows(scores: DataFrame, side: Side, cap: int, seed: int, paths_per_task
     """The non-zero off-diagonal entries of S_D S_D^T (users) / S_D^T S_D (items), one row per node:
     ``(node, x array<double>)`` (the row's non-zero values, in partner-id order).
 
-    Each node's path count P_v = sum over its capped edges (v, mid) of m_mid is computed on the small edge
-    rows (no lists); a node with P_v > ``paths_per_task`` has its edges spread over
+    When some node's degree x cap exceeds ``paths_per_task`` (one max aggregate tells), each node's path
+    count P_v = sum over its capped edges (v, mid) of m_mid is computed on the small edge rows (no lists),
+    and a node with P_v > ``paths_per_task`` has its edges spread over
     ceil(P_v / paths_per_task) buckets by a hash of mid, so its work runs in that many tasks. The two-hop
     list rows are shuffled by (node, bucket), sorted by mid and folded per (node, bucket, partner) in numpy
     as they stream (:func:`_fold_fn`); the partials of spread nodes are then merged per node
@@ -275,20 +283,27 @@ def gram_rows(scores: DataFrame, side: Side, cap: int, seed: int, paths_per_task
     O(distinct partners) of one node, whatever its degree; no per-pair rows in Spark.
     """
     capped = capped_edges(scores, side, cap, seed)
-    sizes = capped.groupBy("mid").agg(F.count("*").alias("_m"))
-    load = capped.join(sizes, "mid").groupBy("node").agg(F.sum("_m").alias("_paths"))
-    buckets = F.greatest(F.lit(1), F.ceil(F.col("_paths") / F.lit(float(paths_per_task)))).cast("int")
-    e = capped.join(load.select("node", buckets.alias("buckets")), "node")
-    e = e.withColumn("bucket", F.pmod(F.xxhash64(F.lit(seed), F.col("mid")), F.col("buckets")).cast("int"))
-    work = e.join(_partner_lists(capped), on="mid").select(
-        "node", "bucket", "buckets", "mid", "score", "partners", "partner_scores"
-    )
+    # Bound each node's paths by degree x cap (one number to the driver); only when some node may exceed
+    # paths_per_task are the exact path counts computed and the hot nodes spread.
+    worst = capped.groupBy("node").agg(F.count("*").alias("_deg")).agg(F.max("_deg")).first()[0] or 0
+    if worst * cap <= paths_per_task:
+        e = capped.select("*", F.lit(0).alias("bucket"), F.lit(1).alias("buckets"))
+    else:
+        sizes = capped.groupBy("mid").agg(F.count("*").alias("_m"))
+        load = capped.join(sizes, "mid").groupBy("node").agg(F.sum("_m").alias("_paths"))
+        buckets = F.greatest(F.lit(1), F.ceil(F.col("_paths") / F.lit(float(paths_per_task)))).cast("int")
+        e = capped.join(load.select("node", buckets.alias("buckets")), "node")
+        e = e.withColumn("bucket", F.pmod(F.xxhash64(F.lit(seed), F.col("mid")), F.col("buckets")).cast("int"))
+    work = e.join(_partner_lists(capped), on="mid")
+    work = work.select("node", "bucket", "buckets", "mid", "score", "partners", "partner_scores")
     partial = (
         work.repartition("node", "bucket")
         .sortWithinPartitions("node", "bucket", "mid")
         .mapInArrow(_fold_fn(), _PARTIAL_SCHEMA)
-        .persist(StorageLevel.MEMORY_AND_DISK)  # read twice below: single-bucket rows and spread partials
     )
+    if worst * cap <= paths_per_task:
+        return partial.select("node", "x")  # every node in one bucket: nothing to merge
+    partial = partial.persist(StorageLevel.MEMORY_AND_DISK)  # read twice: single-bucket rows, spread partials
     single = partial.where(F.col("buckets") == 1).select("node", "x")
     spread = partial.where(F.col("buckets") > 1).repartition("node").sortWithinPartitions("node", "bucket")
     return single.unionByName(spread.mapInArrow(_merge_fn(), GRAM_ROW_SCHEMA))
