@@ -14,12 +14,14 @@ each of its pairs, it does not pair its users with each other), then sum the wei
 numpy per Arrow batch). Cost per hop and side: O(nnz * K) arithmetic, a shuffle of O(nnz) rows of K
 floats, intermediate rows <= nnz, task memory one batch. The driver sees nothing but the plan.
 
-Hop 1 needs no K-vectors at all: each pair meets ONE macro id of its other end, so (default ``method``
-``hybrid``) it is a JVM join of S with the integer macro ids and a ``groupBy(node, macro).sum``, combined
+Hop 1 needs no K-vectors at all: each pair meets ONE macro id of its other end, so (``method='hybrid'``)
+it can be a JVM join of S with the integer macro ids and a ``groupBy(node, macro).sum``, combined
 map-side (nnz join rows of 4 numbers instead of nnz one-hot K-arrays through Python), and the dense arrays
 are built once from its sparse rows. Hops >= 2 push those dense arrays. An all-sparse variant (hop h from
 the sparse hop h-1 rows) is kept as ``method='sparse'`` for ``bench/edges.py``: from hop 2 on its join
-has nnz x min(K, deg) rows, which made it 4.5x slower than the dense push at K = 256.
+has nnz x min(K, deg) rows, which made it 2-4.5x slower than the dense push at K = 256. Measured side by
+side on an unloaded box the dense push (the default) still won at both K = 20 and K = 256: the extra
+aggregation + dense-array assembly stages cost more than the one-hot arrays they save at these sizes.
 
 Both snapshots go through the same joins and aggregations when the inputs carry a ``snapshot`` column
 (the dense push packs (snapshot, node) into one int64 key for its numpy fold).
@@ -194,7 +196,7 @@ def macro_edges(
     hops: int = 2,
     edge_matrix: Literal["score", "binary"] = "score",
     trace: dict[str, DataFrame] | None = None,
-    method: Method = "hybrid",
+    method: Method = "dense",
 ) -> DataFrame:
     """MACRO_EDGES rows (snapshot?, side, node_id, hop, weights float32[K]) for hops 1..``hops``, both sides.
 
@@ -203,7 +205,9 @@ def macro_edges(
     (one join and one aggregation per hop and side for all of them) and the output carries it too.
     Nodes without an assignment contribute nothing (a zero vector).
 
-    ``method`` (``bench/edges.py`` measures them; the default is the fastest at K = 20 and K = 256):
+    ``method`` (``bench/edges.py`` measures them; the default, ``dense``, was the fastest at K = 20 and
+    K = 256 on 70k pairs, local[2], load ~6, best of 2: dense 4.8 / 7.4 s, hybrid 8.2 / 10.8 s, sparse
+    6.3 / 15.3 s):
 
     - ``hybrid``: hop 1 by :func:`sparse_push` from the integer macro ids (nnz join rows, one per pair,
       summed per (node, macro) with map-side combine, all in the JVM), dense K-arrays built once
