@@ -1,9 +1,11 @@
 """End-to-end build benchmark: ``python -m bench.pipeline --json PATH [--sizes 1000000,4000000,16000000]``.
 
-For each size (number of generated click events; the funnel adds ~16% more events), generates and ingests
-the log (not timed), then times the build stages ``nodes`` and ``features`` on local Spark (``--master``,
-default local[2]). Reports seconds per stage, events/s, the log-log slope of total time vs events
-(``scaling_exponent``) and the driver's peak RSS (Python driver + its Spark JVM, from /proc VmHWM).
+For each size (number of generated click events; the funnel adds ~16% more events), generates the log,
+times its ingest (``ingest_seconds``, ``ingest_rows_per_s``, reported apart from the build), then times the
+build stages ``nodes`` and ``features`` on local Spark (``--master``, default local[2]), and every step of
+them (``seconds_by_step``: the ``step_seconds`` rows the stages record in run_metrics), with the load
+average at the start and end of each build. Reports seconds per stage, events/s, the log-log slope of total
+time vs events (``scaling_exponent``) and the driver's peak RSS (Python driver + its Spark JVM, from /proc VmHWM).
 Users and items grow with the events (``--events-per-user``), so a flat driver RSS means the driver does not
 hold per-user data. Prints a table and writes JSON.
 """
@@ -52,7 +54,8 @@ def run(
     result: dict = {
         "sizes": sizes, "seconds_total": [], "seconds_by_stage": [], "events_per_s": [], "events": [],
         "driver_peak_rss_mb": [], "jvm_peak_rss_mb": [], "users": [], "items": [], "master": master,
-        "ingest_seconds_untimed": [], "stage_metrics": [],
+        "ingest_seconds": [], "ingest_rows_per_s": [], "stage_metrics": [],
+        "seconds_by_step": [], "load_average": [],
     }  # fmt: skip
     for n in sizes:
         users = max(1000, n // events_per_user)
@@ -73,20 +76,30 @@ def run(
         store = TableStore.of(spark, cfg)
         if reuse_inputs and date in store.run_dates(INTERACTIONS):
             events = store.read(INTERACTIONS, date).count()
-            result["ingest_seconds_untimed"].append(None)
+            result["ingest_seconds"].append(None)
+            result["ingest_rows_per_s"].append(None)
+            ingest_steps = {}
         else:
             run_generate(spark, cfg, raw, date)
             t_ingest = time.perf_counter()
             ingest = run_ingest(spark, cfg, raw, date)
-            result["ingest_seconds_untimed"].append(round(time.perf_counter() - t_ingest, 2))
+            seconds = time.perf_counter() - t_ingest
+            result["ingest_seconds"].append(round(seconds, 2))
+            result["ingest_rows_per_s"].append(round(ingest.metrics["rows_in"] / seconds, 1))
+            ingest_steps = {f"ingest: {k}": v for k, v in ingest.steps.items()}
             events = int(ingest.metrics["rows_out"])
-        stages, metrics = {}, {}
+        stages, metrics, steps = {}, {}, dict(ingest_steps)
+        load_before = os.getloadavg()[0]
         t0 = time.perf_counter()
         for name, fn in (("nodes", run_nodes), ("features", run_features)):
             t = time.perf_counter()
-            metrics[name] = fn(spark, cfg, date).metrics
+            summary = fn(spark, cfg, date)
             stages[name] = round(time.perf_counter() - t, 2)
+            metrics[name] = summary.metrics
+            steps.update({f"{name}: {k}": v for k, v in summary.steps.items()})
         result["stage_metrics"].append(metrics)
+        result["seconds_by_step"].append(steps)
+        result["load_average"].append([round(load_before, 2), round(os.getloadavg()[0], 2)])
         total = time.perf_counter() - t0
         result["seconds_total"].append(round(total, 2))
         result["seconds_by_stage"].append(stages)
@@ -108,6 +121,23 @@ def run(
     else:
         result["scaling_exponent"] = None
     return result
+
+
+def step_table(result: dict) -> str:
+    """The per-step seconds of every size as a text table (steps in the order the stages ran them)."""
+    names: list[str] = []
+    for steps in result["seconds_by_step"]:
+        names += [n for n in steps if n not in names]
+    width = max([len(n) for n in names] + [4])
+    lines = [f"{'step':<{width}} " + " ".join(f"{n:>11,}" for n in result["sizes"][: len(result["seconds_by_step"])])]
+    for name in names:
+        cells = [steps.get(name) for steps in result["seconds_by_step"]]
+        lines.append(f"{name:<{width}} " + " ".join(f"{'-' if c is None else f'{c:.1f}':>11}" for c in cells))
+    rates = " ".join(f"{'-' if r is None else f'{r:,.0f}':>11}" for r in result["ingest_rows_per_s"])
+    lines.append(f"{'ingest rows/s':<{width}} {rates}")
+    loads = " ".join(f"{f'{a:.1f}/{b:.1f}':>11}" for a, b in result["load_average"])
+    lines.append(f"{'load avg (start/end)':<{width}} {loads}")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{result['driver_peak_rss_mb'][i]:>9.0f} {result['jvm_peak_rss_mb'][i]:>8.0f}"
         )
     print(f"scaling exponent (log-log slope of total seconds vs events): {result['scaling_exponent']}")
+    print(step_table(result))
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=2))
     return 0

@@ -113,6 +113,11 @@ class StageSummary:
         else:
             self.details.append((metric, float(value), detail))
 
+    @property
+    def steps(self) -> dict[str, float]:
+        """Step name -> seconds of the :func:`step` blocks run so far (detail rows ``step_seconds``)."""
+        return {d: v for m, v, d in self.details if m == STEP_SECONDS}
+
     def line(self) -> str:
         parts = [f"{k}={_fmt(v)}" for k, v in self.metrics.items()]
         notes = "".join(f" | {k}: {v}" for k, v in self.notes.items())
@@ -127,6 +132,10 @@ def _fmt(v: float) -> str:
     return f"{int(v):,}" if float(v).is_integer() else f"{v:,.2f}"
 
 
+STEP_SECONDS = "step_seconds"
+"""run_metrics metric of a step's wall time; its ``detail`` names the step."""
+
+
 @contextmanager
 def stage(spark, summary: StageSummary, description: str) -> Iterator[StageSummary]:
     """Label the Spark jobs of a stage (visible in the Spark UI) and time it into ``summary``."""
@@ -139,6 +148,22 @@ def stage(spark, summary: StageSummary, description: str) -> Iterator[StageSumma
     finally:
         summary.add("seconds", round(time.perf_counter() - start, 2))
         sc.setJobDescription(None)
+
+
+@contextmanager
+def step(spark, summary: StageSummary, name: str) -> Iterator[None]:
+    """One timed step of a stage: its Spark jobs are described as ``mgoe <stage>: <name>`` (Spark UI) and
+    its wall time becomes a ``step_seconds`` row of run_metrics with ``detail = name``. Spark is lazy, so a
+    step must end with an action (a write, or ``count()`` of a persisted frame) for its time to be its own."""
+    sc = spark.sparkContext
+    previous = sc.getLocalProperty("spark.job.description")
+    sc.setJobDescription(f"mgoe {summary.stage}: {name}")
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        summary.add(STEP_SECONDS, round(time.perf_counter() - start, 2), detail=name)
+        sc.setJobDescription(previous)
 
 
 def write_metrics(spark, cfg, summaries: list[StageSummary], run_date: str) -> None:

@@ -25,7 +25,7 @@ from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.common import StageSummary, UserError, config_from_args, job_main, stage, write_metrics
+from jobs.common import StageSummary, UserError, config_from_args, job_main, stage, step, write_metrics
 from jobs.storage import TableStore, _fs, partition_path
 from mgoe_spark import ingest as ing
 from mgoe_spark.config import MgoeConfig
@@ -130,7 +130,8 @@ def _ingest_parsed(
     store = TableStore(spark, root, cfg.output.format)
     # One aggregation over the records: lines per (header, reason class) and the events they yield.
     by_kind = parsed.groupBy("header", "code").agg(F.count("*").alias("n"), F.sum(F.size("tasks")).alias("events"))
-    kinds = by_kind.collect()  # at most #reason classes + 2 rows
+    with step(spark, summary, "parse + count lines"):
+        kinds = by_kind.collect()  # at most #reason classes + 2 rows
     lines_in = sum(r["n"] for r in kinds)
     headers = sum(r["n"] for r in kinds if r["header"])
     reject_counts = {r["code"]: r["n"] for r in kinds if r["code"] is not None}
@@ -139,15 +140,17 @@ def _ingest_parsed(
     events_in = sum(r["events"] or 0 for r in accepted)
 
     rejected = ing.rejects(parsed)
-    store.write(rejected, REJECTS, run_date)
+    with step(spark, summary, "write rejects"):
+        store.write(rejected, REJECTS, run_date)
 
     deduped = ing.deduplicate(ing.valid_events(parsed)).persist(StorageLevel.MEMORY_AND_DISK)
     cached = [deduped]
     try:
-        per_task = {
-            r["task"]: (r["n"], r["copies"])
-            for r in deduped.groupBy("task").agg(F.count("*").alias("n"), F.sum("copies").alias("copies")).collect()
-        }  # at most #tasks rows
+        with step(spark, summary, "deduplicate + count tasks"):
+            per_task = {
+                r["task"]: (r["n"], r["copies"])
+                for r in deduped.groupBy("task").agg(F.count("*").alias("n"), F.sum("copies").alias("copies")).collect()
+            }  # at most #tasks rows
         rows_out = sum(n for n, _ in per_task.values())
         duplicates = sum(c for _, c in per_task.values()) - rows_out
         if rows_out == 0:
@@ -163,20 +166,23 @@ def _ingest_parsed(
         vocab_items = ing.build_vocab(deduped.select(F.col("item_raw").alias("raw_id")), old_items, cached)
         # The new partitions are written before the interactions read them back, so the joins use exactly
         # the published ids (and an earlier partition may be the one being replaced on a re-run).
-        store.write(vocab_users, VOCAB_USERS, run_date)
-        store.write(vocab_items, VOCAB_ITEMS, run_date)
+        with step(spark, summary, "vocabularies + write"):
+            store.write(vocab_users, VOCAB_USERS, run_date)
+            store.write(vocab_items, VOCAB_ITEMS, run_date)
         vocab_users = store.read(VOCAB_USERS, run_date)
         vocab_items = store.read(VOCAB_ITEMS, run_date)
         interactions = ing.assign_ids(deduped, vocab_users, vocab_items)
-        store.write(interactions, INTERACTIONS, run_date, sort_by=("user_id", "ts"))
+        with step(spark, summary, "write interactions"):
+            store.write(interactions, INTERACTIONS, run_date, sort_by=("user_id", "ts"))
 
-        distinct = deduped.agg(
-            F.countDistinct("user_raw").alias("users"), F.countDistinct("item_raw").alias("items")
-        ).first()
-        vocab_sizes = [
-            store.read(s, run_date).agg(F.count("*"), F.max("id")).first() for s in (VOCAB_USERS, VOCAB_ITEMS)
-        ]
-        written = store.read(INTERACTIONS, run_date).count()
+        with step(spark, summary, "checks + counts"):
+            distinct = deduped.agg(
+                F.countDistinct("user_raw").alias("users"), F.countDistinct("item_raw").alias("items")
+            ).first()
+            vocab_sizes = [
+                store.read(s, run_date).agg(F.count("*"), F.max("id")).first() for s in (VOCAB_USERS, VOCAB_ITEMS)
+            ]
+            written = store.read(INTERACTIONS, run_date).count()
     finally:
         for df in cached:
             df.unpersist()

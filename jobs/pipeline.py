@@ -22,15 +22,17 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs import windows_table
-from jobs.common import StageSummary, UserError, stage
+from jobs.common import StageSummary, UserError, stage, step
 from jobs.storage import TableStore
 from mgoe_spark.config import MgoeConfig
-from mgoe_spark.features import build_features
+from mgoe_spark.examples import ASSIGNMENT_COLS, snapshot_assignments, snapshot_nodes
+from mgoe_spark.features import examples_of, snapshot_events, snapshot_tables, tag
 from mgoe_spark.kmeans import WeightedKMeans, space_fingerprint, warm_start_candidate
+from mgoe_spark.samples import build_samples
 from mgoe_spark.scores import pair_scores_from_config
 from mgoe_spark.sketch import node_vectors
 from mgoe_spark.weights import node_weights
-from mgoe_spark.windows import TRAIN, Windows, feature_events
+from mgoe_spark.windows import TEST, TRAIN, Windows, feature_events
 from schemas import (
     ASSIGNMENTS,
     CENTROIDS,
@@ -91,14 +93,6 @@ def model_from_table(store: TableStore, cfg: MgoeConfig, side: str, run_date: st
     return WeightedKMeans.from_centroid_rows(rows, **params)
 
 
-def side_nodes(scores: DataFrame, cfg: MgoeConfig, side: str) -> tuple[DataFrame, DataFrame]:
-    """(nodes to cluster: node_id, vector, weight; NODE_WEIGHTS rows). O(nnz * r) plus the capped 2-hop sums."""
-    vectors = node_vectors(scores, cfg, side)
-    weights = node_weights(scores, cfg, side).persist(StorageLevel.MEMORY_AND_DISK)  # 2-hop sums: compute once
-    nodes = vectors.join(weights.select("node_id", "weight"), "node_id").select("side", "node_id", "vector", "weight")
-    return nodes, weights
-
-
 def run_nodes(spark: SparkSession, cfg: MgoeConfig, run_date: str) -> StageSummary:
     """Fit the macro nodes at the training cutoff and write the stage-1 tables for ``run_date``."""
     summary = StageSummary("nodes")
@@ -106,15 +100,21 @@ def run_nodes(spark: SparkSession, cfg: MgoeConfig, run_date: str) -> StageSumma
     with stage(spark, summary, "pair scores, node vectors, weights, weighted k-means"):
         interactions = load_interactions(store, run_date)
         interactions, windows = windows_of(store, interactions, cfg, summary, run_date, choose=True)
-        scores = pair_scores_from_config(feature_events(interactions, windows.train_cutoff), cfg)
-        scores = scores.persist(StorageLevel.MEMORY_AND_DISK)
-        store.write(scores, PAIR_SCORES, run_date)
-        summary.add("pairs", scores.count())
+        with step(spark, summary, "pair scores"):
+            scores = pair_scores_from_config(feature_events(interactions, windows.train_cutoff), cfg)
+            scores = scores.persist(StorageLevel.MEMORY_AND_DISK)
+            store.write(scores, PAIR_SCORES, run_date)
+            summary.add("pairs", scores.count())
         assignment_frames, centroid_frames, stats_frames, vector_frames, weight_frames = [], [], [], [], []
         for side in SIDES:
-            nodes, weights = side_nodes(scores, cfg, side)
-            nodes = nodes.persist(StorageLevel.MEMORY_AND_DISK)
-            n = nodes.count()
+            with step(spark, summary, f"sketch {side}"):
+                vectors = node_vectors(scores, cfg, side).persist(StorageLevel.MEMORY_AND_DISK)
+                n = vectors.count()
+            with step(spark, summary, f"weights {side}"):
+                weights = node_weights(scores, cfg, side).persist(StorageLevel.MEMORY_AND_DISK)
+                weights.count()
+            nodes = vectors.join(weights.select("node_id", "weight"), "node_id")
+            nodes = nodes.select("side", "node_id", "vector", "weight")
             k = _k(cfg, side)
             if n < k:
                 key = "kmeans.k_user" if side == "user" else "kmeans.k_item"
@@ -125,9 +125,10 @@ def run_nodes(spark: SparkSession, cfg: MgoeConfig, run_date: str) -> StageSumma
             seed, fingerprint = cfg.sub_seed(f"kmeans-{side}"), space_fingerprint(cfg, side)
             model = WeightedKMeans.from_config(cfg.kmeans, k, seed, fingerprint=fingerprint)
             previous = _previous_model(store, cfg, side, run_date) if cfg.kmeans.warm_start else None
-            t0 = time.perf_counter()
-            model.fit(nodes.select("node_id", "vector", "weight"), warm_start=previous, r=cfg.sketch.dim)
-            summary.add(f"{side}_kmeans_seconds", round(time.perf_counter() - t0, 2))
+            with step(spark, summary, f"k-means {side}"):
+                t0 = time.perf_counter()
+                model.fit(nodes.select("node_id", "vector", "weight"), warm_start=previous, r=cfg.sketch.dim)
+                summary.add(f"{side}_kmeans_seconds", round(time.perf_counter() - t0, 2))
             summary.add(f"{side}s", n)
             summary.add(f"{side}_k", k)
             summary.add(f"{side}_iterations", model.n_iter)
@@ -142,14 +143,19 @@ def run_nodes(spark: SparkSession, cfg: MgoeConfig, run_date: str) -> StageSumma
             assignment_frames.append(assigned.select(F.lit(TRAIN).alias("snapshot"), F.lit(side).alias("side"), "*"))
             centroid_frames.append(model.centroids_frame(spark, side, run_date))
             stats_frames.append(model.stats_frame(spark, side))
-            vector_frames.append(nodes.select("side", "node_id", "vector"))
+            vector_frames.append(vectors)
             weight_frames.append(weights)
         union = _union
-        store.write(union(vector_frames), NODE_VECTORS, run_date)
-        store.write(union(weight_frames), NODE_WEIGHTS, run_date)
-        store.write(union(assignment_frames), ASSIGNMENTS, run_date)
-        store.write(union(centroid_frames).coalesce(1), CENTROIDS, run_date)
-        store.write(union(stats_frames).coalesce(1), KMEANS_STATS, run_date)
+        for frames, schema in (
+            (vector_frames, NODE_VECTORS),
+            (weight_frames, NODE_WEIGHTS),
+            (assignment_frames, ASSIGNMENTS),
+        ):
+            with step(spark, summary, f"write {schema.name}"):
+                store.write(union(frames), schema, run_date)
+        with step(spark, summary, "write centroids, kmeans_stats"):
+            store.write(union(centroid_frames).coalesce(1), CENTROIDS, run_date)
+            store.write(union(stats_frames).coalesce(1), KMEANS_STATS, run_date)
         spark.catalog.clearCache()
     return summary
 
@@ -161,65 +167,88 @@ def _union(frames: list[DataFrame]) -> DataFrame:
     return out
 
 
+def assign_test_snapshot(
+    store: TableStore, cfg: MgoeConfig, run_date: str, fitted: DataFrame, test_scores: DataFrame
+) -> DataFrame:
+    """ASSIGNMENTS of the test snapshot: fitted nodes keep their macro id, new nodes (in the test scores,
+    not fitted) get the nearest fitted centroid of their sketch at c2 (sketch step 2 only for them).
+    Cost: the sketch's Y pass over the test S per side, step 2 on the new nodes' pairs, one FAISS
+    search per partition; memory per task: one Arrow batch (sketch) / one block of vectors (FAISS)."""
+    models = {side: model_from_table(store, cfg, side, run_date) for side in SIDES}
+
+    def assign_new(nodes: DataFrame) -> DataFrame:
+        out = []
+        for side in SIDES:
+            wanted = nodes.where(F.col("side") == side).select("node_id")
+            vectors = node_vectors(test_scores, cfg, side, only=wanted)
+            out.append(models[side].assign(vectors).select(F.lit(side).alias("side"), "*"))
+        return _union(out)
+
+    return snapshot_assignments(fitted, snapshot_nodes(test_scores), assign_new)
+
+
 def run_features(spark: SparkSession, cfg: MgoeConfig, run_date: str) -> StageSummary:
-    """Build both feature snapshots and the training examples of ``run_date`` (needs ``run_nodes`` first)."""
+    """Build both feature snapshots and the training examples of ``run_date`` (needs ``run_nodes`` first).
+
+    The data flow, top to bottom; every step ends with an action, so its time in run_metrics is its own,
+    and what several later steps read is persisted (or was written by ``nodes``) and computed once.
+    """
     summary = StageSummary("features")
     store = TableStore.of(spark, cfg)
+    level = StorageLevel.MEMORY_AND_DISK
     with stage(spark, summary, "macro edges, recent neighbors, task lookup, samples, training examples"):
-        interactions = load_interactions(store, run_date).persist(StorageLevel.MEMORY_AND_DISK)
+        interactions = load_interactions(store, run_date).persist(level)
         interactions, windows = windows_of(store, interactions, cfg, summary, run_date, choose=False)
-        models = {side: model_from_table(store, cfg, side, run_date) for side in SIDES}
-        fitted = (
-            store.read(ASSIGNMENTS, run_date)
-            .where(F.col("snapshot") == TRAIN)
-            .select("side", "node_id", "macro_id", "distance")
-            .persist(StorageLevel.MEMORY_AND_DISK)
-        )
-        fitted.count()  # materialized: the assignments partition is rewritten at the end of this stage
-
-        def assign_new(scores: DataFrame, nodes: DataFrame) -> DataFrame:
-            out = []
-            for side in SIDES:
-                wanted = nodes.where(F.col("side") == side).select("node_id")
-                vectors = node_vectors(scores, cfg, side, only=wanted)  # step 2 on the wanted nodes only
-                out.append(models[side].assign(vectors).select(F.lit(side).alias("side"), "*"))
-            return _union(out)
-
-        features = build_features(
-            cfg,
-            interactions,
-            lambda events: pair_scores_from_config(events, cfg),
-            lambda _scores: fitted,
-            assign_new,
-            windows=windows,
-        ).persist()  # every table below is computed once, however many outputs share it
-        tables = features.tables()
-        assignments = features.tagged["assignments"]
+        train_scores = store.read(PAIR_SCORES, run_date).drop("run_date")  # nodes wrote them
+        with step(spark, summary, "read train assignments"):
+            fitted = store.read(ASSIGNMENTS, run_date).where(F.col("snapshot") == TRAIN)
+            fitted = fitted.select(*ASSIGNMENT_COLS).persist(level)
+            fitted.count()  # materialized: the assignments partition is rewritten at the end of this stage
+        with step(spark, summary, "test pair scores"):
+            test_scores = pair_scores_from_config(feature_events(interactions, windows.test_cutoff), cfg)
+            test_scores = test_scores.persist(level)
+            summary.add("test_pairs", test_scores.count())
+        with step(spark, summary, "test assignments"):
+            test_assign = assign_test_snapshot(store, cfg, run_date, fitted, test_scores).persist(level)
+            test_assign.count()
+        assignments = tag({TRAIN: fitted, TEST: test_assign})
+        scores = tag({TRAIN: train_scores, TEST: test_scores})
+        tables = snapshot_tables(cfg, snapshot_events(interactions, windows), scores, assignments)
+        tables["assignments"] = assignments
+        rows = cfg.output.row_group_rows
         for name, schema in (
             ("macro_edges", MACRO_EDGES),
             ("recent_neighbors", RECENT_NEIGHBORS),
             ("task_lookup", TASK_LOOKUP),
-            ("samples", SAMPLES),
-            ("training_examples", TRAINING_EXAMPLES),
         ):
-            store.write(tables[name], schema, run_date, row_group_rows=cfg.output.row_group_rows)
-        store.write(assignments, ASSIGNMENTS, run_date)
-        examples = store.read(TRAINING_EXAMPLES, run_date)
-        tasks = list(cfg.tasks.order)
-        per_split = examples.groupBy("split").agg(
-            F.count("*").alias("n"),
-            F.sum(F.col("cold_start").cast("int")).alias("cold"),
-            *[F.avg(F.col("labels")[k]).alias(f"rate_{k}") for k in range(len(tasks))],
-        )
-        for row in per_split.collect():  # <= 3 rows
-            summary.add(f"examples_{row['split']}", row["n"])
-            summary.add(f"cold_start_{row['split']}", row["cold"] or 0)
-            # label rate per task and cold-start share per split (SPEC 5): is the AUC measuring anything?
-            summary.add(f"cold_start_share_{row['split']}", round((row["cold"] or 0) / max(1, row["n"]), 4))
-            for k, task in enumerate(tasks):
-                summary.add(f"label_rate_{row['split']}_{task}", round(float(row[f"rate_{k}"] or 0.0), 4))
-        for row in assignments.groupBy("snapshot", "side").count().collect():
-            summary.add(f"{row['snapshot']}_{row['side']}_nodes", row["count"])
+            with step(spark, summary, f"{name} (both snapshots) + write"):
+                tables[name] = tables[name].persist(level)  # the examples read them again
+                store.write(tables[name], schema, run_date, row_group_rows=rows)
+        with step(spark, summary, "samples + write"):
+            samples = build_samples(interactions, windows, cfg).persist(level)
+            store.write(samples, SAMPLES, run_date, row_group_rows=rows)
+        with step(spark, summary, "training examples + write"):
+            store.write(examples_of(cfg, samples, tables), TRAINING_EXAMPLES, run_date, row_group_rows=rows)
+        with step(spark, summary, "write assignments"):
+            store.write(assignments, ASSIGNMENTS, run_date)
+        with step(spark, summary, "summary counts"):
+            examples = store.read(TRAINING_EXAMPLES, run_date)
+            tasks = list(cfg.tasks.order)
+            per_split = examples.groupBy("split").agg(
+                F.count("*").alias("n"),
+                F.sum(F.col("cold_start").cast("int")).alias("cold"),
+                *[F.avg(F.col("labels")[k]).alias(f"rate_{k}") for k in range(len(tasks))],
+            )
+            for row in per_split.collect():  # <= 3 rows
+                summary.add(f"examples_{row['split']}", row["n"])
+                summary.add(f"cold_start_{row['split']}", row["cold"] or 0)
+                # label rate per task and cold-start share per split (SPEC 5): is the AUC measuring anything?
+                summary.add(f"cold_start_share_{row['split']}", round((row["cold"] or 0) / max(1, row["n"]), 4))
+                for k, task in enumerate(tasks):
+                    summary.add(f"label_rate_{row['split']}_{task}", round(float(row[f"rate_{k}"] or 0.0), 4))
+            written = store.read(ASSIGNMENTS, run_date)
+            for row in written.groupBy("snapshot", "side").count().collect():  # 4 rows
+                summary.add(f"{row['snapshot']}_{row['side']}_nodes", row["count"])
         spark.catalog.clearCache()
     return summary
 

@@ -77,7 +77,7 @@ def features_summary(features, interactions: DataFrame, seconds: float | None = 
         "features",
         inputs={"interactions": interactions},
         outputs=outputs,
-        assignments=features.snapshots["train"].assignments,
+        assignments=features.tagged["assignments"].where(F.col("snapshot") == "train"),
         seconds=seconds,
         summary=summary,
     )

@@ -30,6 +30,9 @@ from mgoe_spark.windows import snapshot_of_split
 SORT_KEYS = ("split", "user_id", "item_id")
 """Sort order of the training examples within each output partition."""
 
+ASSIGNMENT_COLS = ("side", "node_id", "macro_id", "distance")
+"""ASSIGNMENTS columns without the snapshot tag."""
+
 AssignFn = Callable[[DataFrame], DataFrame]
 """(side, node_id) rows -> ASSIGNMENTS rows for them (e.g. nearest fitted centroid of their new vectors)."""
 
@@ -55,7 +58,7 @@ def snapshot_assignments(
     are those of the fitted centroids, so they mean the same thing in train and test features.
     Returns ASSIGNMENTS rows. O(nodes).
     """
-    cols = ["side", "node_id", "macro_id", "distance"]
+    cols = list(ASSIGNMENT_COLS)
     if policy == "all":
         if assign_fn is None:
             raise ValueError("snapshot_assignments(policy='all') needs an assign_fn")
@@ -81,6 +84,17 @@ def _zeros(n: int, dtype: str) -> Column:
     return F.array_repeat(F.lit(0).cast(dtype), n)
 
 
+def _id32(c: str) -> Column:
+    """An id column as int32 (ids are vocabulary ids 1..N from ingest); fails the job if one does not fit."""
+    col = F.col(c)
+    fits = col.between(-(2**31), 2**31 - 1)
+    return (
+        F.when(fits | col.isNull(), col.cast("int"))
+        .otherwise(F.raise_error(F.concat(F.lit(f"{c} does not fit in int32: "), col.cast("string"))))
+        .alias(c)
+    )
+
+
 def node_features(
     side: str,
     assignments: DataFrame,
@@ -91,40 +105,48 @@ def node_features(
     k_item: int,
     hops: int,
     length: int,
+    lookup: DataFrame | None = None,
 ) -> DataFrame:
     """One row per (snapshot, node_id) of ``side``: macro (int, 0 = none), edges (hops x K float32),
-    recent (T x L int64, 0-padded). Inputs carry a ``snapshot`` column. One grouped aggregation,
-    O(nodes * (hops*K + T*L)) data."""
+    recent (T x L int64, 0-padded), and with ``lookup`` (:func:`lookup_rows`, users only) ``lookups``: a
+    map item macro -> float32[T] (at most K_I entries). Inputs carry a ``snapshot`` column. One grouped
+    aggregation, O(nodes * (hops*K + T*L + K_I*T)) data; node_id is int32."""
     key = ["snapshot", "node_id"]
-    # One aggregation over the union of the three inputs (not joins): one shuffle of O(node rows).
+    # One aggregation over the union of the inputs (not joins): one shuffle of O(node rows).
     e_type = "struct<hop:int,weights:array<float>>"
     n_type = "struct<task:string,neighbors:array<bigint>>"
-    macro = assignments.where(F.col("side") == side).select(
-        *key,
-        F.col("macro_id").cast("int").alias("macro"),
-        F.lit(None).cast(e_type).alias("e"),
-        F.lit(None).cast(n_type).alias("n"),
-    )
-    e = edges.where(F.col("side") == side).select(
-        *key,
-        F.lit(None).cast("int").alias("macro"),
-        F.struct(F.col("hop").cast("int").alias("hop"), F.col("weights").cast("array<float>").alias("weights")).alias(
-            "e"
+    l_type = "struct<macro:int,lookup:array<float>>"
+    nothing = {"macro": "int", "e": e_type, "n": n_type, "l": l_type}
+
+    def part(df: DataFrame, **cols: Column) -> DataFrame:
+        filled = [cols.get(c, F.lit(None).cast(t)).alias(c) for c, t in nothing.items()]
+        return df.select("snapshot", _id32("node_id"), *filled)
+
+    parts = [
+        part(assignments.where(F.col("side") == side), macro=F.col("macro_id").cast("int")),
+        part(
+            edges.where(F.col("side") == side),
+            e=F.struct(F.col("hop").cast("int").alias("hop"), F.col("weights").cast("array<float>").alias("weights")),
         ),
-        F.lit(None).cast(n_type).alias("n"),
-    )
-    n = neighbors.where(F.col("side") == side).select(
-        *key,
-        F.lit(None).cast("int").alias("macro"),
-        F.lit(None).cast(e_type).alias("e"),
-        F.struct("task", F.col("neighbors").cast("array<bigint>").alias("neighbors")).alias("n"),
-    )
-    nodes = (
-        macro.unionByName(e)
-        .unionByName(n)
-        .groupBy(*key)
-        .agg(F.max("macro").alias("macro"), F.collect_list("e").alias("_e"), F.collect_list("n").alias("_n"))
-    )
+        part(
+            neighbors.where(F.col("side") == side),
+            n=F.struct("task", F.col("neighbors").cast("array<bigint>").alias("neighbors")),
+        ),
+    ]
+    if lookup is not None:
+        parts.append(
+            part(
+                lookup.withColumnRenamed("user_id", "node_id"),
+                l=F.struct(F.col("macro_id").cast("int").alias("macro"), F.col("lookup").alias("lookup")),
+            )
+        )
+    union = parts[0]
+    for df in parts[1:]:
+        union = union.unionByName(df)
+    aggs = [F.max("macro").alias("macro"), F.collect_list("e").alias("_e"), F.collect_list("n").alias("_n")]
+    if lookup is not None:
+        aggs.append(F.map_from_entries(F.collect_list("l")).alias("lookups"))
+    nodes = union.groupBy(*key).agg(*aggs)
     hop_arrays = []
     for h in range(1, hops + 1):
         k = edge_width(side, h, k_user, k_item)
@@ -140,6 +162,7 @@ def node_features(
         F.coalesce("macro", F.lit(0)).cast("int").alias("macro"),
         F.array(*hop_arrays).cast("array<array<float>>").alias("edges"),
         F.array(*task_lists).cast("array<array<bigint>>").alias("recent"),
+        *(["lookups"] if lookup is not None else []),
     )
 
 
@@ -167,14 +190,21 @@ def build_examples(
     length: int,
 ) -> DataFrame:
     """TRAINING_EXAMPLES rows from SAMPLES and the snapshot-tagged ASSIGNMENTS, MACRO_EDGES,
-    RECENT_NEIGHBORS and TASK_LOOKUP (each with a ``snapshot`` column)."""
+    RECENT_NEIGHBORS and TASK_LOOKUP (each with a ``snapshot`` column).
+
+    Two shuffles of the sample rows, both narrow joins on int32 ids: with the item rows on
+    (snapshot, item_id), then with the user rows on (snapshot, user_id); the user row carries its
+    lookup values per item macro, so the lookup is a map access, not a third join. Feature rows: one
+    shuffle each (the node fold). Task memory: Spark's sort / hash buffers (spill); a hot item's rows meet
+    one feature row (AQE's skew-join splitting handles the key skew)."""
     args = (assignments, edges, neighbors, tasks, k_user, k_item, hops, length)
-    users = node_features(USER, *args).select(
+    users = node_features(USER, *args, lookup=lookup_rows(lookup, tasks)).select(
         "snapshot",
         F.col("node_id").alias("user_id"),
         F.col("macro").alias("user_macro"),
         F.col("edges").alias("user_edges"),
         F.col("recent").alias("user_recent"),
+        "lookups",
     )
     items = node_features(ITEM, *args).select(
         "snapshot",
@@ -183,10 +213,15 @@ def build_examples(
         F.col("edges").alias("item_edges"),
         F.col("recent").alias("item_recent"),
     )
-    s = samples.withColumn("snapshot", snapshot_of_split("split"))
-    s = s.join(users, ["snapshot", "user_id"], "left").join(items, ["snapshot", "item_id"], "left")
-    lk = lookup_rows(lookup, tasks).withColumnRenamed("macro_id", "item_macro")
-    s = s.join(lk, ["snapshot", "user_id", "item_macro"], "left")
+    s = samples.select(
+        _id32("user_id"),
+        _id32("item_id"),
+        "split",
+        "labels",
+        "cold_start",
+        snapshot_of_split("split").alias("snapshot"),
+    )
+    s = s.join(items, ["snapshot", "item_id"], "left").join(users, ["snapshot", "user_id"], "left")
 
     def filled(c: str, default: Column) -> Column:
         return F.coalesce(F.col(c), default).alias(c)
@@ -195,9 +230,10 @@ def build_examples(
     user_zero = F.array(*[_zeros(edge_width(USER, h, k_user, k_item), "float") for h in range(1, hops + 1)])
     item_zero = F.array(*[_zeros(edge_width(ITEM, h, k_user, k_item), "float") for h in range(1, hops + 1)])
     recent_zero = F.array_repeat(_zeros(length, "bigint"), t)
+    lookup = F.try_element_at("lookups", F.col("item_macro"))
     return s.select(
-        "user_id",
-        "item_id",
+        F.col("user_id").cast("long").alias("user_id"),
+        F.col("item_id").cast("long").alias("item_id"),
         "split",
         "labels",
         filled("user_macro", F.lit(0)),
@@ -206,6 +242,6 @@ def build_examples(
         filled("item_edges", item_zero),
         filled("user_recent", recent_zero),
         filled("item_recent", recent_zero),
-        filled("lookup", _zeros(t, "float")),
+        F.coalesce(lookup, _zeros(t, "float")).alias("lookup"),
         "cold_start",
     )

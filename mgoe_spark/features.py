@@ -1,23 +1,25 @@
-"""Chaining of MTMG stage 2: interactions (+ the stage-1 functions) -> every feature table and the examples.
+"""MTMG stage 2 as DataFrame steps: both feature snapshots in one pass each, samples, training examples.
 
-:func:`build_features` is the one entry point the pipeline job calls. Stage 1 (scores, sketch, weights,
-k-means) plugs in through three callables, so this module does not depend on how they are implemented:
+The job (:func:`jobs.pipeline.run_features`) calls the steps one by one, top to bottom, passing
+DataFrames; :func:`build_features` chains the same steps for tests and notebooks. Every per-node table
+covers BOTH snapshots (train: cutoff c1, test: cutoff c2) in one computation, keyed by a ``snapshot``
+column:
 
-- ``pair_scores_fn(events) -> PAIR_SCORES``: the merging matrix S of some feature-window events;
-- ``fit_fn(pair_scores) -> ASSIGNMENTS``: fit the clustering at the TRAINING cutoff and assign its nodes;
-- ``assign_fn(pair_scores, nodes) -> ASSIGNMENTS`` (optional): assign ``nodes`` (side, node_id) of a later
-  snapshot with the fitted centroids (nearest centroid of their vectors computed from ``pair_scores``).
+- :func:`snapshot_events`: the feature-window events of both snapshots, tagged (an event at or before c1
+  belongs to both): one scan of the interactions;
+- :func:`tag`: union per-snapshot frames (pair scores, assignments) with their ``snapshot`` tag;
+- :func:`snapshot_tables`: macro edges (one join + aggregation per hop and side for both snapshots),
+  recent neighbors, task lookup;
+- samples (:func:`mgoe_spark.samples.build_samples`) and examples (:func:`mgoe_spark.examples.build_examples`).
 
-The test snapshot (cutoff c2) reuses the training clustering: nodes already assigned keep their macro id
-and only new nodes go through ``assign_fn`` (``assign_policy='all'`` re-assigns every node with it);
-without ``assign_fn`` new nodes get macro id 0 (unknown). Everything returned is a lazy DataFrame; the only
-Spark actions here are the two-number quantile pass of :func:`compute_windows` and, with negative
-sampling and no ``n_items``, one max aggregate.
+The test snapshot reuses the training clustering: nodes already assigned keep their macro id and only new
+nodes are assigned (:func:`mgoe_spark.examples.snapshot_assignments`); its scores and assignments are
+computed once by the caller and passed in, so every consumer (edges, lookup, examples) reads the same.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -27,7 +29,7 @@ from pyspark.sql import functions as F
 
 from mgoe_spark.config import MgoeConfig
 from mgoe_spark.edges import macro_edges
-from mgoe_spark.examples import build_examples, snapshot_assignments, snapshot_nodes
+from mgoe_spark.examples import ASSIGNMENT_COLS, build_examples, snapshot_assignments, snapshot_nodes
 from mgoe_spark.lookup import task_lookup
 from mgoe_spark.neighbors import recent_neighbors
 from mgoe_spark.samples import build_samples
@@ -39,25 +41,10 @@ SnapshotAssignFn = Callable[[DataFrame, DataFrame], DataFrame]
 
 
 @dataclass
-class Snapshot:
-    """The features of one cutoff (lazy DataFrames, without the ``snapshot`` column)."""
-
-    name: str
-    cutoff: int
-    events: DataFrame
-    pair_scores: DataFrame
-    assignments: DataFrame
-    edges: DataFrame
-    neighbors: DataFrame
-    lookup: DataFrame
-
-
-@dataclass
 class Features:
     """Everything stage 2 produces; :meth:`tables` gives the contract tables to write."""
 
     windows: Windows
-    snapshots: dict[str, Snapshot]
     samples: DataFrame
     examples: DataFrame
     tagged: dict[str, DataFrame] = field(default_factory=dict)
@@ -89,34 +76,57 @@ class Features:
         }
 
 
-def build_snapshot(
-    name: str, cutoff: int, interactions: DataFrame, pair_scores: DataFrame, assignments: DataFrame, cfg: MgoeConfig
-) -> Snapshot:
-    """Edges, recent neighbors and lookup at ``cutoff`` (``interactions`` is filtered to ts <= cutoff
-    here, so a caller cannot leak sample-window events into them; ``pair_scores`` must be computed from
-    the same filtered events)."""
-    events = feature_events(interactions, cutoff)
-    tasks = list(cfg.tasks.order)
-    return Snapshot(
-        name=name,
-        cutoff=cutoff,
-        events=events,
-        pair_scores=pair_scores,
-        assignments=assignments,
-        edges=macro_edges(
-            pair_scores, assignments, cfg.kmeans.k_user, cfg.kmeans.k_item, cfg.edges.hops, cfg.edges.edge_matrix
-        ),
-        neighbors=recent_neighbors(events, tasks, cfg.neighbors.length),
-        lookup=task_lookup(events, assignments, tasks),
-    )
-
-
-def _tag(frames: list[tuple[str, DataFrame]]) -> DataFrame:
+def tag(frames: Mapping[str, DataFrame]) -> DataFrame:
+    """Union of per-snapshot frames with a leading ``snapshot`` column (their name). O(rows), no shuffle."""
     out = None
-    for name, df in frames:
+    for name, df in frames.items():
         tagged = df.select(F.lit(name).alias("snapshot"), *df.columns)
         out = tagged if out is None else out.unionByName(tagged)
     return out
+
+
+def snapshot_events(interactions: DataFrame, windows: Windows) -> DataFrame:
+    """The feature-window events of both snapshots with a ``snapshot`` column: ``train`` for ts <= c1,
+    ``test`` for ts <= c2 (an event at or before c1 is in both). One scan, no shuffle; rows <= 2 x events.
+    The filter is here, so no caller can leak sample-window events into a snapshot's features."""
+    ts = F.col("ts")
+    which = F.when(ts <= F.lit(windows.train_cutoff), F.array(F.lit(TRAIN), F.lit(TEST))).otherwise(
+        F.array(F.lit(TEST))
+    )
+    events = interactions.where(ts <= F.lit(windows.test_cutoff))
+    return events.select(F.explode(which).alias("snapshot"), *interactions.columns)
+
+
+def snapshot_tables(
+    cfg: MgoeConfig, events: DataFrame, scores: DataFrame, assignments: DataFrame
+) -> dict[str, DataFrame]:
+    """MACRO_EDGES, RECENT_NEIGHBORS and TASK_LOOKUP rows of every snapshot (``snapshot`` column) from the
+    tagged :func:`snapshot_events`, pair scores and assignments. Lazy; costs in the modules' docstrings:
+    O(hops * nnz * min(K, deg)) for the edges, O(events) for neighbors and lookup."""
+    tasks = list(cfg.tasks.order)
+    return {
+        "macro_edges": macro_edges(
+            scores, assignments, cfg.kmeans.k_user, cfg.kmeans.k_item, cfg.edges.hops, cfg.edges.edge_matrix
+        ),
+        "recent_neighbors": recent_neighbors(events, tasks, cfg.neighbors.length),
+        "task_lookup": task_lookup(events, assignments, tasks),
+    }
+
+
+def examples_of(cfg: MgoeConfig, samples: DataFrame, tables: Mapping[str, DataFrame]) -> DataFrame:
+    """TRAINING_EXAMPLES from SAMPLES and the tagged ``assignments`` / snapshot tables (lazy)."""
+    return build_examples(
+        samples,
+        tables["assignments"],
+        tables["macro_edges"],
+        tables["recent_neighbors"],
+        tables["task_lookup"],
+        list(cfg.tasks.order),
+        cfg.kmeans.k_user,
+        cfg.kmeans.k_item,
+        cfg.edges.hops,
+        cfg.neighbors.length,
+    )
 
 
 def build_features(
@@ -130,42 +140,25 @@ def build_features(
     assign_policy: Literal["new", "all"] = "new",
     n_items: int | None = None,
 ) -> Features:
-    """Run stage 2 on INTERACTIONS: windows, both feature snapshots, samples and training examples.
+    """Run stage 2 on INTERACTIONS with stand-ins for stage 1 (tests, notebooks): each function is called
+    once, and every later step reads its result.
 
-    ``windows``: precomputed cutoffs (default: :func:`compute_windows` from ``cfg.windows``).
-    Cost: the sum of the stages' (see their modules), i.e. O(events + hops * nnz * K + rows) per snapshot.
+    ``pair_scores_fn(events) -> PAIR_SCORES``; ``fit_fn(pair_scores) -> ASSIGNMENTS`` (fit at the
+    training cutoff); ``assign_fn(pair_scores, nodes) -> ASSIGNMENTS`` (optional) assigns ``nodes``
+    (side, node_id) of the test snapshot with the fitted centroids. ``windows``: precomputed cutoffs
+    (default: :func:`compute_windows` from ``cfg.windows``).
     """
     windows = windows or compute_windows(interactions, cfg.windows)
-    tasks = list(cfg.tasks.order)
-    train_events = feature_events(interactions, windows.train_cutoff)
-    test_events = feature_events(interactions, windows.test_cutoff)
-    s_train = pair_scores_fn(train_events)
+    s_train = pair_scores_fn(feature_events(interactions, windows.train_cutoff))
     fitted = fit_fn(s_train)
-    s_test = pair_scores_fn(test_events)
-    nodes_test = snapshot_nodes(s_test)
+    s_test = pair_scores_fn(feature_events(interactions, windows.test_cutoff))
     bound = None if assign_fn is None else (lambda nodes: assign_fn(s_test, nodes))
-    test_assign = snapshot_assignments(fitted, nodes_test, bound, assign_policy)
-    snaps = {
-        TRAIN: build_snapshot(TRAIN, windows.train_cutoff, interactions, s_train, fitted, cfg),
-        TEST: build_snapshot(TEST, windows.test_cutoff, interactions, s_test, test_assign, cfg),
-    }
+    test_assign = snapshot_assignments(fitted, snapshot_nodes(s_test), bound, assign_policy)
+    assignments = tag({TRAIN: fitted.select(*ASSIGNMENT_COLS), TEST: test_assign})
+    scores = tag({TRAIN: s_train, TEST: s_test})
     tagged = {
-        "assignments": _tag([(n, s.assignments) for n, s in snaps.items()]),
-        "macro_edges": _tag([(n, s.edges) for n, s in snaps.items()]),
-        "recent_neighbors": _tag([(n, s.neighbors) for n, s in snaps.items()]),
-        "task_lookup": _tag([(n, s.lookup) for n, s in snaps.items()]),
+        "assignments": assignments,
+        **snapshot_tables(cfg, snapshot_events(interactions, windows), scores, assignments),
     }
     samples = build_samples(interactions, windows, cfg, n_items=n_items)
-    examples = build_examples(
-        samples,
-        tagged["assignments"],
-        tagged["macro_edges"],
-        tagged["recent_neighbors"],
-        tagged["task_lookup"],
-        tasks,
-        cfg.kmeans.k_user,
-        cfg.kmeans.k_item,
-        cfg.edges.hops,
-        cfg.neighbors.length,
-    )
-    return Features(windows=windows, snapshots=snaps, samples=samples, examples=examples, tagged=tagged)
+    return Features(windows=windows, samples=samples, examples=examples_of(cfg, samples, tagged), tagged=tagged)

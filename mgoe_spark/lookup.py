@@ -17,14 +17,20 @@ from pyspark.sql import functions as F
 
 
 def task_lookup(events: DataFrame, assignments: DataFrame, tasks: Sequence[str]) -> DataFrame:
-    """TASK_LOOKUP rows (user_id, task, macro_id, value) from feature-window ``events`` and ASSIGNMENTS."""
+    """TASK_LOOKUP rows (user_id, task, macro_id, value) from feature-window ``events`` and ASSIGNMENTS.
+
+    When both carry a ``snapshot`` column, every snapshot is computed in the same pass (keyed by it) and
+    the output carries it too."""
+    keys = ["snapshot"] if "snapshot" in events.columns else []
     items = assignments.where(F.col("side") == "item").select(
-        F.col("node_id").alias("item_id"), F.col("macro_id").cast("int").alias("macro_id")
+        *keys, F.col("node_id").alias("item_id"), F.col("macro_id").cast("int").alias("macro_id")
     )
-    pairs = events.where(F.col("task").isin(list(tasks))).select("user_id", "task", "item_id").distinct()
-    counts = pairs.join(items, "item_id").groupBy("user_id", "task", "macro_id").agg(F.count("*").alias("n"))
-    total = F.sum("n").over(Window.partitionBy("user_id", "task"))
+    pairs = events.where(F.col("task").isin(list(tasks))).select(*keys, "user_id", "task", "item_id").distinct()
+    counts = pairs.join(items, [*keys, "item_id"]).groupBy(*keys, "user_id", "task", "macro_id")
+    counts = counts.agg(F.count("*").alias("n"))
+    total = F.sum("n").over(Window.partitionBy(*keys, "user_id", "task"))
     return counts.select(
+        *keys,
         "user_id",
         "task",
         "macro_id",

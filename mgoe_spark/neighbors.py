@@ -30,19 +30,22 @@ def recent_neighbors(events: DataFrame, tasks: Sequence[str], length: int) -> Da
     """RECENT_NEIGHBORS rows (side, node_id, task, neighbors) from INTERACTIONS-shaped ``events``.
 
     Only tasks in ``tasks`` are kept (an exposure pseudo-task is not a neighbor relation). Node/task pairs
-    without events get no row (the example builder pads with zeros).
+    without events get no row (the example builder pads with zeros). When ``events`` carries a
+    ``snapshot`` column (:func:`mgoe_spark.features.snapshot_events`), every snapshot is computed in the
+    same aggregations and the output carries it too.
     """
     if length < 1:
         raise ValueError(f"neighbors.length must be >= 1, got {length}")
-    ev = events.where(F.col("task").isin(list(tasks))).select("user_id", "item_id", "task", "ts")
+    keys = ["snapshot"] if "snapshot" in events.columns else []
+    ev = events.where(F.col("task").isin(list(tasks))).select(*keys, "user_id", "item_id", "task", "ts")
     out = None
     for side, node, nbr in ((USER, "user_id", "item_id"), (ITEM, "item_id", "user_id")):
-        latest = ev.groupBy(node, "task", nbr).agg(F.max("ts").alias("ts"))
-        order = Window.partitionBy(node, "task").orderBy(F.col("ts").desc(), F.col(nbr).asc())
+        latest = ev.groupBy(*keys, node, "task", nbr).agg(F.max("ts").alias("ts"))
+        order = Window.partitionBy(*keys, node, "task").orderBy(F.col("ts").desc(), F.col(nbr).asc())
         top = latest.withColumn("rank", F.row_number().over(order)).where(F.col("rank") <= length)
-        lists = top.groupBy(node, "task").agg(
+        lists = top.groupBy(*keys, node, "task").agg(
             F.transform(F.array_sort(F.collect_list(F.struct("rank", nbr))), _field(nbr)).alias("neighbors")
         )
-        df = lists.select(F.lit(side).alias("side"), F.col(node).alias("node_id"), "task", "neighbors")
+        df = lists.select(*keys, F.lit(side).alias("side"), F.col(node).alias("node_id"), "task", "neighbors")
         out = df if out is None else out.unionByName(df)
     return out

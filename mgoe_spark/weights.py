@@ -30,10 +30,12 @@ above the cap it is Eq 8 exactly. Items symmetric: at most D items per user.
 Complexity (users; items symmetric), with m_i = min(deg_i, D): the cap is a per-item top-D by hash,
 O(nnz log D) with Spark's window group limit (partial top-D before the shuffle). Each capped edge (v, i)
 is then joined with item i's capped user list (O(nnz) rows holding sum_i m_i^2 <= D * nnz list entries:
-the 2-hop paths), shuffled by v and summed per (v, j) in numpy inside the Python workers (a sort of each
-Arrow batch: O(P log P) for P paths, no per-pair Spark rows). The Gram rows (node, x array) are persisted
-once and feed both b and A. The quantiles are single passes over a bounded sample / the nodes; the driver
-sees a handful of numbers.
+the 2-hop paths), shuffled by (v, bucket), sorted by i and folded per (v, j) in numpy as the rows stream
+(:func:`gram_rows`): a worker holds one Arrow batch, one chunk of path entries and the running sums of
+one node, O(distinct partners), never a node's rows, whatever its degree. A node with more than
+``PATHS_PER_TASK`` paths is spread over several buckets (tasks) by a hash of i and its partial sums
+merged afterwards. The Gram rows (node, x array) are persisted once and feed both b and A. The
+quantiles are single passes over a bounded sample / the nodes; the driver sees a handful of numbers.
 """
 
 from __future__ import annotations
@@ -92,95 +94,224 @@ def two_hop_lists(scores: DataFrame, side: Side, cap: int, seed: int) -> DataFra
     capped edges by ``mid`` for the lists, one join (broadcast when the lists are small).
     """
     e = capped_edges(scores, side, cap, seed)
-    lists = e.groupBy("mid").agg(
+    return e.join(_partner_lists(e), on="mid").select("node", "mid", "score", "partners", "partner_scores")
+
+
+def _partner_lists(edges: DataFrame) -> DataFrame:
+    """(mid, partners, partner_scores): the capped nodes of each mid, at most ``cap`` per row."""
+    return edges.groupBy("mid").agg(
         F.collect_list("node").alias("partners"), F.collect_list("score").alias("partner_scores")
     )
-    return e.join(lists, on="mid").select("node", "mid", "score", "partners", "partner_scores")
 
 
-def _gram_rows_fn():
-    """mapInArrow function: two-hop list rows sorted by ``node`` -> ``(node, x array<double>)``, the node's
-    off-diagonal Gram row, one output row per node with at least one partner j != v.
+PATHS_PER_TASK = 4_000_000
+"""Path entries one task folds for one node before that node's work is spread over more tasks."""
+FOLD_ENTRIES = 1 << 20
+"""Path entries a worker expands at once (rows of a batch are folded in chunks of about this many)."""
 
-    Batches arrive sorted by node, so a node's rows may span two batches: the last node of a batch is held
-    back and prepended to the next one. Memory: one Arrow batch plus one node's rows. Within a node the
-    contributions s_v,mid * s_j,mid are summed per j in (j, mid) order, so the sums do not depend on the
-    order the shuffle delivered the rows in.
+
+def _fold_fn(entries: int = FOLD_ENTRIES):
+    """mapInArrow: two-hop list rows sorted by (node, bucket, mid) -> ``(node, bucket, buckets, partners,
+    x)``, the (node, bucket)'s summed off-diagonal Gram entries, partners in id order (``partners`` is
+    null for a node in one bucket: nothing merges it, and the Gram rows keep only the values).
+
+    Folds as it streams: the rows are expanded to path entries in chunks of about ``entries`` and summed
+    per (node, bucket, partner); the last group of a chunk is carried into the next chunk as its partial
+    sums (one entry per distinct partner, entering first), never as its rows. Memory: one Arrow batch
+    plus one chunk plus O(distinct partners) of the carried group, whatever the degree. Per partner the
+    contributions are summed sequentially in mid order (the carry is the running sum), so the result does
+    not depend on batch or chunk boundaries.
     """
 
     def fn(batches):
         import numpy as np
         import pyarrow as pa
 
-        out_schema = pa.schema([("node", pa.int64()), ("x", pa.list_(pa.float64()))])
+        out_schema = pa.schema(
+            [
+                ("node", pa.int64()),
+                ("bucket", pa.int32()),
+                ("buckets", pa.int32()),
+                ("partners", pa.list_(pa.int64())),
+                ("x", pa.list_(pa.float64())),
+            ]
+        )
+        carry = None  # (node, bucket, buckets, j sorted, x)
 
-        def rows(table: pa.Table):
-            if table.num_rows == 0:
-                return None
-            node = table.column("node").to_numpy()
-            mid = table.column("mid").to_numpy()
-            score = table.column("score").to_numpy()
-            partners = table.column("partners").combine_chunks()
-            pscores = table.column("partner_scores").combine_chunks()
-            lengths = partners.value_lengths().to_numpy(zero_copy_only=False)
-            v = np.repeat(node, lengths)
-            m = np.repeat(mid, lengths)
-            j = partners.flatten().to_numpy()
-            contrib = np.repeat(score, lengths) * pscores.flatten().to_numpy()
-            keep = j != v
-            v, m, j, contrib = v[keep], m[keep], j[keep], contrib[keep]
+        def emit(v, b, nb, j, x):
             if len(v) == 0:
                 return None
-            order = np.lexsort((m, j, v))
-            v, j, contrib = v[order], j[order], contrib[order]
-            starts = np.flatnonzero(np.r_[True, (v[1:] != v[:-1]) | (j[1:] != j[:-1])])
-            x = np.add.reduceat(contrib, starts)
-            xv = v[starts]
-            node_starts = np.flatnonzero(np.r_[True, xv[1:] != xv[:-1]])
-            offsets = np.r_[node_starts, len(xv)].astype(np.int32)
-            lists = pa.ListArray.from_arrays(pa.array(offsets), pa.array(x, pa.float64()))
-            return pa.RecordBatch.from_arrays([pa.array(xv[node_starts], pa.int64()), lists], schema=out_schema)
+            starts = np.flatnonzero(np.r_[True, (v[1:] != v[:-1]) | (b[1:] != b[:-1])])
+            offsets = pa.array(np.r_[starts, len(v)].astype(np.int32))
+            spread = nb[starts] > 1
+            if spread.any():  # partner ids only where a merge needs them
+                mask = pa.array(~spread)
+                partners = pa.ListArray.from_arrays(offsets, pa.array(j, pa.int64()), mask=mask)
+            else:
+                partners = pa.nulls(len(starts), pa.list_(pa.int64()))
+            return pa.RecordBatch.from_arrays(
+                [
+                    pa.array(v[starts], pa.int64()),
+                    pa.array(b[starts], pa.int32()),
+                    pa.array(nb[starts], pa.int32()),
+                    partners,
+                    pa.ListArray.from_arrays(offsets, pa.array(x, pa.float64())),
+                ],
+                schema=out_schema,
+            )
 
-        held = None
+        def chunk(rows: pa.Table, last: bool):
+            nonlocal carry
+            node = rows.column("node").to_numpy()
+            bucket = rows.column("bucket").to_numpy()
+            nbuckets = rows.column("buckets").to_numpy()
+            partners = rows.column("partners").combine_chunks()
+            pscores = rows.column("partner_scores").combine_chunks()
+            lengths = partners.value_lengths().to_numpy(zero_copy_only=False)
+            v = np.repeat(node, lengths)
+            b = np.repeat(bucket, lengths)
+            nb = np.repeat(nbuckets, lengths)
+            j = partners.flatten().to_numpy()
+            x = np.repeat(rows.column("score").to_numpy(), lengths) * pscores.flatten().to_numpy()
+            keep = j != v
+            v, b, nb, j, x = v[keep], b[keep], nb[keep], j[keep], x[keep]
+            if carry is not None:  # the running sums of the carried group enter first
+                cv, cb, cnb, cj, cx = carry
+                n = len(cj)
+                v = np.r_[np.full(n, cv, np.int64), v]
+                b = np.r_[np.full(n, cb, b.dtype), b]
+                nb = np.r_[np.full(n, cnb, nb.dtype), nb]
+                j, x = np.r_[cj, j], np.r_[cx, x]
+                carry = None
+            if len(v) == 0:
+                return None
+            order = np.lexsort((j, b, v))  # lexsort is stable: carry first, then mid order, per partner
+            v, b, nb, j, x = v[order], b[order], nb[order], j[order], x[order]
+            starts = np.flatnonzero(np.r_[True, (v[1:] != v[:-1]) | (b[1:] != b[:-1]) | (j[1:] != j[:-1])])
+            sums = np.add.reduceat(x, starts)
+            v, b, nb, j = v[starts], b[starts], nb[starts], j[starts]
+            if not last:  # the last group may continue in the next chunk: carry its sums
+                tail = int(np.flatnonzero(np.r_[True, (v[1:] != v[:-1]) | (b[1:] != b[:-1])])[-1])
+                carry = (v[tail], b[tail], nb[tail], j[tail:], sums[tail:])
+                v, b, nb, j, sums = v[:tail], b[:tail], nb[:tail], j[:tail], sums[:tail]
+            return emit(v, b, nb, j, sums)
+
+        pending = None
         for batch in batches:
-            table = pa.Table.from_batches([batch])
-            if held is not None:
-                table = pa.concat_tables([held, table])
-            if table.num_rows == 0:
+            if batch.num_rows == 0:
                 continue
-            node = table.column("node").to_numpy()
-            last = node[-1]
-            cut = int(np.searchsorted(node, last, side="left"))  # sorted: the last node's rows are a suffix
-            held = table.slice(cut)
-            done = rows(table.slice(0, cut))
+            if pending is not None:
+                done = chunk(pending, last=False)
+                if done is not None:
+                    yield done
+            table = pa.Table.from_batches([batch])
+            lengths = table.column("partners").combine_chunks().value_lengths().to_numpy(zero_copy_only=False)
+            cuts = np.searchsorted(np.cumsum(lengths), np.arange(entries, int(lengths.sum()), entries))
+            bounds = [0, *sorted({int(c) + 1 for c in cuts if int(c) + 1 < table.num_rows}), table.num_rows]
+            for lo, hi in zip(bounds[:-2], bounds[1:-1], strict=True):
+                done = chunk(table.slice(lo, hi - lo), last=False)
+                if done is not None:
+                    yield done
+            pending = table.slice(bounds[-2], bounds[-1] - bounds[-2])
+        if pending is not None:
+            done = chunk(pending, last=True)
             if done is not None:
                 yield done
-        if held is not None:
-            done = rows(held)
-            if done is not None:
-                yield done
+        elif carry is not None:
+            cv, cb, cnb, cj, cx = carry
+            yield emit(np.full(len(cj), cv), np.full(len(cj), cb), np.full(len(cj), cnb), cj, cx)
+
+    return fn
+
+
+def _merge_fn():
+    """mapInArrow: partial Gram rows of spread nodes sorted by (node, bucket) -> ``(node, x)``: the
+    partials of a node summed per partner, in bucket order, one row at a time into a running sum.
+    Memory: one partial row plus O(distinct partners) of the running sum."""
+
+    def fn(batches):
+        import numpy as np
+        import pyarrow as pa
+
+        out_schema = pa.schema([("node", pa.int64()), ("x", pa.list_(pa.float64()))])
+        cur, acc_j, acc_x = None, None, None
+
+        def out(node, x):
+            lists = pa.ListArray.from_arrays(pa.array([0, len(x)], pa.int32()), pa.array(x, pa.float64()))
+            return pa.RecordBatch.from_arrays([pa.array([node], pa.int64()), lists], schema=out_schema)
+
+        for batch in batches:
+            nodes = batch.column("node").to_numpy()
+            partners, xs = batch.column("partners"), batch.column("x")
+            for r in range(batch.num_rows):
+                j = partners[r].values.to_numpy()
+                x = xs[r].values.to_numpy()
+                if cur is not None and nodes[r] != cur:
+                    yield out(cur, acc_x)
+                    acc_j = None
+                cur = int(nodes[r])
+                if acc_j is None:
+                    acc_j, acc_x = j, x
+                    continue
+                jj, xx = np.r_[acc_j, j], np.r_[acc_x, x]
+                order = np.lexsort((np.arange(len(jj)), jj))  # running sum first, then this bucket
+                jj, xx = jj[order], xx[order]
+                starts = np.flatnonzero(np.r_[True, jj[1:] != jj[:-1]])
+                acc_j, acc_x = jj[starts], np.add.reduceat(xx, starts)
+        if cur is not None:
+            yield out(cur, acc_x)
 
     return fn
 
 
 GRAM_ROW_SCHEMA = "node long, x array<double>"
+_PARTIAL_SCHEMA = "node long, bucket int, buckets int, partners array<bigint>, x array<double>"
 
 
-def gram_rows(scores: DataFrame, side: Side, cap: int, seed: int) -> DataFrame:
+def gram_rows(scores: DataFrame, side: Side, cap: int, seed: int, paths_per_task: int = PATHS_PER_TASK) -> DataFrame:
     """The non-zero off-diagonal entries of S_D S_D^T (users) / S_D^T S_D (items), one row per node:
     ``(node, x array<double>)`` (the row's non-zero values, in partner-id order).
 
-    The two-hop list rows are shuffled by node and sorted within partitions; a numpy pass then sums each
-    node's contributions per partner (vectorized over a whole Arrow batch). Work O(sum_mid m^2 log), no
-    per-pair rows in Spark.
+    When some node's degree x cap exceeds ``paths_per_task`` (one max aggregate tells), each node's path
+    count P_v = sum over its capped edges (v, mid) of m_mid is computed on the small edge rows (no lists),
+    and a node with P_v > ``paths_per_task`` has its edges spread over
+    ceil(P_v / paths_per_task) buckets by a hash of mid, so its work runs in that many tasks. The two-hop
+    list rows are shuffled by (node, bucket), sorted by mid and folded per (node, bucket, partner) in numpy
+    as they stream (:func:`_fold_fn`); the partials of spread nodes are then merged per node
+    (:func:`_merge_fn`, a shuffle of at most buckets x distinct partners entries per spread node).
+    Work O(sum_mid m^2 log); memory per task one Arrow batch + one chunk of FOLD_ENTRIES path entries +
+    O(distinct partners) of one node, whatever its degree; no per-pair rows in Spark.
     """
-    lists = two_hop_lists(scores, side, cap, seed)
-    return lists.repartition("node").sortWithinPartitions("node").mapInArrow(_gram_rows_fn(), GRAM_ROW_SCHEMA)
+    capped = capped_edges(scores, side, cap, seed)
+    # Bound each node's paths by degree x cap (one number to the driver); only when some node may exceed
+    # paths_per_task are the exact path counts computed and the hot nodes spread.
+    worst = capped.groupBy("node").agg(F.count("*").alias("_deg")).agg(F.max("_deg")).first()[0] or 0
+    if worst * cap <= paths_per_task:
+        e = capped.select("*", F.lit(0).alias("bucket"), F.lit(1).alias("buckets"))
+    else:
+        sizes = capped.groupBy("mid").agg(F.count("*").alias("_m"))
+        load = capped.join(sizes, "mid").groupBy("node").agg(F.sum("_m").alias("_paths"))
+        buckets = F.greatest(F.lit(1), F.ceil(F.col("_paths") / F.lit(float(paths_per_task)))).cast("int")
+        e = capped.join(load.select("node", buckets.alias("buckets")), "node")
+        e = e.withColumn("bucket", F.pmod(F.xxhash64(F.lit(seed), F.col("mid")), F.col("buckets")).cast("int"))
+    work = e.join(_partner_lists(capped), on="mid")
+    work = work.select("node", "bucket", "buckets", "mid", "score", "partners", "partner_scores")
+    partial = (
+        work.repartition("node", "bucket")
+        .sortWithinPartitions("node", "bucket", "mid")
+        .mapInArrow(_fold_fn(), _PARTIAL_SCHEMA)
+    )
+    if worst * cap <= paths_per_task:
+        return partial.select("node", "x")  # every node in one bucket: nothing to merge
+    partial = partial.persist(StorageLevel.MEMORY_AND_DISK)  # read twice: single-bucket rows, spread partials
+    single = partial.where(F.col("buckets") == 1).select("node", "x")
+    spread = partial.where(F.col("buckets") > 1).repartition("node").sortWithinPartitions("node", "bucket")
+    return single.unionByName(spread.mapInArrow(_merge_fn(), GRAM_ROW_SCHEMA))
 
 
-def gram_entries(scores: DataFrame, side: Side, cap: int, seed: int) -> DataFrame:
+def gram_entries(scores: DataFrame, side: Side, cap: int, seed: int, paths_per_task: int = PATHS_PER_TASK) -> DataFrame:
     """The entries of :func:`gram_rows` as ``(node, x)`` rows (for tests and inspection)."""
-    return gram_rows(scores, side, cap, seed).select("node", F.explode("x").alias("x"))
+    return gram_rows(scores, side, cap, seed, paths_per_task).select("node", F.explode("x").alias("x"))
 
 
 def _median_threshold(rows: DataFrame, rel_error: float, accuracy: int, seed: int) -> DataFrame:

@@ -194,3 +194,25 @@ def test_sampled_median_is_within_its_rank_error_and_seeded(spark):
     assert b == _median_threshold(rows, eps, _accuracy(eps), seed=3).first()["b"]
     exact = _median_threshold(rows, 0.0, _accuracy(0.0), seed=3).first()["b"]
     assert exact == lower_quantile(values, 0.5)
+
+
+def test_gram_rows_of_a_node_spread_over_tasks_match_the_dense_product(spark, small):
+    """A node whose paths exceed paths_per_task is folded in several buckets and merged: same entries."""
+    triples, df = small
+    users = sorted({u for u, _, _ in triples})
+    items = sorted({i for _, i, _ in triples})
+    s = dense_matrix(triples, users, items)
+    for side, ids, gram in (("user", users, s @ s.T), ("item", items, s.T @ s)):
+        np.fill_diagonal(gram, 0.0)
+        expected: dict[int, list[float]] = {}
+        for a, b in zip(*np.nonzero(gram), strict=True):
+            expected.setdefault(ids[a], []).append(gram[a, b])
+        spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "2")
+        try:
+            spread = gram_entries(df.repartition(3), side, 1000, SEED, paths_per_task=4).collect()
+        finally:
+            spark.conf.unset("spark.sql.execution.arrow.maxRecordsPerBatch")
+        got: dict[int, list[float]] = {}
+        for r in spread:
+            got.setdefault(r.node, []).append(r.x)
+        assert got == expected
