@@ -34,3 +34,15 @@ def taobao_slice() -> Path:
     if not TAOBAO_SLICE.is_file():
         pytest.skip(f"real Taobao slice not found at {TAOBAO_SLICE} (../shared is absent)")
     return TAOBAO_SLICE
+
+
+def pytest_collection_modifyitems(config, items):
+    """The multi-JVM cluster tests (marker ``cluster``, ~13 min on 2 cores) run when asked for: ``pytest -m
+    cluster`` or ``MGOE_CLUSTER_TESTS=1``; the default suite skips them to keep CI under its 30-minute budget."""
+    asked = "cluster" in (config.getoption("markexpr") or "") or os.environ.get("MGOE_CLUSTER_TESTS") == "1"
+    if asked:
+        return
+    skip = pytest.mark.skip(reason="multi-JVM cluster test: run with `pytest -m cluster` or MGOE_CLUSTER_TESTS=1")
+    for item in items:
+        if "cluster" in item.keywords:
+            item.add_marker(skip)
