@@ -41,6 +41,15 @@ def _rows(grad: torch.Tensor, skip_row: int | None) -> tuple[torch.Tensor, torch
     return idx, val
 
 
+def _regularized(g: torch.Tensor, w: torch.Tensor, group: dict) -> torch.Tensor:
+    """The touched rows' gradient plus L2 (``weight_decay * w``) and L1 (``l1 * sign(w)``) on those rows only."""
+    if group["weight_decay"]:
+        g = g.add(w, alpha=group["weight_decay"])
+    if group["l1"]:
+        g = g.add(torch.sign(w), alpha=group["l1"])
+    return g
+
+
 class SparseRowAdam(torch.optim.Optimizer):
     """Lazy Adam for 2-D tables with sparse row gradients (see the module docstring).
 
@@ -78,10 +87,7 @@ class SparseRowAdam(torch.optim.Optimizer):
                 if idx.numel() == 0:
                     continue
                 w = p[idx]
-                if group["weight_decay"]:
-                    g = g.add(w, alpha=group["weight_decay"])
-                if group["l1"]:
-                    g = g.add(torch.sign(w), alpha=group["l1"])
+                g = _regularized(g, w, group)
                 m = state["exp_avg"][idx].mul_(b1).add_(g, alpha=1 - b1)
                 v = state["exp_avg_sq"][idx].mul_(b2).addcmul_(g, g, value=1 - b2)
                 state["exp_avg"].index_copy_(0, idx, m)
@@ -113,10 +119,7 @@ class RowWiseAdagrad(torch.optim.Optimizer):
                 if idx.numel() == 0:
                     continue
                 w = p[idx]
-                if group["weight_decay"]:
-                    g = g.add(w, alpha=group["weight_decay"])
-                if group["l1"]:
-                    g = g.add(torch.sign(w), alpha=group["l1"])
+                g = _regularized(g, w, group)
                 s = state["sum"][idx].add_(g.square().mean(dim=1))
                 state["sum"].index_copy_(0, idx, s)
                 step = g / (s.sqrt().add_(group["eps"])).unsqueeze(1)
