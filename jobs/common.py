@@ -197,8 +197,6 @@ def job_main(module: ModuleType, argv: list[str] | None = None) -> int:
 # function (module, name) -> the hint printed after the message. Any other ValueError is a bug and keeps its
 # traceback.
 DATA_VALUE_ERRORS: dict[tuple[str, str], str] = {
-    ("mgoe_spark.kmeans", "_validate"): "check the input log and the feature window (windows.*), or lower kmeans.k_*",
-    ("mgoe_spark.kmeans", "fit"): "check the input log and the feature window (windows.*), or lower kmeans.k_*",
     ("mgoe_spark.ingest", "_parse_text"): "check input.format and the input.*_column settings against the file",
     ("mgoe_spark.ingest", "parse_generic_parquet"): "check input.format and the input.*_column settings",
     ("mgoe_spark.ingest", "tenrec_layout"): "name Tenrec's 0/1 columns in input.task_columns",
@@ -213,6 +211,7 @@ WRITTEN_BY = {
         ("macro_edges", "recent_neighbors", "task_lookup", "samples", "training_examples"), "mgoe features"
     ),
 }
+KMEANS_INPUT_HINT = "check the input log and the feature window (windows.*), or lower kmeans.k_*"
 TRAINER_DATA_HINT = "build the examples first (`mgoe build --run-date D --output ROOT`) or point --examples-root there"
 
 
@@ -239,6 +238,8 @@ def user_error_line(exc: BaseException) -> str | None:
         return f"mgoe: error: {message}"
     if _is_trainer_data_error(exc):
         return f"mgoe: error: {message}; {TRAINER_DATA_HINT}"
+    if _is_kmeans_input_error(exc):
+        return f"mgoe: error: {message}; {KMEANS_INPUT_HINT}"
     if isinstance(exc, ValueError):
         tb = exc.__traceback__
         while tb is not None and tb.tb_next is not None:
@@ -248,6 +249,11 @@ def user_error_line(exc: BaseException) -> str | None:
             if where in DATA_VALUE_ERRORS:
                 return f"mgoe: error: {message}; {DATA_VALUE_ERRORS[where]}"
     return None
+
+
+def _is_kmeans_input_error(exc: BaseException) -> bool:
+    loop = sys.modules.get("mgoe_spark.kmeans.loop")  # loaded only by the stages that cluster
+    return loop is not None and isinstance(exc, loop.FitInputError)
 
 
 def _is_trainer_data_error(exc: BaseException | None) -> bool:

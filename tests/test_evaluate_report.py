@@ -234,7 +234,7 @@ def test_report_with_tables_adds_pipeline_plots_and_stage_lines(trained, spark, 
 
     results, _, _ = trained
     store = TableStore(spark, str(tmp_path / "tables"))
-    cents = [(side, k, [0.0], 1.0, size, "v") for side in ("user", "item") for k, size in ((1, 3), (2, 5))]
+    cents = [(side, k, [0.0], 1.0, size, "v", "fp") for side in ("user", "item") for k, size in ((1, 3), (2, 5))]
     store.write(spark.createDataFrame(cents, CENTROIDS.spark(with_partition=False)), CENTROIDS, RUN)
     edges = [("train", "user", 1, 1, [0.5, 2.0]), ("train", "item", 1, 1, [1.0, 0.0]), ("test", "user", 1, 1, [9.0])]
     store.write(spark.createDataFrame(edges, MACRO_EDGES.spark(with_partition=False)), MACRO_EDGES, RUN)

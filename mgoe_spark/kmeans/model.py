@@ -25,7 +25,6 @@ import numpy as np
 from mgoe_spark.kmeans.blocks import ASSIGN_SCHEMA, assign_batches
 from mgoe_spark.kmeans.engines import JobsEngine, resident_blocker, task_slots
 from mgoe_spark.kmeans.loop import (
-    FitInputError,
     IterationStats,
     combine,
     init_from_sample,
@@ -247,10 +246,7 @@ class WeightedKMeans:
             self.timings[name] = now - clock
             clock = now
 
-        try:
-            n, r = validate(eng.stats(), self.k, r)
-        except FitInputError as exc:
-            raise ValueError(str(exc)) from None
+        n, r = validate(eng.stats(), self.k, r)  # FitInputError (a ValueError) on bad input: the CLI's one line
         lap("blocks")
         if init_centroids is None:
             cap = self.init_samples_per_center * self.k
