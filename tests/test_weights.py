@@ -154,15 +154,32 @@ def test_bad_arguments_are_clear_errors(small):
         preference_weights(df, "node", seed=1)
 
 
-def test_gram_entries_match_the_dense_product_whatever_the_partitioning(spark, small):
-    """The numpy pass sums each node's paths per partner exactly as S S^T does, however the rows arrive."""
-    triples, df = small
+def _dense_gram_rows(triples):
+    """[(side, {node: off-diagonal entries of its dense S S^T / S^T S row, in partner order})] (the oracle)."""
     users = sorted({u for u, _, _ in triples})
     items = sorted({i for _, i, _ in triples})
     s = dense_matrix(triples, users, items)
+    out = []
     for side, ids, gram in (("user", users, s @ s.T), ("item", items, s.T @ s)):
         np.fill_diagonal(gram, 0.0)
-        want = sorted((ids[a], ids[b], gram[a, b]) for a, b in zip(*np.nonzero(gram), strict=True))
+        expected: dict[int, list[float]] = {}
+        for a, b in zip(*np.nonzero(gram), strict=True):  # row-major: partner order within a node
+            expected.setdefault(ids[a], []).append(gram[a, b])
+        out.append((side, expected))
+    return out
+
+
+def _rows_by_node(rows) -> dict[int, list[float]]:
+    got: dict[int, list[float]] = {}
+    for r in rows:
+        got.setdefault(r.node, []).append(r.x)
+    return got
+
+
+def test_gram_entries_match_the_dense_product_whatever_the_partitioning(spark, small):
+    """The numpy pass sums each node's paths per partner exactly as S S^T does, however the rows arrive."""
+    triples, df = small
+    for side, expected in _dense_gram_rows(triples):
         for parts in (1, 7):
             with_parts = df.repartition(parts)
             spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "3")  # nodes span batches
@@ -170,13 +187,7 @@ def test_gram_entries_match_the_dense_product_whatever_the_partitioning(spark, s
                 got = gram_entries(with_parts, side, 1000, SEED).collect()
             finally:
                 spark.conf.unset("spark.sql.execution.arrow.maxRecordsPerBatch")
-            by_node: dict[int, list[float]] = {}
-            for r in got:
-                by_node.setdefault(r.node, []).append(r.x)
-            expected: dict[int, list[float]] = {}
-            for a, _, x in want:  # entries in partner order, as the rows hold them
-                expected.setdefault(a, []).append(x)
-            assert by_node == expected
+            assert _rows_by_node(got) == expected
 
 
 def test_sampled_median_is_within_its_rank_error_and_seeded(spark):
@@ -199,20 +210,10 @@ def test_sampled_median_is_within_its_rank_error_and_seeded(spark):
 def test_gram_rows_of_a_node_spread_over_tasks_match_the_dense_product(spark, small):
     """A node whose paths exceed paths_per_task is folded in several buckets and merged: same entries."""
     triples, df = small
-    users = sorted({u for u, _, _ in triples})
-    items = sorted({i for _, i, _ in triples})
-    s = dense_matrix(triples, users, items)
-    for side, ids, gram in (("user", users, s @ s.T), ("item", items, s.T @ s)):
-        np.fill_diagonal(gram, 0.0)
-        expected: dict[int, list[float]] = {}
-        for a, b in zip(*np.nonzero(gram), strict=True):
-            expected.setdefault(ids[a], []).append(gram[a, b])
+    for side, expected in _dense_gram_rows(triples):
         spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "2")
         try:
             spread = gram_entries(df.repartition(3), side, 1000, SEED, paths_per_task=4).collect()
         finally:
             spark.conf.unset("spark.sql.execution.arrow.maxRecordsPerBatch")
-        got: dict[int, list[float]] = {}
-        for r in spread:
-            got.setdefault(r.node, []).append(r.x)
-        assert got == expected
+        assert _rows_by_node(spread) == expected
