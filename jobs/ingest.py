@@ -10,9 +10,10 @@ Counts (see :mod:`mgoe_spark.ingest` for the accounting): ``lines_in`` records r
 ``rows_in = rejects + events_in``, ``duplicates``, ``rows_out``, ``task.<name>`` rows per task, ``users`` /
 ``items`` distinct in this input, ``new_users`` / ``new_items``, ``vocab_users`` / ``vocab_items`` sizes.
 
-Cost: one pass over the input (persisted once, MEMORY_AND_DISK) for parsing and counting, a shuffle for
-de-duplication, a distributed sort per vocabulary, two shuffle joins; the driver sees O(#reasons + #tasks +
-#partitions) numbers.
+Cost: one pass over the input for parsing and counting (the parsed fields persisted once, MEMORY_AND_DISK;
+the raw line and file name kept for rejects only), a shuffle for de-duplication, one distinct shuffle per
+id side (counted and then numbered), a distributed sort per vocabulary, two joins and the interactions'
+sort; the driver sees O(#reasons + #tasks + #partitions) numbers.
 """
 
 from __future__ import annotations
@@ -110,7 +111,7 @@ def run_ingest(
     summary = summary or StageSummary("ingest")
     root = cfg.output.root
     with stage(spark, summary, f"ingest {cfg.input.format} {input_path}"):
-        parsed = load_records(spark, cfg, input_path).persist(StorageLevel.MEMORY_AND_DISK)
+        parsed = ing.without_accepted_text(load_records(spark, cfg, input_path)).persist(StorageLevel.MEMORY_AND_DISK)
         try:
             _ingest_parsed(spark, cfg, parsed, summary, root, run_date, input_path)
         finally:
@@ -162,8 +163,13 @@ def _ingest_parsed(
 
         old_users = _previous_vocab(store, VOCAB_USERS, run_date)
         old_items = _previous_vocab(store, VOCAB_ITEMS, run_date)
-        vocab_users = ing.build_vocab(deduped.select(F.col("user_raw").alias("raw_id")), old_users, cached)
-        vocab_items = ing.build_vocab(deduped.select(F.col("item_raw").alias("raw_id")), old_items, cached)
+        with step(spark, summary, "distinct ids"):  # counted here, numbered by the vocabularies below
+            raw_users = ing.distinct_ids(deduped, "user_raw").persist(StorageLevel.MEMORY_AND_DISK)
+            raw_items = ing.distinct_ids(deduped, "item_raw").persist(StorageLevel.MEMORY_AND_DISK)
+            cached += [raw_users, raw_items]
+            distinct = {"users": raw_users.count(), "items": raw_items.count()}
+        vocab_users = ing.build_vocab(raw_users, old_users, cached, distinct=True)
+        vocab_items = ing.build_vocab(raw_items, old_items, cached, distinct=True)
         # The new partitions are written before the interactions read them back, so the joins use exactly
         # the published ids (and an earlier partition may be the one being replaced on a re-run).
         with step(spark, summary, "vocabularies + write"):
@@ -176,9 +182,6 @@ def _ingest_parsed(
             store.write(interactions, INTERACTIONS, run_date, sort_by=("user_id", "ts"))
 
         with step(spark, summary, "checks + counts"):
-            distinct = deduped.agg(
-                F.countDistinct("user_raw").alias("users"), F.countDistinct("item_raw").alias("items")
-            ).first()
             vocab_sizes = [
                 store.read(s, run_date).agg(F.count("*"), F.max("id")).first() for s in (VOCAB_USERS, VOCAB_ITEMS)
             ]

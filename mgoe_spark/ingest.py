@@ -200,13 +200,17 @@ def generic_layout(cfg: MgoeConfig) -> LogLayout:
 # --------------------------------------------------------------------------------------------------------
 
 
+BOM = "\ufeff"
+
+
 def text_lines(df: DataFrame) -> DataFrame:
     """``spark.read.text(...)`` -> ``(source, block_start, raw)``, one row per line (a UTF-8 byte order mark
     at the start of a file is dropped, so a header still matches). O(N), narrow."""
     return df.select(
         F.col("_metadata.file_path").alias("source"),
         F.col("_metadata.file_block_start").alias("block_start"),
-        F.regexp_replace("value", "^\ufeff", "").alias("raw"),
+        # A prefix test, not a regex: this runs on every line.
+        F.when(F.startswith("value", F.lit(BOM)), F.substr("value", F.lit(2))).otherwise(F.col("value")).alias("raw"),
     )
 
 
@@ -242,13 +246,27 @@ def file_order_ordinal(records: DataFrame, name: str = "ordinal") -> DataFrame:
     )
 
 
+_REGEX_META = set(".$|()[{^?*+\\")
+
+
+def _literal_pattern(delimiter: str) -> str:
+    """A regex matching ``delimiter`` literally, in the form Java's ``String.split`` runs without compiling a
+    Pattern (one plain character, or a backslash and a non-alphanumeric one): Spark's ``split`` calls it once
+    per line, and the ``\\Q...\\E`` form would compile a regex for every line."""
+    if len(delimiter) == 1 and delimiter not in _REGEX_META:
+        return delimiter
+    if len(delimiter) == 1 and not delimiter.isalnum():
+        return "\\" + delimiter
+    return "\\Q" + delimiter + "\\E"
+
+
 def _split_fields(raw: Column, delimiter: str, quoted: bool) -> Column:
     """Split a CSV line into trimmed fields (``-1``: keep trailing empty fields, so counts are honest).
 
     ``quoted``: a delimiter inside double quotes does not split; the quotes are removed and a doubled quote
     inside a quoted field becomes one quote (RFC 4180).
     """
-    plain = F.split(raw, "\\Q" + delimiter + "\\E", -1)
+    plain = F.split(raw, _literal_pattern(delimiter), -1)
     if not quoted:
         return F.transform(plain, lambda x: F.trim(x))  # not F.trim itself: 2-arg lambdas get the index
     # Split only on delimiters followed by an even number of quotes (i.e. outside a quoted field).
@@ -447,6 +465,13 @@ def valid_events(parsed: DataFrame) -> DataFrame:
     return ok.select("user_raw", "item_raw", F.explode("tasks").alias("task"), "ts", "category")
 
 
+def without_accepted_text(parsed: DataFrame) -> DataFrame:
+    """The parsed frame with ``source`` and ``raw`` nulled on every row but the rejects, which alone need
+    them (:func:`rejects`): what a caller persists holds the parsed fields, not a second copy of the log."""
+    keep = F.col("code").isNotNull()
+    return parsed.withColumns({"source": F.when(keep, F.col("source")), "raw": F.when(keep, F.col("raw"))})
+
+
 def rejects(parsed: DataFrame) -> DataFrame:
     """Rejected records ``(source, raw, reason, code)``. O(N), narrow."""
     return parsed.where(F.col("code").isNotNull()).select("source", "raw", "reason", "code")
@@ -523,8 +548,18 @@ def dense_index(
     return out.drop("_pid", "_row", "_offset")
 
 
+def distinct_ids(events: DataFrame, column: str) -> DataFrame:
+    """The distinct non-null raw ids of ``column`` as ``(raw_id)``: one shuffle of the events' ids (combined
+    map-side), feeding both the count of distinct ids and :func:`build_vocab` (``distinct=True``)."""
+    return events.select(F.col(column).cast("string").alias("raw_id")).where(F.col("raw_id").isNotNull()).distinct()
+
+
 def build_vocab(
-    raw_ids: DataFrame, existing: DataFrame | None = None, persisted: list[DataFrame] | None = None
+    raw_ids: DataFrame,
+    existing: DataFrame | None = None,
+    persisted: list[DataFrame] | None = None,
+    *,
+    distinct: bool = False,
 ) -> DataFrame:
     """Vocabulary ``(raw_id, id)`` over the ``raw_id`` column of ``raw_ids``: ids are dense ``1..N``.
 
@@ -532,9 +567,12 @@ def build_vocab(
     is deterministic. With ``existing`` (a previous vocabulary with ids ``1..M``), its rows are kept as they
     are and ids not in it get ``M+1..``; the result covers both. Nothing per id reaches the driver (only
     ``M`` and per-partition counts). Cost: one shuffle for distinct / anti-join, one sort of the new ids.
-    ``persisted``: see :func:`dense_index`.
+    ``persisted``: see :func:`dense_index`. ``distinct``: the caller's ``raw_ids`` are already distinct
+    and non-null (for example :func:`distinct_ids`, counted too), which saves the distinct shuffle.
     """
-    new = raw_ids.select(F.col("raw_id").cast("string")).where(F.col("raw_id").isNotNull()).distinct()
+    new = raw_ids.select(F.col("raw_id").cast("string"))
+    if not distinct:
+        new = new.where(F.col("raw_id").isNotNull()).distinct()
     base = 0
     if existing is not None:
         existing = existing.select("raw_id", F.col("id").cast("long"))

@@ -6,8 +6,8 @@
   ``local[2]`` build of the same input: integer and string columns identical, floats within 1e-6 relative;
 - an executor JVM killed mid-``nodes`` and again mid-``features``: the run completes through Spark's task
   retry and its tables equal the unfaulted ones;
-- the driver killed mid-write: the previous version stays readable, the leftover hidden staging directory is
-  removed by the next run, which completes.
+- the driver killed mid-write (ingest's ``interactions``): the previous version stays readable, the leftover
+  hidden staging directory is removed by the next run, which completes.
 
 Cost (2 cores): one cluster start (~20 s), the packed env (cached across sessions in .pytest_cache, ~15 s
 to build), the in-process local[2] reference build, and four cluster applications. Times are printed
@@ -42,8 +42,7 @@ D1, D2 = "2026-11-23", "2026-11-24"
 INGESTED = ("interactions", "vocab_users", "vocab_items", "rejects")
 # The k-means engine of the builds compared with the local[2] reference (which runs it too): the resident
 # engine repartitions the nodes to the task-slot count, so its float sums (and the centroid version hash)
-# depend on the cluster's size; the jobs engine keeps the partitioning, so both builds agree. The driver-kill
-# test runs the default (auto: resident on the cluster).
+# depend on the cluster's size; the jobs engine keeps the partitioning, so both builds agree.
 FAULT_KMEANS_ENGINE = "jobs"
 TIMES: dict[str, float] = {}
 
@@ -404,32 +403,39 @@ def test_executor_killed_mid_nodes_and_mid_features_the_build_completes_unchange
 
 
 def test_driver_killed_mid_write_keeps_the_previous_version_and_the_next_run_cleans_up(
-    cluster, artifacts, reference, tmp_path
+    cluster, artifacts, raw_log, reference, tmp_path
 ):
+    # The write that is killed is ingest's `interactions` (the table every stage reads): TableStore.write is
+    # the one write path of every table, so this is the cheapest application that exercises it on the cluster.
     root = tmp_path / "out"
-    shutil.copytree(reference, root)  # a complete previous version of D1
-    previous = pq.read_table(root / "node_vectors" / f"run_date={D1}")
-    args = ["--set", "seed=7", *_common(root, D1)]  # another seed: the new version differs from the previous
+    for name in INGESTED:  # a complete previous version of D1's ingest
+        if (reference / name).is_dir():
+            shutil.copytree(reference / name, root / name)
+    previous = pq.read_table(root / "interactions" / f"run_date={D1}")
+    # One file of the log: the new version differs from the previous one (fewer rows).
+    one_file = sorted(raw_log.glob("*.csv"))[0]
+    args = ["--input", str(one_file), *_common(root, D1)]
     start = time.perf_counter()
-    proc = _submit(cluster, artifacts, "nodes", args, tmp_path / "killed")
-    while proc.poll() is None and not _staging(root, "node_vectors"):
-        time.sleep(0.05)
+    proc = _submit(cluster, artifacts, "ingest", args, tmp_path / "killed")
+    while proc.poll() is None and not _staging(root, "interactions"):
+        time.sleep(0.02)
     killed_at = time.perf_counter() - start
     os.killpg(proc.pid, signal.SIGKILL)  # spark-submit's JVM and the Python driver: the whole driver
     log = _wait(proc)
     assert proc.returncode == -signal.SIGKILL, f"the run ended before the kill:\n{log[-3000:]}"
-    leftover = _staging(root, "node_vectors")
+    leftover = _staging(root, "interactions")
     assert leftover, "the kill should have left the hidden staging directory"
-    now = pq.read_table(root / "node_vectors" / f"run_date={D1}")
-    assert now.sort_by([("side", "ascending"), ("node_id", "ascending")]).equals(
-        previous.sort_by([("side", "ascending"), ("node_id", "ascending")])
-    )  # the previous version, whole
+    key = [("user_id", "ascending"), ("item_id", "ascending"), ("task", "ascending"), ("ts", "ascending")]
+    now = pq.read_table(root / "interactions" / f"run_date={D1}")
+    assert now.sort_by(key).equals(previous.sort_by(key))  # the previous version, whole
 
     start_rerun = time.perf_counter()
-    rerun = _submit(cluster, artifacts, "nodes", args, tmp_path / "rerun")
+    rerun = _submit(cluster, artifacts, "ingest", args, tmp_path / "rerun")
     log = _wait(rerun)
-    TIMES[f"driver killed {killed_at:.0f} s into nodes; the rerun of nodes"] = time.perf_counter() - start_rerun
+    TIMES[f"driver killed {killed_at:.0f} s into ingest (mid-write); the rerun of ingest"] = (
+        time.perf_counter() - start_rerun
+    )
     assert rerun.returncode == 0, log[-4000:]
-    assert not any(p.exists() for p in leftover) and not _staging(root, "node_vectors")
-    new = pq.read_table(root / "node_vectors" / f"run_date={D1}")
-    assert new.num_rows == previous.num_rows and not new.sort_by("node_id").equals(previous.sort_by("node_id"))
+    assert not any(p.exists() for p in leftover) and not _staging(root, "interactions")
+    new = pq.read_table(root / "interactions" / f"run_date={D1}")
+    assert 0 < new.num_rows < previous.num_rows  # the new version, from the one file, replaced the old
