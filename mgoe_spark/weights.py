@@ -185,7 +185,14 @@ def _fold_fn(entries: int = FOLD_ENTRIES):
                 carry = None
             if len(v) == 0:
                 return None
-            order = np.lexsort((j, b, v))  # lexsort is stable: carry first, then mid order, per partner
+            # The rows arrive sorted by (node, bucket), so (v, b) is already grouped: one stable sort on
+            # (group, partner) keeps, per partner, the carry first and then mid order (2-3x a 3-key lexsort).
+            group = np.r_[0, np.cumsum((v[1:] != v[:-1]) | (b[1:] != b[:-1]))].astype(np.int64)
+            span = int(j.max()) + 1
+            if int(group[-1]) < (2**62) // span:
+                order = np.argsort(group * span + j, kind="stable")
+            else:  # ids too large for one int64 key
+                order = np.lexsort((j, group))
             v, b, nb, j, x = v[order], b[order], nb[order], j[order], x[order]
             starts = np.flatnonzero(np.r_[True, (v[1:] != v[:-1]) | (b[1:] != b[:-1]) | (j[1:] != j[:-1])])
             sums = np.add.reduceat(x, starts)
@@ -282,7 +289,7 @@ def gram_rows(scores: DataFrame, side: Side, cap: int, seed: int, paths_per_task
     Work O(sum_mid m^2 log); memory per task one Arrow batch + one chunk of FOLD_ENTRIES path entries +
     O(distinct partners) of one node, whatever its degree; no per-pair rows in Spark.
     """
-    capped = capped_edges(scores, side, cap, seed)
+    capped = capped_edges(scores, side, cap, seed).persist(StorageLevel.MEMORY_AND_DISK)  # read three times
     # Bound each node's paths by degree x cap (one number to the driver); only when some node may exceed
     # paths_per_task are the exact path counts computed and the hot nodes spread.
     worst = capped.groupBy("node").agg(F.count("*").alias("_deg")).agg(F.max("_deg")).first()[0] or 0
@@ -314,13 +321,63 @@ def gram_entries(scores: DataFrame, side: Side, cap: int, seed: int, paths_per_t
     return gram_rows(scores, side, cap, seed, paths_per_task).select("node", F.explode("x").alias("x"))
 
 
-def _median_threshold(rows: DataFrame, rel_error: float, accuracy: int, seed: int) -> DataFrame:
-    """b: the median of all entries of ``rows.x``, as one row ``(b)`` (null when there are none).
+def _list_parts(x):
+    """(flat values, row lengths, row starts in the flat values) of an Arrow list<double> column."""
+    import numpy as np
+
+    x = x.combine_chunks() if hasattr(x, "combine_chunks") else x
+    lengths = x.value_lengths().to_numpy(zero_copy_only=False)
+    values = x.flatten().to_numpy(zero_copy_only=False)
+    return values, lengths, np.r_[0, np.cumsum(lengths)[:-1]].astype(np.int64)
+
+
+def _sample_fn(stride: int):
+    """mapInArrow: ``(x, _offset)`` rows -> ``(x)``: entry i of a row is kept when (i + offset) % stride == 0.
+    Vectorized per Arrow batch; memory one batch."""
+
+    def fn(batches):
+        import numpy as np
+        import pyarrow as pa
+
+        for batch in batches:
+            values, lengths, starts = _list_parts(batch.column("x"))
+            index = np.arange(len(values)) - np.repeat(starts, lengths)
+            keep = (index + np.repeat(batch.column("_offset").to_numpy(), lengths)) % stride == 0
+            yield pa.RecordBatch.from_arrays([pa.array(values[keep], pa.float64())], names=["x"])
+
+    return fn
+
+
+def _strength_fn(b: float | None):
+    """mapInArrow: ``(node, x)`` Gram rows -> ``(node, A)``: A = the sum of the row's entries above ``b``
+    (0 where none is, or where ``b`` is None). Vectorized per Arrow batch; memory one batch."""
+
+    def fn(batches):
+        import numpy as np
+        import pyarrow as pa
+
+        for batch in batches:
+            values, lengths, starts = _list_parts(batch.column("x"))
+            strength = np.zeros(batch.num_rows)
+            if b is not None and len(values):
+                kept = np.where(values > b, values, 0.0)
+                full = lengths > 0
+                strength[full] = np.add.reduceat(kept, starts[full])
+            yield pa.RecordBatch.from_arrays(
+                [batch.column("node"), pa.array(strength, pa.float64())], names=["node", "strength"]
+            )
+
+    return fn
+
+
+def _median_threshold(rows: DataFrame, rel_error: float, accuracy: int, seed: int) -> float | None:
+    """b: the median of all entries of ``rows.x`` (None when there are none); one number to the driver.
 
     Exact (``rel_error = 0``): ``percentile_approx`` over every entry. Otherwise over a seeded systematic
     sample of the entries, of size about n = (0.5 / rel_error)^2 (the sample median's rank has standard
     deviation 0.5 / sqrt(n) = rel_error), so the quantile sketch sees a bounded number of values however
-    many entries the Gram matrix has. Cost: one pass counting the entries, one pass filtering them.
+    many entries the Gram matrix has. Cost: one pass counting the entries, one pass sampling them (numpy,
+    per Arrow batch), a quantile sketch of the sample.
     """
     if rel_error == 0:
         values = rows.select(F.explode("x").alias("x"))
@@ -331,9 +388,8 @@ def _median_threshold(rows: DataFrame, rel_error: float, accuracy: int, seed: in
         # Systematic sample: every stride-th entry of each row from a seeded per-row offset. Rows list their
         # entries in partner-id order, unrelated to the values, so this is a uniform 1/stride sample.
         offset = F.pmod(F.xxhash64(F.lit(seed), F.lit("median"), F.col("node")), F.lit(stride))
-        kept = F.filter("x", lambda e, i: F.pmod(i + offset, F.lit(stride)) == 0)
-        values = rows.select(F.explode(kept).alias("x"))
-    return values.agg(F.percentile_approx("x", 0.5, accuracy).alias("b"))
+        values = rows.select("x", offset.alias("_offset")).mapInArrow(_sample_fn(stride), "x double")
+    return values.agg(F.percentile_approx("x", 0.5, accuracy).alias("b")).first()["b"]
 
 
 def preference_weights(
@@ -379,13 +435,9 @@ def preference_weights(
         )
 
     rows = gram_rows(scores, side, neighbor_cap, seed).persist(StorageLevel.MEMORY_AND_DISK)
-    if b is None:
-        # One row; null when S_U has no off-diagonal non-zero (then A = 0 everywhere).
-        threshold = _median_threshold(rows, quantile_rel_error, accuracy, seed)
-    else:
-        threshold = rows.sparkSession.range(1).select(F.lit(float(b)).alias("b"))
-    strong = F.aggregate(F.filter("x", lambda e: e > F.col("b")), F.lit(0.0), lambda acc, e: acc + e)
-    a = rows.crossJoin(F.broadcast(threshold)).select("node", strong.alias("strength"))
+    # None when S_U has no off-diagonal non-zero (then A = 0 everywhere).
+    threshold = _median_threshold(rows, quantile_rel_error, accuracy, seed) if b is None else float(b)
+    a = rows.mapInArrow(_strength_fn(threshold), "node long, strength double")
     strength = nodes.join(a, on="node", how="left").select("node", F.coalesce("strength", F.lit(0.0)).alias("A"))
 
     thetas = strength.agg(F.percentile_approx("A", F.array(F.lit(q_low), F.lit(q_high)), accuracy).alias("q"))

@@ -199,11 +199,11 @@ def test_sampled_median_is_within_its_rank_error_and_seeded(spark):
     rows = spark.createDataFrame(data, "node long, x array<double>")
     values = np.sort(np.concatenate([x for _, x in data]))
     eps = 0.02  # sample of ~625 entries, rank std 0.02
-    b = _median_threshold(rows, eps, _accuracy(eps), seed=3).first()["b"]
+    b = _median_threshold(rows, eps, _accuracy(eps), seed=3)
     rank = np.searchsorted(values, b, side="right") / len(values)
     assert abs(rank - 0.5) < 4 * eps + 1 / eps / len(values)
-    assert b == _median_threshold(rows, eps, _accuracy(eps), seed=3).first()["b"]
-    exact = _median_threshold(rows, 0.0, _accuracy(0.0), seed=3).first()["b"]
+    assert b == _median_threshold(rows, eps, _accuracy(eps), seed=3)
+    exact = _median_threshold(rows, 0.0, _accuracy(0.0), seed=3)
     assert exact == lower_quantile(values, 0.5)
 
 
