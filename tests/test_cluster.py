@@ -292,11 +292,16 @@ def _flat(values) -> list[float]:
     return out
 
 
-def assert_same_tables(got_root: Path, got_date: str, want_root: Path, want_date: str = D1) -> None:
+def assert_same_tables(
+    got_root: Path, got_date: str, want_root: Path, want_date: str = D1, ignore: dict[str, list[str]] | None = None
+) -> None:
+    """``ignore``: {table: columns} left out of the comparison (e.g. why an engine fell back)."""
     got, want = _tables(got_root, got_date), _tables(want_root, want_date)
     assert sorted(got) == sorted(want)
     for name, table in want.items():
         other = got[name]
+        for column in (ignore or {}).get(name, []):
+            table, other = table.drop_columns([column]), other.drop_columns([column])
         assert other.num_rows == table.num_rows, name
         exact_got, float_got = _sorted_rows(other)
         exact_want, float_want = _sorted_rows(table)
@@ -318,18 +323,25 @@ def _copy_ingested(reference: Path, root: Path) -> None:
 def test_two_dates_built_at_once_on_the_cluster_equal_the_local_build(cluster, artifacts, raw_log, reference, tmp_path):
     root = tmp_path / "out"
     # One core each: both applications run side by side; no warm start, so neither date reads the other.
-    conf = ("spark.cores.max=1",)
-    common = [
-        "--input",
-        str(raw_log),
-        "--set",
-        "kmeans.warm_start=false",
-        "--set",
-        f"kmeans.engine={FAULT_KMEANS_ENGINE}",
-    ]
+    # D2 leaves the engine at its default (auto) under dynamic allocation, where the resident engine cannot
+    # run: its fit must fall back to one job per iteration, say so in kmeans_stats, and give the same tables.
+    common = ["--input", str(raw_log), "--set", "kmeans.warm_start=false"]
+    per_date = {
+        D1: (["--set", f"kmeans.engine={FAULT_KMEANS_ENGINE}"], ("spark.cores.max=1",)),
+        D2: (
+            [],
+            (
+                "spark.cores.max=1",
+                "spark.dynamicAllocation.enabled=true",
+                "spark.dynamicAllocation.shuffleTracking.enabled=true",
+                "spark.dynamicAllocation.maxExecutors=1",
+            ),
+        ),
+    }
     start = time.perf_counter()
     procs = {
-        d: _submit(cluster, artifacts, "build", [*common, *_common(root, d)], tmp_path / d, conf=conf) for d in (D1, D2)
+        d: _submit(cluster, artifacts, "build", [*common, *extra, *_common(root, d)], tmp_path / d, conf=conf)
+        for d, (extra, conf) in per_date.items()
     }
     logs = {d: _wait(p) for d, p in procs.items()}
     TIMES["cluster build, two dates at once (1 executor each)"] = time.perf_counter() - start
@@ -337,8 +349,11 @@ def test_two_dates_built_at_once_on_the_cluster_equal_the_local_build(cluster, a
         assert proc.returncode == 0, logs[d][-4000:]
         assert "[features]" in logs[d] and "windows: features <=" in logs[d]
     assert len(cluster.executor_dirs()) >= 2  # the executors ran as their own JVMs under the workers
-    for d in (D1, D2):
-        assert_same_tables(root, d, reference)
+    stats = pq.read_table(root / "kmeans_stats" / f"run_date={D2}").to_pylist()
+    assert {r["engine"] for r in stats} == {"jobs"}, stats
+    assert all("dynamic allocation" in (r["fallback_reason"] or "") for r in stats), stats
+    assert_same_tables(root, D1, reference)
+    assert_same_tables(root, D2, reference, ignore={"kmeans_stats": ["fallback_reason"]})
     for name in os.listdir(root):  # nothing left half-written by either
         assert not list((root / name / "_staging").glob("*")) if (root / name / "_staging").is_dir() else True
 
