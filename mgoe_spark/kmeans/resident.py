@@ -194,7 +194,9 @@ class ResidentEngine:
 
     def _run_job(self, job: DataFrame) -> None:
         try:
-            job.count()  # fills the cache with the assignments the tasks emit at the end (see emit)
+            # fills the cache with the assignments the tasks emit at the end (see emit); a noop write is one
+            # stage (count() would add an aggregation stage)
+            job.write.format("noop").mode("overwrite").save()
             self._job = job
         except BaseException as exc:  # reported by _accept / the next exchange
             self._error = exc
