@@ -1,7 +1,7 @@
 """Benchmark: Spark + FAISS weighted k-means vs Spark MLlib KMeans vs single-process FAISS (issues 3, 11).
 
     python -m bench.kmeans --json PATH [--points 1000000 --dim 32 --k 64 --iters 10 --master local[2]]
-        [--baseline OLD_KMEANS.py] [--scale-points 10000000 --scale-dim 64 --scale-k 256] [--pipeline]
+        [--baseline OLD_KMEANS_PACKAGE] [--scale-points 10000000 --scale-dim 64 --scale-k 256] [--pipeline]
 
 All methods get the same data (a planted Gaussian mixture with weights 0.5 / 1 / 2) and the same initial
 centroids (weighted k-means++ on a seeded sample, computed once, not timed), run exactly ``--iters``
@@ -9,8 +9,8 @@ iterations (tolerance 0, no plateau stop) and end with an assignment of every po
 
 - ours: :class:`mgoe_spark.kmeans.WeightedKMeans` per ``--variants`` (mode/engine: the resident engine in
   mini-batch and full mode, the jobs engine in full mode), from the cached nodes DataFrame: fit + ``assign(df)``
-  materialised with the noop sink; ``--baseline FILE`` also times an older ``kmeans.py`` (before / after in
-  one run);
+  materialised with the noop sink; ``--baseline MODULE|FILE`` also times an older k-means on every variant,
+  each right before ours (before / after in one run, at the same load);
 - MLlib: ``org.apache.spark.mllib.clustering.KMeans`` with ``setInitialModel`` and ``runWithWeight`` (the
   code path under ``pyspark.ml.clustering.KMeans(weightCol=...)``, whose Python API has no initial-model
   parameter), from a cached JVM RDD of (vector, weight), + ``model.predict`` over all points; optionally
@@ -73,11 +73,13 @@ def nodes_frame(spark, x: np.ndarray, w: np.ndarray, partitions: int):
 
 
 def run_ours(df, init, x, w, mode: str, engine: str, iters: int, batch_fraction: float, cls=None) -> dict:
+    import inspect
+
     from mgoe_spark.kmeans import WeightedKMeans
 
     cls = cls or WeightedKMeans
     params = dict(mode=mode, engine=engine, max_iter=iters, tol=0.0, batch_fraction=batch_fraction, seed=1)
-    if cls is WeightedKMeans:
+    if "patience" in inspect.signature(cls).parameters:
         params["patience"] = iters + 1  # exactly ``iters`` iterations, like the other methods
     km = cls(init.shape[0], **params)
     load = os.getloadavg()[0]
@@ -87,7 +89,7 @@ def run_ours(df, init, x, w, mode: str, engine: str, iters: int, batch_fraction:
     assigned = km.training_assignments() if hasattr(km, "training_assignments") else km.assign(df)
     assigned.write.format("noop").mode("overwrite").save()
     t2 = time.perf_counter()
-    return {
+    out = {
         "seconds": t2 - t0,
         "seconds_fit": t1 - t0,
         "seconds_assign": t2 - t1,
@@ -101,16 +103,22 @@ def run_ours(df, init, x, w, mode: str, engine: str, iters: int, batch_fraction:
         "load_avg": load,
     }
     if hasattr(km, "unpersist"):
-        km.unpersist()
+        km.unpersist()  # free the cached fit-time assignments before the next variant
+    return out
 
 
 def load_baseline(path: str):
-    """The ``WeightedKMeans`` class of an older kmeans module file (e.g. ``git show REV:mgoe_spark/kmeans.py``)."""
+    """The ``WeightedKMeans`` class of an older k-means: an importable package name (e.g. a copy of an older
+    ``mgoe_spark/kmeans/`` with its imports renamed, on ``PYTHONPATH`` so the workers import it too) or a
+    single module file (e.g. ``git show REV:mgoe_spark/kmeans.py``, shipped to the workers by value)."""
+    import importlib
     import importlib.util
     import sys
 
     from pyspark import cloudpickle
 
+    if not path.endswith(".py"):
+        return importlib.import_module(path).WeightedKMeans
     spec = importlib.util.spec_from_file_location("kmeans_baseline", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules["kmeans_baseline"] = module
@@ -208,7 +216,9 @@ def main(argv: list[str] | None = None) -> int:
         default="minibatch/resident,full/resident,full/jobs",
         help="our runs as mode/engine pairs (mode: minibatch|full, engine: resident|jobs|auto)",
     )
-    p.add_argument("--baseline", metavar="FILE", help="an older kmeans.py to time too (its full/jobs)")
+    p.add_argument(
+        "--baseline", metavar="MODULE|FILE", help="an older k-means (package name or kmeans.py) run per variant too"
+    )
     p.add_argument("--scale-points", type=int, default=0, help="also the scale line (e.g. 10000000)")
     p.add_argument("--scale-dim", type=int, default=64)
     p.add_argument("--scale-k", type=int, default=256)
@@ -242,7 +252,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_small:
         compare(spark, args, result)
     if args.scale_points:
-        result["scale"] = scale_line(spark, args)
+        save(args.json, result)
+        scale = result["scale"] = scale_line(spark, args)
+        result["scale_seconds_per_iteration_ours"] = scale["ours"]["seconds_per_iteration"]
+        result["scale_seconds_per_iteration_faiss_single"] = scale["faiss_single"]["seconds_per_iteration"]
     spark.stop()
     if args.pipeline:
         result["pipeline"] = pipeline_line(args)
@@ -271,18 +284,20 @@ def compare(spark, args, result: dict) -> None:
     small = nodes_frame(spark, x[: 20 * args.k], w[: 20 * args.k], args.partitions)
     for engine in ("resident", "jobs"):
         run_ours(small, init, x[: 20 * args.k], w[: 20 * args.k], "full", engine, 1, 1.0)
-    modes = {}
+    modes, before = {}, {}
+    old = load_baseline(args.baseline) if args.baseline else None
+    if old is not None:  # warm its workers too
+        run_ours(small, init, x[: 20 * args.k], w[: 20 * args.k], "full", "resident", 1, 1.0, cls=old)
     for mode, engine in [tuple(v.split("/")) for v in args.variants.split(",")]:
         name = f"{mode}/{engine}"
+        if old is not None:  # before and after of each variant back to back (same load)
+            before[name] = run_ours(df, init, x, w, mode, engine, args.iters, args.batch_fraction, cls=old)
+            print(f"before {name}: {before[name]['seconds']:.2f}s", flush=True)
+            result["baseline_variants"] = before
         modes[name] = run_ours(df, init, x, w, mode, engine, args.iters, args.batch_fraction)
         print(f"ours {name}: {modes[name]['seconds']:.2f}s inertia {modes[name]['inertia']:.6g}", flush=True)
         result["ours"] = modes
         save(args.json, result)  # partial results survive a later method failing (shared machine)
-    if args.baseline:
-        old = load_baseline(args.baseline)
-        result["baseline"] = run_ours(df, init, x, w, "full", "jobs", args.iters, args.batch_fraction, cls=old)
-        print(f"baseline full/jobs: {result['baseline']['seconds']:.2f}s", flush=True)
-        save(args.json, result)
     load = os.getloadavg()[0]
     faiss_single = run_faiss_single(x, w, init, args.iters)
     faiss_single["load_avg"] = load
@@ -323,11 +338,11 @@ def compare(spark, args, result: dict) -> None:
         slowdown_vs_faiss_single=ours["seconds"] / faiss_single["seconds"],
         assign_rows_per_s=args.points / ours["seconds_assign"],
     )
-    if "baseline" in result:
-        result["speedup_vs_baseline"] = result["baseline"]["seconds"] / ours["seconds"]
+    if best in before:
+        result["baseline"] = before[best]
+        result["speedup_vs_baseline"] = before[best]["seconds"] / ours["seconds"]
     rows = [(f"ours {m}", modes[m]["seconds"], modes[m]["inertia"]) for m in modes]
-    if "baseline" in result:
-        rows.append(("before (full/jobs)", result["baseline"]["seconds"], result["baseline"]["inertia"]))
+    rows += [(f"before {m}", before[m]["seconds"], before[m]["inertia"]) for m in before]
     rows.append(("faiss single", faiss_single["seconds"], faiss_single["inertia"]))
     if mllib:
         rows.append(("mllib (same init)", mllib["seconds"], mllib["inertia"]))
@@ -374,13 +389,15 @@ def scale_line(spark, args) -> dict:
 
     schema = "node_id long, vector array<float>, weight double"
     nodes = spark.range(chunks, numPartitions=slots).mapInArrow(generate, schema)
-    x = np.empty((chunks * rows, dim), dtype=np.float32)
-    w = np.empty(chunks * rows)
-    for c in range(chunks):
-        _, x[c * rows : (c + 1) * rows], w[c * rows : (c + 1) * rows] = scale_chunk(c, rows, dim, k, seed)
-    sample = np.random.default_rng(seed + 1).choice(len(x), size=min(len(x), 64 * k), replace=False)
-    init = kmeans_plusplus(x[sample], w[sample], k, seed=seed)
-    out: dict = {"points": len(x), "dim": dim, "k": k, "iters": args.iters, "load_avg_start": os.getloadavg()[0]}
+    # init: k-means++ on 64 k rows of 16 chunks spread over the range; the driver's copy of the whole array
+    # (for single-process FAISS) is built only after our fit, so one copy of the vectors exists at a time
+    picks = np.unique(np.linspace(0, chunks - 1, min(chunks, 16)).astype(int))
+    some = [scale_chunk(int(c), rows, dim, k, seed) for c in picks]
+    xs, ws = np.concatenate([c[1] for c in some]), np.concatenate([c[2] for c in some])
+    sample = np.random.default_rng(seed + 1).choice(len(xs), size=min(len(xs), 64 * k), replace=False)
+    init = kmeans_plusplus(xs[sample], ws[sample], k, seed=seed)
+    del some, xs, ws
+    out: dict = {"points": chunks * rows, "dim": dim, "k": k, "iters": args.iters, "load_avg_start": os.getloadavg()[0]}
     t0 = time.perf_counter()
     nodes.write.format("noop").mode("overwrite").save()
     out["seconds_generate_only"] = time.perf_counter() - t0
@@ -393,9 +410,17 @@ def scale_line(spark, args) -> dict:
         "engine": km.engine_used,
         "iterations": km.n_iter,
         "seconds_per_iteration": km.timings["iterations"] / km.n_iter,
+        "load_avg": os.getloadavg()[0],
     }
+    km.unpersist()
     print(f"scale ours: {out['ours']}", flush=True)
     import faiss
+
+    x = np.empty((chunks * rows, dim), dtype=np.float32)
+    w = np.empty(chunks * rows)
+    for c in range(chunks):
+        _, x[c * rows : (c + 1) * rows], w[c * rows : (c + 1) * rows] = scale_chunk(c, rows, dim, k, seed)
+    out["faiss_load_avg"] = os.getloadavg()[0]
 
     t0 = time.perf_counter()
     fk = faiss.Kmeans(dim, k, niter=args.iters, max_points_per_centroid=len(x), seed=1, verbose=False)

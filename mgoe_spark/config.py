@@ -220,8 +220,9 @@ class KMeansSettings:
     """Start a run's fit from the latest earlier run's centroids and match ids to them, when they have the same
     k, r and vector-space fingerprint (:mod:`mgoe_spark.kmeans.fingerprint`); otherwise a cold fit."""
     engine: Literal["auto", "resident", "jobs"] = "auto"
-    """``resident``: one barrier-mode job per fit; the vectors leave Spark once and stay in the Python workers,
-    only centroids and sums move per iteration (needs no dynamic allocation). ``jobs``: one Spark job per
+    """``resident``: one Spark job per fit, all its tasks at once; the vectors leave Spark once and stay in the
+    Python workers, only centroids and sums move per iteration (needs no dynamic allocation or speculation;
+    the result does not depend on the task-slot count). ``jobs``: one Spark job per
     iteration over cached blocks (works anywhere). ``auto``: resident, falling back to jobs (one log line,
     recorded in kmeans_stats) where it cannot run."""
 

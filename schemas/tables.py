@@ -179,7 +179,7 @@ KMEANS_STATS = TableSchema(
             True,
             "last iteration only: shift_below_tol (full), inertia_plateau (mini-batch) or max_iter",
         ),
-        Column("engine", "string", False, "resident (one barrier job per fit) or jobs (one Spark job per iteration)"),
+        Column("engine", "string", False, "resident (one Spark job per fit) or jobs (one Spark job per iteration)"),
         Column("fallback_reason", "string", True, "why the resident engine did not run, when it did not"),
     ],
     doc="Per-iteration k-means statistics; the number of rows per side is the number of iterations run.",

@@ -355,8 +355,8 @@ def test_auto_engine_falls_back_to_jobs_and_records_why(spark, monkeypatch, capl
         WeightedKMeans(3, engine="resident", **params).fit(df)
     monkeypatch.undo()
 
-    # 2. it stops mid-fit (a task or the barrier job fails): the fit restarts on the jobs engine, same result
-    def broken(self, centroids, iteration, fraction):
+    # 2. it stops mid-fit (a task or the resident job fails): the fit restarts on the jobs engine, same result
+    def broken(self, *args):
         raise EngineUnavailable("a task failed: simulated")
 
     monkeypatch.setattr(ResidentEngine, "step_parts", broken)
@@ -379,3 +379,89 @@ def test_training_assignments_of_the_resident_fit_equal_assign(spark):
     assert {r["node_id"]: r["macro_id"] for r in jobs.training_assignments().collect()} == {
         i: m for i, (m, _) in fitted.items()
     }
+
+
+@pytest.mark.parametrize("mode", ["full", "minibatch"])
+def test_fit_does_not_depend_on_the_task_slot_count(spark, monkeypatch, mode):
+    from mgoe_spark.kmeans import model as model_module
+
+    x, w, _, _ = planted(13, k=3, per=50)
+    df = nodes_df(spark, x, w, partitions=4).persist()  # 4 input partitions, fixed row order
+    df.count()
+    # block_rows=16: several blocks per partition; the resident tasks read 2 (or all 4) partitions each
+    params = dict(mode=mode, max_iter=5, batch_fraction=0.5, tol=0.0, patience=10, seed=5, block_rows=16)
+    fits = {"jobs, 4 tasks": WeightedKMeans(3, engine="jobs", **params).fit(df)}
+    for slots in (2, 1):
+        monkeypatch.setattr(model_module, "task_slots", lambda spark, slots=slots: slots)
+        fits[f"resident, {slots} slots"] = WeightedKMeans(3, engine="resident", **params).fit(df)
+    assert [f.engine_used for f in fits.values()] == ["jobs", "resident", "resident"]
+    ref = fits["jobs, 4 tasks"]
+    for name, km in fits.items():
+        np.testing.assert_array_equal(km.centroids, ref.centroids, err_msg=name)
+        assert km.version == ref.version and km.inertia == ref.inertia, name
+        assert [vars(s) for s in km.stats] == [vars(s) for s in ref.stats], name
+        assert np.array_equal(km.weights, ref.weights) and np.array_equal(km.sizes, ref.sizes), name
+    fitted = {r["node_id"]: r["macro_id"] for r in fits["resident, 1 slots"].training_assignments().collect()}
+    assert fitted == {i: m for i, (m, _) in assignments(ref, df).items()}
+    df.unpersist()
+
+
+def test_pack_batches_cuts_blocks_per_input_partition_whatever_the_batches():
+    import pyarrow as pa
+
+    from mgoe_spark.kmeans.blocks import pack_batches
+
+    rng = np.random.default_rng(0)
+    n, r = 50, 3
+    ids = np.arange(1, n + 1)
+    part = np.repeat([0, 1, 2], [17, 20, 13])
+    x = rng.normal(size=(n, r)).astype(np.float32)
+    w = rng.random(n)
+
+    def batches(size):
+        for lo in range(0, n, size):
+            sl = slice(lo, lo + size)
+            vec = pa.FixedSizeListArray.from_arrays(pa.array(x[sl].ravel()), r).cast(pa.list_(pa.float32()))
+            cols = [pa.array(ids[sl]), vec, pa.array(w[sl]), pa.array(part[sl].astype(np.int32))]
+            yield pa.RecordBatch.from_arrays(cols, names=["node_id", "vector", "weight", "part"])
+
+    layouts = []
+    for size in (50, 7, 3):
+        blocks, stats = pack_batches(batches(size), None, 0, 8)
+        layouts.append([b.ids.tolist() for b in blocks])
+        assert stats["n"] == n and stats["max_w"] == w.max() and stats["max_x"] == np.abs(x).max()
+    # partition sizes 17, 20, 13 with 8-row blocks: 8 8 1 | 8 8 4 | 8 5, for any batch size
+    expected = [
+        ids[lo:hi].tolist() for lo, hi in [(0, 8), (8, 16), (16, 17), (17, 25), (25, 33), (33, 37), (37, 45), (45, 50)]
+    ]
+    assert layouts == [expected] * 3
+
+
+def test_fixed_point_sums_are_exact_in_any_grouping():
+    from mgoe_spark.kmeans.blocks import Block, hash_uniform, partial_sums, sum_scales
+    from mgoe_spark.kmeans.loop import combine
+
+    rng = np.random.default_rng(1)
+    k, r = 4, 5
+    blocks = []
+    for b in range(6):
+        ids = np.arange(b * 30, b * 30 + 30) + 1
+        x = rng.normal(0, 10, (30, r)).astype(np.float32)
+        blocks.append(Block(ids, x, rng.random(30) * 3, hash_uniform(ids, 0, 1)))
+    c = rng.normal(0, 10, (k, r)).astype(np.float32)
+    n = 180
+    scales = sum_scales(n, max(b.w.max() for b in blocks), max(np.abs(b.x).max() for b in blocks))
+    one = combine([partial_sums(blocks, c, 1, 1.0, 1, scales)], k, r, scales)
+    split = combine(
+        [partial_sums(g, c, 1, 1.0, 1, scales) for g in (blocks[4:], blocks[:1], blocks[1:4])], k, r, scales
+    )
+    for key in ("coord", "wsum", "cnt"):
+        np.testing.assert_array_equal(one[key], split[key])
+    assert one["inertia"] == split["inertia"]
+    # and the fixed-point sums are the weighted sums (oracle in float64)
+    x = np.concatenate([b.x for b in blocks]).astype(np.float64)
+    w = np.concatenate([b.w for b in blocks])
+    lab = ((x[:, None] - c[None].astype(np.float64)) ** 2).sum(-1).argmin(1)
+    oracle = np.stack([(w[lab == j, None] * x[lab == j]).sum(0) for j in range(k)])
+    np.testing.assert_allclose(one["coord"], oracle, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(one["wsum"], np.bincount(lab, weights=w, minlength=k), rtol=1e-12)

@@ -8,15 +8,15 @@ Modules, in the order a fit uses them:
 
 - :mod:`.blocks`: worker-side code (Arrow -> numpy blocks, FAISS assignment, per-partition sums);
 - :mod:`.engines` / :mod:`.resident`: where the blocks live during a fit: resident in the Python workers of
-  one barrier job (default), or a cached RDD with one Spark job per iteration (automatic fallback);
+  one Spark job per fit (default), or a cached RDD with one Spark job per iteration (automatic fallback);
 - :mod:`.loop`: input checks, k-means++ init, update and stop rules, the one update loop of both engines;
 - :mod:`.model`: :class:`WeightedKMeans` (fit, assign, id matching, save / load, table rows);
 - :mod:`.fingerprint`: which settings define the vector space (warm starts only within one).
 
 Only k x r sized things ever reach the driver (plus the bounded init sample). Determinism: every random
-choice is a hash of (seed, node id) or a seeded numpy generator on the driver, and partition results are
-added in partition order, so the same input, partitioning and seed give the same centroids and assignments
-whichever engine runs.
+choice is a hash of (seed, node id) or a seeded numpy generator on the driver, blocks are cut per input
+partition, and the per-block sums are added as exact fixed-point integers, so the same input DataFrame and
+seed give the same centroids and assignments whichever engine runs and however many task slots there are.
 """
 
 from mgoe_spark.kmeans.blocks import ASSIGN_SCHEMA, hash_uniform, minibatch_mask

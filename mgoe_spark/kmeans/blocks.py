@@ -6,17 +6,27 @@ pyarrow, scipy and faiss. Nothing here touches Spark.
 Costs (a partition of n nodes, r dims, k centroids):
 
 - :func:`pack_batches`: one pass over the Arrow batches, O(n r) memcpy. The ``list<float>`` column is viewed
-  through its Arrow offsets (no per-row Python); the partition is held as float32 blocks of ``block_rows``
-  rows, 4 n r + 24 n bytes, for the whole fit. Bad input (wrong vector length, NaN / negative weight,
-  non-finite vector) is counted here, so the driver can raise one clear error before clustering.
+  through its Arrow offsets (no per-row Python); the task's rows are held as float32 blocks of ``block_rows``
+  rows, 4 n r + 24 n bytes, for the whole fit. A block never mixes input partitions (the ``part`` column)
+  and starts at a multiple of ``block_rows`` within its partition, so the blocks do not depend on how many
+  partitions one task reads. Bad input (wrong vector length, NaN / negative weight, non-finite vector) is
+  counted here, so the driver can raise one clear error before clustering.
 - :func:`partial_sums`: O(n k r / threads) for the FAISS search plus O(n r) for the sums; returns
-  ``k x (r + 2) + 1`` floats and the partition's k re-seed candidates (k x r). Mini-batch mode touches only
-  the hash-chosen ``fraction`` of the rows.
+  ``k x (r + 2)`` integers, one float per block and the task's k re-seed candidates (k x r). Mini-batch mode
+  touches only the hash-chosen ``fraction`` of the rows.
+
+Slot-count independence: each block's float sums are rounded to a fixed-point grid (int64, scale
+:func:`sum_scales` from the global input statistics, resolution ~2^-61 of a bound on the total) and the
+integers are added: integer addition is exact, so the totals do not depend on which task holds which block
+or in which order the driver adds the tasks. Block inertias travel as a list and are added with
+``math.fsum`` (exact, order-free). A fit on 2 task slots and one on 4 give bit-identical centroids.
 - :func:`sample_rows`: O(n) hashing; returns the rows whose hash key is below ``prob`` (the init sample).
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -59,12 +69,14 @@ def minibatch_mask(u: np.ndarray, iteration: int, fraction: float) -> np.ndarray
 
 # ---- packing ----------------------------------------------------------------------------------------------
 
-STAT_KEYS = ("n", "r", "wsum", "nonzero", "bad_len", "bad_len_id", "bad_w", "bad_w_id", "bad_x", "bad_x_id")
+STAT_KEYS = (
+    "n", "r", "wsum", "max_w", "max_x", "nonzero", "bad_len", "bad_len_id", "bad_w", "bad_w_id", "bad_x", "bad_x_id",
+)  # fmt: skip
 
 
 @dataclass
 class Block:
-    """Up to ``block_rows`` nodes of one partition: ids int64 (n,), x float32 (n, r), w float64 (n,),
+    """Up to ``block_rows`` nodes of one input partition: ids int64 (n,), x float32 (n, r), w float64 (n,),
     u float64 (n,) (the mini-batch hash key)."""
 
     ids: np.ndarray
@@ -87,6 +99,8 @@ def merge_stats(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
         elif key.endswith("_id"):
             ids = [v for v in (a[key], b[key]) if v >= 0]
             out[key] = min(ids) if ids else -1
+        elif key.startswith("max_"):
+            out[key] = max(a[key], b[key])
         else:
             out[key] = a[key] + b[key]
     return out
@@ -145,6 +159,9 @@ def _seal(parts: list[tuple[np.ndarray, ...]], seed: int, stats: dict[str, float
         "n": len(ids),
         "r": stats["r"],
         "wsum": float(w[~bad_w].sum()),
+        # bounds for the fixed-point sums (NaN / inf here only with bad rows, and then the fit refuses)
+        "max_w": float(w.max()) if len(w) else 0.0,
+        "max_x": float(max(x.max(), -x.min())) if x.size else 0.0,
         "nonzero": int((x != 0).any(axis=1).sum()),
         "bad_len": int((~ok).sum()),
         "bad_len_id": _first_id(ids, ~ok),
@@ -160,17 +177,39 @@ def _seal(parts: list[tuple[np.ndarray, ...]], seed: int, stats: dict[str, float
 def pack_batches(
     batches: Iterable[pa.RecordBatch], r: int | None, seed: int, block_rows: int
 ) -> tuple[list[Block], dict[str, float]]:
-    """Arrow batches ``(node_id, vector, weight)`` -> (numpy blocks, input statistics of the partition).
+    """Arrow batches ``(node_id, vector, weight[, part])`` -> (numpy blocks, input statistics of the task).
 
-    ``r``: the expected vector length; ``None`` takes the first vector's length (the driver checks that all
-    partitions agree). Bad rows stay in the blocks (counted in the statistics); the fit refuses to start.
+    ``part`` (int, optional: 0 when absent) is the input partition of each row; the rows of one partition
+    arrive contiguously. Blocks are cut at every ``block_rows`` rows of a partition and at partition ends,
+    whatever the Arrow batch sizes. ``r``: the expected vector length; ``None`` takes the first vector's
+    length (the driver checks that all tasks agree). Bad rows stay in the blocks (counted in the
+    statistics); the fit refuses to start.
     """
     import pyarrow as pa
 
     blocks: list[Block] = []
     stats = empty_stats()
     parts: list[tuple[np.ndarray, ...]] = []
-    rows = 0
+    rows, current = 0, None
+
+    def seal(upto: int) -> None:
+        """Seal the first ``upto`` pending rows as one block; keep the rest pending."""
+        nonlocal parts, rows
+        head, rest, taken = [], [], 0
+        for piece in parts:
+            m = len(piece[0])
+            if taken >= upto:
+                rest.append(piece)
+            elif taken + m <= upto:
+                head.append(piece)
+            else:  # split this piece
+                cut = upto - taken
+                head.append(tuple(c[:cut] for c in piece))
+                rest.append(tuple(c[cut:] for c in piece))
+            taken += m
+        blocks.append(_seal(head, seed, stats))
+        parts, rows = rest, rows - upto
+
     for batch in batches:
         if batch.num_rows == 0:
             continue
@@ -181,15 +220,21 @@ def pack_batches(
                 stats["r"] = -1
         width = max(int(stats["r"]), 0)
         ids = batch.column("node_id").to_numpy(zero_copy_only=False).astype(np.int64)
-        w = batch.column("weight").cast(pa.float64()).to_numpy(zero_copy_only=False)
+        w = np.asarray(batch.column("weight").cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
         x, ok = vectors_from_arrow(col, width)
-        parts.append((ids, x, np.asarray(w, dtype=np.float64), ok))
-        rows += len(ids)
-        if rows >= block_rows:
-            blocks.append(_seal(parts, seed, stats))
-            parts, rows = [], 0
+        names = batch.schema.names
+        part = batch.column("part").to_numpy(zero_copy_only=False) if "part" in names else np.zeros(len(ids), int)
+        cuts = [0, *(np.flatnonzero(np.diff(part)) + 1).tolist(), len(ids)]
+        for lo, hi in itertools.pairwise(cuts):
+            if current is not None and part[lo] != current and parts:  # a new input partition: close the block
+                seal(rows)
+            current = part[lo]
+            parts.append((ids[lo:hi], x[lo:hi], w[lo:hi], ok[lo:hi]))
+            rows += hi - lo
+            while rows >= block_rows:
+                seal(block_rows)
     if parts:
-        blocks.append(_seal(parts, seed, stats))
+        seal(rows)
     return blocks, stats
 
 
@@ -214,9 +259,24 @@ def nearest(index, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return i[:, 0].astype(np.int64), np.maximum(d[:, 0].astype(np.float64), 0.0)
 
 
-PartialSums = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
-"""``(sums, cand_ids, cand_score, cand_x)``: ``sums`` = [coordinate sums (k*r), weights (k), counts (k),
-inertia (1)] float64; the candidates are the k heaviest-farthest (``w * d``) rows, for re-seeding."""
+PartialSums = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+"""``(sums, block_inertia, cand_ids, cand_score, cand_x)``: ``sums`` int64 = [fixed-point coordinate sums
+(k*r), fixed-point weights (k), counts (k)] (see :func:`sum_scales`); ``block_inertia`` float64, one weighted
+inertia per block; the candidates are the k heaviest-farthest (``w * d``) rows, for re-seeding."""
+
+
+def sum_scales(n: int, max_w: float, max_x: float) -> tuple[int, int]:
+    """Binary exponents ``(coord, weight)`` of the fixed-point sums: ``round(sum * 2**coord)`` stays below
+    2^61 for any set of rows, because ``n * max_w * max_x`` bounds every coordinate sum (``n * max_w`` every
+    weight sum). Computed from exact input statistics (a count and two maxima), so every task and every slot
+    count uses the same grid. Resolution: 2^-61 of the bound (far below float32 centroid precision)."""
+    coord = 61 - math.frexp(max(n * max_w * max_x, 1e-300))[1]
+    weight = 61 - math.frexp(max(n * max_w, 1e-300))[1]
+    return coord, weight
+
+
+def _fixed(values: np.ndarray, exponent: int) -> np.ndarray:
+    return np.rint(np.ldexp(values, exponent)).astype(np.int64)
 
 
 def partial_sums(
@@ -225,20 +285,21 @@ def partial_sums(
     iteration: int,
     fraction: float,
     threads: int,
+    scales: tuple[int, int],
     labels_out: list[tuple[np.ndarray, ...]] | None = None,
 ) -> PartialSums:
-    """One partition's contribution to a k-means step (see :data:`PartialSums`). O(n k r / threads).
+    """One task's contribution to a k-means step (see :data:`PartialSums`). O(n k r / threads).
 
-    ``labels_out``: a list that receives ``(ids, labels, squared distances)`` per block (the final pass's
-    assignments, 20 bytes a node)."""
+    Each block's sums are taken in float (float32 products over ``SUM_CHUNK`` rows, accumulated in float64),
+    then rounded to the fixed-point grid ``scales`` (:func:`sum_scales`) and added as integers: the result
+    does not depend on how blocks are grouped into tasks. ``labels_out``: a list that receives ``(ids,
+    labels, squared distances)`` per block (the final pass's assignments, 20 bytes a node)."""
     import scipy.sparse as sp
 
     k, r = centroids.shape
     index = None
-    coord = np.zeros((k, r), dtype=np.float64)
-    wsum = np.zeros(k, dtype=np.float64)
-    cnt = np.zeros(k, dtype=np.float64)
-    inertia = 0.0
+    total = np.zeros(k * (r + 2), dtype=np.int64)
+    inertias: list[float] = []
     cand_ids = np.zeros(0, dtype=np.int64)
     cand_score = np.zeros(0, dtype=np.float64)
     cand_x = np.zeros((0, r), dtype=np.float32)
@@ -256,22 +317,24 @@ def partial_sums(
             labels_out.append((ids, lab.astype(np.int32), d.astype(np.float32)))
         # per-cluster weighted sums: a one-hot (k x n) CSC matrix needs no sorting to build; float32
         # products over chunks of SUM_CHUNK rows, accumulated in float64 (4x cheaper than upcasting x)
+        coord = np.zeros((k, r), dtype=np.float64)
         w32 = w.astype(np.float32)
         for lo in range(0, len(lab), SUM_CHUNK):
             hi = min(lo + SUM_CHUNK, len(lab))
             onehot = sp.csc_matrix((w32[lo:hi], lab[lo:hi], np.arange(hi - lo + 1)), shape=(k, hi - lo))
             coord += onehot @ x[lo:hi]
-        wsum += np.bincount(lab, weights=w, minlength=k)
-        cnt += np.bincount(lab, minlength=k)
+        total[: k * r] += _fixed(coord.ravel(), scales[0])
+        total[k * r : k * r + k] += _fixed(np.bincount(lab, weights=w, minlength=k), scales[1])
+        total[k * r + k :] += np.bincount(lab, minlength=k)
         score = w * d
-        inertia += float(score.sum())
+        inertias.append(float(score.sum()))
         top = np.argpartition(-score, k - 1)[:k] if len(score) > k else np.arange(len(score))
         cand_ids = np.concatenate([cand_ids, ids[top]])
         cand_score = np.concatenate([cand_score, score[top]])
         cand_x = np.concatenate([cand_x, x[top]])
         keep = np.lexsort((cand_ids, -cand_score))[:k]  # ties: smaller id first
         cand_ids, cand_score, cand_x = cand_ids[keep], cand_score[keep], cand_x[keep]
-    return np.concatenate([coord.ravel(), wsum, cnt, [inertia]]), cand_ids, cand_score, cand_x
+    return total, np.asarray(inertias, dtype=np.float64), cand_ids, cand_score, cand_x
 
 
 def sample_rows(blocks: Iterable[Block], seed: int, prob: float) -> tuple[np.ndarray, ...]:

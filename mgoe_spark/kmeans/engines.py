@@ -2,15 +2,17 @@
 
 An engine holds the packed nodes for one fit and answers :func:`~mgoe_spark.kmeans.loop.run_fit`'s
 questions: ``stats()`` (input statistics, once), ``sample(prob)`` (init sample rows) and
-``step_parts(centroids, iteration, fraction)`` (one :data:`~mgoe_spark.kmeans.blocks.PartialSums` per
-partition, in partition order). Both engines run the same worker code on the same blocks, so for the same
-partitioning and seed they give bit-identical fits.
+``step_parts(centroids, iteration, fraction, scales)`` (one :data:`~mgoe_spark.kmeans.blocks.PartialSums` per
+task). Both engines run the same worker code on the same blocks (cut per input partition), and the sums are
+exact fixed-point integers, so for the same input DataFrame and seed they give bit-identical fits, whatever
+the number of task slots.
 
-- ``resident`` (:class:`~mgoe_spark.kmeans.resident.ResidentEngine`, the default): one barrier job per fit;
-  the vectors leave Spark once and stay in the Python workers; per iteration only centroids and sums move.
+- ``resident`` (:class:`~mgoe_spark.kmeans.resident.ResidentEngine`, the default): one Spark job per fit
+  whose tasks all run at once; the vectors leave Spark once and stay in the Python workers; per iteration
+  only centroids and sums move.
 - ``jobs`` (:class:`JobsEngine`, the fallback): the packed blocks are cached as an RDD (one pass) and every
   iteration is one Spark job over that cache: each pass unpickles the blocks again (O(n r) memcpy) and pays
-  Spark's per-job cost. Works on any cluster (dynamic allocation, fewer slots than partitions).
+  Spark's per-job cost. Works on any cluster (dynamic allocation, speculation, busy slots).
 
 :func:`resident_blocker` says why the resident engine cannot run here (``None`` when it can).
 """
@@ -39,7 +41,7 @@ if TYPE_CHECKING:
 
 
 def task_slots(spark: SparkSession) -> int | None:
-    """How many tasks the cluster can run at once (what Spark's barrier slot check uses), or None."""
+    """How many tasks the cluster can run at once (what Spark's own barrier slot check uses), or None."""
     try:
         sc = spark.sparkContext._jsc.sc()
         return int(sc.maxNumConcurrentTasks(sc.resourceProfileManager().defaultResourceProfile()))
@@ -50,7 +52,9 @@ def task_slots(spark: SparkSession) -> int | None:
 def resident_blocker(spark: SparkSession) -> str | None:
     """Why the resident engine cannot run on this session, or None if it can."""
     if str(spark.conf.get("spark.dynamicAllocation.enabled", "false")).lower() == "true":
-        return "dynamic allocation is on (a barrier job needs a fixed set of executors)"
+        return "dynamic allocation is on (the resident job needs a fixed set of executors)"
+    if str(spark.conf.get("spark.speculation", "false")).lower() == "true":
+        return "speculation is on (a duplicate task of the resident job would hold a slot for the whole fit)"
     slots = task_slots(spark)
     if slots is None:
         return "the number of task slots is unknown (no JVM SparkContext)"
@@ -97,12 +101,14 @@ class JobsEngine:
         seed = self._seed
         return self._blocks.mapPartitions(lambda it: [sample_rows((b for b, _ in it), seed, prob)]).collect()
 
-    def step_parts(self, centroids: np.ndarray, iteration: int, fraction: float) -> list[PartialSums]:
+    def step_parts(
+        self, centroids: np.ndarray, iteration: int, fraction: float, scales: tuple[int, int]
+    ) -> list[PartialSums]:
         c = np.ascontiguousarray(centroids, dtype=np.float32)
         threads = self._threads
 
         def step(it: Iterator[tuple[Block, dict]]) -> list[PartialSums]:
-            return [partial_sums((b for b, _ in it), c, iteration, fraction, threads)]
+            return [partial_sums((b for b, _ in it), c, iteration, fraction, threads, scales)]
 
         return self._blocks.mapPartitions(step).collect()
 

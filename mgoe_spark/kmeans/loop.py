@@ -5,7 +5,8 @@ An engine (:mod:`mgoe_spark.kmeans.engines`) only answers three questions about 
 its input statistics, a hash-seeded sample, and the summed :data:`~mgoe_spark.kmeans.blocks.PartialSums`
 of one step for given centroids. Everything else happens here, on k x r sized arrays:
 
-- O(P k r) per iteration to add the P partitions' sums (in partition order: deterministic);
+- O(P k r) per iteration to add the P tasks' sums (fixed-point integers: exact, so the result does not
+  depend on the number of tasks or the order they answer in);
 - O(k r) for the update: full = Lloyd step, mini-batch = Sculley's per-centre rate ``eta_c = W_c / v_c``;
 - O(m k r trials) once for greedy weighted k-means++ on the init sample of ``m <= init_samples_per_center
   * k`` nodes.
@@ -166,12 +167,15 @@ def match_to_previous(new: np.ndarray, old: np.ndarray) -> np.ndarray:
 # ---- one step ----------------------------------------------------------------------------------------------
 
 
-def combine(parts: list[PartialSums], k: int, r: int) -> dict[str, Any]:
-    """Add the per-partition sums (in partition order: deterministic) and pick the k re-seed candidates."""
-    total = np.zeros(k * (r + 2) + 1)
-    cand_ids, cand_score, cand_x = [], [], []
-    for sums, ids, score, xs in parts:
+def combine(parts: list[PartialSums], k: int, r: int, scales: tuple[int, int]) -> dict[str, Any]:
+    """Add the per-task sums and pick the k re-seed candidates. Exact and order-free: the fixed-point sums
+    are integers, the block inertias are added with ``math.fsum`` and the candidates are ranked by (score,
+    id), so the result does not depend on how the nodes were split into tasks."""
+    total = np.zeros(k * (r + 2), dtype=np.int64)
+    inertias, cand_ids, cand_score, cand_x = [], [], [], []
+    for sums, block_inertia, ids, score, xs in parts:
         total += sums
+        inertias.append(block_inertia)
         cand_ids.append(ids)
         cand_score.append(score)
         cand_x.append(np.asarray(xs).reshape(-1, r))
@@ -180,10 +184,10 @@ def combine(parts: list[PartialSums], k: int, r: int) -> dict[str, Any]:
     cx = np.concatenate(cand_x) if cand_x else np.zeros((0, r), np.float32)
     order = np.lexsort((cids, -cscore))[:k]
     return {
-        "coord": total[: k * r].reshape(k, r),
-        "wsum": total[k * r : k * r + k],
-        "cnt": total[k * r + k : k * r + 2 * k],
-        "inertia": float(total[-1]),
+        "coord": np.ldexp(total[: k * r].astype(np.float64), -scales[0]).reshape(k, r),
+        "wsum": np.ldexp(total[k * r : k * r + k].astype(np.float64), -scales[1]),
+        "cnt": total[k * r + k :].astype(np.float64),
+        "inertia": math.fsum(np.concatenate(inertias).tolist()) if inertias else 0.0,
         "cand_score": cscore[order],
         "cand_x": cx[order].astype(np.float64),
     }

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from mgoe_spark.kmeans.blocks import ASSIGN_SCHEMA, assign_batches
+from mgoe_spark.kmeans.blocks import ASSIGN_SCHEMA, assign_batches, sum_scales
 from mgoe_spark.kmeans.engines import JobsEngine, resident_blocker, task_slots
 from mgoe_spark.kmeans.loop import (
     IterationStats,
@@ -188,6 +188,8 @@ class WeightedKMeans:
         nodes = nodes.select(
             F.col("node_id").cast("long"), F.col("vector").cast("array<float>"), F.col("weight").cast("double")
         )
+        # the input partition of each row: blocks are cut per input partition, whichever task reads it
+        packed = nodes.withColumn("part", F.spark_partition_id())
         spark = nodes.sparkSession
         self.fallback_reason = None
         self._fit_assignments, self._fit_source = None, None
@@ -197,7 +199,7 @@ class WeightedKMeans:
         if blocker is None:
             try:
                 t0 = time.perf_counter()
-                source, parts = self._resident_input(nodes)
+                source, parts = self._resident_input(packed)
                 t1 = time.perf_counter()
                 with ResidentEngine(source, r, self.seed, self.block_rows, self._threads(spark), parts) as eng:
                     t2 = time.perf_counter()
@@ -218,7 +220,7 @@ class WeightedKMeans:
             self.fallback_reason = blocker
             log.warning("k-means: using one Spark job per iteration: %s", blocker)
         t0 = time.perf_counter()
-        with JobsEngine(nodes, r, self.seed, self.block_rows, self._threads(spark)) as eng:
+        with JobsEngine(packed, r, self.seed, self.block_rows, self._threads(spark)) as eng:
             t1 = time.perf_counter()
             self._fit_with(eng, init_centroids, r)
             self.timings = {"start": t1 - t0, **self.timings}
@@ -227,13 +229,13 @@ class WeightedKMeans:
         return self._finish()
 
     def _resident_input(self, nodes: DataFrame) -> tuple[DataFrame, int]:
-        """(``nodes``, repartitioned to the task-slot count when it has more partitions (a barrier stage needs
-        one slot per partition): one shuffle of the vectors, inside Spark; its partition count)."""
+        """(``nodes``, coalesced to the task-slot count when it has more partitions (all tasks of the resident
+        job run at once): narrow, no shuffle; its partition count)."""
         slots = task_slots(nodes.sparkSession) or 1
         parts = nodes.rdd.getNumPartitions()
         if parts > slots:
-            log.info("k-means: %d partitions for %d task slots: repartitioning the nodes", parts, slots)
-            return nodes.repartition(slots), slots
+            log.info("k-means: %d partitions for %d task slots: each resident task reads several", parts, slots)
+            return nodes.coalesce(slots), slots
         return nodes, parts
 
     def _fit_with(self, eng: Any, init_centroids: np.ndarray | None, r: int | None) -> None:
@@ -246,7 +248,9 @@ class WeightedKMeans:
             self.timings[name] = now - clock
             clock = now
 
-        n, r = validate(eng.stats(), self.k, r)  # FitInputError (a ValueError) on bad input: the CLI's one line
+        stats = eng.stats()
+        n, r = validate(stats, self.k, r)  # FitInputError (a ValueError) on bad input: the CLI's one line
+        scales = sum_scales(n, stats["max_w"], stats["max_x"])
         lap("blocks")
         if init_centroids is None:
             cap = self.init_samples_per_center * self.k
@@ -261,7 +265,7 @@ class WeightedKMeans:
 
         def step(centroids: np.ndarray, iteration: int, fraction: float) -> dict[str, Any]:
             t0 = time.perf_counter()
-            out = combine(eng.step_parts(centroids, iteration, fraction), k, r)
+            out = combine(eng.step_parts(centroids, iteration, fraction, scales), k, r, scales)
             seconds.append(time.perf_counter() - t0)
             return out
 
@@ -484,4 +488,3 @@ def warm_start_candidate(rows: list[Any], *, k: int, r: int, fingerprint: str, s
         log.warning("k-means %s: cold fit, no warm start: %s; macro ids start afresh", side, why)
         return None
     return previous
-

@@ -1,28 +1,36 @@
 """The resident engine: the vectors leave Spark once per fit and stay in the Python workers.
 
-One barrier-mode ``mapInArrow`` job runs for the whole fit. Each of its P tasks packs its partition's Arrow
+One ``mapInArrow`` job runs for the whole fit, with one task per task slot (the nodes are coalesced to the
+slot count when they have more partitions: narrow, no shuffle). Each of its P tasks packs its rows' Arrow
 batches into numpy blocks once (:func:`~mgoe_spark.kmeans.blocks.pack_batches`), connects back to a socket
 the driver opened for this fit, and then answers the driver's commands (statistics, init sample, one step
-for given centroids) until it is told to stop. Barrier mode is what makes this safe: Spark starts all P tasks
-at once or not at all, so the driver never waits for a task that has no slot.
+for given centroids) until it is told to stop. All P tasks must run at once: the driver first checks that
+the cluster has P free slots (and no dynamic allocation / speculation, see
+:func:`~mgoe_spark.kmeans.engines.resident_blocker`) and waits at most ``accept_timeout`` seconds for all of
+them to connect; otherwise the fit falls back to the jobs engine.
 
-Per iteration the driver sends the k x r centroids to every task and receives P x (k (r + 2) + 1) floats
-plus P x k re-seed candidates (k x r): no Spark job, no re-read of the vectors, no JVM round trip.
-(``BarrierTaskContext.allGather`` would do the exchange inside Spark, but the JVM side polls its RPC once a
-second, so every call costs about 1 s: more than a whole Spark job on small data.)
+Why not a barrier job (Spark's gang scheduling)? Measured at 1M x 32 on local[2]: a barrier stage forbids
+``coalesce``, so more partitions than slots cost a shuffle of all vectors before the job (~1.5 s), and every
+RDD derived from a barrier RDD is itself barrier, so the emitted assignments needed a second shuffle to be
+usable by later stages (~1.4 s). The slot check + connect timeout gives the same all-or-nothing start here.
+
+Per iteration the driver sends the k x r centroids to every task and receives P x k (r + 2) int64 sums, one
+inertia per block and P x k re-seed candidates (k x r): no Spark job, no re-read of the vectors, no JVM
+round trip.
 
 At the end the driver sends ``emit``: each task outputs its final-pass assignments ``(node_id, macro_id,
-distance)`` as the job's rows (macro ids already renumbered for a warm start), which are shuffled once (n x
-16 bytes, so later stages that read them are not barrier stages) and cached: the caller gets the
-assignments of the fitted nodes without a second pass over the vectors.
+distance)`` (macro ids already renumbered for a warm start) as one Arrow IPC payload per block, which Spark
+caches (MEMORY_AND_DISK, 16 bytes a node; a few large binary rows are far cheaper to cache than n rows):
+the caller gets the assignments of the fitted nodes, unpacked lazily when read, without a second pass over
+the vectors. (If that cache were lost, recomputing it would rerun a task whose driver is gone:
+it fails with a clear error instead of a wrong answer.)
 
 Wire format: 8-byte big-endian length + a pickle, over TCP. A task first sends the fit's random 16-byte
 token; the driver drops connections without it before unpickling anything.
 
-Memory: each task holds its partition (4 n r + 24 n bytes for n nodes) for the fit; the driver holds k x r
-sized arrays and P sockets. Needs one free task slot per partition (the nodes are repartitioned to the slot
-count when there are more partitions) and no dynamic allocation; otherwise, or if anything in the job
-fails, :class:`EngineUnavailable` makes the fit fall back to the jobs engine.
+Memory: each task holds its rows (4 n r + 24 n bytes for n nodes) for the fit; the driver holds k x r
+sized arrays and P sockets. If anything in the job fails, :class:`EngineUnavailable` makes the fit fall
+back to the jobs engine.
 """
 
 from __future__ import annotations
@@ -93,21 +101,50 @@ def recv(sock: socket.socket) -> Any:
 
 # ---- worker side ------------------------------------------------------------------------------------------
 
+PACKED_SCHEMA = "payload binary"
+"""The resident job's rows: one Arrow IPC stream of :data:`ASSIGN_SCHEMA` per block. Spark caches a few large
+binary values instead of building its columnar cache of n rows (measured: less JVM work at emit time); the
+rows come out of :func:`_unpacked` when read."""
 
-def make_task(host: str, port: int, token: bytes, r: int | None, seed: int, block_rows: int, threads: int):
-    """The barrier ``mapInArrow`` function: pack the partition, then serve the driver's commands."""
+
+def _packed(batch: pa.RecordBatch) -> pa.RecordBatch:
+    import pyarrow as pa
+
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    return pa.RecordBatch.from_arrays([pa.array([sink.getvalue().to_pybytes()], pa.binary())], names=["payload"])
+
+
+def _unpacked(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    import pyarrow as pa
+
+    for batch in batches:
+        for payload in batch.column(0).to_pylist():
+            yield from pa.ipc.open_stream(payload)
+
+
+def make_task(host: str, port: int, token: bytes, tasks: int, r: int | None, seed: int, block_rows: int, threads: int):
+    """The ``mapInArrow`` function of the resident job: pack the task's rows, then serve the driver."""
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        from pyspark import BarrierTaskContext
+        import faiss  # noqa: F401  (imported here, not in the first step: iteration timings stay clean)
+        import scipy.sparse  # noqa: F401
+        from pyspark import TaskContext
 
-        ctx = BarrierTaskContext.get()
-        # a failed connect raises: the task fails loudly (the driver then falls back)
-        sock = socket.create_connection((host, port), timeout=120)
+        ctx = TaskContext.get()
+        try:  # a failed connect fails the task loudly (the driver falls back, or is gone)
+            sock = socket.create_connection((host, port), timeout=120)
+        except OSError as exc:
+            raise RuntimeError(
+                f"k-means resident task {ctx.partitionId()} cannot reach its driver ({exc}): it only runs "
+                "during its fit (a lost cache of its assignments cannot be recomputed; refit)"
+            ) from exc
         sock.settimeout(None)
         _tune(sock)
         try:
             sock.sendall(token)
-            send(sock, ("hello", ctx.partitionId(), len(ctx.getTaskInfos())))
+            send(sock, ("hello", ctx.partitionId(), tasks))
             labels: list[tuple[np.ndarray, ...]] = []  # the last full pass's assignments
             try:
                 blocks, stats = pack_batches(batches, r, seed, block_rows)
@@ -115,23 +152,24 @@ def make_task(host: str, port: int, token: bytes, r: int | None, seed: int, bloc
                 while True:
                     cmd, *args = recv(sock)
                     if cmd == "step":
-                        centroids, iteration, fraction = args
+                        centroids, iteration, fraction, scales = args
                         keep = [] if fraction >= 1.0 else None
-                        send(sock, ("ok", partial_sums(blocks, centroids, iteration, fraction, threads, keep)))
+                        sums = partial_sums(blocks, centroids, iteration, fraction, threads, scales, keep)
+                        send(sock, ("ok", sums))
                         labels = keep if keep is not None else labels
                     elif cmd == "sample":
                         send(sock, ("ok", sample_rows(blocks, seed, args[0])))
                     elif cmd == "emit":  # the fit is done: output the assignments, with macro ids renumbered
                         (new_id,) = args
                         sock.close()
-                        out = [assignment_batch(ids, new_id[lab], d) for ids, lab, d in labels]
+                        out = [_packed(assignment_batch(ids, new_id[lab], d)) for ids, lab, d in labels]
                         yield from out
                         return
                     else:  # "stop"
                         break
             except (EOFError, ConnectionError):
                 pass  # the driver is gone: it has its answer or gave up; nothing to report to anyone
-            except Exception:  # report to the driver (which falls back) instead of failing the barrier stage
+            except Exception:  # report to the driver (which falls back) instead of failing the job
                 send(sock, ("error", traceback.format_exc(limit=4)))
         finally:
             sock.close()
@@ -154,9 +192,10 @@ class ResidentEngine:
         seed: int,
         block_rows: int,
         threads: int,
-        out_partitions: int,
-        accept_timeout: float = 600.0,
+        tasks: int,
+        accept_timeout: float = 180.0,
     ) -> None:
+        """``nodes``: the input, with ``tasks`` partitions (at most the free task slots)."""
         from pyspark import InheritableThread, StorageLevel
 
         spark = nodes.sparkSession
@@ -164,12 +203,8 @@ class ResidentEngine:
         self._server.settimeout(0.2)
         host = spark.conf.get("spark.driver.host", None) or socket.gethostname()
         token = secrets.token_bytes(TOKEN_BYTES)
-        fn = make_task(host, self._server.getsockname()[1], token, r, seed, block_rows, threads)
-        # Every RDD narrowly derived from a barrier RDD is itself "barrier" to Spark's scheduler (even when it
-        # reads a cache), so a later union / write of the assignments would be refused: a shuffle of the
-        # n x 16-byte assignments cuts that lineage. The cache sits after the shuffle.
-        out = nodes.mapInArrow(fn, ASSIGN_SCHEMA, barrier=True)
-        job = out.repartition(out_partitions).persist(StorageLevel.MEMORY_AND_DISK)
+        fn = make_task(host, self._server.getsockname()[1], token, tasks, r, seed, block_rows, threads)
+        job = nodes.mapInArrow(fn, PACKED_SCHEMA).persist(StorageLevel.MEMORY_AND_DISK)
         self.assignments: DataFrame | None = None
         self._pending = job
         self._error: BaseException | None = None
@@ -184,7 +219,9 @@ class ResidentEngine:
 
     def _run_job(self, job: DataFrame) -> None:
         try:
-            job.count()  # fills the cache with the assignments the tasks emit at the end (see emit)
+            # fills the cache with the assignments the tasks emit at the end (see emit); a noop write is one
+            # stage (count() would add an aggregation stage)
+            job.write.format("noop").mode("overwrite").save()
             self._job = job
         except BaseException as exc:  # reported by _accept / the next exchange
             self._error = exc
@@ -193,8 +230,8 @@ class ResidentEngine:
     def _job_gone(self) -> str:
         if self._error is not None:
             first = str(self._error).strip().splitlines()[0] if str(self._error).strip() else type(self._error)
-            return f"the barrier job failed: {first}"
-        return "the barrier job ended before every task connected"
+            return f"the resident job failed: {first}"
+        return "the resident job ended before every task connected"
 
     def _accept(self, token: bytes, timeout: float) -> None:
         import time
@@ -229,7 +266,7 @@ class ResidentEngine:
 
     def _gather(self) -> list[Any]:
         out = []
-        for conn in self._conns:  # partition order: the sums are added deterministically
+        for conn in self._conns:  # task order (the sums are exact: any order gives the same totals)
             try:
                 tag, payload = recv(conn)
             except (OSError, EOFError) as exc:
@@ -265,8 +302,10 @@ class ResidentEngine:
         self._broadcast(("sample", prob))
         return self._gather()
 
-    def step_parts(self, centroids: np.ndarray, iteration: int, fraction: float) -> list[PartialSums]:
-        self._broadcast(("step", np.ascontiguousarray(centroids, dtype=np.float32), iteration, fraction))
+    def step_parts(
+        self, centroids: np.ndarray, iteration: int, fraction: float, scales: tuple[int, int]
+    ) -> list[PartialSums]:
+        self._broadcast(("step", np.ascontiguousarray(centroids, dtype=np.float32), iteration, fraction, scales))
         return self._gather()
 
     def emit(self, new_id: np.ndarray) -> DataFrame:
@@ -279,8 +318,8 @@ class ResidentEngine:
         self._thread.join()
         if self._error is not None:
             raise EngineUnavailable(self._job_gone())
-        self.assignments = self._job
-        return self._job
+        self.assignments = self._job.mapInArrow(_unpacked, ASSIGN_SCHEMA)
+        return self.assignments
 
     def close(self) -> None:
         for conn in self._conns:
