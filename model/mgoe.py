@@ -20,6 +20,7 @@ Cost per row: O(T * H * K * (d + h + o) + T * L * d + experts), independent of g
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -164,6 +165,7 @@ class MacroGraphEncoder(nn.Module):
         d = opts.embed_dim
         groups = 1 if shared else meta.num_tasks
         self.tau = opts.tau
+        self.attention = opts.attention
         self.macro_user = MacroEmbeddings(meta.num_tasks, meta.k_user, d, shared)
         self.macro_item = MacroEmbeddings(meta.num_tasks, meta.k_item, d, shared)
         out = opts.macro_out or d
@@ -180,10 +182,84 @@ class MacroGraphEncoder(nn.Module):
             MacroGraphExpert(groups, d, opts.head_dim or d, out, opts.attention) for _ in self.channels
         )
         self.out_dim = out * len(self.channels)
+        self.k_max = max(meta.k_user, meta.k_item)
+        # 1 where channel c is keyed by e_u (its macro nodes are user macros), 0 where by e_i
+        keyed_by_user = torch.tensor([float(c[3] == "user") for c in self.channels])
+        self.register_buffer("_keyed_by_user", keyed_by_user, persistent=False)
+        pad = torch.zeros(len(self.channels), 1, self.k_max)  # 0 / -inf: the padded macro slots of a channel
+        for c, (_, _, width, _) in enumerate(self.channels):
+            pad[c, :, width:] = float("-inf")
+        self.register_buffer("_pad", pad if meta.k_user != meta.k_item else None, persistent=False)
 
     def forward(
         self, user_edges: torch.Tensor, item_edges: torch.Tensor, eu: torch.Tensor, ei: torch.Tensor
     ) -> torch.Tensor:
+        """All C channels as one batched problem (padded to K = max(K_U, K_I) macro slots): one GEMM for
+        every channel's scores, one softmax, one batched value product. Same result as
+        :meth:`forward_channels` (the per-channel reference)."""
+        b = eu.shape[0]
+        c_n = len(self.channels)
+        a_full, v = self._stacked()  # (2d, C * G * K), (C, G, K, o)
+        g, k = v.shape[1], v.shape[2]
+        logits = self._logits(user_edges, item_edges)  # (B, C, K), -inf in padded slots
+        if self.attention == "off":
+            a = torch.softmax(logits, dim=-1).unsqueeze(2).expand(b, c_n, g, k)
+        else:
+            s = torch.mm(torch.cat([eu, ei], dim=-1), a_full).view(b, c_n, g, k)
+            if self.attention == "logit":
+                a = torch.softmax(s + logits.unsqueeze(2), dim=-1)
+            else:  # neighbors: softmax(s) * softmax(l), padded slots out of both
+                if self._pad is not None:
+                    s = s + self._pad.unsqueeze(0)
+                a = torch.softmax(s, dim=-1) * torch.softmax(logits, dim=-1).unsqueeze(2)
+        z = torch.einsum("bcgk,cgko->bgco", a, v)  # (B, G, C, o)
+        return z.reshape(b, g, -1)
+
+    def _logits(self, user_edges: torch.Tensor, item_edges: torch.Tensor) -> torch.Tensor:
+        """Eq 14's smoothed edge logits of every channel (B, C, K), -inf in the padded slots."""
+        b = user_edges.shape[0]
+        edges = torch.cat([user_edges, item_edges], dim=1)
+        if self._pad is None:  # every channel has K slots: no copy per channel
+            return torch.log1p(edges).div_(self.tau).view(b, len(self.channels), self.k_max)
+        parts = []
+        for side, start, width, _ in self.channels:
+            e = (user_edges if side == "user" else item_edges)[:, start : start + width]
+            parts.append(F.pad(torch.log1p(e) / self.tau, (0, self.k_max - width), value=float("-inf")))
+        return torch.stack(parts, dim=1)
+
+    def _stacked(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch-independent parts of every channel: score weights ``A`` (2d, C * G * K) with
+        ``[e_u, e_i] @ A`` = the scaled scores ``(W_K e_v) . (W_Q e_m) / sqrt(h)`` (rows of the other target
+        zero), and the values ``V = W_V e_m`` (C, G, K, o) (zero in padded slots). Cached without autograd
+        until a parameter changes (its version counter moves)."""
+        if torch.is_grad_enabled():
+            return self._stack()
+        params = [self.macro_user.tables, self.macro_item.tables]
+        params += [p for ex in self.experts for p in (ex.wq, ex.wk, ex.wv)]
+        key = tuple((id(p), p._version) for p in params)
+        cache = self.__dict__.setdefault("_cache", {})
+        if cache.get("key") != key:
+            cache["key"], cache["value"] = key, self._stack()
+        return cache["value"]
+
+    def _stack(self) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, mi = self.macro_user(), self.macro_item()
+        padded = {side: F.pad(m, (0, 0, 0, self.k_max - m.shape[1])) for side, m in (("user", mu), ("item", mi))}
+        macro = torch.stack([padded[c[3]] for c in self.channels])  # (C, G, K, d), zero rows in padded slots
+        wq = torch.stack([ex.wq for ex in self.experts])  # (C, G, d, h)
+        wk = torch.stack([ex.wk for ex in self.experts])
+        wv = torch.stack([ex.wv for ex in self.experts])
+        v = torch.einsum("cgkd,cgdo->cgko", macro, wv)
+        q = torch.einsum("cgkd,cgdh->cgkh", macro, wq) / math.sqrt(wq.shape[-1])
+        a = torch.einsum("cgdh,cgkh->cdgk", wk, q).flatten(2)  # (C, d, G * K)
+        u = self._keyed_by_user.view(-1, 1, 1)
+        a_full = torch.cat([a * u, a * (1 - u)], dim=1)  # (C, 2d, G * K): rows of [e_u, e_i]
+        return a_full.permute(1, 0, 2).reshape(a.shape[1] * 2, -1), v
+
+    def forward_channels(
+        self, user_edges: torch.Tensor, item_edges: torch.Tensor, eu: torch.Tensor, ei: torch.Tensor
+    ) -> torch.Tensor:
+        """Reference: one :class:`MacroGraphExpert` call per channel (what :meth:`forward` batches)."""
         mu, mi = self.macro_user(), self.macro_item()
         zs = []
         for (side, start, width, macro_side), expert in zip(self.channels, self.experts, strict=True):

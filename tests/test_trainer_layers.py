@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from model.baselines import product_logit
+from model.data import TableMeta
 from model.layers import (
     CascadeTowers,
     Dice,
@@ -22,6 +23,7 @@ from model.layers import (
     TaskAdjustment,
     log_smoothed_weights,
 )
+from model.mgoe import MacroGraphEncoder, ModelOptions
 
 
 def test_log_smoothing_hand_computed():
@@ -93,6 +95,34 @@ def test_macro_attention_matches_loop_for_several_tasks(form):
             }[form]
             z = (a.unsqueeze(1) * (macro[g] @ ex.wv[g])).sum(0)
             torch.testing.assert_close(out[b, g], z)
+
+
+@pytest.mark.parametrize("form", ["logit", "neighbors", "off"])
+@pytest.mark.parametrize("k_user, k_item", [(5, 5), (3, 6)])
+@pytest.mark.parametrize("shared", [False, True])
+def test_stacked_macro_channels_match_the_per_channel_experts(form, k_user, k_item, shared):
+    # the encoder batches its 2 * hops channels (padded to max(K_U, K_I) slots when they differ) into one
+    # score GEMM, one softmax and one value product: same outputs and gradients as one expert per channel,
+    # with autograd and through the no-grad cache (also after a parameter changes)
+    torch.manual_seed(0)
+    meta = TableMeta(10, 10, k_user, k_item, hops=2, num_tasks=3, recent_len=4, tasks=("a", "b", "c"))
+    opts = ModelOptions(embed_dim=4, head_dim=3, macro_out=2, attention=form)
+    enc = MacroGraphEncoder(meta, opts, shared=shared).double()
+    b = 7
+    ue = torch.rand(b, sum(meta.hop_widths("user")), dtype=torch.float64) * 5
+    ie = torch.rand(b, sum(meta.hop_widths("item")), dtype=torch.float64) * 5
+    eu, ei = torch.randn(b, 4, dtype=torch.float64), torch.randn(b, 4, dtype=torch.float64)
+    ref = enc.forward_channels(ue, ie, eu, ei)
+    out = enc(ue, ie, eu, ei)
+    assert out.shape == (b, 1 if shared else 3, 4 * 2)
+    torch.testing.assert_close(out, ref)
+    params = list(enc.parameters())
+    grads = [torch.autograd.grad(y.sum(), params, materialize_grads=True) for y in (out, ref)]
+    torch.testing.assert_close(grads[0], grads[1])
+    with torch.no_grad():
+        torch.testing.assert_close(enc(ue, ie, eu, ei), ref)
+        enc.experts[1].wk.mul_(2.0)  # the cached stacks follow the parameters
+        torch.testing.assert_close(enc(ue, ie, eu, ei), enc.forward_channels(ue, ie, eu, ei))
 
 
 def test_bottom_gates_mix_task_experts():
