@@ -36,6 +36,7 @@ from model.layers import (
     MacroGraphExpert,
     MicroNeighbors,
     TaskAdjustment,
+    relayout,
 )
 
 
@@ -338,6 +339,6 @@ class MGOE(nn.Module):
         return torch.cat(parts, dim=-1)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        c = self.bottom_input(batch)
-        o = self.towers(self.fusion(c), self.adjust.tower_inputs(batch["lookup"]))
+        ct = relayout(self.bottom_input(batch), 1, 2, 0)  # (T, in, B): feature-major through experts and towers
+        o = self.towers.forward_fm(self.fusion.forward_fm(ct), self.adjust.tower_inputs(batch["lookup"]))
         return self.adjust(o, batch["lookup"], batch["item_macro"])
