@@ -261,6 +261,13 @@ class MacroGraphBottom(nn.Module):
     def forward(self, mge: torch.Tensor, eu: torch.Tensor, ei: torch.Tensor) -> torch.Tensor:
         return torch.einsum("btk,bkf->btf", self.gates(eu, ei), mge)
 
+    def forward_fm(self, mge: torch.Tensor, eu: torch.Tensor, ei: torch.Tensor) -> torch.Tensor:
+        """Feature-major: mge (T, F, B) -> (T, F, B); gates (T, T, B) from one GEMM, softmax over experts."""
+        t, b = self.tasks, eu.shape[0]
+        logits = torch.addmm(self.gate.bias.unsqueeze(1), self.gate.weight, torch.cat([eu, ei], dim=-1).t())
+        g = torch.softmax(logits.view(t, t, b), dim=1)
+        return (g.unsqueeze(2) * mge.unsqueeze(0)).sum(dim=1)
+
 
 class MicroNeighbors(nn.Module):
     """Eq 18: per task, ``r^t_v = sum_l a_l e_l`` over the recent neighbors (id 0 = padding, masked).

@@ -325,3 +325,60 @@ def test_expert_fusion_mean_input_matches_loop():
         for t in range(3):
             shared = sum(g[b, t, s] * sh[b, s] for s in range(2))
             torch.testing.assert_close(out[b, t], shared + sum(g[b, t, 2 + p] * te[b, t, p] for p in range(2)))
+
+
+def test_mgoe_expert_sizes_narrow_mgoe_only():
+    from types import SimpleNamespace
+
+    from model.baselines import build_model
+
+    meta = TableMeta(10, 10, 3, 3, hops=2, num_tasks=2, recent_len=3, tasks=("a", "b"))
+    opts = ModelOptions(embed_dim=4, expert_sizes=[16, 8], mgoe_expert_sizes=[6, 5], tower_hidden=4)
+    mgoe, mmoe = build_model("mgoe", meta, opts), build_model("mmoe", meta, opts)
+    assert [w.shape[-1] for w in mgoe.fusion.task_experts.weights] == [6, 5]
+    assert mgoe.towers.w1.weights[0].shape[1] == 5
+    assert [w.shape[-1] for w in mmoe.experts.weights] == [16, 8]
+    defaults = ModelOptions(embed_dim=4, expert_sizes=[16, 8], tower_hidden=4)
+    assert [w.shape[-1] for w in build_model("mgoe", meta, defaults).fusion.task_experts.weights] == [16, 8]
+    # read from the train settings when they carry the key, ignored (None) when they do not
+    from mgoe_spark.config import load_config
+
+    train = load_config().train
+    assert ModelOptions.from_train_settings(train).mgoe_expert_sizes == getattr(train, "mgoe_expert_sizes", None)
+    fake = SimpleNamespace(**{**vars(train), "mgoe_expert_sizes": [7, 3]})
+    assert ModelOptions.from_train_settings(fake).mgoe_expert_sizes == [7, 3]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"attention": "neighbors", "recent_attention": True, "adjust_form": "tower"},
+        {"attention": "off", "own_macro": False, "shared_expert_input": "task", "cascade": False},
+    ],
+)
+def test_mgoe_feature_major_path_matches_the_module_by_module_reference(options):
+    # MGOE.forward builds c^t feature-major and keeps that layout through experts and towers; the reference
+    # runs every module batch-major with the per-channel graph experts: same logits and gradients
+    from model.baselines import build_model
+    from tests.test_trainer_infer import META as meta
+    from tests.test_trainer_infer import _batch
+
+    torch.manual_seed(0)
+    model = build_model("mgoe", meta, ModelOptions(embed_dim=4, expert_sizes=[8, 4], tower_hidden=4, **options))
+    batch = _batch(16)
+    ref_model = copy.deepcopy(model)  # training-mode forwards move the batch-norm statistics: one copy each
+    out, ref = model(batch), ref_model.forward_reference(batch)
+    torch.testing.assert_close(out, ref)
+    out.square().sum().backward()
+    ref.square().sum().backward()
+    for (name, p), q in zip(model.named_parameters(), ref_model.parameters(), strict=True):
+        g, h = p.grad, q.grad
+        g = g.to_dense() if g is not None and g.is_sparse else g
+        h = h.to_dense() if h is not None and h.is_sparse else h
+        assert (g is None) == (h is None), name
+        if g is not None:
+            torch.testing.assert_close(g, h, msg=name)
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(batch), model.forward_reference(batch))
