@@ -12,8 +12,9 @@ step on the same batches with id tables of 10k / 1M / 10M users and half as many
 threads split over the processes), ``{model}_macs_per_sample`` and ``mgoe_over_mmoe_macs`` (multiply-adds of
 one inference forward: the floor of the inference ratio), and, unless ``--no-compile``, the same inference
 figures through :func:`model.infer.compiled_inference` (``{model}_compiled_infer_us_per_sample``,
-``mgoe_over_mmoe_infer_compiled``, ``compiled_max_abs_logit_diff`` against eager) (plus context: the load
-average, which shows CPU contention from other processes, and the settings).
+``mgoe_over_mmoe_infer_compiled``, ``compiled_max_abs_logit_diff`` against eager), and MGOE with narrower
+experts (``--narrow-experts``, default 128,80: ``mgoe_narrow_*``, ``mgoe_narrow_over_mmoe_infer``) (plus
+context: the load average, which shows CPU contention from other processes, and the settings).
 
 Training and inference are timed on batches already decoded in memory, so they measure the model; the
 loader is timed separately (it must be >= 5x the training rate so it never starves the model).
@@ -58,21 +59,27 @@ def bench_loader(root: str, run_date: str, meta, batch_size: int, seconds: float
     return rows / (time.perf_counter() - start), rows / (time.process_time() - cpu)
 
 
-def _trainer(name: str, meta):
-    """(model, optimizers) exactly as the harness builds them (sparse id tables), default settings."""
+def _trainer(name: str, meta, **options):
+    """(model, optimizers) exactly as the harness builds them (sparse id tables), default settings; ``options``
+    set model options the config does not carry (e.g. ``mgoe_expert_sizes``)."""
+    from types import SimpleNamespace
+
     from mgoe_spark.config import load_config
     from model.train import build_training
 
     torch.manual_seed(0)
-    return build_training(name, load_config(), meta)
+    cfg = load_config()
+    if options:
+        cfg = SimpleNamespace(train=SimpleNamespace(**{**vars(cfg.train), **options}))
+    return build_training(name, cfg, meta)
 
 
-def bench_train(name: str, meta, batches, seconds: float):
+def bench_train(name: str, meta, batches, seconds: float, **options):
     """(model, train samples/s by wall clock, by process CPU time (all threads), which is less distorted when
     other processes compete for the cores)."""
     from model.mgoe import multitask_bce
 
-    model, optim = _trainer(name, meta)
+    model, optim = _trainer(name, meta, **options)
 
     def step(b):
         loss = multitask_bce(model(b), b["labels"])
@@ -198,6 +205,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--seconds", type=float, default=8.0, help="time per measurement")
     parser.add_argument(
+        "--narrow-experts",
+        default="128,80",
+        metavar="SIZES",
+        help="also time MGOE with these expert sizes (model option mgoe_expert_sizes) as mgoe_narrow; '' skips",
+    )
+    parser.add_argument(
         "--no-compile", dest="compile", action="store_false", help="skip the torch.compile inference figures"
     )
     parser.add_argument("--vocabs", default="10000,1000000,10000000", help="vocabularies for step_ms_by_vocab")
@@ -235,8 +248,11 @@ def main(argv: list[str] | None = None) -> int:
     from model.infer import compiled_inference
 
     models = {}
-    for name in ("mgoe", "mmoe"):
-        model, train, train_cpu = bench_train(name, meta, batches, args.seconds)
+    variants = {"mgoe": {}, "mmoe": {}}
+    if args.narrow_experts:
+        variants["mgoe_narrow"] = {"mgoe_expert_sizes": [int(v) for v in args.narrow_experts.split(",")]}
+    for name, options in variants.items():
+        model, train, train_cpu = bench_train(name.removesuffix("_narrow"), meta, batches, args.seconds, **options)
         model.eval()
         models[name] = model
         out[f"{name}_train_samples_per_s"] = train
@@ -244,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         out[f"{name}_macs_per_sample"] = macs_per_sample(model, batches[0])
     runners = {name: model for name, model in models.items()}
     if args.compile:
-        compiled = {name: (model, compiled_inference(model)) for name, model in models.items()}
+        compiled = {name: (models[name], compiled_inference(models[name])) for name in ("mgoe", "mmoe")}
         runners |= {f"{name}_compiled": run for name, (_, run) in compiled.items()}
     infer = bench_infer(runners, batches, args.seconds)
     for name, (us, cpu_us) in infer.items():
@@ -253,6 +269,11 @@ def main(argv: list[str] | None = None) -> int:
     out["mgoe_over_mmoe_infer"] = out["mgoe_infer_us_per_sample"] / out["mmoe_infer_us_per_sample"]
     out["mgoe_over_mmoe_infer_cpu"] = out["mgoe_infer_cpu_us_per_sample"] / out["mmoe_infer_cpu_us_per_sample"]
     out["mgoe_over_mmoe_macs"] = out["mgoe_macs_per_sample"] / out["mmoe_macs_per_sample"]
+    if args.narrow_experts:
+        out["mgoe_narrow_expert_sizes"] = variants["mgoe_narrow"]["mgoe_expert_sizes"]
+        for key in ("infer", "infer_cpu", "macs"):
+            unit = "macs_per_sample" if key == "macs" else f"{key}_us_per_sample"
+            out[f"mgoe_narrow_over_mmoe_{key}"] = out[f"mgoe_narrow_{unit}"] / out[f"mmoe_{unit}"]
     if args.compile:
         out["mgoe_over_mmoe_infer_compiled"] = (
             out["mgoe_compiled_infer_us_per_sample"] / out["mmoe_compiled_infer_us_per_sample"]
@@ -283,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     for k, v in out.items():
         if k == "context":
             continue
-        if isinstance(v, dict):
+        if isinstance(v, dict | list):
             print(f"{k:32s} " + json.dumps(v, default=lambda x: round(x, 2)))
         else:
             print(f"{k:32s} {v:,.2f}")
