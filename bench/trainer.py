@@ -4,12 +4,17 @@ Measures, on a synthetic training_examples table written to a temp dir (or ``--e
 training samples/s and inference microseconds per sample for MGOE and MMoE at batch 1024, d = 10, with
 ``--threads`` (default 2) torch threads, and the loader's decoded rows/s (single process). Prints the
 numbers and writes them as JSON with the keys ``mgoe_train_samples_per_s``, ``mmoe_train_samples_per_s``,
-``mgoe_infer_us_per_sample``, ``mmoe_infer_us_per_sample``, ``loader_rows_per_s``, ``loader_over_train``
+``mgoe_infer_us_per_sample``, ``mmoe_infer_us_per_sample`` (the two timed side by side, interleaved),
+``loader_rows_per_s``, ``loader_over_train``
 (loader rows/s over MGOE's training samples/s), ``step_ms_by_vocab`` (``{model: {vocab: ms}}``: one training
 step on the same batches with id tables of 10k / 1M / 10M users and half as many items),
 ``train_samples_per_s_by_nproc`` (``{nproc: samples/s}`` of ``mgoe train --nproc N`` on the table, the
-threads split over the processes) (plus context: the load average, which shows CPU contention from other
-processes, and the settings).
+threads split over the processes), ``{model}_macs_per_sample`` and ``mgoe_over_mmoe_macs`` (multiply-adds of
+one inference forward: the floor of the inference ratio), and, unless ``--no-compile``, the same inference
+figures through :func:`model.infer.compiled_inference` (``{model}_compiled_infer_us_per_sample``,
+``mgoe_over_mmoe_infer_compiled``, ``compiled_max_abs_logit_diff`` against eager), and MGOE with narrower
+experts (``--narrow-experts``, default 128,80: ``mgoe_narrow_*``, ``mgoe_narrow_over_mmoe_infer``) (plus
+context: the load average, which shows CPU contention from other processes, and the settings).
 
 Training and inference are timed on batches already decoded in memory, so they measure the model; the
 loader is timed separately (it must be >= 5x the training rate so it never starves the model).
@@ -54,21 +59,27 @@ def bench_loader(root: str, run_date: str, meta, batch_size: int, seconds: float
     return rows / (time.perf_counter() - start), rows / (time.process_time() - cpu)
 
 
-def _trainer(name: str, meta):
-    """(model, optimizers) exactly as the harness builds them (sparse id tables), default settings."""
+def _trainer(name: str, meta, **options):
+    """(model, optimizers) exactly as the harness builds them (sparse id tables), default settings; ``options``
+    set model options the config does not carry (e.g. ``mgoe_expert_sizes``)."""
+    from types import SimpleNamespace
+
     from mgoe_spark.config import load_config
     from model.train import build_training
 
     torch.manual_seed(0)
-    return build_training(name, load_config(), meta)
+    cfg = load_config()
+    if options:
+        cfg = SimpleNamespace(train=SimpleNamespace(**{**vars(cfg.train), **options}))
+    return build_training(name, cfg, meta)
 
 
-def bench_model(name: str, meta, batches, seconds: float) -> tuple[float, float, float, float]:
-    """(train samples/s, inference us/sample) by wall clock, and the same two by process CPU time (all
-    threads), which is less distorted when other processes compete for the cores."""
+def bench_train(name: str, meta, batches, seconds: float, **options):
+    """(model, train samples/s by wall clock, by process CPU time (all threads), which is less distorted when
+    other processes compete for the cores)."""
     from model.mgoe import multitask_bce
 
-    model, optim = _trainer(name, meta)
+    model, optim = _trainer(name, meta, **options)
 
     def step(b):
         loss = multitask_bce(model(b), b["labels"])
@@ -84,21 +95,52 @@ def bench_model(name: str, meta, batches, seconds: float) -> tuple[float, float,
         step(b)
         rows += len(b["user_id"])
         k += 1
-    train = rows / (time.perf_counter() - start)
-    train_cpu = rows / (time.process_time() - cpu)
-    model.eval()
+    return model, rows / (time.perf_counter() - start), rows / (time.process_time() - cpu)
+
+
+def bench_infer(runners: dict, batches, seconds: float, round_batches: int = 4) -> dict:
+    """``{name: (us/sample wall, us/sample CPU)}`` for ``runners`` (name -> batch -> logits), interleaved:
+    each round runs every runner over the same ``round_batches`` batches, until each has had ``seconds``, so
+    load from other processes hits all of them alike (side by side, not one after the other)."""
+    wall = dict.fromkeys(runners, 0.0)
+    cpu = dict.fromkeys(runners, 0.0)
+    rows = dict.fromkeys(runners, 0)
     with torch.no_grad():
-        for b in batches[:3]:
-            model(b)
-        rows, k, start, cpu = 0, 0, time.perf_counter(), time.process_time()
-        while time.perf_counter() - start < seconds:
-            b = batches[k % len(batches)]
-            model(b)
-            rows += len(b["user_id"])
-            k += 1
-        infer_us = (time.perf_counter() - start) / rows * 1e6
-        infer_cpu_us = (time.process_time() - cpu) / rows * 1e6
-    return train, infer_us, train_cpu, infer_cpu_us
+        for run in runners.values():  # warm-up (and the compilation of compiled runners)
+            for b in batches[:3]:
+                run(b)
+        k = 0
+        while min(wall.values()) < seconds:
+            chunk = [batches[(k + j) % len(batches)] for j in range(round_batches)]
+            k += round_batches
+            for name, run in runners.items():
+                start, c = time.perf_counter(), time.process_time()
+                for b in chunk:
+                    run(b)
+                wall[name] += time.perf_counter() - start
+                cpu[name] += time.process_time() - c
+                rows[name] += sum(len(b["user_id"]) for b in chunk)
+    return {n: (wall[n] / rows[n] * 1e6, cpu[n] / rows[n] * 1e6) for n in runners}
+
+
+def macs_per_sample(model, batch) -> float:
+    """Multiply-adds of one inference forward per row (GEMMs / batched GEMMs, ``FlopCounterMode`` / 2)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(batch)
+    return counter.get_total_flops() / 2 / len(batch["user_id"])
+
+
+def compare_compiled(models: dict, batches) -> float:
+    """Largest |compiled - eager| logit over a few batches (compiled runners must agree with eager)."""
+    worst = 0.0
+    with torch.no_grad():
+        for model, run in models.values():
+            for b in batches[:3]:
+                worst = max(worst, (run(b) - model(b)).abs().max().item())
+    return worst
 
 
 def bench_vocab(names: list[str], meta, batches, vocabs: list[int], rounds: int) -> dict:
@@ -162,6 +204,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--seconds", type=float, default=8.0, help="time per measurement")
+    parser.add_argument(
+        "--narrow-experts",
+        default="128,80",
+        metavar="SIZES",
+        help="also time MGOE with these expert sizes (model option mgoe_expert_sizes) as mgoe_narrow; '' skips",
+    )
+    parser.add_argument(
+        "--no-compile", dest="compile", action="store_false", help="skip the torch.compile inference figures"
+    )
     parser.add_argument("--vocabs", default="10000,1000000,10000000", help="vocabularies for step_ms_by_vocab")
     parser.add_argument("--vocab-steps", type=int, default=20, help="steps timed per vocabulary")
     parser.add_argument("--nprocs", default="1,2", help="process counts for train_samples_per_s_by_nproc")
@@ -194,14 +245,40 @@ def main(argv: list[str] | None = None) -> int:
     batches = _batches(root, run_date, meta, 20, args.batch_size)
     loader, loader_cpu = bench_loader(root, run_date, meta, args.batch_size, args.seconds)
     out = {"loader_rows_per_s": loader, "loader_rows_per_cpu_s": loader_cpu}
-    for name in ("mgoe", "mmoe"):
-        train, infer, train_cpu, infer_cpu = bench_model(name, meta, batches, args.seconds)
+    from model.infer import compiled_inference
+
+    models = {}
+    variants = {"mgoe": {}, "mmoe": {}}
+    if args.narrow_experts:
+        variants["mgoe_narrow"] = {"mgoe_expert_sizes": [int(v) for v in args.narrow_experts.split(",")]}
+    for name, options in variants.items():
+        model, train, train_cpu = bench_train(name.removesuffix("_narrow"), meta, batches, args.seconds, **options)
+        model.eval()
+        models[name] = model
         out[f"{name}_train_samples_per_s"] = train
-        out[f"{name}_infer_us_per_sample"] = infer
         out[f"{name}_train_samples_per_cpu_s"] = train_cpu
-        out[f"{name}_infer_cpu_us_per_sample"] = infer_cpu
+        out[f"{name}_macs_per_sample"] = macs_per_sample(model, batches[0])
+    runners = {name: model for name, model in models.items()}
+    if args.compile:
+        compiled = {name: (models[name], compiled_inference(models[name])) for name in ("mgoe", "mmoe")}
+        runners |= {f"{name}_compiled": run for name, (_, run) in compiled.items()}
+    infer = bench_infer(runners, batches, args.seconds)
+    for name, (us, cpu_us) in infer.items():
+        out[f"{name}_infer_us_per_sample"] = us
+        out[f"{name}_infer_cpu_us_per_sample"] = cpu_us
     out["mgoe_over_mmoe_infer"] = out["mgoe_infer_us_per_sample"] / out["mmoe_infer_us_per_sample"]
     out["mgoe_over_mmoe_infer_cpu"] = out["mgoe_infer_cpu_us_per_sample"] / out["mmoe_infer_cpu_us_per_sample"]
+    out["mgoe_over_mmoe_macs"] = out["mgoe_macs_per_sample"] / out["mmoe_macs_per_sample"]
+    if args.narrow_experts:
+        out["mgoe_narrow_expert_sizes"] = variants["mgoe_narrow"]["mgoe_expert_sizes"]
+        for key in ("infer", "infer_cpu", "macs"):
+            unit = "macs_per_sample" if key == "macs" else f"{key}_us_per_sample"
+            out[f"mgoe_narrow_over_mmoe_{key}"] = out[f"mgoe_narrow_{unit}"] / out[f"mmoe_{unit}"]
+    if args.compile:
+        out["mgoe_over_mmoe_infer_compiled"] = (
+            out["mgoe_compiled_infer_us_per_sample"] / out["mmoe_compiled_infer_us_per_sample"]
+        )
+        out["compiled_max_abs_logit_diff"] = compare_compiled(compiled, batches)
     out["loader_over_mgoe_train"] = out["loader_rows_per_s"] / out["mgoe_train_samples_per_s"]
     out["loader_over_train"] = out["loader_over_mgoe_train"]
     vocabs = [int(v) for v in args.vocabs.split(",") if v]
@@ -227,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     for k, v in out.items():
         if k == "context":
             continue
-        if isinstance(v, dict):
+        if isinstance(v, dict | list):
             print(f"{k:32s} " + json.dumps(v, default=lambda x: round(x, 2)))
         else:
             print(f"{k:32s} {v:,.2f}")

@@ -261,6 +261,13 @@ class MacroGraphBottom(nn.Module):
     def forward(self, mge: torch.Tensor, eu: torch.Tensor, ei: torch.Tensor) -> torch.Tensor:
         return torch.einsum("btk,bkf->btf", self.gates(eu, ei), mge)
 
+    def forward_fm(self, mge: torch.Tensor, eu: torch.Tensor, ei: torch.Tensor) -> torch.Tensor:
+        """Feature-major: mge (T, F, B) -> (T, F, B); gates (T, T, B) from one GEMM, softmax over experts."""
+        t, b = self.tasks, eu.shape[0]
+        logits = torch.addmm(self.gate.bias.unsqueeze(1), self.gate.weight, torch.cat([eu, ei], dim=-1).t())
+        g = torch.softmax(logits.view(t, t, b), dim=1)
+        return (g.unsqueeze(2) * mge.unsqueeze(0)).sum(dim=1)
+
 
 class MicroNeighbors(nn.Module):
     """Eq 18: per task, ``r^t_v = sum_l a_l e_l`` over the recent neighbors (id 0 = padding, masked).
@@ -398,9 +405,12 @@ class ExpertFusion(nn.Module):
         return Dice.apply_folded(y, scale, shift, alpha)
 
     def forward(self, c: torch.Tensor) -> torch.Tensor:
-        b, t, _ = c.shape
+        return relayout(self.forward_fm(relayout(c, 1, 2, 0)), 2, 0, 1)
+
+    def forward_fm(self, ct: torch.Tensor) -> torch.Tensor:
+        """Feature-major: ct (T, in, B) -> (T, out, B) (what :meth:`forward` wraps in two relayouts)."""
+        t, _, b = ct.shape
         e = self.shared + self.per_task
-        ct = relayout(c, 1, 2, 0)  # (T, in, B)
         g = torch.softmax(self.gate.forward_fm(ct), dim=1)  # (T, S + P, B)
         if self.shared_input == "mean":
             return self._mean_input(ct, g)
@@ -413,22 +423,21 @@ class ExpertFusion(nn.Module):
             else:
                 y = torch.baddbmm(bias.reshape(t * e, o, 1), w.reshape(t * e, i, o).transpose(1, 2), x)
             x = self._activate(y.view(t, e, o, b), shared_act, task_act).view(t * e, o, b)
-        mixed = (x.view(t, e, -1, b) * g.unsqueeze(2)).sum(dim=1)  # (T, out, B)
-        return relayout(mixed, 2, 0, 1)
-
+        return (x.view(t, e, -1, b) * g.unsqueeze(2)).sum(dim=1)  # (T, out, B)
 
     def _mean_input(self, ct: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         t, _, b = ct.shape
         s, p = self.shared, self.per_task
-        mixed = torch.zeros(t, self.out_dim, b, dtype=ct.dtype, device=ct.device)
-        if s:
-            sh = self.shared_experts.forward_fm(ct.mean(dim=0))  # (S, out, B), once for all tasks
-            mixed = mixed + (g[:, :s].unsqueeze(2) * sh.unsqueeze(0)).sum(dim=1)
+        mixed = None
         if p:
             x = ct.repeat_interleave(p, dim=0) if p > 1 else ct
             te = self.task_experts.forward_fm(x).view(t, p, -1, b)
-            mixed = mixed + (g[:, s:].unsqueeze(2) * te).sum(dim=1)
-        return relayout(mixed, 2, 0, 1)
+            mixed = (g[:, s:].unsqueeze(2) * te).sum(dim=1) if p > 1 else g[:, s:] * te[:, 0]
+        if s:
+            sh = self.shared_experts.forward_fm(ct.mean(dim=0))  # (S, out, B), once for all tasks
+            part = (g[:, :s].unsqueeze(2) * sh.unsqueeze(0)).sum(dim=1)
+            mixed = part if mixed is None else mixed + part
+        return mixed
 
 
 def _cat_tasks(parts: list[torch.Tensor]) -> torch.Tensor:
@@ -461,18 +470,23 @@ class CascadeTowers(nn.Module):
 
     def forward(self, h: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
         """h (B, T, F), ``extra`` (B, X) side inputs every tower sees (e.g. the lookup) -> logits (B, T)."""
-        pre = self.w1(h)  # (B, T, hidden), computed for all towers at once
+        return self.forward_fm(relayout(h, 1, 2, 0), extra)
+
+    def forward_fm(self, ht: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+        """Feature-major input ht (T, F, B) -> logits (B, T): layer 1 of all towers in one batched GEMM, then
+        the cascade task by task (tower t needs o_{t-1}), each step one fused multiply-add and one GEMV."""
+        pre = self.w1.forward_fm(ht)  # (T, hidden, B)
         if self.w_extra is not None and extra is not None:
-            pre = pre + torch.einsum("bx,txh->bth", extra, self.w_extra)
+            pre = pre + torch.einsum("bx,txh->thb", extra, self.w_extra)
         w2, b2 = self.out.weights[0], self.out.biases[0]  # (T, hidden, 1), (T, 1)
-        prev = torch.zeros_like(pre[:, 0, :1])
         logits = []
+        prev = None
         for t in range(self.tasks):
-            z = torch.relu(pre[:, t] + self.lam[t] * prev * self.w_prev[t])
-            o = z @ w2[t] + b2[t]  # (B, 1)
+            z = pre[t] if prev is None else torch.addmm(pre[t], (self.lam[t] * self.w_prev[t]).unsqueeze(1), prev)
+            o = torch.addmm(b2[t].unsqueeze(1), w2[t].t(), torch.relu(z))  # (1, B)
             logits.append(o)
             prev = o
-        return torch.cat(logits, dim=1)
+        return torch.cat(logits, dim=0).t()
 
 
 ADJUST_FORMS = ("log_macro", "literal", "tower", "off")

@@ -20,6 +20,7 @@ Cost per row: O(T * H * K * (d + h + o) + T * L * d + experts), independent of g
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -35,6 +36,7 @@ from model.layers import (
     MacroGraphExpert,
     MicroNeighbors,
     TaskAdjustment,
+    relayout,
 )
 
 
@@ -52,6 +54,9 @@ class ModelOptions:
     """Macro attention form (``logit``, ``neighbors`` = the literal product, ``off``): see MacroGraphExpert."""
     activation: str = "dice"
     expert_sizes: list[int] = field(default_factory=lambda: [200, 80])
+    mgoe_expert_sizes: list[int] | None = None
+    """MGOE's (and its ablations') expert sizes; ``None``: ``expert_sizes``. Its experts read ~5x wider inputs
+    than MMoE's, so at equal sizes MGOE costs 1.78x MMoE's multiply-adds; [128, 80] costs 1.2x."""
     tower_hidden: int = 40
     shared_experts: int = 2
     task_experts: int = 1
@@ -97,7 +102,14 @@ class ModelOptions:
             shared_expert_input=train.shared_expert_input,
             **{
                 key: getattr(train, key)
-                for key in ("adjust_form", "own_macro", "recent_attention", "grec_noise", "grec_balance")
+                for key in (
+                    "adjust_form",
+                    "own_macro",
+                    "recent_attention",
+                    "grec_noise",
+                    "grec_balance",
+                    "mgoe_expert_sizes",
+                )
                 if hasattr(train, key)
             },
         )
@@ -164,6 +176,7 @@ class MacroGraphEncoder(nn.Module):
         d = opts.embed_dim
         groups = 1 if shared else meta.num_tasks
         self.tau = opts.tau
+        self.attention = opts.attention
         self.macro_user = MacroEmbeddings(meta.num_tasks, meta.k_user, d, shared)
         self.macro_item = MacroEmbeddings(meta.num_tasks, meta.k_item, d, shared)
         out = opts.macro_out or d
@@ -180,10 +193,109 @@ class MacroGraphEncoder(nn.Module):
             MacroGraphExpert(groups, d, opts.head_dim or d, out, opts.attention) for _ in self.channels
         )
         self.out_dim = out * len(self.channels)
+        self.k_max = max(meta.k_user, meta.k_item)
+        # 1 where channel c is keyed by e_u (its macro nodes are user macros), 0 where by e_i
+        keyed_by_user = torch.tensor([float(c[3] == "user") for c in self.channels])
+        self.register_buffer("_keyed_by_user", keyed_by_user, persistent=False)
+        pad = torch.zeros(len(self.channels), 1, self.k_max)  # 0 / -inf: the padded macro slots of a channel
+        for c, (_, _, width, _) in enumerate(self.channels):
+            pad[c, :, width:] = float("-inf")
+        self.register_buffer("_pad", pad if meta.k_user != meta.k_item else None, persistent=False)
 
     def forward(
         self, user_edges: torch.Tensor, item_edges: torch.Tensor, eu: torch.Tensor, ei: torch.Tensor
     ) -> torch.Tensor:
+        """All C channels as one batched problem (padded to K = max(K_U, K_I) macro slots): one GEMM for
+        every channel's scores, one softmax, one batched value product. Same result as
+        :meth:`forward_channels` (the per-channel reference)."""
+        b = eu.shape[0]
+        c_n = len(self.channels)
+        a_full, v = self._stacked("batch")  # (2d, C * G * K), (C, G, K, o)
+        g, k = v.shape[1], v.shape[2]
+        logits = self._logits(user_edges, item_edges)  # (B, C, K), -inf in padded slots
+        if self.attention == "off":
+            a = torch.softmax(logits, dim=-1).unsqueeze(2).expand(b, c_n, g, k)
+        else:
+            s = torch.mm(torch.cat([eu, ei], dim=-1), a_full).view(b, c_n, g, k)
+            if self.attention == "logit":
+                a = torch.softmax(s + logits.unsqueeze(2), dim=-1)
+            else:  # neighbors: softmax(s) * softmax(l), padded slots out of both
+                if self._pad is not None:
+                    s = s + self._pad.unsqueeze(0)
+                a = torch.softmax(s, dim=-1) * torch.softmax(logits, dim=-1).unsqueeze(2)
+        z = torch.einsum("bcgk,cgko->bgco", a, v)  # (B, G, C, o)
+        return z.reshape(b, g, -1)
+
+    def _logits(self, user_edges: torch.Tensor, item_edges: torch.Tensor) -> torch.Tensor:
+        """Eq 14's smoothed edge logits of every channel (B, C, K), -inf in the padded slots."""
+        b = user_edges.shape[0]
+        edges = torch.cat([user_edges, item_edges], dim=1)
+        if self._pad is None:  # every channel has K slots: no copy per channel
+            return torch.log1p(edges).div_(self.tau).view(b, len(self.channels), self.k_max)
+        parts = []
+        for side, start, width, _ in self.channels:
+            e = (user_edges if side == "user" else item_edges)[:, start : start + width]
+            parts.append(F.pad(torch.log1p(e) / self.tau, (0, self.k_max - width), value=float("-inf")))
+        return torch.stack(parts, dim=1)
+
+    def _stacked(self, layout: str = "batch") -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch-independent parts of every channel, for ``[e_u, e_i]`` rows (``layout='batch'``) or
+        columns (``'feature'``): score weights ``A`` with ``[e_u, e_i] @ A`` = the scaled scores
+        ``(W_K e_v) . (W_Q e_m) / sqrt(h)`` (rows of the other target zero), and the values ``V = W_V e_m``
+        (zero in padded slots). ``batch``: A (2d, C * G * K), V (C, G, K, o); ``feature``: A (G * C * K, 2d),
+        V^T (G * C, o, K). Cached without autograd until a parameter changes (its version counter moves)."""
+        if torch.is_grad_enabled():
+            return self._stack(layout)
+        params = [self.macro_user.tables, self.macro_item.tables]
+        params += [p for ex in self.experts for p in (ex.wq, ex.wk, ex.wv)]
+        key = (layout, *((id(p), p._version) for p in params))
+        cache = self.__dict__.setdefault("_cache", {})
+        if cache.get(layout, (None,))[0] != key:
+            cache[layout] = (key, self._stack(layout))
+        return cache[layout][1]
+
+    def _stack(self, layout: str) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, mi = self.macro_user(), self.macro_item()
+        padded = {side: F.pad(m, (0, 0, 0, self.k_max - m.shape[1])) for side, m in (("user", mu), ("item", mi))}
+        macro = torch.stack([padded[c[3]] for c in self.channels])  # (C, G, K, d), zero rows in padded slots
+        wq = torch.stack([ex.wq for ex in self.experts])  # (C, G, d, h)
+        wk = torch.stack([ex.wk for ex in self.experts])
+        wv = torch.stack([ex.wv for ex in self.experts])
+        v = torch.einsum("cgkd,cgdo->cgko", macro, wv)
+        q = torch.einsum("cgkd,cgdh->cgkh", macro, wq) / math.sqrt(wq.shape[-1])
+        a = torch.einsum("cgdh,cgkh->cgkd", wk, q)  # (C, G, K, d)
+        u = self._keyed_by_user.view(-1, 1, 1, 1)
+        a = torch.cat([a * u, a * (1 - u)], dim=-1)  # (C, G, K, 2d): weights of [e_u, e_i]
+        if layout == "batch":
+            return a.reshape(-1, a.shape[-1]).t(), v
+        g, o = v.shape[1], v.shape[-1]
+        return a.transpose(0, 1).reshape(-1, a.shape[-1]), v.permute(1, 0, 3, 2).reshape(g * len(self.channels), o, -1)
+
+    def forward_fm(
+        self, user_edges: torch.Tensor, item_edges: torch.Tensor, eu: torch.Tensor, ei: torch.Tensor
+    ) -> torch.Tensor:
+        """:meth:`forward` feature-major: -> MGE (G, C * o, B), scores (G, C, K, B) from one GEMM, the softmax
+        over K, one batched value product whose output is already the expert layout (no relayouts)."""
+        b, c_n, k = eu.shape[0], len(self.channels), self.k_max
+        a_fm, vt = self._stacked("feature")  # (G * C * K, 2d), (G * C, o, K)
+        g = vt.shape[0] // c_n
+        logits = self._logits(user_edges, item_edges).permute(1, 2, 0)  # (C, K, B)
+        if self.attention == "off":
+            a = torch.softmax(logits, dim=1).unsqueeze(0).expand(g, c_n, k, b)
+        else:
+            s = torch.mm(a_fm, torch.cat([eu, ei], dim=-1).t()).view(g, c_n, k, b)
+            if self.attention == "logit":
+                a = torch.softmax(s + logits, dim=2)
+            else:
+                if self._pad is not None:
+                    s = s + self._pad.transpose(1, 2)
+                a = torch.softmax(s, dim=2) * torch.softmax(logits, dim=1)
+        return torch.bmm(vt, a.reshape(g * c_n, k, b)).view(g, -1, b)
+
+    def forward_channels(
+        self, user_edges: torch.Tensor, item_edges: torch.Tensor, eu: torch.Tensor, ei: torch.Tensor
+    ) -> torch.Tensor:
+        """Reference: one :class:`MacroGraphExpert` call per channel (what :meth:`forward` batches)."""
         mu, mi = self.macro_user(), self.macro_item()
         zs = []
         for (side, start, width, macro_side), expert in zip(self.channels, self.experts, strict=True):
@@ -229,10 +341,11 @@ class MGOE(nn.Module):
         self.item_neighbors = MicroNeighbors(T, d, opts.recent_attention)
         self.own_macro = opts.own_macro
         in_dim = self.graph.out_dim + 4 * d + (2 * d if opts.own_macro else 0)
+        sizes = list(opts.mgoe_expert_sizes or opts.expert_sizes)
         self.fusion = ExpertFusion(
             T,
             in_dim,
-            opts.expert_sizes,
+            sizes,
             opts.shared_experts,
             opts.task_experts,
             opts.activation,
@@ -241,27 +354,50 @@ class MGOE(nn.Module):
         self.adjust = TaskAdjustment(T, opts.adjust, opts.gamma_init, opts.adjust_form, meta.k_item)
         extra = T if self.adjust.form == "tower" else 0
         self.towers = CascadeTowers(
-            T, opts.expert_sizes[-1], opts.tower_hidden, opts.cascade, opts.lambda_init, extra=extra
+            T, sizes[-1], opts.tower_hidden, opts.cascade, opts.lambda_init, extra=extra
         )
 
     def bottom_input(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """c^t (B, T, in): [x^t, M^t_U[c(u)], M^t_I[c(i)], r^t_u, r^t_i, e_u, e_i] (Eq 11-13, 18-19)."""
+        return relayout(self.bottom_input_fm(batch), 2, 0, 1)
+
+    def bottom_input_fm(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """c^t feature-major (T, in, B), the experts' layout, built without relayouts of the wide parts."""
         eu, ei, ru, ri = self.micro.lookup(
             batch["user_id"], batch["item_id"], batch["user_recent"], batch["item_recent"]
         )  # (B, d), (B, d), (B, T, d), (B, T, d): one embedding_bag per table (Eq 18 plain sums included)
         if self.user_neighbors.attention:  # Eq 18 with attention needs each neighbor's embedding, not the sum
             ru = self.user_neighbors(self.micro.item, batch["user_recent"], ei)  # keyed by e_i
             ri = self.item_neighbors(self.micro.user, batch["item_recent"], eu)
-        mge = self.graph(batch["user_edges"], batch["item_edges"], eu, ei)  # (B, T, F)
-        x = self.bottom(mge, eu, ei)
+        mge = self.graph.forward_fm(batch["user_edges"], batch["item_edges"], eu, ei)  # (T, F, B)
+        x = self.bottom.forward_fm(mge, eu, ei)
+        t = x.shape[0]
+        parts = [x]
+        if self.own_macro:
+            parts.append(self.graph.own(batch["user_macro"], batch["item_macro"]).permute(1, 2, 0))
+        parts += [ru.permute(1, 2, 0), ri.permute(1, 2, 0)]
+        parts += [eu.t().unsqueeze(0).expand(t, -1, -1), ei.t().unsqueeze(0).expand(t, -1, -1)]
+        return torch.cat(parts, dim=1)
+
+    def forward_reference(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """:meth:`forward` batch-major, module by module (the reference the feature-major path is tested
+        against)."""
+        eu, ei, ru, ri = self.micro.lookup(
+            batch["user_id"], batch["item_id"], batch["user_recent"], batch["item_recent"]
+        )
+        if self.user_neighbors.attention:
+            ru = self.user_neighbors(self.micro.item, batch["user_recent"], ei)
+            ri = self.item_neighbors(self.micro.user, batch["item_recent"], eu)
+        x = self.bottom(self.graph.forward_channels(batch["user_edges"], batch["item_edges"], eu, ei), eu, ei)
         t = x.shape[1]
         parts = [x]
         if self.own_macro:
             parts.append(self.graph.own(batch["user_macro"], batch["item_macro"]))
         parts += [ru, ri, eu.unsqueeze(1).expand(-1, t, -1), ei.unsqueeze(1).expand(-1, t, -1)]
-        return torch.cat(parts, dim=-1)
+        o = self.towers(self.fusion(torch.cat(parts, dim=-1)), self.adjust.tower_inputs(batch["lookup"]))
+        return self.adjust(o, batch["lookup"], batch["item_macro"])
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        c = self.bottom_input(batch)
-        o = self.towers(self.fusion(c), self.adjust.tower_inputs(batch["lookup"]))
+        ct = self.bottom_input_fm(batch)  # (T, in, B): feature-major through the experts and towers
+        o = self.towers.forward_fm(self.fusion.forward_fm(ct), self.adjust.tower_inputs(batch["lookup"]))
         return self.adjust(o, batch["lookup"], batch["item_macro"])

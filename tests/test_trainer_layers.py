@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from model.baselines import product_logit
+from model.data import TableMeta
 from model.layers import (
     CascadeTowers,
     Dice,
@@ -22,6 +23,7 @@ from model.layers import (
     TaskAdjustment,
     log_smoothed_weights,
 )
+from model.mgoe import MacroGraphEncoder, ModelOptions
 
 
 def test_log_smoothing_hand_computed():
@@ -93,6 +95,34 @@ def test_macro_attention_matches_loop_for_several_tasks(form):
             }[form]
             z = (a.unsqueeze(1) * (macro[g] @ ex.wv[g])).sum(0)
             torch.testing.assert_close(out[b, g], z)
+
+
+@pytest.mark.parametrize("form", ["logit", "neighbors", "off"])
+@pytest.mark.parametrize("k_user, k_item", [(5, 5), (3, 6)])
+@pytest.mark.parametrize("shared", [False, True])
+def test_stacked_macro_channels_match_the_per_channel_experts(form, k_user, k_item, shared):
+    # the encoder batches its 2 * hops channels (padded to max(K_U, K_I) slots when they differ) into one
+    # score GEMM, one softmax and one value product: same outputs and gradients as one expert per channel,
+    # with autograd and through the no-grad cache (also after a parameter changes)
+    torch.manual_seed(0)
+    meta = TableMeta(10, 10, k_user, k_item, hops=2, num_tasks=3, recent_len=4, tasks=("a", "b", "c"))
+    opts = ModelOptions(embed_dim=4, head_dim=3, macro_out=2, attention=form)
+    enc = MacroGraphEncoder(meta, opts, shared=shared).double()
+    b = 7
+    ue = torch.rand(b, sum(meta.hop_widths("user")), dtype=torch.float64) * 5
+    ie = torch.rand(b, sum(meta.hop_widths("item")), dtype=torch.float64) * 5
+    eu, ei = torch.randn(b, 4, dtype=torch.float64), torch.randn(b, 4, dtype=torch.float64)
+    ref = enc.forward_channels(ue, ie, eu, ei)
+    out = enc(ue, ie, eu, ei)
+    assert out.shape == (b, 1 if shared else 3, 4 * 2)
+    torch.testing.assert_close(out, ref)
+    params = list(enc.parameters())
+    grads = [torch.autograd.grad(y.sum(), params, materialize_grads=True) for y in (out, ref)]
+    torch.testing.assert_close(grads[0], grads[1])
+    with torch.no_grad():
+        torch.testing.assert_close(enc(ue, ie, eu, ei), ref)
+        enc.experts[1].wk.mul_(2.0)  # the cached stacks follow the parameters
+        torch.testing.assert_close(enc(ue, ie, eu, ei), enc.forward_channels(ue, ie, eu, ei))
 
 
 def test_bottom_gates_mix_task_experts():
@@ -295,3 +325,60 @@ def test_expert_fusion_mean_input_matches_loop():
         for t in range(3):
             shared = sum(g[b, t, s] * sh[b, s] for s in range(2))
             torch.testing.assert_close(out[b, t], shared + sum(g[b, t, 2 + p] * te[b, t, p] for p in range(2)))
+
+
+def test_mgoe_expert_sizes_narrow_mgoe_only():
+    from types import SimpleNamespace
+
+    from model.baselines import build_model
+
+    meta = TableMeta(10, 10, 3, 3, hops=2, num_tasks=2, recent_len=3, tasks=("a", "b"))
+    opts = ModelOptions(embed_dim=4, expert_sizes=[16, 8], mgoe_expert_sizes=[6, 5], tower_hidden=4)
+    mgoe, mmoe = build_model("mgoe", meta, opts), build_model("mmoe", meta, opts)
+    assert [w.shape[-1] for w in mgoe.fusion.task_experts.weights] == [6, 5]
+    assert mgoe.towers.w1.weights[0].shape[1] == 5
+    assert [w.shape[-1] for w in mmoe.experts.weights] == [16, 8]
+    defaults = ModelOptions(embed_dim=4, expert_sizes=[16, 8], tower_hidden=4)
+    assert [w.shape[-1] for w in build_model("mgoe", meta, defaults).fusion.task_experts.weights] == [16, 8]
+    # read from the train settings when they carry the key, ignored (None) when they do not
+    from mgoe_spark.config import load_config
+
+    train = load_config().train
+    assert ModelOptions.from_train_settings(train).mgoe_expert_sizes == getattr(train, "mgoe_expert_sizes", None)
+    fake = SimpleNamespace(**{**vars(train), "mgoe_expert_sizes": [7, 3]})
+    assert ModelOptions.from_train_settings(fake).mgoe_expert_sizes == [7, 3]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"attention": "neighbors", "recent_attention": True, "adjust_form": "tower"},
+        {"attention": "off", "own_macro": False, "shared_expert_input": "task", "cascade": False},
+    ],
+)
+def test_mgoe_feature_major_path_matches_the_module_by_module_reference(options):
+    # MGOE.forward builds c^t feature-major and keeps that layout through experts and towers; the reference
+    # runs every module batch-major with the per-channel graph experts: same logits and gradients
+    from model.baselines import build_model
+    from tests.test_trainer_infer import META as meta
+    from tests.test_trainer_infer import _batch
+
+    torch.manual_seed(0)
+    model = build_model("mgoe", meta, ModelOptions(embed_dim=4, expert_sizes=[8, 4], tower_hidden=4, **options))
+    batch = _batch(16)
+    ref_model = copy.deepcopy(model)  # training-mode forwards move the batch-norm statistics: one copy each
+    out, ref = model(batch), ref_model.forward_reference(batch)
+    torch.testing.assert_close(out, ref)
+    out.square().sum().backward()
+    ref.square().sum().backward()
+    for (name, p), q in zip(model.named_parameters(), ref_model.parameters(), strict=True):
+        g, h = p.grad, q.grad
+        g = g.to_dense() if g is not None and g.is_sparse else g
+        h = h.to_dense() if h is not None and h.is_sparse else h
+        assert (g is None) == (h is None), name
+        if g is not None:
+            torch.testing.assert_close(g, h, msg=name)
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(batch), model.forward_reference(batch))
