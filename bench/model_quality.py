@@ -10,6 +10,11 @@ model over ``train.seeds`` (variants on their own tables) and writes the results
 results dict plus ``label_rates`` per table and the load average before / after) and prints the label-rate
 and metric tables.
 
+``python -m bench.model_quality compare --results A.json,B.json [--json PATH]`` merges train-phase results
+(models of several runs on the same tables) and prints the metric table and issue 13's goal checks
+(:func:`goal_checks`): each margin of the ordering MGOE > MacGNN-style > MMoE, PLE and each ablation
+below full MGOE, in units of the larger of the two seed std's.
+
 Cost: the tables phase is three pipeline runs (nodes + features) over one generated log; the train phase
 is models x seeds x epochs streamed passes. Run it in the background and watch its log.
 """
@@ -88,17 +93,61 @@ def train(args) -> dict:
     return results
 
 
+ORDER = (("mgoe", "macgnn"), ("macgnn", "mmoe"), ("macgnn", "ple"))
+"""Issue 13's ordering on mean test AUC: (better, worse) pairs."""
+ABLATIONS = ("mgoe_no_pref", "mgoe_no_adjust", "mgoe_no_cascade")
+
+
+def goal_checks(models: dict, sigmas: float = 2.0) -> list[dict]:
+    """One row per goal pair present in ``models`` (result label -> trainer result): the margin of mean AUC,
+    the larger seed std of the two, and ``met`` = margin > ``sigmas`` x that std."""
+    pairs = [*ORDER, *(("mgoe", a) for a in ABLATIONS)]
+    rows = []
+    for better, worse in pairs:
+        if better in models and worse in models:
+            a, b = models[better], models[worse]
+            margin = a["auc_mean"] - b["auc_mean"]
+            std = max(a["auc_mean_std"], b["auc_mean_std"])
+            rows.append({"better": better, "worse": worse, "margin": margin, "std": std, "met": margin > sigmas * std})
+    return rows
+
+
+def compare(args) -> dict:
+    from model.evaluate import results_table, to_json
+
+    merged: dict = {}
+    for path in [p.strip() for p in args.results.split(",") if p.strip()]:
+        r = json.loads(Path(path).read_text())
+        if not merged:
+            merged = {**r, "models": {}, "sources": []}
+        merged["models"].update(r["models"])
+        merged["sources"].append({"path": path, "seconds": r.get("seconds"), "load_average": r.get("load_average")})
+    merged["goal_checks"] = goal_checks(merged["models"])
+    print(results_table(merged, merged["tasks"]))
+    print()
+    for c in merged["goal_checks"]:
+        verdict = "met" if c["met"] else "NOT met"
+        print(f"{c['better']:>16} > {c['worse']:<16} margin {c['margin']:+.4f}  2 std {2 * c['std']:.4f}  {verdict}")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(to_json(merged))
+    return merged
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("phase", choices=["tables", "train"])
-    p.add_argument("--out", required=True, help="directory of the tables (one root per variant)")
+    p.add_argument("phase", choices=["tables", "train", "compare"])
+    p.add_argument("--out", default="", help="directory of the tables (one root per variant)")
+    p.add_argument("--results", default="", help="compare phase: train-phase result JSONs, comma-separated")
     p.add_argument("--profile", default="default")
     p.add_argument("--variants", default="", help="tables phase: only these tables (default, mgoe_no_pref, macgnn)")
     p.add_argument("--json", default="bench/results/model_quality.json")
     p.add_argument("--models", default="mgoe,mgoe_no_adjust,mgoe_no_cascade,mgoe_no_pref,macgnn,mmoe,ple")
     p.add_argument("overrides", nargs="*", help="config overrides a.b=value")
     args = p.parse_intermixed_args(argv)
-    build_tables(args) if args.phase == "tables" else train(args)
+    if args.phase != "compare" and not args.out:
+        p.error(f"the {args.phase} phase needs --out DIR")
+    {"tables": build_tables, "train": train, "compare": compare}[args.phase](args)
     return 0
 
 

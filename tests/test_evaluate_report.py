@@ -257,3 +257,23 @@ def test_report_with_tables_adds_pipeline_plots_and_stage_lines(trained, spark, 
         assert f"({png})" in text and (tmp_path / "rep" / png).stat().st_size > 1000
     code, _, err = _report(tmp_path, capsys, path, "--tables", str(tmp_path / "tables"), "--run-date", "2024-03-09")
     assert code == 2 and "centroids" in err and "2024-03-09" in err
+
+
+def _result(mean: float, std: float) -> dict:
+    return {"auc_mean": mean, "auc_mean_std": std}
+
+
+def test_model_quality_goal_checks_need_margins_above_two_std():
+    from bench.model_quality import goal_checks
+
+    rows = goal_checks(
+        {
+            "mgoe": _result(0.70, 0.002),
+            "macgnn": _result(0.69, 0.004),  # margin 0.010 > 2 * 0.004
+            "mmoe": _result(0.685, 0.001),  # margin 0.005 < 2 * 0.004
+            "mgoe_no_adjust": _result(0.71, 0.001),  # above full MGOE
+        }
+    )
+    got = {(r["better"], r["worse"]): r["met"] for r in rows}
+    assert got == {("mgoe", "macgnn"): True, ("macgnn", "mmoe"): False, ("mgoe", "mgoe_no_adjust"): False}
+    assert math.isclose(next(r["margin"] for r in rows if r["worse"] == "macgnn"), 0.01)
