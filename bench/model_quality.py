@@ -83,7 +83,7 @@ def train(args) -> dict:
     roots = {m: str(out / m) for m in models if m in TABLE_VARIANTS}
     load_before = os.getloadavg()
     t0 = time.perf_counter()
-    results = run_training(cfg, str(out / "default"), RUN_DATE, models, None, progress=False, table_roots=roots)
+    results = run_training(cfg, str(out / "default"), RUN_DATE, models, None, progress=True, table_roots=roots)
     results["seconds"] = round(time.perf_counter() - t0, 1)
     results["load_average"] = {"before": load_before, "after": os.getloadavg()}
     print(label_rate_table(results))

@@ -50,19 +50,31 @@ def logloss(labels: np.ndarray, probs: np.ndarray) -> float:
     return float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))
 
 
-def task_metrics(labels: np.ndarray, probs: np.ndarray, tasks: list[str] | tuple[str, ...]) -> dict:
-    """labels, probs (n, T) -> {"auc": {task: x}, "logloss": {...}, "auc_mean", "logloss_mean", "rows"}.
+def _nan_mean(values) -> float:
+    defined = [v for v in values if not math.isnan(v)]
+    return float(np.mean(defined)) if defined else math.nan
 
-    Means are over the tasks whose AUC is defined (both classes present).
+
+def task_metrics(labels: np.ndarray, probs: np.ndarray, tasks: list[str] | tuple[str, ...]) -> dict:
+    """labels, probs (n, T) -> {"auc": {task: x}, "logloss": {...}, "auc_mean", "logloss_mean", "rows",
+    "auc_given_first": {task: x}, "auc_given_first_mean"}.
+
+    ``auc_given_first`` is each later task's AUC on the rows whose first task (click) is positive (ESMM's
+    CVR AUC on the click space): it measures the task-specific ranking alone, which the plain AUC mixes with
+    the click ranking when most negatives are sampled, never-clicked items. Means are over the tasks whose
+    AUC is defined (both classes present).
     """
     aucs = {t: auc(labels[:, k], probs[:, k]) for k, t in enumerate(tasks)}
     lls = {t: logloss(labels[:, k], probs[:, k]) for k, t in enumerate(tasks)}
-    defined = [a for a in aucs.values() if not math.isnan(a)]
+    first = labels[:, 0] > 0.5 if len(tasks) else np.zeros(0, bool)
+    given = {t: auc(labels[first, k], probs[first, k]) for k, t in enumerate(tasks) if k > 0}
     return {
         "auc": aucs,
         "logloss": lls,
-        "auc_mean": float(np.mean(defined)) if defined else math.nan,
-        "logloss_mean": float(np.mean([v for v in lls.values() if not math.isnan(v)])) if lls else math.nan,
+        "auc_mean": _nan_mean(aucs.values()),
+        "logloss_mean": _nan_mean(lls.values()),
+        "auc_given_first": given,
+        "auc_given_first_mean": _nan_mean(given.values()),
         "rows": int(labels.shape[0]),
     }
 
@@ -101,13 +113,19 @@ def _fmt(mean: float, std: float | None) -> str:
 
 
 def results_table(results: dict, tasks) -> str:
-    """Fixed-width text table: one row per model, AUC and Logloss per task and mean (mean±std over seeds)."""
-    head = ["model"] + [f"AUC {t}" for t in tasks] + ["AUC mean"] + [f"LL {t}" for t in tasks] + ["LL mean"]
+    """Fixed-width text table: one row per model, AUC and Logloss per task and mean (mean±std over seeds), and
+    the mean AUC of the later tasks on the rows whose first task is positive (``auc_given_first``)."""
+    given = len(tasks) > 1 and all("auc_given_first_mean" in r for r in results["models"].values())
+    head = ["model"] + [f"AUC {t}" for t in tasks] + ["AUC mean"]
+    head += [f"AUC mean | {tasks[0]}"] if given else []
+    head += [f"LL {t}" for t in tasks] + ["LL mean"]
     rows = [head]
     for name, r in results["models"].items():
         row = [name]
         row += [_fmt(r["auc"][t]["mean"], r["auc"][t]["std"]) for t in tasks]
         row.append(_fmt(r["auc_mean"], r["auc_mean_std"]))
+        if given:
+            row.append(_fmt(r["auc_given_first_mean"], r.get("auc_given_first_mean_std")))
         row += [_fmt(r["logloss"][t]["mean"], r["logloss"][t]["std"]) for t in tasks]
         row.append(_fmt(r["logloss_mean"], r["logloss_mean_std"]))
         rows.append(row)

@@ -185,6 +185,11 @@ def train_one(
                 "seconds": elapsed,
             }
         )
+        if progress:
+            tqdm.write(
+                f"{name} seed {seed} epoch {epoch + 1}/{t.epochs}: train loss {history[-1]['train_loss']:.4f}, "
+                f"valid mean AUC {score:.4f} ({elapsed:.0f} s)"
+            )
         # No valid rows (or one class only): keep the latest epoch rather than never saving.
         improved = (not math.isnan(score) and score > best) or (math.isnan(score) and best == -math.inf)
         if improved:
@@ -231,6 +236,14 @@ def aggregate(runs: list[dict], tasks: list[str], split: str = "test") -> dict:
             out[metric][task] = {"mean": m, "std": s, "values": vals}
         m, s = _mean_std([r[split][f"{metric}_mean"] for r in runs])
         out[f"{metric}_mean"], out[f"{metric}_mean_std"] = m, s
+    given = [r[split].get("auc_given_first", {}) for r in runs]
+    out["auc_given_first"] = {}
+    for task in tasks[1:]:
+        vals = [g.get(task, math.nan) for g in given]
+        m, s = _mean_std(vals)
+        out["auc_given_first"][task] = {"mean": m, "std": s, "values": vals}
+    m, s = _mean_std([r[split].get("auc_given_first_mean", math.nan) for r in runs])
+    out["auc_given_first_mean"], out["auc_given_first_mean_std"] = m, s
     out["train_samples_per_s"] = _mean_std([r.get("train_samples_per_s", math.nan) for r in runs])[0]
     return out
 

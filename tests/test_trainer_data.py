@@ -271,6 +271,20 @@ def test_auc_matches_brute_force_and_scipy_with_ties(pairs):
     assert got == pytest.approx(u / ((y > 0.5).sum() * (y <= 0.5).sum()), abs=1e-12)
 
 
+def test_auc_given_first_ranks_only_the_clicked_rows():
+    # rows: (click, fav, fav score). Unclicked rows score lowest, so the plain fav AUC is high; among the
+    # clicked rows the fav ranking is inverted on one pair: 2 of 3 clicked (pos, neg) pairs are ordered.
+    rows = [(0, 0, 0.0), (0, 0, 0.1), (1, 1, 0.9), (1, 0, 0.5), (1, 1, 0.4), (1, 0, 0.3)]
+    y = np.array([[c, f] for c, f, _ in rows], dtype=float)
+    p = np.array([[0.5, sc] for _, _, sc in rows])
+    m = task_metrics(y, p, ["click", "fav"])
+    clicked = y[:, 0] > 0.5
+    assert m["auc_given_first"]["fav"] == pytest.approx(_auc_pairs(y[clicked, 1], p[clicked, 1]))
+    assert m["auc_given_first"]["fav"] == pytest.approx(3 / 4)
+    assert m["auc"]["fav"] == pytest.approx(7 / 8)
+    assert m["auc_given_first_mean"] == pytest.approx(3 / 4) and "click" not in m["auc_given_first"]
+
+
 def test_logloss_and_task_metrics():
     y = np.array([[1, 0], [0, 0], [1, 1]], dtype=float)
     p = np.array([[0.9, 0.2], [0.3, 0.1], [0.6, 1.0]])
