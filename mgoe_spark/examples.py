@@ -108,13 +108,13 @@ def node_features(
     lookup: DataFrame | None = None,
 ) -> DataFrame:
     """One row per (snapshot, node_id) of ``side``: macro (int, 0 = none), edges (hops x K float32),
-    recent (T x L int64, 0-padded), and with ``lookup`` (:func:`lookup_rows`, users only) ``lookups``: a
+    recent (T x L int32, 0-padded), and with ``lookup`` (:func:`lookup_rows`, users only) ``lookups``: a
     map item macro -> float32[T] (at most K_I entries). Inputs carry a ``snapshot`` column. One grouped
     aggregation, O(nodes * (hops*K + T*L + K_I*T)) data; node_id is int32."""
     key = ["snapshot", "node_id"]
     # One aggregation over the union of the inputs (not joins): one shuffle of O(node rows).
     e_type = "struct<hop:int,weights:array<float>>"
-    n_type = "struct<task:string,neighbors:array<bigint>>"
+    n_type = "struct<task:string,neighbors:array<int>>"
     l_type = "struct<macro:int,lookup:array<float>>"
     nothing = {"macro": "int", "e": e_type, "n": n_type, "l": l_type}
 
@@ -130,7 +130,8 @@ def node_features(
         ),
         part(
             neighbors.where(F.col("side") == side),
-            n=F.struct("task", F.col("neighbors").cast("array<bigint>").alias("neighbors")),
+            # int32 ids (vocabulary ids; ANSI casts fail the job on overflow): half the bytes of every shuffle
+            n=F.struct("task", F.col("neighbors").cast("array<int>").alias("neighbors")),
         ),
     ]
     if lookup is not None:
@@ -155,13 +156,13 @@ def node_features(
     task_lists = []
     for t in tasks:
         found = F.get(F.filter(F.coalesce("_n", F.array()), _task_is(t)), 0)["neighbors"]
-        lst = F.slice(F.coalesce(found, F.array().cast("array<bigint>")), 1, length)
-        task_lists.append(F.concat(lst, F.array_repeat(F.lit(0).cast("bigint"), F.lit(length) - F.size(lst))))
+        lst = F.slice(F.coalesce(found, F.array().cast("array<int>")), 1, length)
+        task_lists.append(F.concat(lst, F.array_repeat(F.lit(0).cast("int"), F.lit(length) - F.size(lst))))
     return nodes.select(
         *key,
         F.coalesce("macro", F.lit(0)).cast("int").alias("macro"),
         F.array(*hop_arrays).cast("array<array<float>>").alias("edges"),
-        F.array(*task_lists).cast("array<array<bigint>>").alias("recent"),
+        F.array(*task_lists).cast("array<array<int>>").alias("recent"),
         *(["lookups"] if lookup is not None else []),
     )
 
@@ -229,7 +230,7 @@ def build_examples(
     t = len(tasks)
     user_zero = F.array(*[_zeros(edge_width(USER, h, k_user, k_item), "float") for h in range(1, hops + 1)])
     item_zero = F.array(*[_zeros(edge_width(ITEM, h, k_user, k_item), "float") for h in range(1, hops + 1)])
-    recent_zero = F.array_repeat(_zeros(length, "bigint"), t)
+    recent_zero = F.array_repeat(_zeros(length, "int"), t)
     lookup = F.try_element_at("lookups", F.col("item_macro"))
     return s.select(
         F.col("user_id").cast("long").alias("user_id"),

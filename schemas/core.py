@@ -31,6 +31,7 @@ LOGICAL_TYPES: dict[str, tuple[str, pa.DataType]] = {
     "list<float32>": ("array<float>", pa.list_(pa.float32())),
     "list<float64>": ("array<double>", pa.list_(pa.float64())),
     "list<list<float32>>": ("array<array<float>>", pa.list_(pa.list_(pa.float32()))),
+    "list<list<int32>>": ("array<array<int>>", pa.list_(pa.list_(pa.int32()))),
     "list<list<int64>>": ("array<array<bigint>>", pa.list_(pa.list_(pa.int64()))),
 }
 

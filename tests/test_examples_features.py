@@ -97,6 +97,24 @@ def test_examples_join_features_of_the_right_snapshot_and_fill_zeros(spark):
     assert r.user_recent == [zl, zl] and r.item_recent == [zl, zl] and list(r.lookup) == [0.0, 0.0]
 
 
+def test_recent_ids_beyond_int32_fail_the_build_instead_of_wrapping(spark):
+    """The recent lists travel and are written as int32: an id that does not fit must stop the job."""
+    samples = spark.createDataFrame(
+        [(1, 1, "train", 11, [1.0, 0.0], False)],
+        "user_id long, item_id long, split string, ts long, labels array<float>, cold_start boolean",
+    )
+    asg = spark.createDataFrame([("train", "user", 1, 1, 0.0), ("train", "item", 1, 1, 0.0)], ASG)
+    edges = spark.createDataFrame([], "snapshot string, side string, node_id long, hop int, weights array<float>")
+    lookup = spark.createDataFrame([], "snapshot string, user_id long, task string, macro_id int, value double")
+    neighbors = spark.createDataFrame(
+        [("train", "user", 1, "click", [5, 2**31])],
+        "snapshot string, side string, node_id long, task string, neighbors array<bigint>",
+    )
+    out = build_examples(samples, asg, edges, neighbors, lookup, TASKS, K_U, K_I, HOPS, L)
+    with pytest.raises(Exception, match="(?i)overflow|cast"):
+        out.collect()
+
+
 def test_snapshot_assignments_keep_fitted_ids_and_delegate_new_nodes(spark):
     fitted = spark.createDataFrame(
         [("user", 1, 2, 0.1), ("item", 1, 1, 0.2)], "side string, node_id long, macro_id int, distance float"
