@@ -84,6 +84,9 @@ def train(args) -> dict:
     load_before = os.getloadavg()
     t0 = time.perf_counter()
     results = run_training(cfg, str(out / "default"), RUN_DATE, models, None, progress=True, table_roots=roots)
+    if args.suffix:  # a variant run (its overrides in the label), mergeable beside the default run
+        results["models"] = {f"{label}{args.suffix}": r for label, r in results["models"].items()}
+    results["overrides"] = list(args.overrides)
     results["seconds"] = round(time.perf_counter() - t0, 1)
     results["load_average"] = {"before": load_before, "after": os.getloadavg()}
     print(label_rate_table(results))
@@ -142,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", default="default")
     p.add_argument("--variants", default="", help="tables phase: only these tables (default, mgoe_no_pref, macgnn)")
     p.add_argument("--json", default="bench/results/model_quality.json")
+    p.add_argument("--suffix", default="", help="train phase: append this to every result label (e.g. [tower])")
     p.add_argument("--models", default="mgoe,mgoe_no_adjust,mgoe_no_cascade,mgoe_no_pref,macgnn,mmoe,ple")
     p.add_argument("overrides", nargs="*", help="config overrides a.b=value")
     args = p.parse_intermixed_args(argv)
