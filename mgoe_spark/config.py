@@ -301,9 +301,10 @@ class TrainSettings:
     attention: Literal["logit", "neighbors", "off"] = "logit"
     """Macro attention: ``logit`` = softmax(log1p(e)/tau + q.k/sqrt(h)); ``neighbors`` = the literal product of
     the two softmaxes (Eq 14-16, mutes the channel ~K-fold); ``off`` = edge weights only (MacGNN's code)."""
-    adjust_form: Literal["log_macro", "literal", "tower"] = "log_macro"
-    """Eq 22: ``log_macro`` = gamma[t, c(i)] * log(1 + K_I T); ``literal`` = gamma_t * T; ``tower`` = the
-    log-lifts fed to every tower."""
+    adjust_form: Literal["log_macro", "log_count", "literal", "tower"] = "log_macro"
+    """Eq 22: ``log_macro`` = gamma[t, c(i)] * log(1 + K_I T); ``log_count`` = gamma[t, c(i)] * log(1 + n), n =
+    the user's task-t items in c(i) (T times the recent list's count); ``literal`` = gamma_t * T; ``tower`` =
+    the log-lifts fed to every tower."""
     own_macro: bool = True
     """Eq 11: the user's and item's own task-specific macro embeddings in each task's bottom input."""
     recent_attention: bool = False

@@ -489,13 +489,23 @@ class CascadeTowers(nn.Module):
         return torch.cat(logits, dim=0).t()
 
 
-ADJUST_FORMS = ("log_macro", "literal", "tower", "off")
+ADJUST_FORMS = ("log_macro", "log_count", "literal", "tower", "off")
 
 
 def lookup_lift(lookup: torch.Tensor, k: int) -> torch.Tensor:
     """``log(1 + K * T)``: the lookup share as a log-scaled lift over the uniform share 1/K (0 when the user
     has no task-t item in that macro node, ``log 2`` at the uniform share). (B, T) -> (B, T)."""
     return torch.log1p(k * lookup.clamp(min=0.0))
+
+
+def lookup_count(lookup: torch.Tensor, user_recent: torch.Tensor) -> torch.Tensor:
+    """``log(1 + n)``, ``n = T * min(N, L)``: the user's task-t items in the target's macro node, counted on the
+    evidence of the recent list (``N`` = the user's distinct task-t items, ``L`` = the list length; the
+    list holds ``min(N, L)`` of them). Exact for ``N <= L``, the share scaled to L items above. Unlike the
+    share, one item of a user with one task-t interaction weighs ``log 2``, not the full share.
+    lookup (B, T), user_recent (B, T, L) -> (B, T)."""
+    evidence = (user_recent > 0).sum(dim=-1).to(lookup.dtype)
+    return torch.log1p(lookup.clamp(min=0.0) * evidence)
 
 
 class TaskAdjustment(nn.Module):
@@ -505,6 +515,9 @@ class TaskAdjustment(nn.Module):
     - ``form='log_macro'``: ``gamma[t, c_I(i)] * log(1 + K_I T^t[u, c_I(i)])``: one gamma per task and
       item macro node (the paper's "weight of the user in relation to the target item's macro node"), on a
       log-scaled lift, so one interaction in a small macro node does not jump the logit by gamma;
+    - ``form='log_count'``: ``gamma[t, c_I(i)] * log(1 + n^t[u, c_I(i)])`` with the count ``n`` of the user's
+      task-t items in that macro node (:func:`lookup_count`): the share weighted by how much evidence it
+      rests on (a user's propensity for task t shows, a one-item share does not jump to the full lift);
     - ``form='literal'``: ``gamma_t * T^t[u, c_I(i)]`` (the raw share; a user with one buy gets 1.0);
     - ``form='tower'`` or ``'off'``: nothing is added here (``tower`` feeds the lifts to the towers instead;
       ``off`` is "w/o adjustment", gamma = 0, the lookup is never read).
@@ -520,7 +533,7 @@ class TaskAdjustment(nn.Module):
         self.k_item = k_item
         if self.form == "literal":
             self.gamma = nn.Parameter(torch.full((tasks,), float(gamma_init)))
-        elif self.form == "log_macro":
+        elif self.form in ("log_macro", "log_count"):
             self.gamma = nn.Parameter(torch.full((k_item + 1, tasks), float(gamma_init)))  # row 0: no macro
         else:
             self.register_buffer("gamma", torch.zeros(tasks))
@@ -529,10 +542,18 @@ class TaskAdjustment(nn.Module):
         """The side inputs for the towers (``form='tower'``: the T lifts, (B, T)), else None."""
         return lookup_lift(lookup, self.k_item) if self.form == "tower" else None
 
-    def forward(self, logits: torch.Tensor, lookup: torch.Tensor, item_macro: torch.Tensor | None = None):
+    def forward(
+        self,
+        logits: torch.Tensor,
+        lookup: torch.Tensor,
+        item_macro: torch.Tensor | None = None,
+        user_recent: torch.Tensor | None = None,
+    ):
+        """``user_recent`` (B, T, L) is read by ``form='log_count'`` only."""
         if self.form == "literal":
             return logits + self.gamma * lookup
-        if self.form == "log_macro":
+        if self.form in ("log_macro", "log_count"):
             macro = item_macro.clamp(min=0, max=self.k_item).long()
-            return logits + self.gamma[macro] * lookup_lift(lookup, self.k_item)
+            lift = lookup_count(lookup, user_recent) if self.form == "log_count" else lookup_lift(lookup, self.k_item)
+            return logits + self.gamma[macro] * lift
         return logits

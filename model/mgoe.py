@@ -63,7 +63,7 @@ class ModelOptions:
     cascade: bool = True
     adjust: bool = True
     adjust_form: str = "log_macro"
-    """Eq 22 form: ``log_macro``, ``literal``, ``tower`` (see :class:`model.layers.TaskAdjustment`)."""
+    """Eq 22 form: ``log_macro``, ``log_count``, ``literal``, ``tower`` (see :class:`model.layers.TaskAdjustment`)."""
     own_macro: bool = True
     """Eq 11: the nodes' own task-specific macro embeddings in each task's bottom input."""
     recent_attention: bool = False
@@ -395,9 +395,9 @@ class MGOE(nn.Module):
             parts.append(self.graph.own(batch["user_macro"], batch["item_macro"]))
         parts += [ru, ri, eu.unsqueeze(1).expand(-1, t, -1), ei.unsqueeze(1).expand(-1, t, -1)]
         o = self.towers(self.fusion(torch.cat(parts, dim=-1)), self.adjust.tower_inputs(batch["lookup"]))
-        return self.adjust(o, batch["lookup"], batch["item_macro"])
+        return self.adjust(o, batch["lookup"], batch["item_macro"], batch["user_recent"])
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         ct = self.bottom_input_fm(batch)  # (T, in, B): feature-major through the experts and towers
         o = self.towers.forward_fm(self.fusion.forward_fm(ct), self.adjust.tower_inputs(batch["lookup"]))
-        return self.adjust(o, batch["lookup"], batch["item_macro"])
+        return self.adjust(o, batch["lookup"], batch["item_macro"], batch["user_recent"])

@@ -66,7 +66,7 @@ def test_no_adjust_ignores_lookup_and_full_mgoe_reads_it(batch):
     torch.manual_seed(0)
     off = build_model("mgoe_no_adjust", meta, OPTS)
     torch.testing.assert_close(_out(off, b), _out(off, _perturbed(b, "lookup")), rtol=0, atol=0)
-    for form in ("log_macro", "literal", "tower"):
+    for form in ("log_macro", "log_count", "literal", "tower"):
         torch.manual_seed(0)
         on = build_model("mgoe", meta, dataclasses.replace(OPTS, adjust_form=form))
         with torch.no_grad():  # gamma / the tower's side-input weights start at zero: give them a value

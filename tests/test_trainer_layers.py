@@ -189,6 +189,14 @@ def test_adjustment_hand_computed():
     torch.testing.assert_close(got, want)
     torch.testing.assert_close(lm(logits, lookup, torch.tensor([2])), logits)  # another macro: its own gamma (0)
     assert lm.gamma.shape == (5, 2)  # row 0: rows without an item macro (cold items)
+    # log_count: gamma[t, c(i)] * log(1 + T * n_recent); task 0 has 2 recent items, task 1 has 3 of L = 4
+    lc = TaskAdjustment(2, enabled=True, form="log_count", k_item=4)
+    with torch.no_grad():
+        lc.gamma.zero_()
+        lc.gamma[3] = torch.tensor([1.0, 2.0])
+    recent = torch.tensor([[[5, 7, 0, 0], [1, 2, 3, 0]]])
+    want = logits + torch.tensor([[math.log(1 + 0.2 * 2), 2 * math.log(1 + 1.0 * 3)]])
+    torch.testing.assert_close(lc(logits, lookup, torch.tensor([3]), recent), want)
 
 
 def test_micro_neighbor_attention_starts_as_the_sum_and_weights_similar_neighbors():
