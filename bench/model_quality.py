@@ -151,6 +151,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_intermixed_args(argv)
     if args.phase != "compare" and not args.out:
         p.error(f"the {args.phase} phase needs --out DIR")
+    if args.phase == "compare":
+        paths = [x.strip() for x in args.results.split(",") if x.strip()]
+        missing = [x for x in paths if not Path(x).is_file()]
+        if not paths or missing:
+            p.error(f"--results: {', '.join(missing) or 'none given'}: need train-phase result JSON files")
     {"tables": build_tables, "train": train, "compare": compare}[args.phase](args)
     return 0
 
