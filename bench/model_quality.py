@@ -13,7 +13,9 @@ and metric tables.
 ``python -m bench.model_quality compare --results A.json,B.json [--json PATH]`` merges train-phase results
 (models of several runs on the same tables) and prints the metric table and issue 13's goal checks
 (:func:`goal_checks`): each margin of the ordering MGOE > MacGNN-style > MMoE, PLE and each ablation
-below full MGOE, in units of the larger of the two seed std's.
+below full MGOE, in units of the larger of the two seed std's. ``--select valid`` first keeps, per model, the
+variant run (the same model under several ``--suffix`` labels, e.g. a weight-decay grid) with the best mean
+validation AUC (:func:`select_on_valid`), so each model gets its own setting without looking at test.
 
 Cost: the tables phase is three pipeline runs (nodes + features) over one generated log; the train phase
 is models x seeds x epochs streamed passes. Run it in the background and watch its log.
@@ -115,6 +117,33 @@ def goal_checks(models: dict, sigmas: float = 2.0) -> list[dict]:
     return rows
 
 
+def base_model(label: str) -> str:
+    """A result label without its variant suffix: ``mgoe[wd=1e-4]`` -> ``mgoe``."""
+    return label.split("[", 1)[0]
+
+
+def valid_auc_mean(result: dict) -> float:
+    """Mean over seeds of a result's validation mean AUC (at each seed's best epoch)."""
+    seeds = result["seeds"]
+    return sum(s["valid"]["auc_mean"] for s in seeds) / len(seeds)
+
+
+def select_on_valid(models: dict) -> tuple[dict, dict]:
+    """Per base model, the variant (e.g. one weight decay of a grid) with the best mean validation AUC: the
+    test split plays no part in the choice. Returns (base model -> chosen result, base model -> {"chosen":
+    label, "valid_auc_mean": {label: mean}})."""
+    groups: dict[str, dict[str, dict]] = {}
+    for label, result in models.items():
+        groups.setdefault(base_model(label), {})[label] = result
+    chosen, report = {}, {}
+    for base, variants in groups.items():
+        scores = {label: valid_auc_mean(r) for label, r in variants.items()}
+        best = max(scores, key=lambda label: (scores[label], label == base))
+        chosen[base] = {**variants[best], "selected_variant": best}
+        report[base] = {"chosen": best, "valid_auc_mean": scores}
+    return chosen, report
+
+
 def compare(args) -> dict:
     from model.evaluate import results_table, to_json
 
@@ -125,6 +154,11 @@ def compare(args) -> dict:
             merged = {**r, "models": {}, "sources": []}
         merged["models"].update(r["models"])
         merged["sources"].append({"path": path, "seconds": r.get("seconds"), "load_average": r.get("load_average")})
+    if args.select == "valid":
+        merged["models"], merged["selection"] = select_on_valid(merged["models"])
+        for base, sel in merged["selection"].items():
+            others = ", ".join(f"{label} {v:.4f}" for label, v in sorted(sel["valid_auc_mean"].items()))
+            print(f"{base:>16}: chose {sel['chosen']} on valid mean AUC ({others})")
     merged["goal_checks"] = goal_checks(merged["models"])
     print(results_table(merged, merged["tasks"]))
     print()
@@ -145,6 +179,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", default="default")
     p.add_argument("--variants", default="", help="tables phase: only these tables (default, mgoe_no_pref, macgnn)")
     p.add_argument("--json", default="bench/results/model_quality.json")
+    p.add_argument(
+        "--select",
+        choices=["none", "valid"],
+        default="none",
+        help="compare phase: 'valid' keeps, per model, the variant (suffix) with the best validation mean AUC",
+    )
     p.add_argument("--suffix", default="", help="train phase: append this to every result label (e.g. [tower])")
     p.add_argument("--models", default="mgoe,mgoe_no_adjust,mgoe_no_cascade,mgoe_no_pref,macgnn,mmoe,ple")
     p.add_argument("overrides", nargs="*", help="config overrides a.b=value")

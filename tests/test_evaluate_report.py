@@ -277,3 +277,23 @@ def test_model_quality_goal_checks_need_margins_above_two_std():
     got = {(r["better"], r["worse"]): r["met"] for r in rows}
     assert got == {("mgoe", "macgnn"): True, ("macgnn", "mmoe"): False, ("mgoe", "mgoe_no_adjust"): False}
     assert math.isclose(next(r["margin"] for r in rows if r["worse"] == "macgnn"), 0.01)
+
+
+def _seeded(test: float, valids: list[float]) -> dict:
+    return {"auc_mean": test, "auc_mean_std": 0.001, "seeds": [{"valid": {"auc_mean": v}} for v in valids]}
+
+
+def test_model_quality_select_on_valid_chooses_by_validation_never_by_test():
+    from bench.model_quality import select_on_valid
+
+    models = {
+        "mgoe": _seeded(0.95, [0.80, 0.82]),  # best on test, worse on valid
+        "mgoe[wd=1e-4]": _seeded(0.90, [0.84, 0.84]),
+        "macgnn": _seeded(0.70, [0.75, 0.75]),  # ties on valid: the unsuffixed default wins the tie
+        "macgnn[wd=1e-4]": _seeded(0.99, [0.76, 0.74]),
+    }
+    chosen, report = select_on_valid(models)
+    assert set(chosen) == {"mgoe", "macgnn"}
+    assert chosen["mgoe"]["selected_variant"] == "mgoe[wd=1e-4]" and chosen["mgoe"]["auc_mean"] == 0.90
+    assert chosen["macgnn"]["selected_variant"] == "macgnn" and chosen["macgnn"]["auc_mean"] == 0.70
+    assert math.isclose(report["mgoe"]["valid_auc_mean"]["mgoe"], 0.81)
