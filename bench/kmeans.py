@@ -1,7 +1,7 @@
 """Benchmark: Spark + FAISS weighted k-means vs Spark MLlib KMeans vs single-process FAISS (issues 3, 11).
 
     python -m bench.kmeans --json PATH [--points 1000000 --dim 32 --k 64 --iters 10 --master local[2]]
-        [--baseline OLD_KMEANS_PACKAGE] [--scale-points 10000000 --scale-dim 64 --scale-k 256] [--pipeline]
+        [--repeat N] [--baseline OLD_KMEANS_PACKAGE] [--scale-points 10000000 --scale-dim 64 --scale-k 256] [--pipeline]
 
 All methods get the same data (a planted Gaussian mixture with weights 0.5 / 1 / 2) and the same initial
 centroids (weighted k-means++ on a seeded sample, computed once, not timed), run exactly ``--iters``
@@ -17,6 +17,12 @@ iterations (tolerance 0, no plateau stop) and end with an assignment of every po
   also ``pyspark.ml.clustering.KMeans(weightCol=...)`` with its own k-means|| init (``--ml-api``);
 - FAISS single: ``faiss.Kmeans`` on the in-memory float32 array with the weights and the same init, all
   points used (no subsampling) + one ``search`` of all points.
+
+- transfer floor: the same input through a job that only packs the fit's numpy blocks and returns one
+  assignment row per point (no k-means work; best of 2): the data movement every engine that runs FAISS in
+  the Python workers pays: ``seconds_transfer_floor``, its share of ours (``transfer_share_of_ours``) and
+  of the 10x-MLlib budget (``floor_share_of_10x_mllib = 10 * floor / MLlib``; at 1 the goal is out of reach
+  whatever the compute). ``--repeat N`` runs it all N times (warm after the first) and keeps the medians.
 
 Inertia is the weighted inertia over all points of each method's final centroids, computed the same way
 for all (FAISS exact search, float64 sum). Ratios use the best of our variants (lower time among those
@@ -187,6 +193,34 @@ def run_ml_api(df, k: int, iters: int, seed: int, x, w) -> dict:
     return {"seconds": t1 - t0, "inertia": weighted_inertia(x, w, found), "init": "k-means|| (its own)"}
 
 
+def transfer_floor_fn(block_rows: int):
+    """``mapInArrow`` function: pack the task's rows into the fit's numpy blocks, then return every row as an
+    assignment (all macro 1, distance 0): the data movement of a fit with zero compute."""
+
+    def fn(batches):
+        from mgoe_spark.kmeans.blocks import assignment_batch, pack_batches
+
+        blocks, _ = pack_batches(batches, None, 0, block_rows)
+        for b in blocks:
+            yield assignment_batch(b.ids, np.zeros(len(b.ids), np.int64), np.zeros(len(b.ids), np.float32))
+
+    return fn
+
+
+def run_transfer_floor(df) -> dict:
+    """The floor under any engine that runs FAISS in the Python workers: vectors out of Spark into the fit's
+    blocks (same packing, same task-slot coalesce as the resident engine) and one assignment row per point
+    back into Spark, no k-means work. ``ours >= floor + compute``, and compute is at best FAISS's own."""
+    from mgoe_spark.kmeans.blocks import ASSIGN_SCHEMA
+
+    slots = df.sparkSession.sparkContext.defaultParallelism
+    source = df.coalesce(slots) if df.rdd.getNumPartitions() > slots else df
+    load = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    source.mapInArrow(transfer_floor_fn(65_536), ASSIGN_SCHEMA).write.format("noop").mode("overwrite").save()
+    return {"seconds": time.perf_counter() - t0, "load_avg": load}
+
+
 def run_faiss_single(x, w, init, iters: int) -> dict:
     import faiss
 
@@ -226,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-small", action="store_true", help="skip the --points comparison")
     p.add_argument("--ml-api", action="store_true", help="also time pyspark.ml KMeans with its own init")
     p.add_argument("--driver-memory", default="6g")
+    p.add_argument("--repeat", type=int, default=1, help="run the --points comparison N times (medians in 'repeats')")
     args = p.parse_args(argv)
 
     from mgoe_spark.config import SparkSettings
@@ -250,7 +285,13 @@ def main(argv: list[str] | None = None) -> int:
     }
     spark = get_spark(SparkSettings(master=args.master, conf=conf), app_name="bench-kmeans")
     if not args.skip_small:
-        compare(spark, args, result)
+        runs = []
+        for _ in range(max(args.repeat, 1)):
+            compare(spark, args, result)
+            runs.append({key: result[key] for key in REPEATED_KEYS})
+        if args.repeat > 1:
+            median = {k: _median([r[k] for r in runs]) for k in REPEATED_KEYS}
+            result["repeats"] = {"runs": runs, "median": median}
     if args.scale_points:
         save(args.json, result)
         scale = result["scale"] = scale_line(spark, args)
@@ -262,6 +303,24 @@ def main(argv: list[str] | None = None) -> int:
     result["load_avg_end"] = os.getloadavg()[0]
     save(args.json, result)
     return 0
+
+
+REPEATED_KEYS = (
+    "seconds_ours",
+    "seconds_faiss_single",
+    "seconds_mllib",
+    "speedup_vs_mllib",
+    "slowdown_vs_faiss_single",
+    "seconds_transfer_floor",
+    "transfer_share_of_ours",
+    "floor_share_of_10x_mllib",
+)
+"""The per-run figures ``--repeat`` keeps (the noisy machine: report the median of several runs)."""
+
+
+def _median(values: list) -> float | None:
+    found = [v for v in values if v is not None]
+    return float(np.median(found)) if found else None
 
 
 def save(path: str, result: dict) -> None:
@@ -303,6 +362,9 @@ def compare(spark, args, result: dict) -> None:
     faiss_single["load_avg"] = load
     print(f"faiss single: {faiss_single['seconds']:.2f}s inertia {faiss_single['inertia']:.6g}", flush=True)
     result["faiss_single"] = faiss_single
+    floor = min((run_transfer_floor(df) for _ in range(2)), key=lambda r: r["seconds"])  # best of 2
+    print(f"transfer floor (out + back, no compute): {floor['seconds']:.2f}s", flush=True)
+    result["transfer_floor"] = floor
     mllib = None
     if not args.skip_mllib:
         pairs, vecs, cached = mllib_rdd(spark, df)
@@ -336,6 +398,10 @@ def compare(spark, args, result: dict) -> None:
         speedup_vs_mllib=mllib["seconds"] / ours["seconds"] if mllib else None,
         inertia_vs_mllib=ours["inertia"] / mllib["inertia"] - 1 if mllib else None,
         slowdown_vs_faiss_single=ours["seconds"] / faiss_single["seconds"],
+        seconds_transfer_floor=floor["seconds"],
+        transfer_share_of_ours=floor["seconds"] / ours["seconds"],
+        # how much of the 10x-MLlib time budget the data movement alone takes (1.0: the goal is out of reach)
+        floor_share_of_10x_mllib=10 * floor["seconds"] / mllib["seconds"] if mllib else None,
         assign_rows_per_s=args.points / ours["seconds_assign"],
     )
     if best in before:
@@ -344,6 +410,7 @@ def compare(spark, args, result: dict) -> None:
     rows = [(f"ours {m}", modes[m]["seconds"], modes[m]["inertia"]) for m in modes]
     rows += [(f"before {m}", before[m]["seconds"], before[m]["inertia"]) for m in before]
     rows.append(("faiss single", faiss_single["seconds"], faiss_single["inertia"]))
+    rows.append(("transfer floor (no compute)", floor["seconds"], float("nan")))
     if mllib:
         rows.append(("mllib (same init)", mllib["seconds"], mllib["inertia"]))
     if "mllib_ml_api" in result:
@@ -351,7 +418,8 @@ def compare(spark, args, result: dict) -> None:
     print(f"\n{'method':<26}{'seconds':>10}{'weighted inertia':>20}")
     for name, sec, inertia in rows:
         print(f"{name:<26}{sec:>10.2f}{inertia:>20.6g}")
-    for key in ("speedup_vs_mllib", "inertia_vs_mllib", "slowdown_vs_faiss_single", "assign_rows_per_s"):
+    keys = ("speedup_vs_mllib", "inertia_vs_mllib", "slowdown_vs_faiss_single", "assign_rows_per_s")
+    for key in (*keys, "seconds_transfer_floor", "transfer_share_of_ours", "floor_share_of_10x_mllib"):
         if result[key] is not None:
             print(f"{key}: {result[key]:.4g}")
     print(f"load average: {os.getloadavg()}", flush=True)
