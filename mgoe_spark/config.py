@@ -27,6 +27,7 @@ import datetime as dt
 import difflib
 import hashlib
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -437,6 +438,10 @@ def _describe(tp: Any) -> str:
     return {int: "an integer", float: "a number", bool: "true/false", str: "a string"}.get(tp, str(tp))
 
 
+_FLOAT_LITERAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+"""A decimal number as typed on a command line or in YAML (``1e-4``, ``0.5``, ``3.``); not nan / inf."""
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against type ``tp``; return it (ints widen to float). Raise ConfigError naming ``key``."""
     origin = typing.get_origin(tp)
@@ -476,6 +481,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         raise bad
     if tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        # YAML 1.1 reads 1e-4 (no dot) as a string; it is a number to anyone typing it
+        if isinstance(value, str) and _FLOAT_LITERAL.fullmatch(value.strip()):
             return float(value)
         raise bad
     if tp is str:

@@ -33,6 +33,12 @@ def test_int_widens_to_float_and_dates_become_strings():
     assert cfg.generator.start == "2020-01-02"
 
 
+@pytest.mark.parametrize(("text", "value"), [("1e-4", 1e-4), ("3E-5", 3e-5), ("2e0", 2.0), ("0.001", 0.001)])
+def test_exponent_numbers_are_numbers(text, value):
+    # YAML 1.1 reads 1e-4 (no dot) as a string; typed on a command line it means the number
+    assert load_config(overrides=[f"train.weight_decay={text}"]).train.weight_decay == value
+
+
 @pytest.mark.parametrize(
     ("override", "needle"),
     [
@@ -46,6 +52,8 @@ def test_int_widens_to_float_and_dates_become_strings():
         ("windows.q1=0.95", "windows.q1' and windows.q2 need 0 < q1 < q2 < 1"),
         ("kmeans", "must look like section.key=value"),
         ("kmeans=3", "config section 'kmeans' must be a mapping"),
+        ("train.weight_decay=nan", "config key 'train.weight_decay' must be a number"),
+        ("train.weight_decay=1e", "config key 'train.weight_decay' must be a number"),
     ],
 )
 def test_errors_name_the_key(override, needle):
