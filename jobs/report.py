@@ -4,7 +4,8 @@ Takes the JSON that ``mgoe train --json``, ``mgoe evaluate --json`` or ``mgoe de
 ``report.md``, ``auc_per_task.png`` and (when the results hold training histories) ``training_curves.png``
 to ``--out``. With ``--tables ROOT`` it also reads the pipeline tables of the run date under ROOT (Spark):
 cluster sizes and macro edge-weight histograms as PNGs (only K-sized and histogram-bin-sized aggregates
-reach the driver) and the stage summary lines of the ``run_metrics`` table. Without ``--tables``, the stage
+reach the driver), the stage summary lines of the ``run_metrics`` table and its step timings (a table and a
+plot of where the time went). Without ``--tables``, the stage
 lines a demo's results carry are used. Example::
 
   mgoe report --results results.json --out reports/2017-12-03 --tables OUT
@@ -118,6 +119,44 @@ def stage_lines(spark, store, run_date: str) -> list[str]:
     return [summaries[s].line() for s in sorted(summaries, key=_stage_key)]
 
 
+def step_sections(spark, store, run_date: str, out_dir: Path, top: int = 15) -> list[str]:
+    """"Where the time went": every timed step of the run (the ``step_seconds`` rows of ``run_metrics``) as a
+    Markdown table -- stage, step, seconds, share of its stage -- in pipeline order, slowest step first
+    within a stage, and a bar plot of the ``top`` slowest steps (``step_seconds.png``). [] without steps.
+    O(stages x steps) rows reach the driver."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from jobs.common import STEP_SECONDS
+    from schemas import RUN_METRICS
+
+    if run_date not in store.run_dates(RUN_METRICS):
+        return []
+    rows = store.read(RUN_METRICS, run_date).select("stage", "metric", "value", "detail").collect()
+    steps = [(r["stage"], r["detail"], float(r["value"])) for r in rows if r["metric"] == STEP_SECONDS and r["detail"]]
+    if not steps:
+        return []
+    stage_seconds = {r["stage"]: float(r["value"]) for r in rows if r["metric"] == "seconds" and r["detail"] is None}
+    steps.sort(key=lambda x: (_stage_key(x[0]), -x[2], x[1]))
+    lines = ["## Where the time went", "", "| stage | step | seconds | share of stage |", "|---|---|---:|---:|"]
+    for stage, name, sec in steps:
+        total = stage_seconds.get(stage)
+        share = f"{sec / total:.0%}" if total else ""
+        lines.append(f"| {stage} | {name} | {sec:.2f} | {share} |")
+    slowest = sorted(steps, key=lambda x: -x[2])[:top][::-1]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(7.5, 0.32 * len(slowest) + 1.2))
+    ax.barh([f"{stage}: {name}" for stage, name, _ in slowest], [sec for *_, sec in slowest], color="tab:blue")
+    ax.set_xlabel("seconds")
+    ax.set_title(f"the {len(slowest)} slowest steps")
+    fig.tight_layout()
+    fig.savefig(out_dir / "step_seconds.png", dpi=110)
+    plt.close(fig)
+    return [*lines, "", "![step seconds](step_seconds.png)", ""]
+
+
 def _stage_key(stage: str) -> tuple[int, str]:
     return (STAGE_ORDER.index(stage) if stage in STAGE_ORDER else len(STAGE_ORDER), stage)
 
@@ -157,7 +196,7 @@ def execute(args: argparse.Namespace) -> int:
         spark = get_spark(cfg.spark)
         store = TableStore(spark, args.tables, cfg.output.format)
         lines = stage_lines(spark, store, run_date) or lines
-        plot_lines = pipeline_plots(spark, store, run_date, out)
+        plot_lines = step_sections(spark, store, run_date, out) + pipeline_plots(spark, store, run_date, out)
     append_sections(report, lines, plot_lines)
     print(f"report: {report}")
     return 0

@@ -227,7 +227,7 @@ def test_report_errors_are_one_line(tmp_path, capsys):
 
 
 def test_report_with_tables_adds_pipeline_plots_and_stage_lines(trained, spark, tmp_path, capsys):
-    from jobs.common import StageSummary
+    from jobs.common import STEP_SECONDS, StageSummary
     from jobs.storage import TableStore
     from model.evaluate import to_json
     from schemas import CENTROIDS, MACRO_EDGES, RUN_METRICS
@@ -240,6 +240,10 @@ def test_report_with_tables_adds_pipeline_plots_and_stage_lines(trained, spark, 
     store.write(spark.createDataFrame(edges, MACRO_EDGES.spark(with_partition=False)), MACRO_EDGES, RUN)
     nodes, ingest = StageSummary("nodes"), StageSummary("ingest")
     nodes.add("users", 6)
+    nodes.add(STEP_SECONDS, 2.5, detail="sketch user")
+    nodes.add(STEP_SECONDS, 7.5, detail="weights user")
+    ingest.add(STEP_SECONDS, 1.25, detail="parse")
+    nodes.add("seconds", 10)
     ingest.add("rows_out", 1234)
     ingest.add("rejects", 2, "bad_id")  # detail rows are not stage-line metrics
     rows = nodes.rows() + ingest.rows()
@@ -251,9 +255,14 @@ def test_report_with_tables_adds_pipeline_plots_and_stage_lines(trained, spark, 
     assert code == 0, err
     text = (tmp_path / "rep" / "report.md").read_text()
     # Pipeline order (ingest before nodes), not table order.
-    assert "- `[ingest] rows_out=1,234`\n- `[nodes] users=6`" in text
+    assert "- `[ingest] rows_out=1,234`\n- `[nodes] " in text
+    nodes_line = text.split("- `[nodes] ", 1)[1].split("\n", 1)[0]
+    assert sorted(nodes_line.rstrip("`").split()) == ["seconds=10", "users=6"]
     assert "users: K=2, sizes min 3 / mean 4 / max 5" in text
-    for png in ("cluster_sizes.png", "edge_weights.png"):
+    # step timings: pipeline order of stages, slowest step first within one, share of the stage's seconds
+    steps = "| ingest | parse | 1.25 |  |\n| nodes | weights user | 7.50 | 75% |\n| nodes | sketch user | 2.50 | 25% |"
+    assert steps in text
+    for png in ("cluster_sizes.png", "edge_weights.png", "step_seconds.png"):
         assert f"({png})" in text and (tmp_path / "rep" / png).stat().st_size > 1000
     code, _, err = _report(tmp_path, capsys, path, "--tables", str(tmp_path / "tables"), "--run-date", "2024-03-09")
     assert code == 2 and "centroids" in err and "2024-03-09" in err
