@@ -120,9 +120,10 @@ def stage_lines(spark, store, run_date: str) -> list[str]:
 
 
 def step_sections(spark, store, run_date: str, out_dir: Path, top: int = 15) -> list[str]:
-    """"Where the time went": every timed step of the run (the ``step_seconds`` rows of ``run_metrics``) as a
-    Markdown table -- stage, step, seconds, share of its stage -- in pipeline order, slowest step first
-    within a stage, and a bar plot of the ``top`` slowest steps (``step_seconds.png``). [] without steps.
+    """The "where the time went" section: every timed step of the run (the ``step_seconds`` rows of
+    ``run_metrics``) as a Markdown table -- stage, step, seconds, share of its stage -- in pipeline order,
+    slowest step first within a stage, and a bar plot of the ``top`` slowest steps (``step_seconds.png``);
+    [] without steps.
     O(stages x steps) rows reach the driver."""
     import matplotlib
 

@@ -117,5 +117,6 @@ def test_demo_through_the_real_cli(tmp_path):
     metrics = pq.read_table(out / "run_metrics" / "run_date=2026-11-23", schema=RUN_METRICS.arrow(False))
     assert {"generate", "ingest", "nodes", "features"} <= set(metrics.column("stage").to_pylist())
     text = (report / "report.md").read_text()
-    for png in ("cluster_sizes.png", "edge_weights.png", "training_curves.png", "auc_per_task.png"):
+    assert "| nodes | k-means user |" in text and "| features | training examples + write |" in text
+    for png in ("cluster_sizes.png", "edge_weights.png", "training_curves.png", "auc_per_task.png", "step_seconds.png"):
         assert png in text and (report / png).stat().st_size > 1000
