@@ -7,7 +7,9 @@ them (``seconds_by_step``: the ``step_seconds`` rows the stages record in run_me
 average at the start and end of each build. Reports seconds per stage, events/s, the log-log slope of total
 time vs events (``scaling_exponent``) and the driver's peak RSS (Python driver + its Spark JVM, from /proc VmHWM).
 Users and items grow with the events (``--events-per-user``), so a flat driver RSS means the driver does not
-hold per-user data. Prints a table and writes JSON.
+hold per-user data. Prints a table and writes JSON. ``--event-log DIR`` also records Spark event logs and
+adds ``spark_by_step`` (per size and step: jobs, stages, tasks, task seconds; :mod:`bench.spark_events`), which
+says how much of a step's wall time is task work and how much per-job overhead.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ def run(
     out_root: str,
     reuse_inputs: bool = False,
     on_size=None,
+    event_log: str | None = None,
 ) -> dict:
     from jobs.generate import run_generate
     from jobs.ingest import run_ingest
@@ -57,11 +60,18 @@ def run(
         "ingest_seconds": [], "ingest_rows_per_s": [], "stage_metrics": [],
         "seconds_by_step": [], "load_average": [],
     }  # fmt: skip
+    spark_conf = {"spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "8"}
+    if event_log:
+        from bench.spark_events import SPARK_CONF
+
+        Path(event_log).mkdir(parents=True, exist_ok=True)
+        spark_conf |= {**SPARK_CONF, "spark.eventLog.dir": Path(event_log).resolve().as_uri()}
+        result["spark_by_step"] = []
     for n in sizes:
         users = max(1000, n // events_per_user)
         overrides = [
             f"spark.master={master}",
-            "spark.conf={spark.ui.enabled: 'false', spark.sql.shuffle.partitions: '8'}",
+            "spark.conf={" + ", ".join(f"{k}: '{v}'" for k, v in spark_conf.items()) + "}",
             f"generator.events={n}",
             f"generator.users={users}",
             f"generator.items={max(500, users // 2)}",
@@ -109,10 +119,17 @@ def run(
         result["items"].append(max(500, users // 2))
         result["driver_peak_rss_mb"].append(round(_vm_hwm_mb(os.getpid()), 1))
         result["jvm_peak_rss_mb"].append(round(_vm_hwm_mb(_jvm_pid(spark)), 1))
-        spark.stop()
+        app_id = spark.sparkContext.applicationId
+        spark.stop()  # flushes the event log
+        if event_log:
+            from bench.spark_events import summarize_app
+
+            by_desc = summarize_app(event_log, app_id)
+            prefix = "mgoe "
+            result["spark_by_step"].append({d[len(prefix) :]: v for d, v in by_desc.items() if d.startswith(prefix)})
         if on_size is not None:
             on_size(result)  # partial results survive a later size failing
-    if len(sizes) >= 2:
+    if len(set(result["events"])) >= 2:
         xs = [math.log(e) for e in result["events"]]
         ys = [math.log(t) for t in result["seconds_total"]]
         mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
@@ -140,6 +157,18 @@ def step_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def spark_table(result: dict) -> str:
+    """Per step of the last size: wall seconds, jobs, stages, tasks, task seconds (from the event log)."""
+    steps, spark = result["seconds_by_step"][-1], result["spark_by_step"][-1]
+    width = max([len(n) for n in steps] + [4])
+    lines = [f"{'step':<{width}} {'seconds':>8} {'jobs':>5} {'stages':>6} {'tasks':>6} {'task s':>7}"]
+    for name, sec in steps.items():
+        r = spark.get(name, {})
+        jobs, stages, tasks, task_s = (r.get(k, 0) for k in ("jobs", "stages", "tasks", "task_seconds"))
+        lines.append(f"{name:<{width}} {sec:>8.1f} {jobs:>5} {stages:>6} {tasks:>6} {task_s:>7.1f}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", required=True, metavar="PATH")
@@ -152,6 +181,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="with --work-dir: skip generate + ingest for a size whose interactions table is already there",
     )
+    parser.add_argument(
+        "--event-log",
+        metavar="DIR",
+        help="write Spark event logs here and add 'spark_by_step': jobs, stages, tasks, task seconds per step",
+    )
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
@@ -161,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         def save(r: dict) -> None:
             partial.write_text(json.dumps(r, indent=2))
 
-        result = run(sizes, args.master, args.events_per_user, args.work_dir or tmp, args.reuse_inputs, save)
+        work = args.work_dir or tmp
+        result = run(sizes, args.master, args.events_per_user, work, args.reuse_inputs, save, args.event_log)
         partial.unlink(missing_ok=True)
     header = f"{'clicks':>11} {'events':>11} {'users':>9} {'nodes s':>8} {'features s':>10} {'total s':>8} "
     header += f"{'events/s':>9} {'driver MB':>9} {'JVM MB':>8}"
@@ -175,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(f"scaling exponent (log-log slope of total seconds vs events): {result['scaling_exponent']}")
     print(step_table(result))
+    if result.get("spark_by_step"):
+        print(spark_table(result))
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=2))
     return 0
