@@ -1,7 +1,8 @@
 """Benchmark: Spark + FAISS weighted k-means vs Spark MLlib KMeans vs single-process FAISS (issues 3, 11).
 
     python -m bench.kmeans --json PATH [--points 1000000 --dim 32 --k 64 --iters 10 --master local[2]]
-        [--repeat N] [--baseline OLD_KMEANS_PACKAGE] [--scale-points 10000000 --scale-dim 64 --scale-k 256] [--pipeline]
+        [--repeat N] [--baseline OLD_KMEANS_PACKAGE] [--pipeline]
+        [--scale-points 10000000 --scale-dim 64 --scale-k 256]
 
 All methods get the same data (a planted Gaussian mixture with weights 0.5 / 1 / 2) and the same initial
 centroids (weighted k-means++ on a seeded sample, computed once, not timed), run exactly ``--iters``
@@ -22,7 +23,7 @@ iterations (tolerance 0, no plateau stop) and end with an assignment of every po
   assignment row per point (no k-means work; best of 2): the data movement every engine that runs FAISS in
   the Python workers pays: ``seconds_transfer_floor``, its share of ours (``transfer_share_of_ours``) and
   of the 10x-MLlib budget (``floor_share_of_10x_mllib = 10 * floor / MLlib``; at 1 the goal is out of reach
-  whatever the compute). ``--repeat N`` runs it all N times (warm after the first) and keeps the medians.
+  whatever the compute). ``--repeat N`` runs it all N times and keeps the medians (``repeats``).
 
 Inertia is the weighted inertia over all points of each method's final centroids, computed the same way
 for all (FAISS exact search, float64 sum). Ratios use the best of our variants (lower time among those
@@ -210,7 +211,7 @@ def transfer_floor_fn(block_rows: int):
 def run_transfer_floor(df) -> dict:
     """The floor under any engine that runs FAISS in the Python workers: vectors out of Spark into the fit's
     blocks (same packing, same task-slot coalesce as the resident engine) and one assignment row per point
-    back into Spark, no k-means work. ``ours >= floor + compute``, and compute is at best FAISS's own."""
+    back into Spark, no k-means work: ``ours >= floor + the fit's own compute``."""
     from mgoe_spark.kmeans.blocks import ASSIGN_SCHEMA
 
     slots = df.sparkSession.sparkContext.defaultParallelism
