@@ -6,7 +6,7 @@ application (plain JSON lines; compressed logs are refused with a hint) and retu
 stages run, tasks, the sum of task wall times and of executor run times (seconds). On ``local[N]``,
 ``task_seconds / N`` next to the step's wall time says how much of the wall time is task work and how much
 is per-job / per-stage overhead (scheduling, planning, result handling); ``tasks`` says how many task
-launches the step paid for. Cost: one pass over the log, O(tasks) memory.
+launches the step paid for. Cost: one pass over the log, O(stages + steps) memory.
 """
 
 from __future__ import annotations
