@@ -37,7 +37,7 @@ def execute(args: argparse.Namespace) -> int:
     from jobs.generate import default_out_dir, run_generate
     from jobs.ingest import run_ingest
     from jobs.pipeline import run_features, run_nodes
-    from jobs.report import append_sections, pipeline_plots, step_sections
+    from jobs.report import append_sections, metric_rows, pipeline_plots, step_sections
     from jobs.storage import TableStore
     from jobs.train import run_training
     from mgoe_spark.config import with_overrides
@@ -78,7 +78,7 @@ def execute(args: argparse.Namespace) -> int:
             summaries[-1].stage = f"{summaries[-1].stage}_{name.split('(')[1].split()[0]}"
         print(summaries[-1].line(), flush=True)
     write_metrics(spark, cfg, summaries, run_date)
-    step_lines = step_sections(spark, store, run_date, report_dir)
+    step_lines = step_sections(metric_rows(store, run_date), report_dir)
     pipeline_lines = step_lines + pipeline_plots(spark, store, run_date, report_dir)
     spark.stop()  # free the JVM's memory and cores for the trainer
 

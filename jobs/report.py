@@ -5,8 +5,7 @@ Takes the JSON that ``mgoe train --json``, ``mgoe evaluate --json`` or ``mgoe de
 to ``--out``. With ``--tables ROOT`` it also reads the pipeline tables of the run date under ROOT (Spark):
 cluster sizes and macro edge-weight histograms as PNGs (only K-sized and histogram-bin-sized aggregates
 reach the driver), the stage summary lines of the ``run_metrics`` table and its step timings (a table and a
-plot of where the time went). Without ``--tables``, the stage
-lines a demo's results carry are used. Example::
+plot of where the time went). Without ``--tables``, the stage lines a demo's results carry are used. Example::
 
   mgoe report --results results.json --out reports/2017-12-03 --tables OUT
 """
@@ -105,23 +104,29 @@ def pipeline_plots(spark, store, run_date: str, out_dir: Path) -> list[str]:
     return lines
 
 
-def stage_lines(spark, store, run_date: str) -> list[str]:
-    """The one-line summaries of every stage in the ``run_metrics`` partition of ``run_date`` (a tiny table:
-    stages x metrics rows), in pipeline order; [] when the partition does not exist."""
+def metric_rows(store, run_date: str) -> list:
+    """The ``run_metrics`` rows of ``run_date`` (stage, metric, value, detail); [] when the partition does not
+    exist. A tiny table (stages x metrics + steps), read once for the stage lines and the step table."""
     from schemas import RUN_METRICS
 
     if run_date not in store.run_dates(RUN_METRICS):
         return []
-    rows = store.read(RUN_METRICS, run_date).where("detail IS NULL").select("stage", "metric", "value").collect()
+    return store.read(RUN_METRICS, run_date).select("stage", "metric", "value", "detail").collect()
+
+
+def stage_lines(rows: list) -> list[str]:
+    """The one-line summaries of every stage in :func:`metric_rows` (detail rows left out), in pipeline
+    order; [] without rows."""
     summaries: dict[str, StageSummary] = {}
     for r in rows:
-        summaries.setdefault(r["stage"], StageSummary(r["stage"])).add(r["metric"], r["value"])
+        if r["detail"] is None:
+            summaries.setdefault(r["stage"], StageSummary(r["stage"])).add(r["metric"], r["value"])
     return [summaries[s].line() for s in sorted(summaries, key=_stage_key)]
 
 
-def step_sections(spark, store, run_date: str, out_dir: Path, top: int = 15) -> list[str]:
-    """The "where the time went" section: every timed step of the run (the ``step_seconds`` rows of
-    ``run_metrics``) as a Markdown table -- stage, step, seconds, share of its stage -- in pipeline order,
+def step_sections(rows: list, out_dir: Path, top: int = 15) -> list[str]:
+    """The "where the time went" section: every timed step in :func:`metric_rows` (its ``step_seconds``
+    rows) as a Markdown table -- stage, step, seconds, share of its stage -- in pipeline order,
     slowest step first within a stage, and a bar plot of the ``top`` slowest steps (``step_seconds.png``);
     [] without steps.
     O(stages x steps) rows reach the driver."""
@@ -131,11 +136,7 @@ def step_sections(spark, store, run_date: str, out_dir: Path, top: int = 15) -> 
     import matplotlib.pyplot as plt
 
     from jobs.common import STEP_SECONDS
-    from schemas import RUN_METRICS
 
-    if run_date not in store.run_dates(RUN_METRICS):
-        return []
-    rows = store.read(RUN_METRICS, run_date).select("stage", "metric", "value", "detail").collect()
     steps = [(r["stage"], r["detail"], float(r["value"])) for r in rows if r["metric"] == STEP_SECONDS and r["detail"]]
     if not steps:
         return []
@@ -196,8 +197,9 @@ def execute(args: argparse.Namespace) -> int:
         run_date = args.run_date if explicit_date else results["run_date"]
         spark = get_spark(cfg.spark)
         store = TableStore(spark, args.tables, cfg.output.format)
-        lines = stage_lines(spark, store, run_date) or lines
-        plot_lines = step_sections(spark, store, run_date, out) + pipeline_plots(spark, store, run_date, out)
+        rows = metric_rows(store, run_date)
+        lines = stage_lines(rows) or lines
+        plot_lines = step_sections(rows, out) + pipeline_plots(spark, store, run_date, out)
     append_sections(report, lines, plot_lines)
     print(f"report: {report}")
     return 0
