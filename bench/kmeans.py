@@ -263,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--driver-memory", default="6g")
     p.add_argument("--repeat", type=int, default=1, help="run the --points comparison N times (medians in 'repeats')")
     args = p.parse_args(argv)
+    if args.repeat < 1:
+        p.error(f"--repeat must be at least 1, got {args.repeat}")
 
     from mgoe_spark.config import SparkSettings
     from mgoe_spark.session import get_spark
@@ -287,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     spark = get_spark(SparkSettings(master=args.master, conf=conf), app_name="bench-kmeans")
     if not args.skip_small:
         runs = []
-        for _ in range(max(args.repeat, 1)):
+        for _ in range(args.repeat):
             compare(spark, args, result)
             runs.append({key: result[key] for key in REPEATED_KEYS})
         if args.repeat > 1:

@@ -483,7 +483,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
         # YAML 1.1 reads 1e-4 (no dot) as a string; it is a number to anyone typing it
-        if isinstance(value, str) and _FLOAT_LITERAL.fullmatch(value.strip()):
+        if isinstance(value, str) and _FLOAT_LITERAL.fullmatch(value.strip()) and math.isfinite(float(value)):
             return float(value)
         raise bad
     if tp is str:

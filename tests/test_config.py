@@ -54,6 +54,7 @@ def test_exponent_numbers_are_numbers(text, value):
         ("kmeans=3", "config section 'kmeans' must be a mapping"),
         ("train.weight_decay=nan", "config key 'train.weight_decay' must be a number"),
         ("train.weight_decay=1e", "config key 'train.weight_decay' must be a number"),
+        ("train.weight_decay=1e999", "config key 'train.weight_decay' must be a number"),
     ],
 )
 def test_errors_name_the_key(override, needle):
