@@ -341,6 +341,8 @@ class TrainSettings:
     """GRec noisy top-k: scale of the learned routing noise in training (0 = none)."""
     grec_balance: float = 0.01
     """GRec: weight of the load-balancing loss."""
+    dropout: float = 0.0
+    """Dropout on every hidden unit of every model's experts and towers, in training (FuxiCTR's net_dropout)."""
     task_weights: list[float] = field(default_factory=list)
     """Per-task BCE weights (Eq 23); empty: all 1."""
     eval_batch_size: int = 8192
@@ -704,6 +706,7 @@ def validate(cfg: MgoeConfig) -> None:
     t = cfg.train
     _require(t.embed_dim >= 1 and t.batch_size >= 1, "train.embed_dim", "and train.batch_size must be >= 1")
     _require(t.tau > 0, "train.tau", "must be > 0")
+    _require(0 <= t.dropout < 1, "train.dropout", "must be in [0, 1)")
     _require(len(t.seeds) >= 1, "train.seeds", "needs at least one seed")
     _require(t.lr > 0, "train.lr", "must be > 0")
     _require(t.weight_decay >= 0 and t.l1 >= 0, "train.weight_decay", "and train.l1 must be >= 0")

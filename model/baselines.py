@@ -32,9 +32,9 @@ from model.layers import BatchedMLP, ExpertFusion, MicroNeighbors
 from model.mgoe import MGOE, MacroGraphEncoder, MicroEmbeddings, ModelOptions
 
 
-def parallel_towers(tasks: int, in_dim: int, hidden: int) -> BatchedMLP:
-    """One MLP tower per task: (B, T, in) -> (B, T, 1)."""
-    return BatchedMLP(tasks, in_dim, [hidden, 1], "relu", last_linear=True)
+def parallel_towers(tasks: int, in_dim: int, hidden: int, dropout: float = 0.0) -> BatchedMLP:
+    """One MLP tower per task: (B, T, in) -> (B, T, 1); ``dropout`` on its hidden units in training."""
+    return BatchedMLP(tasks, in_dim, [hidden, 1], "relu", last_linear=True, dropout=dropout)
 
 
 class MMoE(nn.Module):
@@ -45,9 +45,9 @@ class MMoE(nn.Module):
         d, T = opts.embed_dim, meta.num_tasks
         n = opts.mmoe_experts or (opts.shared_experts + T * opts.task_experts)
         self.micro = MicroEmbeddings(meta, d)
-        self.experts = BatchedMLP(n, 2 * d, opts.expert_sizes, opts.activation)
+        self.experts = BatchedMLP(n, 2 * d, opts.expert_sizes, opts.activation, dropout=opts.dropout)
         self.gates = nn.Linear(2 * d, T * n)
-        self.towers = parallel_towers(T, opts.expert_sizes[-1], opts.tower_hidden)
+        self.towers = parallel_towers(T, opts.expert_sizes[-1], opts.tower_hidden, opts.dropout)
         self.tasks, self.n = T, n
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -65,8 +65,16 @@ class PLE(nn.Module):
         super().__init__()
         d, T = opts.embed_dim, meta.num_tasks
         self.micro = MicroEmbeddings(meta, d)
-        self.cgc = ExpertFusion(T, 2 * d, opts.expert_sizes, opts.shared_experts, opts.task_experts, opts.activation)
-        self.towers = parallel_towers(T, opts.expert_sizes[-1], opts.tower_hidden)
+        self.cgc = ExpertFusion(
+            T,
+            2 * d,
+            opts.expert_sizes,
+            opts.shared_experts,
+            opts.task_experts,
+            opts.activation,
+            dropout=opts.dropout,
+        )
+        self.towers = parallel_towers(T, opts.expert_sizes[-1], opts.tower_hidden, opts.dropout)
         self.tasks = T
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -89,7 +97,8 @@ class ESMM(nn.Module):
         super().__init__()
         d, T = opts.embed_dim, meta.num_tasks
         self.micro = MicroEmbeddings(meta, d)
-        self.towers = BatchedMLP(T, 2 * d, [*opts.expert_sizes, opts.tower_hidden, 1], "relu", last_linear=True)
+        sizes = [*opts.expert_sizes, opts.tower_hidden, 1]
+        self.towers = BatchedMLP(T, 2 * d, sizes, "relu", last_linear=True, dropout=opts.dropout)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         eu, ei = self.micro(batch["user_id"], batch["item_id"])
@@ -109,8 +118,8 @@ class MacGNNStyle(nn.Module):
         self.micro = MicroEmbeddings(meta, d)
         self.graph = MacroGraphEncoder(meta, opts, shared=True)
         self.neighbors = MicroNeighbors()
-        self.mlp = BatchedMLP(1, self.graph.out_dim + 4 * d, opts.expert_sizes, opts.activation)
-        self.towers = parallel_towers(T, opts.expert_sizes[-1], opts.tower_hidden)
+        self.mlp = BatchedMLP(1, self.graph.out_dim + 4 * d, opts.expert_sizes, opts.activation, dropout=opts.dropout)
+        self.towers = parallel_towers(T, opts.expert_sizes[-1], opts.tower_hidden, opts.dropout)
         self.tasks = T
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -140,11 +149,11 @@ class GRecMoE(nn.Module):
         if not 1 <= opts.grec_top_k <= opts.grec_experts:
             raise ValueError(f"grec_top_k must be in 1..grec_experts ({opts.grec_experts}), got {opts.grec_top_k}")
         self.micro = MicroEmbeddings(meta, d)
-        self.experts = BatchedMLP(opts.grec_experts, 2 * d, opts.expert_sizes, "relu")
+        self.experts = BatchedMLP(opts.grec_experts, 2 * d, opts.expert_sizes, "relu", dropout=opts.dropout)
         self.router = nn.Parameter(torch.randn(T, opts.grec_experts) * 0.1)  # task routing scores
         self.gate = nn.Linear(2 * d, T * opts.grec_experts)
         self.noise = nn.Linear(2 * d, T * opts.grec_experts)
-        self.towers = parallel_towers(T, opts.expert_sizes[-1], opts.tower_hidden)
+        self.towers = parallel_towers(T, opts.expert_sizes[-1], opts.tower_hidden, opts.dropout)
         self.tasks, self.n, self.k = T, opts.grec_experts, opts.grec_top_k
         self.noise_scale, self.balance = opts.grec_noise, opts.grec_balance
         self._aux = torch.zeros(())

@@ -113,11 +113,17 @@ def relayout(x: torch.Tensor, *dims: int) -> torch.Tensor:
     return x.permute(*dims).contiguous()
 
 
+def _check_dropout(p: float) -> None:
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {p!r}")
+
+
 class BatchedMLP(nn.Module):
     """``G`` independent MLPs applied at once (experts or towers): weights (G, in, out) per layer.
 
     Input (B, G, in) -> (B, G, sizes[-1]); or (B, in) broadcast to every MLP. Activation after every layer
-    except, when ``last_linear``, the last one.
+    except, when ``last_linear``, the last one; in training, ``dropout`` (inverted, as ``nn.Dropout``) after
+    every activation (a hidden unit of the whole network), never after a linear output.
 
     Internally every layer runs feature-major, ``(G, features, B)`` (:meth:`forward_fm`): one ``addmm`` for a
     shared 2-D input, one ``baddbmm`` over the groups otherwise, with the weights passed transposed (a BLAS
@@ -125,8 +131,19 @@ class BatchedMLP(nn.Module):
     the contiguous last axis. :meth:`forward` only permutes the input and output views.
     """
 
-    def __init__(self, groups: int, in_dim: int, sizes: list[int], act: str = "relu", last_linear: bool = False):
+    def __init__(
+        self,
+        groups: int,
+        in_dim: int,
+        sizes: list[int],
+        act: str = "relu",
+        last_linear: bool = False,
+        dropout: float = 0.0,
+    ):
         super().__init__()
+        _check_dropout(dropout)
+        self.dropout = dropout
+        self.last_linear = last_linear
         dims = [in_dim, *sizes]
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
@@ -143,7 +160,8 @@ class BatchedMLP(nn.Module):
 
     def forward_fm(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
         """Feature-major: x (in, B) shared by all MLPs, or (G, in, B) -> (G, sizes[-1], B)."""
-        for w, b, act in zip(self.weights, self.biases, self.acts, strict=True):
+        last = len(self.weights) - 1
+        for k, (w, b, act) in enumerate(zip(self.weights, self.biases, self.acts, strict=True)):
             if index is not None:
                 w, b = w[index], b[index]
             g, i, o = w.shape
@@ -152,6 +170,8 @@ class BatchedMLP(nn.Module):
             else:  # one batched GEMM over the MLPs
                 x = torch.baddbmm(b.unsqueeze(-1), w.transpose(1, 2), x)
             x = act(x)
+            if self.dropout and not (k == last and self.last_linear):
+                x = F.dropout(x, self.dropout, self.training)
         return x
 
     def forward(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
@@ -326,15 +346,18 @@ class ExpertFusion(nn.Module):
         per_task: int,
         act: str,
         shared_input: str = "mean",
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        _check_dropout(dropout)
         if shared + per_task < 1:
             raise ValueError("ExpertFusion needs at least one shared or task expert")
         if shared_input not in ("task", "mean"):
             raise ValueError(f"shared_input must be 'task' or 'mean', got {shared_input!r}")
         self.tasks, self.shared, self.per_task, self.shared_input = tasks, shared, per_task, shared_input
-        self.shared_experts = BatchedMLP(shared, in_dim, sizes, act) if shared else None
-        self.task_experts = BatchedMLP(tasks * per_task, in_dim, sizes, act) if per_task else None
+        self.dropout = dropout  # after every expert layer's activation (in training)
+        self.shared_experts = BatchedMLP(shared, in_dim, sizes, act, dropout=dropout) if shared else None
+        self.task_experts = BatchedMLP(tasks * per_task, in_dim, sizes, act, dropout=dropout) if per_task else None
         self.gate = BatchedMLP(tasks, in_dim, [shared + per_task], "relu", last_linear=True)
         self.out_dim = sizes[-1]
         self.layers = len(sizes)
@@ -423,6 +446,8 @@ class ExpertFusion(nn.Module):
             else:
                 y = torch.baddbmm(bias.reshape(t * e, o, 1), w.reshape(t * e, i, o).transpose(1, 2), x)
             x = self._activate(y.view(t, e, o, b), shared_act, task_act).view(t * e, o, b)
+            if self.dropout:
+                x = F.dropout(x, self.dropout, self.training)
         return (x.view(t, e, -1, b) * g.unsqueeze(2)).sum(dim=1)  # (T, out, B)
 
     def _mean_input(self, ct: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -450,14 +475,23 @@ class CascadeTowers(nn.Module):
     side inputs when built with ``extra > 0`` (their weights start at zero).
 
     ``lambda`` is trainable (init ``lambda_init``) or, with ``cascade=False``, a zero buffer (w/o cascading:
-    towers in parallel). forward(h (B, T, F)) -> logits o (B, T).
+    towers in parallel); ``dropout`` on the hidden units in training. forward(h (B, T, F)) -> logits o (B, T).
     """
 
     def __init__(
-        self, tasks: int, in_dim: int, hidden: int, cascade: bool = True, lambda_init: float = 1.0, extra: int = 0
+        self,
+        tasks: int,
+        in_dim: int,
+        hidden: int,
+        cascade: bool = True,
+        lambda_init: float = 1.0,
+        extra: int = 0,
+        dropout: float = 0.0,
     ):
         super().__init__()
+        _check_dropout(dropout)
         self.tasks = tasks
+        self.dropout = dropout
         self.w1 = BatchedMLP(tasks, in_dim, [hidden], "relu", last_linear=True)  # h^t part of layer 1
         self.w_extra = nn.Parameter(torch.zeros(tasks, extra, hidden)) if extra else None  # side inputs
         self.w_prev = nn.Parameter(torch.empty(tasks, hidden))  # o_{t-1} part of layer 1
@@ -483,7 +517,8 @@ class CascadeTowers(nn.Module):
         prev = None
         for t in range(self.tasks):
             z = pre[t] if prev is None else torch.addmm(pre[t], (self.lam[t] * self.w_prev[t]).unsqueeze(1), prev)
-            o = torch.addmm(b2[t].unsqueeze(1), w2[t].t(), torch.relu(z))  # (1, B)
+            hidden = F.dropout(torch.relu(z), self.dropout, self.training) if self.dropout else torch.relu(z)
+            o = torch.addmm(b2[t].unsqueeze(1), w2[t].t(), hidden)  # (1, B)
             logits.append(o)
             prev = o
         return torch.cat(logits, dim=0).t()

@@ -80,6 +80,8 @@ class ModelOptions:
     """Scale of the trainable routing noise of GRec's noisy top-k (0: deterministic routes)."""
     grec_balance: float = 0.01
     """Weight of GRec's load-balancing loss (CV^2 of expert importance and load)."""
+    dropout: float = 0.0
+    """Dropout on every hidden unit of the experts and towers of every model, in training (0: none)."""
 
     @staticmethod
     def from_train_settings(train) -> ModelOptions:
@@ -109,6 +111,7 @@ class ModelOptions:
                     "grec_noise",
                     "grec_balance",
                     "mgoe_expert_sizes",
+                    "dropout",
                 )
                 if hasattr(train, key)
             },
@@ -350,11 +353,12 @@ class MGOE(nn.Module):
             opts.task_experts,
             opts.activation,
             opts.shared_expert_input,
+            opts.dropout,
         )
         self.adjust = TaskAdjustment(T, opts.adjust, opts.gamma_init, opts.adjust_form, meta.k_item)
         extra = T if self.adjust.form == "tower" else 0
         self.towers = CascadeTowers(
-            T, sizes[-1], opts.tower_hidden, opts.cascade, opts.lambda_init, extra=extra
+            T, sizes[-1], opts.tower_hidden, opts.cascade, opts.lambda_init, extra=extra, dropout=opts.dropout
         )
 
     def bottom_input(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -15,6 +15,7 @@ from torch import nn
 from model.baselines import product_logit
 from model.data import TableMeta
 from model.layers import (
+    BatchedMLP,
     CascadeTowers,
     Dice,
     MacroGraphBottom,
@@ -390,3 +391,65 @@ def test_mgoe_feature_major_path_matches_the_module_by_module_reference(options)
     model.eval()
     with torch.no_grad():
         torch.testing.assert_close(model(batch), model.forward_reference(batch))
+
+
+def test_dropout_drops_hidden_units_in_training_only_and_keeps_linear_outputs():
+    torch.manual_seed(0)
+    mlp = BatchedMLP(1, 3, [4000], "relu", dropout=0.3)
+    x = torch.rand(8, 3) + 1.0
+    with torch.no_grad():
+        mlp.weights[0].abs_()  # every hidden unit positive: only dropout makes a zero
+        mlp.eval()
+        kept = mlp(x)
+        mlp.train()
+        dropped = mlp(x)
+    assert (kept > 0).all()
+    zero = dropped == 0
+    assert 0.27 < zero.float().mean().item() < 0.33  # ~p of the units, a fresh mask per row
+    torch.testing.assert_close(dropped[~zero], kept[~zero] / 0.7)  # inverted dropout: E[unit] unchanged
+    head = BatchedMLP(1, 3, [5, 1], "relu", last_linear=True, dropout=0.9)
+    head.eval()
+    with torch.no_grad():
+        head.weights[0].abs_()
+        head.weights[1].copy_(torch.ones_like(head.weights[1]))
+        head.biases[1].fill_(1.0)  # output = 1 + sum(hidden) >= 1 however many hidden units drop
+        out_eval = head(x)
+        head.train()
+        out_train = head(x)
+    assert not torch.equal(out_train, out_eval)  # its hidden layer drops ...
+    assert (out_train >= 1).all()  # ... its linear output never does (a dropped one would read 0)
+    with pytest.raises(ValueError, match="dropout"):
+        BatchedMLP(1, 3, [4], dropout=1.0)
+
+
+@pytest.mark.parametrize("name", ["mgoe", "mgoe_no_cascade", "mmoe", "ple", "esmm", "macgnn", "grec"])
+def test_train_dropout_reaches_every_model_in_training_and_not_in_eval(name):
+    from types import SimpleNamespace
+
+    from mgoe_spark.config import load_config
+    from model.baselines import build_model
+    from tests.test_trainer_infer import META as meta
+    from tests.test_trainer_infer import _batch
+
+    train = load_config(overrides=["train.dropout=0.5"]).train
+    opts = ModelOptions.from_train_settings(SimpleNamespace(**{**vars(train), "embed_dim": 4, "tower_hidden": 4}))
+    opts.expert_sizes, opts.grec_noise = [8, 4], 0.0  # no routing noise: dropout is the only randomness
+    assert opts.dropout == 0.5
+    torch.manual_seed(0)
+    model = build_model(name, meta, opts)
+    torch.manual_seed(0)
+    plain = build_model(name, meta, ModelOptions(**{**vars(opts), "dropout": 0.0}))
+    for p, q in zip(model.parameters(), plain.parameters(), strict=True):
+        torch.testing.assert_close(p, q)
+    batch = _batch(32)
+    model.eval(), plain.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(batch), plain(batch))
+    model.train(), plain.train()
+    with torch.no_grad():
+        torch.manual_seed(1)
+        dropped = model(batch)
+        torch.manual_seed(1)
+        assert not torch.allclose(dropped, plain(batch))
+        torch.manual_seed(1)
+        torch.testing.assert_close(copy.deepcopy(plain)(batch), plain(batch))  # p = 0: deterministic in training
