@@ -343,6 +343,9 @@ class TrainSettings:
     """GRec: weight of the load-balancing loss."""
     dropout: float = 0.0
     """Dropout on every hidden unit of every model's experts and towers, in training (FuxiCTR's net_dropout)."""
+    id_dropout: float = 0.0
+    """Training only: each row's own user and item id become the padding id with this probability (the row
+    is then scored from its macro and neighbor features, as a cold-start row is)."""
     task_weights: list[float] = field(default_factory=list)
     """Per-task BCE weights (Eq 23); empty: all 1."""
     eval_batch_size: int = 8192
@@ -707,6 +710,7 @@ def validate(cfg: MgoeConfig) -> None:
     _require(t.embed_dim >= 1 and t.batch_size >= 1, "train.embed_dim", "and train.batch_size must be >= 1")
     _require(t.tau > 0, "train.tau", "must be > 0")
     _require(0 <= t.dropout < 1, "train.dropout", "must be in [0, 1)")
+    _require(0 <= t.id_dropout < 1, "train.id_dropout", "must be in [0, 1)")
     _require(len(t.seeds) >= 1, "train.seeds", "needs at least one seed")
     _require(t.lr > 0, "train.lr", "must be > 0")
     _require(t.weight_decay >= 0 and t.l1 >= 0, "train.weight_decay", "and train.l1 must be >= 0")

@@ -94,6 +94,19 @@ def _to_device(batch: dict[str, torch.Tensor], device: str) -> dict[str, torch.T
     return batch if device == "cpu" else {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
+def drop_ids(batch: dict[str, torch.Tensor], p: float) -> dict[str, torch.Tensor]:
+    """Id dropout (training only): each row's own ``user_id`` and ``item_id`` become the padding id 0,
+    independently with probability ``p``, so that row is scored from its macro and neighbor features alone,
+    as a cold-start row of the test split is. Draws from torch's global generator (seeded per run)."""
+    if p <= 0:
+        return batch
+    out = dict(batch)
+    for key in ("user_id", "item_id"):
+        ids = batch[key]
+        out[key] = ids.masked_fill(torch.rand(ids.shape, device=ids.device) < p, 0)
+    return out
+
+
 def build_training(name: str, cfg, meta: TableMeta, device: str = "cpu"):
     """(model, optimizers) as the harness trains them: sparse id tables, decayed weights, plain vectors."""
     t = cfg.train
@@ -155,7 +168,7 @@ def train_one(
         for step, batch in enumerate(bar):
             if steps is not None and step >= steps:
                 break
-            batch = _to_device(batch, ctx.device)
+            batch = drop_ids(_to_device(batch, ctx.device), t.id_dropout)
             logits = model(batch)
             loss = multitask_bce(logits, batch["labels"], weights)
             if hasattr(model, "auxiliary_loss"):  # e.g. GRec's load-balancing loss

@@ -101,6 +101,18 @@ def test_training_is_deterministic_for_a_seed(cfg, root, tmp_path):
     assert [h["train_loss"] for h in a["history"]] != [h["train_loss"] for h in c["history"]]
 
 
+def test_dropouts_are_seeded_and_change_training(cfg, root, tmp_path):
+    meta = read_meta(root, RUN, cfg.tasks.order)
+    plain = train_one("mgoe", cfg, root, RUN, meta, 7, tmp_path / "p.pt", progress=False)
+    for key in ("train.dropout", "train.id_dropout"):
+        reg = load_config(profile="test", overrides=[*SMALL, f"{key}=0.3"])
+        a = train_one("mgoe", reg, root, RUN, meta, 7, tmp_path / "a.pt", progress=False)
+        b = train_one("mgoe", reg, root, RUN, meta, 7, tmp_path / "b.pt", progress=False)
+        losses = [[h["train_loss"] for h in r["history"]] for r in (plain, a, b)]
+        assert losses[1] == losses[2] and a["test"] == b["test"], key  # same seed: the same masks
+        assert losses[1] != losses[0], key
+
+
 def test_ablations_fix_their_parameters(root):
     meta = read_meta(root)
     opts = ModelOptions(embed_dim=4, expert_sizes=[8, 4], tower_hidden=4)

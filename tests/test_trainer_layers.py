@@ -453,3 +453,23 @@ def test_train_dropout_reaches_every_model_in_training_and_not_in_eval(name):
         assert not torch.allclose(dropped, plain(batch))
         torch.manual_seed(1)
         torch.testing.assert_close(copy.deepcopy(plain)(batch), plain(batch))  # p = 0: deterministic in training
+
+
+def test_id_dropout_blanks_own_ids_only_at_its_rate():
+    from model.train import drop_ids
+
+    n = 20_000
+    batch = {
+        "user_id": torch.arange(1, n + 1),
+        "item_id": torch.arange(1, n + 1) * 2,
+        "user_recent": torch.ones(n, 2, 3, dtype=torch.long),
+    }
+    assert drop_ids(batch, 0.0) is batch
+    torch.manual_seed(0)
+    out = drop_ids(batch, 0.25)
+    for key, scale in (("user_id", 1), ("item_id", 2)):
+        blank = out[key] == 0
+        assert 0.23 < blank.float().mean().item() < 0.27, key
+        assert torch.equal(out[key][~blank], (torch.arange(1, n + 1) * scale)[~blank])
+    assert not torch.equal(out["user_id"] == 0, out["item_id"] == 0)  # independent masks
+    assert out["user_recent"] is batch["user_recent"] and batch["user_id"].min() == 1  # input not modified
