@@ -55,6 +55,8 @@ def test_exponent_numbers_are_numbers(text, value):
         ("train.weight_decay=nan", "config key 'train.weight_decay' must be a number"),
         ("train.weight_decay=1e", "config key 'train.weight_decay' must be a number"),
         ("train.weight_decay=1e999", "config key 'train.weight_decay' must be a number"),
+        ("train.dropout=1", "config key 'train.dropout' must be in [0, 1)"),
+        ("train.id_dropout=-0.1", "config key 'train.id_dropout' must be in [0, 1)"),
     ],
 )
 def test_errors_name_the_key(override, needle):

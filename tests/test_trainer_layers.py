@@ -473,3 +473,21 @@ def test_id_dropout_blanks_own_ids_only_at_its_rate():
         assert torch.equal(out[key][~blank], (torch.arange(1, n + 1) * scale)[~blank])
     assert not torch.equal(out["user_id"] == 0, out["item_id"] == 0)  # independent masks
     assert out["user_recent"] is batch["user_recent"] and batch["user_id"].min() == 1  # input not modified
+
+
+@pytest.mark.parametrize("shared_input", ["task", "mean"])
+def test_expert_fusion_drops_expert_units_in_training_only(shared_input):
+    from model.layers import ExpertFusion
+
+    torch.manual_seed(0)
+    fusion = ExpertFusion(3, 6, [8, 4], 2, 1, "dice", shared_input, dropout=0.5)
+    plain = copy.deepcopy(fusion)
+    plain.dropout = plain.shared_experts.dropout = plain.task_experts.dropout = 0.0
+    c = torch.randn(16, 3, 6)
+    with torch.no_grad():
+        fusion.eval(), plain.eval()
+        torch.testing.assert_close(fusion(c), plain(c))
+        fusion.train(), plain.train()
+        torch.manual_seed(1)
+        dropped = fusion(c)
+        assert not torch.allclose(dropped, plain(c))
