@@ -42,15 +42,20 @@ def _blobs(df, schema):
 
     cols = []
     for c in schema.columns:
-        if c.type.startswith("list<list<"):
-            n = F.aggregate(c.name, F.lit(0), lambda acc, x: acc + F.size(x))
-        elif c.type.startswith("list<"):
-            n = F.size(c.name)
-        else:
-            cols.append(F.col(c.name))
-            continue
-        cols.append(F.repeat(F.lit("abcd"), n).cast("binary").alias(c.name))
+        n = _elements(c)
+        cols.append(F.col(c.name) if n is None else F.repeat(F.lit("abcd"), n).cast("binary").alias(c.name))
     return df.select(*cols)
+
+
+def _elements(column):
+    """The number of leaf values of a list column (a Spark Column), or None for a scalar column."""
+    from pyspark.sql import functions as F
+
+    if column.type.startswith("list<list<"):
+        return F.aggregate(column.name, F.lit(0), lambda acc, x: acc + F.size(x))
+    if column.type.startswith("list<"):
+        return F.size(column.name)
+    return None
 
 
 def run(work_dir: str, clicks: int, repeat: int) -> dict:
@@ -82,13 +87,8 @@ def run(work_dir: str, clicks: int, repeat: int) -> dict:
     examples = conform(examples_of(cfg, read(SAMPLES), tables), EX).drop("run_date")
     cached = examples.repartition(4 * (os.cpu_count() or 2)).persist(StorageLevel.MEMORY_AND_DISK)
     rows = cached.count()
-    values = cached.select(
-        sum(
-            (F.aggregate(c.name, F.lit(0), lambda acc, x: acc + F.size(x)) if c.type.startswith("list<list<")
-             else F.size(c.name)) if c.type.startswith("list<") else F.lit(1)
-            for c in EX.columns
-        ).alias("v")
-    ).agg(F.sum("v")).first()[0]  # fmt: skip
+    per_row = sum(F.lit(1) if _elements(c) is None else _elements(c) for c in EX.columns)
+    values = cached.select(per_row.alias("v")).agg(F.sum("v")).first()[0]
     blobs = _blobs(cached, EX).persist(StorageLevel.MEMORY_AND_DISK)
     blobs.count()
     jvm = int(spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid())
