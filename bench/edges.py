@@ -2,7 +2,7 @@
 
     python -m bench.edges --pairs 500000 --ks 20,256 [--methods sparse,dense] [--json PATH]
 
-The ``method`` values of :func:`mgoe_spark.edges.macro_edges`:
+The ``method`` values of :func:`mgoe_spark.features.edges.macro_edges`:
 
 - ``sparse``: S joined with the integer macro ids, ``groupBy(node, macro).sum`` with map-side combine,
   hop h from the sparse hop h-1 rows, dense arrays built once at the end (all in the JVM).
@@ -53,7 +53,7 @@ def frames(spark, pairs: int, k: int, seed: int = 0):
 
 
 def time_methods(spark, pairs: int, ks: list[int], methods: list[str], repeat: int = 1) -> list[dict]:
-    from mgoe_spark.edges import macro_edges
+    from mgoe_spark.features.edges import macro_edges
 
     out = []
     for k in ks:
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", metavar="PATH")
     args = parser.parse_args(argv)
     from mgoe_spark.config import load_config
-    from mgoe_spark.session import get_spark
+    from mgoe_spark.core.session import get_spark
 
     cfg = load_config(
         overrides=["spark.master=local[2]", "spark.conf={spark.ui.enabled: 'false', spark.sql.shuffle.partitions: '8'}"]

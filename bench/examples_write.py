@@ -62,10 +62,10 @@ def run(work_dir: str, clicks: int, repeat: int) -> dict:
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
-    from jobs.storage import TableStore, conform
     from mgoe_spark.config import load_config
-    from mgoe_spark.features import examples_of
-    from mgoe_spark.session import get_spark
+    from mgoe_spark.core.session import get_spark
+    from mgoe_spark.core.storage import TableStore, conform
+    from mgoe_spark.features.build import examples_of
     from schemas import ASSIGNMENTS, INTERACTIONS, MACRO_EDGES, RECENT_NEIGHBORS, SAMPLES, TASK_LOOKUP
     from schemas import TRAINING_EXAMPLES as EX
 

@@ -42,9 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
 
-    from jobs.generate import run_generate
     from mgoe_spark.config import load_config
-    from mgoe_spark.session import get_spark
+    from mgoe_spark.core.session import get_spark
+    from mgoe_spark.generate.run import run_generate
 
     cfg = load_config(overrides=[f"generator.events={args.events}", f"spark.master={args.master}", *args.overrides])
     cfg.spark.conf.setdefault("spark.ui.enabled", "false")

@@ -8,7 +8,7 @@ All methods get the same data (a planted Gaussian mixture with weights 0.5 / 1 /
 centroids (weighted k-means++ on a seeded sample, computed once, not timed), run exactly ``--iters``
 iterations (tolerance 0, no plateau stop) and end with an assignment of every point:
 
-- ours: :class:`mgoe_spark.kmeans.WeightedKMeans` per ``--variants`` (mode/engine: the resident engine in
+- ours: :class:`mgoe_spark.nodes.kmeans.WeightedKMeans` per ``--variants`` (mode/engine: the resident engine in
   mini-batch and full mode, the jobs engine in full mode), from the cached nodes DataFrame: fit + ``assign(df)``
   materialised with the noop sink; ``--baseline MODULE|FILE`` also times an older k-means on every variant,
   each right before ours (before / after in one run, at the same load);
@@ -82,7 +82,7 @@ def nodes_frame(spark, x: np.ndarray, w: np.ndarray, partitions: int):
 def run_ours(df, init, x, w, mode: str, engine: str, iters: int, batch_fraction: float, cls=None) -> dict:
     import inspect
 
-    from mgoe_spark.kmeans import WeightedKMeans
+    from mgoe_spark.nodes.kmeans import WeightedKMeans
 
     cls = cls or WeightedKMeans
     params = dict(mode=mode, engine=engine, max_iter=iters, tol=0.0, batch_fraction=batch_fraction, seed=1)
@@ -116,7 +116,7 @@ def run_ours(df, init, x, w, mode: str, engine: str, iters: int, batch_fraction:
 
 def load_baseline(path: str):
     """The ``WeightedKMeans`` class of an older k-means: an importable package name (e.g. a copy of an older
-    ``mgoe_spark/kmeans/`` with its imports renamed, on ``PYTHONPATH`` so the workers import it too) or a
+    ``mgoe_spark/nodes/kmeans/`` with its imports renamed, on ``PYTHONPATH`` so the workers import it too) or a
     single module file (e.g. ``git show REV:mgoe_spark/kmeans.py``, shipped to the workers by value)."""
     import importlib
     import importlib.util
@@ -199,7 +199,7 @@ def transfer_floor_fn(block_rows: int):
     assignment (all macro 1, distance 0): the data movement of a fit with zero compute."""
 
     def fn(batches):
-        from mgoe_spark.kmeans.blocks import assignment_batch, pack_batches
+        from mgoe_spark.nodes.kmeans.blocks import assignment_batch, pack_batches
 
         blocks, _ = pack_batches(batches, None, 0, block_rows)
         for b in blocks:
@@ -212,7 +212,7 @@ def run_transfer_floor(df) -> dict:
     """The floor under any engine that runs FAISS in the Python workers: vectors out of Spark into the fit's
     blocks (same packing, same task-slot coalesce as the resident engine) and one assignment row per point
     back into Spark, no k-means work: ``ours >= floor + the fit's own compute``."""
-    from mgoe_spark.kmeans.blocks import ASSIGN_SCHEMA
+    from mgoe_spark.nodes.kmeans.blocks import ASSIGN_SCHEMA
 
     slots = df.sparkSession.sparkContext.defaultParallelism
     source = df.coalesce(slots) if df.rdd.getNumPartitions() > slots else df
@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--repeat must be at least 1, got {args.repeat}")
 
     from mgoe_spark.config import SparkSettings
-    from mgoe_spark.session import get_spark
+    from mgoe_spark.core.session import get_spark
 
     result: dict = {
         "points": args.points,
@@ -333,7 +333,7 @@ def save(path: str, result: dict) -> None:
 
 def compare(spark, args, result: dict) -> None:
     """The ``--points`` comparison: our variants (and the baseline) vs MLlib vs single-process FAISS."""
-    from mgoe_spark.kmeans import kmeans_plusplus
+    from mgoe_spark.nodes.kmeans import kmeans_plusplus
 
     x, w = make_data(args.points, args.dim, args.k, args.seed)
     rng = np.random.default_rng(args.seed + 1)
@@ -447,7 +447,7 @@ def scale_line(spark, args) -> dict:
     """N x dim vectors generated inside Spark, one fit (resident engine, full mode) vs single-process FAISS."""
     import pyarrow as pa
 
-    from mgoe_spark.kmeans import WeightedKMeans, kmeans_plusplus
+    from mgoe_spark.nodes.kmeans import WeightedKMeans, kmeans_plusplus
 
     n, dim, k, seed, rows = args.scale_points, args.scale_dim, args.scale_k, args.seed, 50_000
     chunks = -(-n // rows)
@@ -513,15 +513,15 @@ def pipeline_line(args) -> dict:
     """The generator's default data: k-means share of ``run_nodes``, then full vs mini-batch on its nodes."""
     import tempfile
 
-    from jobs.generate import run_generate
-    from jobs.ingest import run_ingest
-    from jobs.pipeline import SIDES, load_interactions, run_nodes, side_nodes, windows_of
-    from jobs.storage import TableStore
     from mgoe_spark.config import load_config
-    from mgoe_spark.kmeans import WeightedKMeans
-    from mgoe_spark.scores import pair_scores_from_config
-    from mgoe_spark.session import get_spark
-    from mgoe_spark.windows import feature_events
+    from mgoe_spark.core.names import SIDES
+    from mgoe_spark.core.session import get_spark
+    from mgoe_spark.core.storage import TableStore
+    from mgoe_spark.generate.run import run_generate
+    from mgoe_spark.ingest.run import run_ingest
+    from mgoe_spark.nodes.kmeans import WeightedKMeans
+    from mgoe_spark.nodes.run import run_nodes
+    from schemas import NODE_VECTORS, NODE_WEIGHTS
 
     out: dict = {"load_avg_start": os.getloadavg()[0]}
     with tempfile.TemporaryDirectory() as root:
@@ -539,14 +539,11 @@ def pipeline_line(args) -> dict:
         out["kmeans_share_of_nodes"] = sum(out["kmeans_seconds"].values()) / out["nodes_seconds"]
         print(f"pipeline: nodes {out['nodes_seconds']:.1f}s, k-means {out['kmeans_seconds']}", flush=True)
         store = TableStore.of(spark, cfg)
-        interactions = load_interactions(store, date)
-        from jobs.common import StageSummary
-
-        windows = windows_of(interactions, cfg, StageSummary("bench"))
-        scores = pair_scores_from_config(feature_events(interactions, windows.train_cutoff), cfg).persist()
         modes: dict = {}
-        for side in SIDES:
-            nodes = side_nodes(scores, cfg, side)[0].select("node_id", "vector", "weight").persist()
+        for side in SIDES:  # the nodes run_nodes clustered: its vectors and weights as written
+            vectors = store.read(NODE_VECTORS, date).where(f"side = '{side}'")
+            weights = store.read(NODE_WEIGHTS, date).where(f"side = '{side}'").select("node_id", "weight")
+            nodes = vectors.join(weights, "node_id").select("node_id", "vector", "weight").persist()
             n = nodes.count()
             k = cfg.kmeans.k_user if side == "user" else cfg.kmeans.k_item
             for mode in ("full", "minibatch"):

@@ -40,10 +40,11 @@ def _cfg(args, root: str, extra: tuple[str, ...] = ()):
 
 
 def build_tables(args) -> dict:
-    from jobs.generate import default_out_dir, run_generate
-    from jobs.ingest import run_ingest
-    from jobs.pipeline import run_features, run_nodes
-    from mgoe_spark.session import get_spark
+    from mgoe_spark.core.session import get_spark
+    from mgoe_spark.features.run import run_features
+    from mgoe_spark.generate.run import default_out_dir, run_generate
+    from mgoe_spark.ingest.run import run_ingest
+    from mgoe_spark.nodes.run import run_nodes
     from model.baselines import TABLE_VARIANTS
 
     out = Path(args.out)

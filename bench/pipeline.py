@@ -46,12 +46,13 @@ def run(
     on_size=None,
     event_log: str | None = None,
 ) -> dict:
-    from jobs.generate import run_generate
-    from jobs.ingest import run_ingest
-    from jobs.pipeline import run_features, run_nodes
-    from jobs.storage import TableStore
     from mgoe_spark.config import load_config
-    from mgoe_spark.session import get_spark
+    from mgoe_spark.core.session import get_spark
+    from mgoe_spark.core.storage import TableStore
+    from mgoe_spark.features.run import run_features
+    from mgoe_spark.generate.run import run_generate
+    from mgoe_spark.ingest.run import run_ingest
+    from mgoe_spark.nodes.run import run_nodes
     from schemas import INTERACTIONS
 
     result: dict = {

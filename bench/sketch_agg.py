@@ -1,10 +1,10 @@
-"""Sketch engines compared: numpy in ``mapInArrow`` (:mod:`mgoe_spark.sketch`) vs one Spark ``sum`` per column.
+"""Sketch engines compared: numpy in ``mapInArrow`` (:mod:`mgoe_spark.nodes.sketch`) vs one Spark ``sum`` per column.
 
 Runs Z = S S^T Omega (``--side user``) or S^T S Omega (``--side item``) on a synthetic S (or on the pair
 scores of a prepared bench table root, ``--root``) both ways and times each; the result is forced with the
 ``noop`` sink, so no I/O is timed:
 
-- ``arrow``: :func:`mgoe_spark.sketch.sketch_side`: S shuffled by the other side and sorted, Omega rows
+- ``arrow``: :func:`mgoe_spark.nodes.sketch.sketch_side`: S shuffled by the other side and sorted, Omega rows
   hashed in numpy per Arrow batch, per-key sums by a sparse x dense product with a carried partial sum;
   then a join with Y, a shuffle by node and the same numpy sum.
 - ``columns``: the previous implementation, kept here only for this comparison: Omega entries as inline
@@ -47,8 +47,8 @@ import time
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from mgoe_spark import rand
-from mgoe_spark.sketch import _KEYS, sketch_side
+from mgoe_spark.core import rand
+from mgoe_spark.nodes.sketch import _KEYS, sketch_side
 
 
 def synthetic_scores(spark, pairs: int, users: int, items: int, seed: int = 1) -> DataFrame:
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
 
     from mgoe_spark.config import load_config
-    from mgoe_spark.session import get_spark
+    from mgoe_spark.core.session import get_spark
 
     spark = get_spark(load_config(profile="test").spark, app_name="bench-sketch-agg")
     s = synthetic_scores(spark, args.pairs, args.users, args.items).cache()

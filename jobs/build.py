@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jobs.common import job_main
+from jobs.common import execute_stages, job_main
 
 HELP = "the whole MTMG build: [ingest ->] nodes -> features, for one run date"
 DESCRIPTION = __doc__
@@ -21,8 +21,6 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def execute(args: argparse.Namespace) -> int:
-    from jobs.pipeline import execute_stages
-
     return execute_stages(args, ["nodes", "features"], input_path=args.input)
 
 

@@ -18,7 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from jobs.common import StageSummary, job_main
+from jobs.common import job_main
+from mgoe_spark.core.metrics import StageSummary
 
 HELP = "generate data, build the MTMG, train MGOE and MMoE, print AUC/Logloss and write a report"
 DESCRIPTION = __doc__
@@ -33,15 +34,17 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def execute(args: argparse.Namespace) -> int:
-    from jobs.common import config_from_args, write_metrics
-    from jobs.generate import default_out_dir, run_generate
-    from jobs.ingest import run_ingest
-    from jobs.pipeline import run_features, run_nodes
+    from jobs.common import config_from_args
     from jobs.report import append_sections, metric_rows, pipeline_plots, step_sections
-    from jobs.storage import TableStore
     from jobs.train import run_training
     from mgoe_spark.config import with_overrides
-    from mgoe_spark.session import get_spark
+    from mgoe_spark.core.metrics import write_metrics
+    from mgoe_spark.core.session import get_spark
+    from mgoe_spark.core.storage import TableStore
+    from mgoe_spark.features.run import run_features
+    from mgoe_spark.generate.run import default_out_dir, run_generate
+    from mgoe_spark.ingest.run import run_ingest
+    from mgoe_spark.nodes.run import run_nodes
     from model.baselines import TABLE_VARIANTS
     from model.evaluate import results_table, to_json
     from model.report import label_rate_table

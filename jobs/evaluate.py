@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from jobs.common import UserError, config_from_args, job_main
+from jobs.common import config_from_args, job_main
 
 HELP = "score the checkpoints of a `mgoe train --report DIR` run on a split of a training_examples table"
 DESCRIPTION = __doc__
@@ -45,7 +45,7 @@ def checkpoint_dir(path: str) -> Path:
 def execute(args: argparse.Namespace) -> int:
     import datetime as dt
 
-    from model.data import DataError, available_run_dates
+    from model.data import available_run_dates
     from model.evaluate import results_table, to_json
     from model.train import evaluate_checkpoints
 
@@ -56,18 +56,15 @@ def execute(args: argparse.Namespace) -> int:
     if run_date not in available_run_dates(root) and run_date == dt.date.today().isoformat():
         run_date = None
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
-    try:
-        results = evaluate_checkpoints(
-            checkpoint_dir(args.checkpoints),
-            root,
-            run_date,
-            args.split,
-            batch_size=cfg.train.eval_batch_size,
-            threads=cfg.train.threads,
-            models=models,
-        )
-    except DataError as exc:
-        raise UserError(str(exc)) from None
+    results = evaluate_checkpoints(
+        checkpoint_dir(args.checkpoints),
+        root,
+        run_date,
+        args.split,
+        batch_size=cfg.train.eval_batch_size,
+        threads=cfg.train.threads,
+        models=models,
+    )
     print(f"training_examples {results['examples_root']} run date {results['run_date']} split {args.split}")
     print(results_table(results, results["tasks"]))
     if args.json:

@@ -9,7 +9,7 @@ Writes
 - the planted groups as the ``ground_truth_users`` / ``ground_truth_items`` tables (run-date partition).
 
 The generative model and its parameters (config section ``generator``) are documented in
-:mod:`mgoe_spark.generate`. Cost: one map-only pass over the generated rows (no shuffle); the counts per
+:mod:`mgoe_spark.generate.events`. Cost: one map-only pass over the generated rows (no shuffle); the counts per
 task are collected during the write (a Spark ``Observation``), not by a second pass.
 """
 
@@ -17,16 +17,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-import uuid
 
-from pyspark.sql import DataFrame, Observation, SparkSession
-from pyspark.sql import functions as F
-
-from jobs.common import StageSummary, UserError, config_from_args, job_main, stage
-from jobs.storage import TableStore, _fs, swap_directory
-from mgoe_spark.config import MgoeConfig
-from mgoe_spark.generate import behavior_names, generate_events, ground_truth
-from schemas import GROUND_TRUTH_ITEMS, GROUND_TRUTH_USERS
+from jobs.common import config_from_args, job_main
+from mgoe_spark.generate.run import default_out_dir, run_generate
 
 HELP = "write the synthetic multi-behavior log (Taobao CSV) with planted user/item groups"
 DESCRIPTION = __doc__
@@ -40,53 +33,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def default_out_dir(cfg: MgoeConfig, run_date: str) -> str:
-    return f"{cfg.output.root.rstrip('/')}/raw/{run_date}"
-
-
-def write_csv_atomically(df: DataFrame, out_dir: str) -> None:
-    """Write ``df`` as headerless CSV files into ``out_dir``, replacing it as a whole (write to a hidden
-    sibling, then swap it in with :func:`jobs.storage.swap_directory`)."""
-    spark = df.sparkSession
-    fs, target = _fs(spark, out_dir)
-    if fs.exists(target) and not fs.getFileStatus(target).isDirectory():
-        raise UserError(f"--out {out_dir} is an existing file; give a directory path")
-    parent, name = target.getParent().toString(), target.getName()
-    token = uuid.uuid4().hex[:12]
-    staging = f"{parent}/_{name}.staging-{token}"
-    df.write.mode("error").option("header", False).csv(staging)
-    swap_directory(spark, staging, target.toString(), f"{parent}/_{name}.trash-{token}")
-
-
-def run_generate(spark: SparkSession, cfg: MgoeConfig, out_dir: str, run_date: str) -> StageSummary:
-    """Generate the log into ``out_dir`` (CSV) and the ground truth (tables under ``output.root``).
-
-    Returns the summary: ``events`` (all rows), ``events_<task>`` per task, ``users``, ``items``, ``seconds``.
-    """
-    try:
-        behaviors = behavior_names(cfg)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
-    summary = StageSummary("generate")
-    with stage(spark, summary, f"synthetic log -> {out_dir}"):
-        obs = Observation("generate_counts")
-        counts = [F.count(F.lit(1)).alias("events")] + [
-            F.count_if(F.col("behavior") == F.lit(b)).alias(f"events_{t}")
-            for t, b in zip(cfg.tasks.order, behaviors, strict=True)
-        ]
-        write_csv_atomically(generate_events(spark, cfg).observe(obs, *counts), out_dir)
-        for key, value in obs.get.items():
-            summary.add(key, value)
-        users, items = ground_truth(spark, cfg)
-        TableStore.of(spark, cfg).write(users, GROUND_TRUTH_USERS, run_date)
-        TableStore.of(spark, cfg).write(items, GROUND_TRUTH_ITEMS, run_date)
-        summary.add("users", cfg.generator.users)
-        summary.add("items", cfg.generator.items)
-    return summary
-
-
 def execute(args: argparse.Namespace) -> int:
-    from mgoe_spark.session import get_spark
+    from mgoe_spark.core.session import get_spark
 
     cfg = config_from_args(args)
     out_dir = args.out or default_out_dir(cfg, args.run_date)

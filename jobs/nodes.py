@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jobs.common import job_main
+from jobs.common import execute_stages, job_main
 
 HELP = "MTMG stage 1: pair scores, node vectors, weights, weighted k-means -> macro nodes"
 DESCRIPTION = __doc__
@@ -23,8 +23,6 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def execute(args: argparse.Namespace) -> int:
-    from jobs.pipeline import execute_stages
-
     return execute_stages(args, ["nodes"])
 
 

@@ -16,7 +16,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from jobs.common import StageSummary, UserError, config_from_args, job_main
+from jobs.common import config_from_args, job_main
+from mgoe_spark.core.errors import UserError
+from mgoe_spark.core.metrics import StageSummary
 
 HELP = "rebuild the Markdown + PNG report from a results JSON of train / evaluate / demo (--json)"
 DESCRIPTION = __doc__
@@ -135,7 +137,7 @@ def step_sections(rows: list, out_dir: Path, top: int = 15) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from jobs.common import STEP_SECONDS
+    from mgoe_spark.core.metrics import STEP_SECONDS
 
     steps = [(r["stage"], r["detail"], float(r["value"])) for r in rows if r["metric"] == STEP_SECONDS and r["detail"]]
     if not steps:
@@ -190,8 +192,8 @@ def execute(args: argparse.Namespace) -> int:
     lines = [StageSummary(name, dict(metrics)).line() for name, metrics in pipeline.items()]
     plot_lines: list[str] = []
     if args.tables:
-        from jobs.storage import TableStore
-        from mgoe_spark.session import get_spark
+        from mgoe_spark.core.session import get_spark
+        from mgoe_spark.core.storage import TableStore
 
         # The run date of the results, unless --run-date names another one.
         run_date = args.run_date if explicit_date else results["run_date"]

@@ -13,7 +13,8 @@ import os
 import sys
 from pathlib import Path
 
-from jobs.common import UserError, config_from_args, job_main
+from jobs.common import config_from_args, job_main
+from mgoe_spark.core.errors import UserError
 
 HELP = "train MGOE and baselines on the training_examples table; metrics, report, checkpoints"
 DESCRIPTION = __doc__
@@ -75,7 +76,6 @@ def run_training(
     import torch
 
     from model.baselines import MODELS
-    from model.data import DataError
     from model.report import write_report
     from model.train import train_models
 
@@ -96,14 +96,11 @@ def run_training(
             "mgoe_no_pref is MGOE on a table built with weights.enabled=false: pass --table-root "
             "mgoe_no_pref=URI (mgoe demo builds it for you)"
         )
-    try:
-        results = train_models(cfg, examples_root, run_date, models, ckpt, None, progress, table_roots=roots)
-        results["label_rates"] = {
-            root: label_rates(root, results["run_date"], results["tasks"])
-            for root in dict.fromkeys(r["examples_root"] for r in results["models"].values())
-        }
-    except DataError as exc:
-        raise UserError(str(exc)) from None
+    results = train_models(cfg, examples_root, run_date, models, ckpt, None, progress, table_roots=roots)
+    results["label_rates"] = {
+        root: label_rates(root, results["run_date"], results["tasks"])
+        for root in dict.fromkeys(r["examples_root"] for r in results["models"].values())
+    }
     if report_dir:
         write_report(results, report_dir)
     return results
@@ -129,13 +126,10 @@ def execute(args: argparse.Namespace) -> int:
         raise UserError("--nproc must be >= 1")
     launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if cfg.train.nproc > 1 and not launched:
-        from model.data import DataError, resolve_run_date
+        from model.data import resolve_run_date
 
         root = args.examples_root or cfg.output.root
-        try:  # fail here, once, on a missing table rather than in every rank
-            resolve_run_date(root, None)
-        except DataError as exc:
-            raise UserError(str(exc)) from None
+        resolve_run_date(root, None)  # fail here, once, on a missing table rather than in every rank
         from model.distributed import launch
 
         return launch([], cfg.train.nproc, {RANK_ARGS_ENV: _rank_args(args, cfg.train.nproc)})

@@ -37,8 +37,10 @@ from typing import Any, Literal
 
 import yaml
 
+from mgoe_spark.core.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A user mistake in a config file or override; the message names the key and the allowed values."""
 
 
@@ -49,7 +51,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class SparkSettings:
-    """How the SparkSession is made (see :mod:`mgoe_spark.session`)."""
+    """How the SparkSession is made (see :mod:`mgoe_spark.core.session`)."""
 
     master: str | None = None
     """``None``: spark-submit decides; when run directly, ``local[*]``."""
@@ -102,7 +104,7 @@ class InputSettings:
 class GeneratorSettings:
     """Synthetic multi-behavior log with planted structure (the embedded default data).
 
-    The generative model is documented in :mod:`mgoe_spark.generate`.
+    The generative model is documented in :mod:`mgoe_spark.generate.events`.
     """
 
     users: int = 8_000
@@ -219,7 +221,7 @@ class KMeansSettings:
     """Nodes packed per cached block (one Arrow value per block per iteration; bounds task memory)."""
     warm_start: bool = True
     """Start a run's fit from the latest earlier run's centroids and match ids to them, when they have the same
-    k, r and vector-space fingerprint (:mod:`mgoe_spark.kmeans.fingerprint`); otherwise a cold fit."""
+    k, r and vector-space fingerprint (:mod:`mgoe_spark.nodes.kmeans.fingerprint`); otherwise a cold fit."""
     engine: Literal["auto", "resident", "jobs"] = "auto"
     """``resident``: one Spark job per fit, all its tasks at once; the vectors leave Spark once and stay in the
     Python workers, only centroids and sums move per iteration (needs no dynamic allocation or speculation;

@@ -1,6 +1,6 @@
 """Streaming reader of the ``training_examples`` table (SPEC 8) for the PyTorch trainer.
 
-The table lives at ``<root>/training_examples/run_date=YYYY-MM-DD/*.parquet`` (what :mod:`jobs.storage`
+The table lives at ``<root>/training_examples/run_date=YYYY-MM-DD/*.parquet`` (what :mod:`mgoe_spark.core.storage`
 writes) or is a Delta table at ``<root>/training_examples`` partitioned by ``run_date`` (the Delta log is
 read with :mod:`deltalake`, never by globbing the directory). Nothing here loads a whole table:
 
@@ -42,14 +42,21 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from mgoe_spark.core.errors import TRAINER_DATA_HINT, UserError, one_line
 from schemas import TRAINING_EXAMPLES, VOCAB_ITEMS, VOCAB_USERS
 
 SPLITS = ("train", "valid", "test")
 FEATURE_COLUMNS = [c for c in TRAINING_EXAMPLES.column_names if c != "split"]
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """The training-example table is missing, empty or does not match the contract (one-line message)."""
+
+    hint = TRAINER_DATA_HINT
+
+    def user_message(self) -> str:
+        text = one_line(self)
+        return text if "--examples-root" in text else f"{text}; {self.hint}"
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -156,7 +156,7 @@ CENTROIDS = TableSchema(
             "fingerprint",
             "string",
             False,
-            "vector space the centroids live in (mgoe_spark.kmeans.fingerprint); warm starts need it equal",
+            "vector space the centroids live in (mgoe_spark.nodes.kmeans.fingerprint); warm starts need it equal",
         ),
     ],
     doc="Fitted k-means centroids: a versioned artifact, reused for later snapshots and warm starts.",

@@ -15,7 +15,7 @@ TAOBAO_SLICE = SHARED / "data" / "taobao_userbehavior_slice" / "UserBehavior.csv
 @pytest.fixture(scope="session")
 def spark():
     from mgoe_spark.config import load_config
-    from mgoe_spark.session import get_spark
+    from mgoe_spark.core.session import get_spark
 
     session = get_spark(load_config(profile="test").spark, app_name="mgoe-tests")
     yield session

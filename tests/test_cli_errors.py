@@ -1,45 +1,45 @@
-"""Mistakes in the user's data, config or environment through the real `mgoe` command: one line on stderr
-with a hint, exit code 2, no traceback. (Each Spark-backed case starts its own JVM: four in all.)"""
+"""Mistakes in the user's data, config or environment through the `mgoe` command's entry point
+(``jobs.cli.main``, in this process on the tests' one Spark session): one line on stderr with a hint, exit
+code 2, no traceback. That the installed command's process exits 2 with nothing else on stderr is checked
+through a real subprocess in tests/test_cli_end_to_end.py; here a JVM start per case would add ~10 s each."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from jobs.cli import main
 from jobs.common import run_guarded, user_error_line
 from schemas import INTERACTIONS, WINDOWS, TableSchema
 
-REPO = Path(__file__).resolve().parents[1]
 RUN_DATE = "2026-11-23"
 DAY = int(dt.datetime(2019, 6, 17, tzinfo=dt.UTC).timestamp())
 
 
-def mgoe(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run(
-        [sys.executable, "-m", "jobs.cli", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=900
-    )
+@pytest.fixture()
+def mgoe(spark, capsys):
+    """``mgoe(*args)`` -> (exit code, stderr) of the entry point, run on the shared session."""
+
+    def run(*args: str) -> tuple[int, str]:
+        capsys.readouterr()
+        code = main(list(args))
+        return code, capsys.readouterr().err
+
+    return run
 
 
-def one_line_error(result: subprocess.CompletedProcess) -> str:
-    assert result.returncode == 2, (result.stdout + result.stderr)[-3000:]
-    lines = [ln for ln in result.stderr.splitlines() if ln.strip() and not _spark_noise(ln)]
-    assert "Traceback" not in result.stderr and len(lines) == 1, result.stderr[-3000:]
+def one_line_error(result: tuple[int, str]) -> str:
+    code, err = result
+    assert code == 2, err[-3000:]
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert "Traceback" not in err and len(lines) == 1, err[-3000:]
     assert lines[0].startswith("mgoe: error: ")
     return lines[0]
-
-
-def _spark_noise(line: str) -> bool:
-    """JVM start-up chatter on stderr that is not the job's own output."""
-    return any(s in line for s in (" WARN ", "WARNING: Using incubator", "log4j", "setLogLevel", "Setting default log"))
 
 
 def write_partition(root: Path, schema: TableSchema, columns: dict) -> None:
@@ -48,7 +48,7 @@ def write_partition(root: Path, schema: TableSchema, columns: dict) -> None:
     pq.write_table(pa.table(columns, schema=schema.arrow(with_partition=False)), part / "part-00000.parquet")
 
 
-def test_day_log_with_two_days_suggests_date_windows(tmp_path):
+def test_day_log_with_two_days_suggests_date_windows(mgoe, tmp_path):
     log = tmp_path / "UserBehavior.csv"
     rows = [f"{u},{i},7,pv,{DAY + 86_400 * (u % 2)}" for u in range(1, 40) for i in range(1, 6)]
     log.write_text("\n".join(rows) + "\n")
@@ -59,7 +59,7 @@ def test_day_log_with_two_days_suggests_date_windows(tmp_path):
 
 @pytest.fixture()
 def ingested(tmp_path) -> Path:
-    """An interactions table of ten days (written with pyarrow: no Spark in the test process)."""
+    """An interactions table of ten days (written with pyarrow)."""
     root = tmp_path / "out"
     n = 200
     write_partition(
@@ -76,7 +76,7 @@ def ingested(tmp_path) -> Path:
     return root
 
 
-def test_features_with_other_windows_than_nodes_chose(ingested):
+def test_features_with_other_windows_than_nodes_chose(mgoe, ingested):
     settings = json.dumps({"mode": "quantile", "q1": 0.8, "q2": 0.9, "time_unit": "epoch_seconds"}, sort_keys=True)
     write_partition(
         ingested,
@@ -100,14 +100,14 @@ def test_features_with_other_windows_than_nodes_chose(ingested):
     assert "asks for windows.mode=quantile windows.q1=0.8 windows.q2=0.95" in line
 
 
-def test_date_windows_after_the_log_name_the_empty_window(ingested):
+def test_date_windows_after_the_log_name_the_empty_window(mgoe, ingested):
     dates = ["--set", "windows.mode=dates", "--set", "windows.train_cutoff=2019-06-20"]
     dates += ["--set", "windows.test_cutoff=2019-07-30"]
     line = one_line_error(mgoe("nodes", "--profile", "test", "--run-date", RUN_DATE, "--output", str(ingested), *dates))
     assert "the test sample window is empty" in line and "features <= 2019-06-20" in line
 
 
-def test_parquet_root_written_as_delta(ingested):
+def test_parquet_root_written_as_delta(mgoe, ingested):
     # ingest would add to a root whose tables are plain Parquet, as Delta
     log = ingested.parent / "log.csv"
     log.write_text("".join(f"{u},1,7,pv,{DAY + u}\n" for u in range(1, 30)))
@@ -116,13 +116,13 @@ def test_parquet_root_written_as_delta(ingested):
     assert "holds plain Parquet partitions; use output.format=parquet" in line
 
 
-def test_trainer_without_examples_gets_a_hint(tmp_path):
+def test_trainer_without_examples_gets_a_hint(mgoe, tmp_path):
     line = one_line_error(mgoe("train", "--profile", "test", "--examples-root", str(tmp_path / "nothing"), "--quiet"))
     assert "no training_examples table under" in line and "mgoe build" in line
 
 
 def test_kmeans_data_errors_are_mapped_to_one_line_and_bugs_are_not(spark, capsys):
-    from mgoe_spark.kmeans import WeightedKMeans
+    from mgoe_spark.nodes.kmeans import WeightedKMeans
 
     rows = [(i, [0.0, 0.0], 1.0) for i in range(1, 9)]
     zeros = spark.createDataFrame(rows, "node_id long, vector array<float>, weight double")

@@ -8,7 +8,7 @@ import pytest
 import scipy.sparse as sp
 from pyspark.sql import functions as F
 
-from mgoe_spark.edges import edge_width, macro_edges
+from mgoe_spark.features.edges import edge_width, macro_edges
 
 K_U, K_I = 3, 4
 

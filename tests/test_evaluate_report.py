@@ -227,8 +227,8 @@ def test_report_errors_are_one_line(tmp_path, capsys):
 
 
 def test_report_with_tables_adds_pipeline_plots_and_stage_lines(trained, spark, tmp_path, capsys):
-    from jobs.common import STEP_SECONDS, StageSummary
-    from jobs.storage import TableStore
+    from mgoe_spark.core.metrics import STEP_SECONDS, StageSummary
+    from mgoe_spark.core.storage import TableStore
     from model.evaluate import to_json
     from schemas import CENTROIDS, MACRO_EDGES, RUN_METRICS
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mgoe_spark import ingest as ing
 from mgoe_spark.config import load_config
+from mgoe_spark.ingest import parse as ing
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 CONFIGS = sorted(CONFIG_DIR.glob("*.yaml"))
@@ -31,7 +31,7 @@ def test_every_example_config_loads(path):
 
 
 def test_generic_config_reads_the_log_it_documents(spark, tmp_path):
-    from jobs.ingest import load_records
+    from mgoe_spark.ingest.run import load_records
 
     cfg = load_config(CONFIG_DIR / "generic_events.yaml", profile="test")
     log = tmp_path / "events.csv"

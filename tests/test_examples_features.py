@@ -1,5 +1,5 @@
-"""Training examples (feature joins, zero filling, snapshot choice), snapshot assignments, the chained
-build_features with a label-leak trap, and the run summary."""
+"""Training examples (feature joins, zero filling, snapshot choice), snapshot assignments, and the stage's
+one wiring (build_features, which run_features calls too) with a label-leak trap."""
 
 from __future__ import annotations
 
@@ -7,13 +7,12 @@ import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
-from jobs.storage import conform
-from jobs.summaries import features_summary
 from mgoe_spark.config import load_config
-from mgoe_spark.edges import edge_width
-from mgoe_spark.examples import build_examples, snapshot_assignments
-from mgoe_spark.features import build_features
-from mgoe_spark.windows import Windows
+from mgoe_spark.core.storage import conform
+from mgoe_spark.features.build import FittedNodes, build_features
+from mgoe_spark.features.edges import edge_width
+from mgoe_spark.features.examples import build_examples, snapshot_assignments
+from mgoe_spark.windows.cutoffs import Windows, feature_events
 from schemas import TRAINING_EXAMPLES
 
 TASKS = ["click", "fav"]
@@ -207,9 +206,14 @@ def test_build_features_end_to_end_and_label_leak_trap(spark):
     # cached: the plans scan the log dozens of times; a Python-list frame would re-run Python each time
     clean_df = spark.createDataFrame(log, schema).cache()
     trap_df = spark.createDataFrame(log + trap, schema).cache()
-    args = (simple_pair_scores, modulo_fit, new_nodes_to_macro_one)
-    clean = build_features(cfg, clean_df, *args, windows=w)
-    trapped = build_features(cfg, trap_df, *args, windows=w).persist()
+
+    def stage2(log_df):  # stand-ins for stage 1 at the train cutoff, then the stage's own wiring
+        train_scores = simple_pair_scores(feature_events(log_df, w.train_cutoff))
+        nodes = FittedNodes(train_scores, modulo_fit(train_scores), new_nodes_to_macro_one)
+        return build_features(cfg, log_df, w, nodes, pair_scores=simple_pair_scores)
+
+    clean = stage2(clean_df)
+    trapped = stage2(trap_df).persist()
 
     rows = conform(trapped.examples, TRAINING_EXAMPLES).collect()
     assert rows and {r.split for r in rows} == {"train", "valid", "test"}
@@ -241,16 +245,6 @@ def test_build_features_end_to_end_and_label_leak_trap(spark):
     test_asg = {(r.side, r.node_id): r.macro_id for r in tables["assignments"].where("snapshot = 'test'").collect()}
     assert test_asg[("item", 42)] == 1 and test_asg[("user", 5)] == 5 % K_U + 1
 
-    summary = features_summary(trapped, trap_df, seconds=1.5)
-    assert summary.metrics["rows_in.interactions"] == len(log) + len(trap)
-    assert summary.metrics["rows_out.training_examples"] == len(rows)
-    parts = sum(summary.metrics[f"rows_out.samples_{s}"] for s in ("train", "valid", "test"))
-    assert parts == summary.metrics["rows_out.samples"] == len(rows)
-    assert summary.metrics["clusters.user"] == K_U and summary.metrics["clusters.item"] == K_I
-    assert sum(v for m, v, _ in summary.details if m == "cluster_size") == (
-        tables["assignments"].where("snapshot = 'train'").count()
-    )
-    assert "[features]" in summary.line()
     trapped.unpersist()
     clean_df.unpersist()
     trap_df.unpersist()

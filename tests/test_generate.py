@@ -12,11 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pyspark.sql import functions as F
 
-from jobs.common import UserError
-from jobs.generate import run_generate
-from jobs.storage import read_table
 from mgoe_spark.config import ConfigError, load_config
-from mgoe_spark.generate import (
+from mgoe_spark.core.errors import UserError
+from mgoe_spark.core.rand import uniform
+from mgoe_spark.core.storage import read_table
+from mgoe_spark.generate.events import (
     EVENT_COLUMNS,
     IdScramble,
     conversion_factors,
@@ -26,7 +26,7 @@ from mgoe_spark.generate import (
     start_timestamp,
     zipf_rank,
 )
-from mgoe_spark.rand import uniform
+from mgoe_spark.generate.run import run_generate
 from schemas import GROUND_TRUTH_ITEMS, GROUND_TRUTH_USERS
 
 BEHAVIOR_TASK = {"pv": "click", "fav": "fav", "cart": "cart", "buy": "buy"}

@@ -19,10 +19,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyspark.sql import functions as F
 
-from jobs.ingest import run_ingest
-from jobs.storage import partition_path
-from mgoe_spark import ingest as ing
 from mgoe_spark.config import load_config
+from mgoe_spark.core.storage import partition_path
+from mgoe_spark.ingest import parse as ing
+from mgoe_spark.ingest.run import run_ingest
 from schemas import INTERACTIONS, REJECTS, RUN_METRICS, VOCAB_ITEMS, VOCAB_USERS
 
 
@@ -476,7 +476,7 @@ def test_config_checks_for_the_input_formats():
 
 
 def test_csv_columns_come_from_the_first_file_header(spark, tmp_path):
-    from jobs.ingest import csv_columns
+    from mgoe_spark.ingest.run import csv_columns
 
     d = tmp_path / "g"
     d.mkdir()

@@ -14,9 +14,9 @@ import pyarrow.parquet as pq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jobs.common import UserError
-from jobs.ingest import run_ingest
 from mgoe_spark.config import load_config
+from mgoe_spark.core.errors import UserError
+from mgoe_spark.ingest.run import run_ingest
 
 BEHAVIORS = ["pv", "fav", "cart", "buy"]
 CODES = {"empty_line", "field_count", "empty_field", "bad_id", "bad_timestamp", "unknown_behavior", "bad_flag"}

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mgoe_spark.kmeans import (
+from mgoe_spark.nodes.kmeans import (
     WeightedKMeans,
     hash_uniform,
     kmeans_plusplus,
@@ -308,7 +308,7 @@ def test_resident_and_jobs_engines_give_identical_fits(spark, mode):
 
 
 def test_plateau_fires_after_patience_steps_without_relative_improvement():
-    from mgoe_spark.kmeans.loop import Plateau
+    from mgoe_spark.nodes.kmeans.loop import Plateau
 
     smooth = Plateau(alpha=0.5, tol=0.01, patience=2)
     smooth.step(20.0, 2.0)  # per unit weight: 10
@@ -336,8 +336,8 @@ def test_both_modes_stop_before_max_iter_and_say_why(spark):
 def test_auto_engine_falls_back_to_jobs_and_records_why(spark, monkeypatch, caplog):
     import logging
 
-    from mgoe_spark.kmeans import model as model_module
-    from mgoe_spark.kmeans.resident import EngineUnavailable, ResidentEngine
+    from mgoe_spark.nodes.kmeans import model as model_module
+    from mgoe_spark.nodes.kmeans.resident import EngineUnavailable, ResidentEngine
 
     x, w, _, _ = planted(12, k=3, per=30)
     df = nodes_df(spark, x, w, partitions=2)
@@ -383,7 +383,7 @@ def test_training_assignments_of_the_resident_fit_equal_assign(spark):
 
 @pytest.mark.parametrize("mode", ["full", "minibatch"])
 def test_fit_does_not_depend_on_the_task_slot_count(spark, monkeypatch, mode):
-    from mgoe_spark.kmeans import model as model_module
+    from mgoe_spark.nodes.kmeans import model as model_module
 
     x, w, _, _ = planted(13, k=3, per=50)
     df = nodes_df(spark, x, w, partitions=4).persist()  # 4 input partitions, fixed row order
@@ -409,7 +409,7 @@ def test_fit_does_not_depend_on_the_task_slot_count(spark, monkeypatch, mode):
 def test_pack_batches_cuts_blocks_per_input_partition_whatever_the_batches():
     import pyarrow as pa
 
-    from mgoe_spark.kmeans.blocks import pack_batches
+    from mgoe_spark.nodes.kmeans.blocks import pack_batches
 
     rng = np.random.default_rng(0)
     n, r = 50, 3
@@ -438,8 +438,8 @@ def test_pack_batches_cuts_blocks_per_input_partition_whatever_the_batches():
 
 
 def test_fixed_point_sums_are_exact_in_any_grouping():
-    from mgoe_spark.kmeans.blocks import Block, hash_uniform, partial_sums, sum_scales
-    from mgoe_spark.kmeans.loop import combine
+    from mgoe_spark.nodes.kmeans.blocks import Block, hash_uniform, partial_sums, sum_scales
+    from mgoe_spark.nodes.kmeans.loop import combine
 
     rng = np.random.default_rng(1)
     k, r = 4, 5

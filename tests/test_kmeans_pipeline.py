@@ -23,9 +23,9 @@ def interactions(spark):
 
 
 def test_warm_start_only_when_the_fingerprint_matches(spark, tmp_path, caplog):
-    from jobs.pipeline import run_nodes
-    from jobs.storage import TableStore
     from mgoe_spark.config import load_config
+    from mgoe_spark.core.storage import TableStore
+    from mgoe_spark.nodes.run import run_nodes
 
     base = [f"output.root={tmp_path}", "kmeans.k_user=3", "kmeans.k_item=3", "sketch.dim=8"]
     same = load_config(profile="test", overrides=base)
@@ -47,6 +47,7 @@ def test_warm_start_only_when_the_fingerprint_matches(spark, tmp_path, caplog):
         return {r["side"]: r["fingerprint"] for r in store.read(CENTROIDS, date).collect()}
 
     assert fingerprints("2026-01-01") == fingerprints("2026-01-02") != fingerprints("2026-01-03")
+
     # same data, warm start: every user keeps its macro id
     def users(date):
         rows = store.read(ASSIGNMENTS, date).where("side = 'user'").collect()

@@ -7,8 +7,8 @@ from collections import defaultdict
 
 import numpy as np
 
-from mgoe_spark.lookup import task_lookup
-from mgoe_spark.neighbors import recent_neighbors
+from mgoe_spark.features.lookup import task_lookup
+from mgoe_spark.features.neighbors import recent_neighbors
 
 TASKS = ["click", "fav"]
 

@@ -1,4 +1,4 @@
-"""Data-quality checks (mgoe_spark.quality) and gates (jobs/quality.py) on tiny tables written like the stages do."""
+"""Data-quality checks (mgoe_spark.quality.checks) and gates (mgoe_spark.quality.gates) on tiny tables."""
 
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from jobs import quality as qjob
-from jobs.common import UserError, job_main
-from jobs.storage import TableNotFound, read_table, write_table
-from mgoe_spark.quality import (
+from jobs.common import job_main
+from mgoe_spark.core.errors import UserError
+from mgoe_spark.core.storage import TableNotFound, read_table, write_table
+from mgoe_spark.quality import gates
+from mgoe_spark.quality.checks import (
     TableSpec,
     check_table,
     duplicate_keys,
@@ -137,7 +139,7 @@ N_USERS, N_ITEMS = 6, 5
 
 
 def _settings(cfg) -> str:
-    from mgoe_spark.windows import settings_json
+    from mgoe_spark.windows.cutoffs import settings_json
 
     return settings_json(cfg.windows, "epoch_seconds")
 
@@ -206,7 +208,7 @@ def _in_memory(spark, tables):
 
 @pytest.mark.parametrize("gate", ["ingest", "nodes", "features"])
 def test_every_gate_passes_on_consistent_tables(spark, test_config, gate):
-    results = qjob.GATES[gate](_in_memory(spark, _tables(test_config)), test_config)
+    results = gates.GATES[gate](_in_memory(spark, _tables(test_config)), test_config)
     assert results and [r.line() for r in results if not r.passed] == []
 
 
@@ -284,7 +286,7 @@ BREAKS = [
 def test_a_broken_table_fails_exactly_its_check(spark, test_config, gate, schema, brk, expected):
     tables = _tables(test_config)
     tables[schema.name] = brk(tables[schema.name])
-    results = qjob.GATES[gate](_in_memory(spark, tables), test_config)
+    results = gates.GATES[gate](_in_memory(spark, tables), test_config)
     failed = {(r.table, r.check) for r in results if not r.passed}
     assert failed == {expected}
 
@@ -315,7 +317,7 @@ def test_gates_refuse_a_config_asking_for_other_windows(spark, test_config):
     other.windows.q1 = 0.5
     for gate in ("nodes", "features"):
         with pytest.raises(UserError, match="chose the windows of .* windows.q1=0.8 .* asks for .* windows.q1=0.5"):
-            qjob.GATES[gate](_in_memory(spark, _tables(test_config)), other, RUN_DATE)
+            gates.GATES[gate](_in_memory(spark, _tables(test_config)), other, RUN_DATE)
 
 
 def test_missing_table_is_a_one_line_user_error(spark, test_config, tmp_path, capsys):
@@ -327,7 +329,7 @@ def test_missing_table_is_a_one_line_user_error(spark, test_config, tmp_path, ca
     cfg = copy.deepcopy(test_config)
     cfg.output.root = str(tmp_path)
     with pytest.raises(TableNotFound):
-        qjob.run_gate(spark, "ingest", cfg, RUN_DATE)
+        gates.run_gate(spark, "ingest", cfg, RUN_DATE)
 
 
 def test_ingest_gate_passes_on_real_ingest_output(spark, test_config, tmp_path):
@@ -339,20 +341,20 @@ def test_ingest_gate_passes_on_real_ingest_output(spark, test_config, tmp_path):
     cfg.generator.events = 3000
     generate.run_generate(spark, cfg, str(tmp_path / "raw"), RUN_DATE)
     ingest.run_ingest(spark, cfg, str(tmp_path / "raw"), RUN_DATE)
-    results = qjob.run_gate(spark, "ingest", cfg, RUN_DATE)
+    results = gates.run_gate(spark, "ingest", cfg, RUN_DATE)
     assert [r.line() for r in results if not r.passed] == []
     assert next(r.value for r in results if r.check == "row_count" and r.table == "interactions") > 0
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "delta"])
 def test_record_writes_the_stores_format_and_replaces_only_its_gate(spark, tmp_path, fmt):
-    from jobs.storage import TableStore
-    from mgoe_spark.quality import CheckResult
+    from mgoe_spark.core.storage import TableStore
+    from mgoe_spark.quality.checks import CheckResult
 
     store = TableStore(spark, str(tmp_path / "out"), fmt)
-    qjob.record(store, "ingest", [CheckResult("interactions", "row_count", True, 5.0)], RUN_DATE)
-    qjob.record(store, "nodes", [CheckResult("centroids", "row_count", True, 4.0)], RUN_DATE)
-    qjob.record(store, "nodes", [CheckResult("centroids", "row_count", False, 0.0, "empty")], RUN_DATE)
+    gates.record(store, "ingest", [CheckResult("interactions", "row_count", True, 5.0)], RUN_DATE)
+    gates.record(store, "nodes", [CheckResult("centroids", "row_count", True, 4.0)], RUN_DATE)
+    gates.record(store, "nodes", [CheckResult("centroids", "row_count", False, 0.0, "empty")], RUN_DATE)
     rows = sorted(tuple(r) for r in store.read(QUALITY_CHECKS, RUN_DATE).select("gate", "passed", "value").collect())
     assert rows == [("ingest", True, 5.0), ("nodes", False, 0.0)]
     assert (tmp_path / "out" / "quality_checks" / "_delta_log").is_dir() == (fmt == "delta")

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mgoe_spark.scores import pair_scores
+from mgoe_spark.nodes.scores import pair_scores
 from schemas.tables import INTERACTIONS, PAIR_SCORES
 
 TASK_NAMES = ["click", "fav", "cart", "buy"]

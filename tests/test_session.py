@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from mgoe_spark import session
-from mgoe_spark.session import EnvironmentProblem, check_java, java_major_version
+from mgoe_spark.core import session
+from mgoe_spark.core.session import EnvironmentProblem, check_java, java_major_version
 
 
 def test_local_session_pins_python_and_applies_conf(spark):
@@ -90,6 +90,6 @@ def test_worker_python_is_checked(tmp_path):
 
 @pytest.mark.parametrize(("total_gib", "expected"), [(2, "1g"), (24, "6g"), (512, "16g")])
 def test_local_driver_memory_is_a_quarter_of_the_machine_within_bounds(total_gib, expected):
-    from mgoe_spark.session import local_driver_memory
+    from mgoe_spark.core.session import local_driver_memory
 
     assert local_driver_memory(total_gib << 30) == expected

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import chi2, kstest, norm
 
-from mgoe_spark.arrow_sums import segment_sums
-from mgoe_spark.sketch import omega_matrix, omega_rows, sketch_side
+from mgoe_spark.core.arrow_sums import segment_sums
+from mgoe_spark.nodes.sketch import omega_matrix, omega_rows, sketch_side
 from schemas.tables import NODE_VECTORS
 from tests.oracles import adjusted_rand_index, dense_matrix, kmeans
 

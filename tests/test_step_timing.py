@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jobs.common import STEP_SECONDS, StageSummary, step
+from mgoe_spark.core.metrics import STEP_SECONDS, StageSummary, step
 
 
 def test_step_labels_jobs_and_records_its_seconds(spark):
@@ -69,7 +69,7 @@ def test_spark_event_logs_of_a_real_run(tmp_path):
     log.mkdir()
     code = textwrap.dedent(f"""
         from mgoe_spark.config import SparkSettings
-        from mgoe_spark.session import get_spark
+        from mgoe_spark.core.session import get_spark
         from bench.spark_events import SPARK_CONF
         conf = {{**SPARK_CONF, "spark.eventLog.dir": "{log.as_uri()}", "spark.ui.enabled": "false"}}
         spark = get_spark(SparkSettings(master="local[1]", conf=conf), app_name="ev")

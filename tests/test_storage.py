@@ -5,8 +5,8 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import pytest
 
-from jobs import storage
-from jobs.storage import TableNotFound, list_run_dates, read_table, write_table
+from mgoe_spark.core import storage
+from mgoe_spark.core.storage import TableNotFound, list_run_dates, read_table, write_table
 from schemas import VOCAB_USERS
 
 

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
-from jobs import storage
+from mgoe_spark.core import storage
 from schemas import TASK_LOOKUP, TRAINING_EXAMPLES
 
 FORMATS = ["parquet", "delta"]

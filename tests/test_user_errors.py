@@ -44,10 +44,10 @@ def test_cli_refuses_an_old_python_before_parsing(monkeypatch, capsys):
 
 
 def test_k_larger_than_the_nodes_names_the_key_and_the_count(spark, tmp_path):
-    from jobs.common import UserError
-    from jobs.pipeline import run_nodes
-    from jobs.storage import TableStore
     from mgoe_spark.config import load_config
+    from mgoe_spark.core.errors import UserError
+    from mgoe_spark.core.storage import TableStore
+    from mgoe_spark.nodes.run import run_nodes
     from schemas import INTERACTIONS
 
     tasks = ["click", "fav", "cart", "buy"]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
-from mgoe_spark.weights import capped_edges, gram_entries, preference_weights, two_hop_lists
+from mgoe_spark.nodes.weights import capped_edges, gram_entries, preference_weights, two_hop_lists
 from schemas.tables import NODE_WEIGHTS
 from tests.oracles import dense_matrix, lower_quantile
 
@@ -192,7 +192,7 @@ def test_gram_entries_match_the_dense_product_whatever_the_partitioning(spark, s
 
 def test_sampled_median_is_within_its_rank_error_and_seeded(spark):
     """b from a sample of ~(0.5/eps)^2 entries: its rank among all entries is within a few eps of 1/2."""
-    from mgoe_spark.weights import _accuracy, _median_threshold
+    from mgoe_spark.nodes.weights import _accuracy, _median_threshold
 
     rng = np.random.default_rng(9)
     data = [(node, rng.lognormal(0, 1, 60).tolist()) for node in range(1, 301)]  # 18,000 entries

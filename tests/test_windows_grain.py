@@ -11,13 +11,13 @@ import datetime as dt
 import pytest
 from pyspark.sql import functions as F
 
-from jobs import windows_table
-from jobs.common import UserError
-from jobs.ingest import run_ingest
-from jobs.storage import TableStore
 from mgoe_spark.config import load_config
-from mgoe_spark.ingest import TENREC_COLUMNS
-from mgoe_spark.windows import (
+from mgoe_spark.core.errors import UserError
+from mgoe_spark.core.storage import TableStore
+from mgoe_spark.ingest.parse import TENREC_COLUMNS
+from mgoe_spark.ingest.run import run_ingest
+from mgoe_spark.windows import table as windows_table
+from mgoe_spark.windows.cutoffs import (
     ORDER_SCALE,
     USER_EVENT_ORDER,
     WindowError,

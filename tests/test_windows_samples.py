@@ -8,8 +8,8 @@ from collections import defaultdict
 import pytest
 
 from mgoe_spark.config import load_config
-from mgoe_spark.samples import build_samples
-from mgoe_spark.windows import Windows, compute_windows, parse_instant
+from mgoe_spark.features.samples import build_samples
+from mgoe_spark.windows.cutoffs import Windows, compute_windows, parse_instant
 
 SCHEMA = "user_id long, item_id long, task string, ts long, category string"
 TASKS = ["click", "fav", "cart", "buy"]

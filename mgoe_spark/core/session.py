@@ -18,11 +18,12 @@ import subprocess
 import sys
 
 from mgoe_spark.config import SparkSettings
+from mgoe_spark.core.errors import UserError
 
 MIN_JAVA = 17
 
 
-class EnvironmentProblem(RuntimeError):
+class EnvironmentProblem(UserError, RuntimeError):
     """The machine cannot run Spark as set up (Java missing / too old, wrong Python); the message says how
     to fix it."""
 

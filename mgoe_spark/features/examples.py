@@ -12,7 +12,7 @@ meet one feature row; AQE's skew-join splitting handles the skew of that key). N
 the driver.
 
 Streaming layout: write with :data:`SORT_KEYS` within partitions and ``output.row_group_rows`` rows per
-Parquet row group (``jobs.storage.write_table`` caps them), so a reader batches by row group and skips
+Parquet row group (``mgoe_spark.core.storage.write_table`` caps them), so a reader batches by row group and skips
 the row groups of other splits by their min/max statistics on ``split``.
 """
 
@@ -24,8 +24,8 @@ from typing import Literal
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from mgoe_spark.edges import ITEM, USER, edge_width
-from mgoe_spark.windows import snapshot_of_split
+from mgoe_spark.features.edges import ITEM, USER, edge_width
+from mgoe_spark.windows.cutoffs import snapshot_of_split
 
 SORT_KEYS = ("split", "user_id", "item_id")
 """Sort order of the training examples within each output partition."""

@@ -49,6 +49,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from mgoe_spark.config import MgoeConfig
+from mgoe_spark.core.errors import InputFormatError
 
 TAOBAO_COLUMNS = ("user_id", "item_id", "category_id", "behavior_type", "timestamp")
 TENREC_COLUMNS = (
@@ -161,7 +162,10 @@ def tenrec_layout(cfg: MgoeConfig) -> LogLayout:
     mapping = {t: cfg.input.task_columns.get(t, t) for t in cfg.tasks.order}
     bad = {t: c for t, c in mapping.items() if c not in TENREC_FLAGS}
     if bad:
-        raise ValueError(f"Tenrec has no 0/1 column for tasks {bad}; columns are {list(TENREC_FLAGS)}")
+        raise InputFormatError(
+            f"Tenrec has no 0/1 column for tasks {bad}; columns are {list(TENREC_FLAGS)}",
+            hint="name Tenrec's 0/1 columns in input.task_columns",
+        )
     return LogLayout(
         user="user_id",
         item="item_id",
@@ -387,7 +391,10 @@ def _parse_text(lines: DataFrame, layout: LogLayout, columns: list[str], delimit
     """Text lines with the given column order (header lines are those equal to the column names)."""
     missing = [c for c in layout.columns() if c not in columns]
     if missing:
-        raise ValueError(f"input has no column(s) {missing}; its columns are {columns}")
+        raise InputFormatError(
+            f"input has no column(s) {missing}; its columns are {columns}",
+            hint="check input.format and the input.*_column settings against the file",
+        )
     if layout.timestamp is None:
         lines = file_order_ordinal(lines)
     fields = _split_fields(F.col("raw"), delimiter, quoted)
@@ -434,7 +441,7 @@ def parse_generic_parquet(records: DataFrame, cfg: MgoeConfig) -> DataFrame:
     types = {f.name: f.dataType for f in records.schema["row"].dataType.fields}
     missing = [c for c in layout.columns() if c not in types]
     if missing:
-        raise ValueError(f"input has no column(s) {missing}; its columns are {sorted(types)}")
+        raise InputFormatError(f"input has no column(s) {missing}; its columns are {sorted(types)}")
 
     def get(name: str) -> Column:
         c, dt = F.col("row").getField(name), types[name]

@@ -8,7 +8,7 @@ for every task, not only for clicks.
 Generative model
 ----------------
 Notation: ``g = cfg.generator``, seed ``s = cfg.sub_seed("generator")``; every random number below is a
-hash of (s, a salt, key columns) via :mod:`mgoe_spark.rand`, so the output does not depend on how rows are
+hash of (s, a salt, key columns) via :mod:`mgoe_spark.core.rand`, so the output does not depend on how rows are
 split into partitions. Tasks ``t_0, ..., t_{T-1}`` are ``cfg.tasks.order`` (``t_0`` is the click).
 
 *Users.* ``U = g.users`` users with index ``a = 0..U-1``. User ``a`` is in user group ``a mod G_U``
@@ -83,7 +83,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from mgoe_spark.config import MgoeConfig
-from mgoe_spark.rand import normal, uniform
+from mgoe_spark.core.rand import normal, uniform
 
 SECONDS_PER_DAY = 86_400
 EVENT_COLUMNS = ("user_id", "item_id", "category_id", "behavior", "ts")

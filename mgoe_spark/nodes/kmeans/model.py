@@ -1,6 +1,6 @@
 """The fitted k-means model: fit (engine choice + fallback), assign, id matching, save / load, tables.
 
-Costs: :meth:`WeightedKMeans.fit` is one engine run (see :mod:`mgoe_spark.kmeans.engines`): one pass to pack
+Costs: :meth:`WeightedKMeans.fit` is one engine run (see :mod:`mgoe_spark.nodes.kmeans.engines`): one pass to pack
 the vectors, then per iteration O(n k r / threads) on the workers and O(P k r) on the driver.
 :meth:`WeightedKMeans.assign` is one lazy pass, O(n k r / threads). Persistence and table rows are k x r.
 The driver never holds more than k x r centroids, P x k candidates and the init sample (``m <=
@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from mgoe_spark.kmeans.blocks import ASSIGN_SCHEMA, assign_batches, sum_scales
-from mgoe_spark.kmeans.engines import JobsEngine, resident_blocker, task_slots
-from mgoe_spark.kmeans.loop import (
+from mgoe_spark.nodes.kmeans.blocks import ASSIGN_SCHEMA, assign_batches, sum_scales
+from mgoe_spark.nodes.kmeans.engines import JobsEngine, resident_blocker, task_slots
+from mgoe_spark.nodes.kmeans.loop import (
     IterationStats,
     combine,
     init_from_sample,
@@ -32,7 +32,7 @@ from mgoe_spark.kmeans.loop import (
     run_fit,
     validate,
 )
-from mgoe_spark.kmeans.resident import EngineUnavailable, ResidentEngine
+from mgoe_spark.nodes.kmeans.resident import EngineUnavailable, ResidentEngine
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession

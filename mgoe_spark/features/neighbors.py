@@ -31,7 +31,7 @@ def recent_neighbors(events: DataFrame, tasks: Sequence[str], length: int) -> Da
 
     Only tasks in ``tasks`` are kept (an exposure pseudo-task is not a neighbor relation). Node/task pairs
     without events get no row (the example builder pads with zeros). When ``events`` carries a
-    ``snapshot`` column (:func:`mgoe_spark.features.snapshot_events`), every snapshot is computed in the
+    ``snapshot`` column (:func:`mgoe_spark.features.build.snapshot_events`), every snapshot is computed in the
     same aggregations and the output carries it too.
     """
     if length < 1:

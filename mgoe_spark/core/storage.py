@@ -54,14 +54,22 @@ from typing import Literal
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from mgoe_spark.core.errors import UserError, one_line
+from mgoe_spark.core.names import WRITTEN_BY
 from schemas import RUN_DATE, TableSchema
 
 
-class TableNotFound(FileNotFoundError):
-    """A table or run-date partition that a stage needs does not exist."""
+class TableNotFound(UserError, FileNotFoundError):
+    """A table or run-date partition that a stage needs does not exist; the hint names the command that
+    writes it (:data:`~mgoe_spark.core.names.WRITTEN_BY`)."""
+
+    def user_message(self) -> str:
+        text = one_line(self)
+        table = next((t for t in WRITTEN_BY if f"table '{t}'" in text), None)
+        return f"{text} (`{WRITTEN_BY[table]} --run-date D` writes it)" if table else text
 
 
-class StorageError(ValueError):
+class StorageError(UserError, ValueError):
     """The output root holds something this write cannot go with (e.g. another table format)."""
 
 

@@ -2,11 +2,11 @@
 
 One ``mapInArrow`` job runs for the whole fit, with one task per task slot (the nodes are coalesced to the
 slot count when they have more partitions: narrow, no shuffle). Each of its P tasks packs its rows' Arrow
-batches into numpy blocks once (:func:`~mgoe_spark.kmeans.blocks.pack_batches`), connects back to a socket
+batches into numpy blocks once (:func:`~mgoe_spark.nodes.kmeans.blocks.pack_batches`), connects back to a socket
 the driver opened for this fit, and then answers the driver's commands (statistics, init sample, one step
 for given centroids) until it is told to stop. All P tasks must run at once: the driver first checks that
 the cluster has P free slots (and no dynamic allocation / speculation, see
-:func:`~mgoe_spark.kmeans.engines.resident_blocker`) and waits at most ``accept_timeout`` seconds for all of
+:func:`~mgoe_spark.nodes.kmeans.engines.resident_blocker`) and waits at most ``accept_timeout`` seconds for all of
 them to connect; otherwise the fit falls back to the jobs engine.
 
 Why not a barrier job (Spark's gang scheduling)? Measured at 1M x 32 on local[2]: a barrier stage forbids
@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mgoe_spark.kmeans.blocks import (
+from mgoe_spark.nodes.kmeans.blocks import (
     ASSIGN_SCHEMA,
     PartialSums,
     assignment_batch,
@@ -285,7 +285,7 @@ class ResidentEngine:
             except OSError as exc:
                 raise EngineUnavailable(f"a task went away ({exc})") from exc
 
-    # ---- the engine interface (see mgoe_spark.kmeans.engines) ----
+    # ---- the engine interface (see mgoe_spark.nodes.kmeans.engines) ----
 
     @property
     def partitions(self) -> int:

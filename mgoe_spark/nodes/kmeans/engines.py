@@ -1,13 +1,13 @@
 """The two k-means engines and the choice between them.
 
-An engine holds the packed nodes for one fit and answers :func:`~mgoe_spark.kmeans.loop.run_fit`'s
+An engine holds the packed nodes for one fit and answers :func:`~mgoe_spark.nodes.kmeans.loop.run_fit`'s
 questions: ``stats()`` (input statistics, once), ``sample(prob)`` (init sample rows) and
-``step_parts(centroids, iteration, fraction, scales)`` (one :data:`~mgoe_spark.kmeans.blocks.PartialSums` per
+``step_parts(centroids, iteration, fraction, scales)`` (one :data:`~mgoe_spark.nodes.kmeans.blocks.PartialSums` per
 task). Both engines run the same worker code on the same blocks (cut per input partition), and the sums are
 exact fixed-point integers, so for the same input DataFrame and seed they give bit-identical fits, whatever
 the number of task slots.
 
-- ``resident`` (:class:`~mgoe_spark.kmeans.resident.ResidentEngine`, the default): one Spark job per fit
+- ``resident`` (:class:`~mgoe_spark.nodes.kmeans.resident.ResidentEngine`, the default): one Spark job per fit
   whose tasks all run at once; the vectors leave Spark once and stay in the Python workers; per iteration
   only centroids and sums move.
 - ``jobs`` (:class:`JobsEngine`, the fallback): the packed blocks are cached as an RDD (one pass) and every
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mgoe_spark.kmeans.blocks import (
+from mgoe_spark.nodes.kmeans.blocks import (
     Block,
     PartialSums,
     empty_stats,

@@ -6,7 +6,7 @@ the other application uses as train samples. So :func:`choose` computes the cuto
 in each window and writes them as the one-row ``windows`` partition of the run date; :func:`recorded` reads
 them back and refuses a config whose ``windows.*`` settings would choose other cutoffs (one-line error).
 
-Cost: the windows computation (see :mod:`mgoe_spark.windows`) plus one aggregation for the shares; the
+Cost: the windows computation (see :mod:`mgoe_spark.windows.cutoffs`) plus one aggregation for the shares; the
 table is one row.
 """
 
@@ -17,10 +17,11 @@ import json
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 
-from jobs.common import UserError
-from jobs.storage import TableStore
 from mgoe_spark.config import MgoeConfig
-from mgoe_spark.windows import (
+from mgoe_spark.core.errors import UserError
+from mgoe_spark.core.metrics import StageSummary
+from mgoe_spark.core.storage import TableStore
+from mgoe_spark.windows.cutoffs import (
     USER_EVENT_ORDER,
     Windows,
     check_nonempty,
@@ -30,7 +31,7 @@ from mgoe_spark.windows import (
     time_unit_of,
     user_event_order,
 )
-from schemas import WINDOWS
+from schemas import INTERACTIONS, WINDOWS
 
 
 def on_time_axis(interactions: DataFrame, cfg: MgoeConfig) -> DataFrame:
@@ -94,3 +95,25 @@ def from_rows(rows: list, cfg: MgoeConfig, run_date: str) -> Windows:
 
 def _settings_text(settings: str) -> str:
     return " ".join(f"windows.{k}={v}" for k, v in sorted(json.loads(settings).items()) if k != "time_unit")
+
+
+def load_interactions(store: TableStore, run_date: str) -> DataFrame:
+    return store.read(INTERACTIONS, run_date).drop("run_date")
+
+
+def windows_of(
+    store: TableStore, interactions: DataFrame, cfg: MgoeConfig, summary: StageSummary, run_date: str, *, choose: bool
+) -> tuple[DataFrame, Windows]:
+    """(interactions on the cutoffs' time axis, the run date's windows). ``choose`` (``nodes``): compute
+    them and write the ``windows`` table; else (``features``) read that table ."""
+    interactions = on_time_axis(interactions, cfg)
+    if choose:
+        windows = choose(store, interactions, cfg, run_date)
+    else:
+        windows = recorded(store, cfg, run_date)
+    summary.add("train_cutoff_ts", windows.train_cutoff)
+    summary.add("test_cutoff_ts", windows.test_cutoff)
+    for name in ("feature_share", "train_share", "test_share"):
+        summary.add(name, round(getattr(windows, name), 4))
+    summary.note("windows", windows.summary())
+    return interactions, windows

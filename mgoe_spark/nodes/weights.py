@@ -47,7 +47,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from mgoe_spark import rand
+from mgoe_spark.core import rand
 from schemas.tables import NODE_WEIGHTS
 
 Side = Literal["user", "item"]

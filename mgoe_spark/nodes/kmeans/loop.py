@@ -1,8 +1,8 @@
 """The driver side of a fit: input checks, k-means++ init, the update rules, the stop rules, and the one
 update loop both engines run (:func:`run_fit`).
 
-An engine (:mod:`mgoe_spark.kmeans.engines`) only answers three questions about the data it holds:
-its input statistics, a hash-seeded sample, and the summed :data:`~mgoe_spark.kmeans.blocks.PartialSums`
+An engine (:mod:`mgoe_spark.nodes.kmeans.engines`) only answers three questions about the data it holds:
+its input statistics, a hash-seeded sample, and the summed :data:`~mgoe_spark.nodes.kmeans.blocks.PartialSums`
 of one step for given centroids. Everything else happens here, on k x r sized arrays:
 
 - O(P k r) per iteration to add the P tasks' sums (fixed-point integers: exact, so the result does not
@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from mgoe_spark.kmeans.blocks import PartialSums
+from mgoe_spark.core.errors import UserError
+from mgoe_spark.nodes.kmeans.blocks import PartialSums
 
 STOP_SHIFT = "shift_below_tol"
 STOP_PLATEAU = "inertia_plateau"
@@ -60,8 +61,10 @@ class FitResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-class FitInputError(ValueError):
+class FitInputError(UserError, ValueError):
     """The nodes cannot be clustered as given (the message says why and names a node)."""
+
+    hint = "check the input log and the feature window (windows.*), or lower kmeans.k_*"
 
 
 # ---- input checks and init -----------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ so hop h of a user points to item macros (K_I columns) when h is odd and to user
 even; items the other way round. Each product is one "push": join S (nnz rows) with the other side's
 K-vectors on the shared node (one row per pair, never one per path: a hot item sends the same K-vector along
 each of its pairs, it does not pair its users with each other), then sum the weighted K-vectors per node
-(:func:`mgoe_spark.arrow_sums.segment_sums`: the joined rows are shuffled by node, sorted, and folded in
+(:func:`mgoe_spark.core.arrow_sums.segment_sums`: the joined rows are shuffled by node, sorted, and folded in
 numpy per Arrow batch). Cost per hop and side: O(nnz * K) arithmetic, a shuffle of O(nnz) rows of K
 floats, intermediate rows <= nnz, task memory one batch. The driver sees nothing but the plan.
 
@@ -37,7 +37,7 @@ from typing import Literal
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from mgoe_spark.windows import TEST, TRAIN
+from mgoe_spark.windows.cutoffs import TEST, TRAIN
 
 USER, ITEM = "user", "item"
 
@@ -119,7 +119,7 @@ def _sum_fn(key: str):
     def fn(batches):
         import pyarrow as pa
 
-        from mgoe_spark.arrow_sums import fixed_lists, float_lists, segment_sums
+        from mgoe_spark.core.arrow_sums import fixed_lists, float_lists, segment_sums
 
         dim: list[int] = []
 

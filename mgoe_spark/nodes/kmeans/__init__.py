@@ -19,10 +19,10 @@ partition, and the per-block sums are added as exact fixed-point integers, so th
 seed give the same centroids and assignments whichever engine runs and however many task slots there are.
 """
 
-from mgoe_spark.kmeans.blocks import ASSIGN_SCHEMA, hash_uniform, minibatch_mask
-from mgoe_spark.kmeans.fingerprint import space_fingerprint
-from mgoe_spark.kmeans.loop import IterationStats, kmeans_plusplus, match_to_previous
-from mgoe_spark.kmeans.model import WeightedKMeans, warm_start_candidate
+from mgoe_spark.nodes.kmeans.blocks import ASSIGN_SCHEMA, hash_uniform, minibatch_mask
+from mgoe_spark.nodes.kmeans.fingerprint import space_fingerprint
+from mgoe_spark.nodes.kmeans.loop import IterationStats, kmeans_plusplus, match_to_previous
+from mgoe_spark.nodes.kmeans.model import WeightedKMeans, warm_start_candidate
 
 __all__ = [
     "ASSIGN_SCHEMA",

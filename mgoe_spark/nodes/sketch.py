@@ -67,7 +67,7 @@ import numpy as np
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from mgoe_spark.arrow_sums import float_lists, ints, segment_sums
+from mgoe_spark.core.arrow_sums import float_lists, ints, segment_sums
 from schemas.tables import NODE_VECTORS
 
 if TYPE_CHECKING:

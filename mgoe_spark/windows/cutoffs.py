@@ -46,8 +46,9 @@ from dataclasses import asdict, dataclass
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from mgoe_spark import rand
 from mgoe_spark.config import InputSettings, WindowSettings
+from mgoe_spark.core import rand
+from mgoe_spark.core.errors import UserError
 
 TRAIN, VALID, TEST = "train", "valid", "test"
 SPLITS = (TRAIN, VALID, TEST)
@@ -60,7 +61,7 @@ ORDER_SCALE = 1_000_000_000
 user's n distinct ordinals, scaled to 1..ORDER_SCALE), so a cutoff ``q * ORDER_SCALE`` cuts every user at q."""
 
 
-class WindowError(ValueError):
+class WindowError(UserError, ValueError):
     """No valid split of the log into the three windows (a user-fixable data / config problem)."""
 
 
@@ -94,6 +95,7 @@ class Windows:
 
     def summary(self) -> str:
         """One line: both cutoffs as dates and the share of events in each window."""
+
         def pct(x: float | None) -> str:
             return "?" if x is None else f"{x:.1%}"
 

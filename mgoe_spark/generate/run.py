@@ -1,0 +1,70 @@
+"""The synthetic log (the embedded default data) and its ground truth, written for a run date.
+
+- the raw log as headerless Taobao UserBehavior CSV (``user_id,item_id,category_id,behavior,ts``) to an
+  output directory, atomically: the files are written to a hidden sibling directory and renamed into place,
+  so a killed job leaves no partial log and a re-run replaces the old one;
+- the planted groups as the ``ground_truth_users`` / ``ground_truth_items`` tables (run-date partition).
+
+The generative model is :mod:`mgoe_spark.generate.events`. Cost: one map-only pass over the generated rows
+(no shuffle); the counts per task are collected during the write (a Spark ``Observation``), not by a second
+pass.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from pyspark.sql import DataFrame, Observation, SparkSession
+from pyspark.sql import functions as F
+
+from mgoe_spark.config import MgoeConfig
+from mgoe_spark.core.errors import UserError
+from mgoe_spark.core.metrics import StageSummary, stage
+from mgoe_spark.core.storage import TableStore, _fs, swap_directory
+from mgoe_spark.generate.events import behavior_names, generate_events, ground_truth
+from schemas import GROUND_TRUTH_ITEMS, GROUND_TRUTH_USERS
+
+
+def default_out_dir(cfg: MgoeConfig, run_date: str) -> str:
+    return f"{cfg.output.root.rstrip('/')}/raw/{run_date}"
+
+
+def write_csv_atomically(df: DataFrame, out_dir: str) -> None:
+    """Write ``df`` as headerless CSV files into ``out_dir``, replacing it as a whole (write to a hidden
+    sibling, then swap it in with :func:`mgoe_spark.core.storage.swap_directory`)."""
+    spark = df.sparkSession
+    fs, target = _fs(spark, out_dir)
+    if fs.exists(target) and not fs.getFileStatus(target).isDirectory():
+        raise UserError(f"--out {out_dir} is an existing file; give a directory path")
+    parent, name = target.getParent().toString(), target.getName()
+    token = uuid.uuid4().hex[:12]
+    staging = f"{parent}/_{name}.staging-{token}"
+    df.write.mode("error").option("header", False).csv(staging)
+    swap_directory(spark, staging, target.toString(), f"{parent}/_{name}.trash-{token}")
+
+
+def run_generate(spark: SparkSession, cfg: MgoeConfig, out_dir: str, run_date: str) -> StageSummary:
+    """Generate the log into ``out_dir`` (CSV) and the ground truth (tables under ``output.root``).
+
+    Returns the summary: ``events`` (all rows), ``events_<task>`` per task, ``users``, ``items``, ``seconds``.
+    """
+    try:
+        behaviors = behavior_names(cfg)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    summary = StageSummary("generate")
+    with stage(spark, summary, f"synthetic log -> {out_dir}"):
+        obs = Observation("generate_counts")
+        counts = [F.count(F.lit(1)).alias("events")] + [
+            F.count_if(F.col("behavior") == F.lit(b)).alias(f"events_{t}")
+            for t, b in zip(cfg.tasks.order, behaviors, strict=True)
+        ]
+        write_csv_atomically(generate_events(spark, cfg).observe(obs, *counts), out_dir)
+        for key, value in obs.get.items():
+            summary.add(key, value)
+        users, items = ground_truth(spark, cfg)
+        TableStore.of(spark, cfg).write(users, GROUND_TRUTH_USERS, run_date)
+        TableStore.of(spark, cfg).write(items, GROUND_TRUTH_ITEMS, run_date)
+        summary.add("users", cfg.generator.users)
+        summary.add("items", cfg.generator.items)
+    return summary

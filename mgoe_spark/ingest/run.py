@@ -1,0 +1,198 @@
+"""Stage 0, ``ingest`` (SPEC 7, 8): a raw multi-behavior log -> interactions, rejects, vocab_users, vocab_items.
+
+Reads the input (Taobao / Tenrec / generic CSV: as text lines; generic Parquet: as rows), parses it with
+:mod:`mgoe_spark.ingest.parse`, and writes the four tables for the run date. The vocabularies are
+cumulative: the latest earlier run date's vocabulary is loaded so raw ids keep their dense ids and new ids
+are appended.
+Counts (see :mod:`mgoe_spark.ingest.parse` for the accounting): ``lines_in`` records read, ``header_lines``,
+``rejects`` (and ``rejects.<code>`` per reason class), ``events_in`` events the accepted records yield,
+``rows_in = rejects + events_in``, ``duplicates``, ``rows_out``, ``task.<name>`` rows per task, ``users`` /
+``items`` distinct in this input, ``new_users`` / ``new_items``, ``vocab_users`` / ``vocab_items`` sizes.
+
+Cost: one pass over the input for parsing and counting (the parsed fields persisted once, MEMORY_AND_DISK;
+the raw line and file name kept for rejects only), a shuffle for de-duplication, one distinct shuffle per
+id side (counted and then numbered), a distributed sort per vocabulary, two joins and the interactions'
+sort; the driver sees O(#reasons + #tasks + #partitions) numbers.
+"""
+
+from __future__ import annotations
+
+from pyspark import StorageLevel
+from pyspark.errors import AnalysisException
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from mgoe_spark.config import MgoeConfig
+from mgoe_spark.core.errors import UserError
+from mgoe_spark.core.metrics import StageSummary, stage, step
+from mgoe_spark.core.storage import TableStore, _fs, partition_path
+from mgoe_spark.ingest import parse as ing
+from schemas import INTERACTIONS, REJECTS, VOCAB_ITEMS, VOCAB_USERS
+
+
+def _check_exists(spark: SparkSession, path: str) -> None:
+    fs, hpath = _fs(spark, path)
+    found = fs.globStatus(hpath) if any(ch in path for ch in "*?[{") else ([1] if fs.exists(hpath) else [])
+    if not found:
+        raise UserError(f"input path '{path}' does not exist; pass --input PATH or set input.path in the config")
+
+
+def load_records(spark: SparkSession, cfg: MgoeConfig, path: str) -> DataFrame:
+    """Read ``path`` and parse it into the parsed frame of :mod:`mgoe_spark.ingest.parse` (lazy).
+
+    Raises UserError when the path is missing, holds no rows, or lacks a configured column.
+    """
+    _check_exists(spark, path)
+    fmt = cfg.input.format
+    try:
+        if fmt == "generic_parquet":
+            raw = spark.read.parquet(path)
+        else:
+            raw = spark.read.text(path)
+    except AnalysisException as exc:
+        raise UserError(f"cannot read input '{path}' as {fmt}: {str(exc).splitlines()[0]}") from None
+    if raw.limit(1).count() == 0:
+        raise UserError(f"input '{path}' has no rows (empty file or directory)")
+    try:
+        if fmt == "taobao":
+            return ing.parse_taobao(ing.text_lines(raw), cfg)
+        if fmt == "tenrec":
+            return ing.parse_tenrec(ing.text_lines(raw), cfg)
+        if fmt == "generic_parquet":
+            return ing.parse_generic_parquet(ing.parquet_records(raw), cfg)
+        return ing.parse_generic_csv(ing.text_lines(raw), cfg, csv_columns(spark, cfg, raw))
+    except ValueError as exc:
+        raise UserError(f"input '{path}': {exc}") from None
+
+
+def csv_columns(spark: SparkSession, cfg: MgoeConfig, raw: DataFrame) -> list[str]:
+    """Column names of a generic CSV: ``input.csv_columns``, or the header of the first file (by path)."""
+    if not cfg.input.csv_header:
+        return list(cfg.input.csv_columns or [])
+    first = sorted(raw.inputFiles())[0]
+    names = spark.read.options(header=True, sep=cfg.input.csv_delimiter, inferSchema=False).csv(first).columns
+    return [n.lstrip("\ufeff") for n in names]  # a byte order mark is not part of the first name
+
+
+def _previous_vocab(store: TableStore, schema, run_date: str) -> DataFrame | None:
+    """The vocabulary of the latest run date before ``run_date`` (a re-run of a date keeps ids stable too)."""
+    earlier = store.latest_before(schema, run_date)
+    return store.read(schema, earlier).drop("run_date") if earlier else None
+
+
+def run_ingest(
+    spark: SparkSession, cfg: MgoeConfig, input_path: str, run_date: str, summary: StageSummary | None = None
+) -> StageSummary:
+    """Ingest ``input_path`` (format ``cfg.input.format``) into the tables of ``run_date`` under
+    ``cfg.output.root``; return the counts (not written to run_metrics: the caller collects summaries)."""
+    summary = summary or StageSummary("ingest")
+    root = cfg.output.root
+    with stage(spark, summary, f"ingest {cfg.input.format} {input_path}"):
+        parsed = ing.without_accepted_text(load_records(spark, cfg, input_path)).persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            _ingest_parsed(spark, cfg, parsed, summary, root, run_date, input_path)
+        finally:
+            parsed.unpersist()
+    return summary
+
+
+def _ingest_parsed(
+    spark: SparkSession,
+    cfg: MgoeConfig,
+    parsed: DataFrame,
+    summary: StageSummary,
+    root: str,
+    run_date: str,
+    input_path: str,
+) -> None:
+    store = TableStore(spark, root, cfg.output.format)
+    # One aggregation over the records: lines per (header, reason class) and the events they yield.
+    by_kind = parsed.groupBy("header", "code").agg(F.count("*").alias("n"), F.sum(F.size("tasks")).alias("events"))
+    with step(spark, summary, "parse + count lines"):
+        kinds = by_kind.collect()  # at most #reason classes + 2 rows
+    lines_in = sum(r["n"] for r in kinds)
+    headers = sum(r["n"] for r in kinds if r["header"])
+    reject_counts = {r["code"]: r["n"] for r in kinds if r["code"] is not None}
+    n_rejects = sum(reject_counts.values())
+    accepted = [r for r in kinds if r["code"] is None and not r["header"]]
+    events_in = sum(r["events"] or 0 for r in accepted)
+
+    rejected = ing.rejects(parsed)
+    with step(spark, summary, "write rejects"):
+        store.write(rejected, REJECTS, run_date)
+
+    deduped = ing.deduplicate(ing.valid_events(parsed)).persist(StorageLevel.MEMORY_AND_DISK)
+    cached = [deduped]
+    try:
+        with step(spark, summary, "deduplicate + count tasks"):
+            per_task = {
+                r["task"]: (r["n"], r["copies"])
+                for r in deduped.groupBy("task").agg(F.count("*").alias("n"), F.sum("copies").alias("copies")).collect()
+            }  # at most #tasks rows
+        rows_out = sum(n for n, _ in per_task.values())
+        duplicates = sum(c for _, c in per_task.values()) - rows_out
+        if rows_out == 0:
+            top = max(reject_counts, key=reject_counts.get) if reject_counts else "none"
+            raise UserError(
+                f"no valid events in '{input_path}' ({n_rejects:,} of {lines_in:,} rows rejected, mostly "
+                f"{top}); check input.format and the column settings, see {partition_path(root, REJECTS, run_date)}"
+            )
+
+        old_users = _previous_vocab(store, VOCAB_USERS, run_date)
+        old_items = _previous_vocab(store, VOCAB_ITEMS, run_date)
+        with step(spark, summary, "distinct ids"):  # counted here, numbered by the vocabularies below
+            raw_users = ing.distinct_ids(deduped, "user_raw").persist(StorageLevel.MEMORY_AND_DISK)
+            raw_items = ing.distinct_ids(deduped, "item_raw").persist(StorageLevel.MEMORY_AND_DISK)
+            cached += [raw_users, raw_items]
+            distinct = {"users": raw_users.count(), "items": raw_items.count()}
+        vocab_users = ing.build_vocab(raw_users, old_users, cached, distinct=True)
+        vocab_items = ing.build_vocab(raw_items, old_items, cached, distinct=True)
+        # The new partitions are written before the interactions read them back, so the joins use exactly
+        # the published ids (and an earlier partition may be the one being replaced on a re-run).
+        with step(spark, summary, "vocabularies + write"):
+            store.write(vocab_users, VOCAB_USERS, run_date)
+            store.write(vocab_items, VOCAB_ITEMS, run_date)
+        vocab_users = store.read(VOCAB_USERS, run_date)
+        vocab_items = store.read(VOCAB_ITEMS, run_date)
+        interactions = ing.assign_ids(deduped, vocab_users, vocab_items)
+        with step(spark, summary, "write interactions"):
+            store.write(interactions, INTERACTIONS, run_date, sort_by=("user_id", "ts"))
+
+        with step(spark, summary, "checks + counts"):
+            vocab_sizes = [
+                store.read(s, run_date).agg(F.count("*"), F.max("id")).first() for s in (VOCAB_USERS, VOCAB_ITEMS)
+            ]
+            written = store.read(INTERACTIONS, run_date).count()
+    finally:
+        for df in cached:
+            df.unpersist()
+
+    # Nothing dropped silently: every record is a header, a reject or accepted (by construction of the
+    # parsed frame), every accepted event is written or counted as a duplicate, and the joins to the
+    # vocabularies lost no row (checked on the written table).
+    if events_in != rows_out + duplicates or written != rows_out:
+        raise RuntimeError(
+            f"ingest accounting broken: lines_in={lines_in} events_in={events_in} rows_out={rows_out} "
+            f"written={written} duplicates={duplicates}"
+        )
+    for (count, max_id), name in zip(vocab_sizes, ("users", "items"), strict=True):
+        if count != max_id:
+            raise RuntimeError(f"vocab_{name} is not dense: {count} ids, max id {max_id}")
+
+    summary.add("lines_in", lines_in)
+    summary.add("header_lines", headers)
+    summary.add("rows_in", n_rejects + events_in)
+    summary.add("rows_out", rows_out)
+    summary.add("rejects", n_rejects)
+    for code in sorted(reject_counts):
+        summary.add(f"rejects.{code}", reject_counts[code])
+    summary.add("events_in", events_in)
+    summary.add("duplicates", duplicates)
+    summary.add("users", distinct["users"])
+    summary.add("items", distinct["items"])
+    summary.add("new_users", vocab_sizes[0][0] - (old_users.count() if old_users is not None else 0))
+    summary.add("new_items", vocab_sizes[1][0] - (old_items.count() if old_items is not None else 0))
+    summary.add("vocab_users", vocab_sizes[0][0])
+    summary.add("vocab_items", vocab_sizes[1][0])
+    for task in [*cfg.tasks.order, *([cfg.tasks.exposure] if cfg.tasks.exposure else [])]:
+        summary.add(f"task.{task}", per_task.get(task, (0, 0))[0])
