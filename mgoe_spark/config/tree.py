@@ -18,6 +18,7 @@ import yaml
 
 from mgoe_spark.config.errors import ConfigError
 from mgoe_spark.config.errors import require as _require
+from mgoe_spark.config.models import MODELS
 from mgoe_spark.config.sections import (
     EdgeSettings,
     GeneratorSettings,
@@ -203,19 +204,8 @@ def validate(cfg: MgoeConfig) -> None:
         f"needs one weight per task ({len(tasks)}) or none",
     )
     _require(t.eval_batch_size >= 1 and t.loader_workers >= 0, "train.eval_batch_size", "must be >= 1")
-    known_models = {
-        "mgoe",
-        "mgoe_no_adjust",
-        "mgoe_no_cascade",
-        "mgoe_no_pref",
-        "mmoe",
-        "ple",
-        "esmm",
-        "macgnn",
-        "grec",
-    }
-    unknown = [m for m in t.models if m not in known_models]
-    _require(not unknown, "train.models", f"names unknown models {unknown}; allowed: {sorted(known_models)}")
+    unknown = [m for m in t.models if m not in MODELS]
+    _require(not unknown, "train.models", f"names unknown models {unknown}; allowed: {sorted(MODELS)}")
     q = cfg.quality
     _require(0 <= q.max_reject_fraction <= 1, "quality.max_reject_fraction", "must be in [0, 1]")
     _require(q.min_rows >= 0, "quality.min_rows", "must be >= 0")
