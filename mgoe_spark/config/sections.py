@@ -1,14 +1,27 @@
 """One settings dataclass per config section (``cfg.<section>``), with the section's defaults and docs.
 
-The defaults are the values SPEC.md gives (the ``default`` profile). Every random choice in the project reads
+The defaults are the values SPEC.md gives (the ``default`` profile). Each section's ``validate()`` holds the
+checks that need only that section (the types are checked on loading, :mod:`mgoe_spark.config.loader`); the
+checks that need two sections are in :mod:`mgoe_spark.config.tree`. Every random choice in the project reads
 its seed from :attr:`mgoe_spark.config.MgoeConfig.seed` (stages derive their own sub-seeds with
 :meth:`~mgoe_spark.config.MgoeConfig.sub_seed` so two stages never share a random stream by accident).
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import math
 from dataclasses import dataclass, field
 from typing import Literal
+
+from mgoe_spark.config.errors import ConfigError
+from mgoe_spark.config.errors import require as _require
+from mgoe_spark.config.models import MODELS
+
+
+def _sizes_ok(sizes: list[int]) -> bool:
+    """At least one layer size, every one >= 1."""
+    return len(sizes) >= 1 and min(sizes) >= 1
 
 
 @dataclass
@@ -21,6 +34,9 @@ class SparkSettings:
     conf: dict[str, str] = field(default_factory=dict)
     """Extra Spark conf, e.g. ``{"spark.sql.shuffle.partitions": "400"}``."""
 
+    def validate(self) -> None:
+        """Nothing to check beyond the types (Spark checks its own conf)."""
+
 
 @dataclass
 class TaskSettings:
@@ -29,6 +45,13 @@ class TaskSettings:
     order: list[str] = field(default_factory=lambda: ["click", "fav", "cart", "buy"])
     exposure: str | None = None
     """Name of an exposure/impression pseudo-task, if the log has one (Tenrec): samples are exposures."""
+
+    def validate(self) -> None:
+        tasks = self.order
+        _require(1 <= len(tasks) <= 16, "tasks.order", "must name between 1 and 16 tasks")
+        _require(len(set(tasks)) == len(tasks), "tasks.order", f"has a repeated task: {tasks}")
+        if self.exposure is not None:
+            _require(self.exposure not in tasks, "tasks.exposure", "must not also be in tasks.order")
 
 
 @dataclass
@@ -60,6 +83,28 @@ class InputSettings:
     csv_delimiter: str = ","
     numeric_ids: bool = True
     """Reject rows whose user / item id is not a non-negative integer; ``false`` accepts any non-empty string."""
+
+    def validate(self) -> None:
+        """The checks within the section; the ones against the task names are in :mod:`~mgoe_spark.config.tree`."""
+        generic = self.format.startswith("generic")
+        if self.reads_behavior_column:
+            _require(bool(self.behavior_map), "input.behavior_map", "must map at least one raw behavior to a task")
+        if generic:
+            _require(
+                (self.behavior_column is None) != (not self.task_columns),
+                "input.behavior_column",
+                "or input.task_columns must be set, not both (set behavior_column: null to use task_columns)",
+            )
+        if self.format == "generic_csv" and not self.csv_header:
+            _require(
+                bool(self.csv_columns), "input.csv_columns", "must name the columns when input.csv_header is false"
+            )
+        _require(len(self.csv_delimiter) == 1, "input.csv_delimiter", "must be a single character")
+
+    @property
+    def reads_behavior_column(self) -> bool:
+        """Whether ``behavior_map`` is used: a behavior column is read (Tenrec has 0/1 task columns instead)."""
+        return self.format == "taobao" or (self.format.startswith("generic") and self.behavior_column is not None)
 
 
 @dataclass
@@ -120,6 +165,33 @@ class GeneratorSettings:
     partitions: int = 8
     """Spark partitions of the generated log (= number of CSV files)."""
 
+    def validate(self) -> None:
+        """The checks within the section; the funnel's length per task is checked in :mod:`~mgoe_spark.config.tree`."""
+        for key in ("users", "items", "events", "user_groups", "item_groups", "days", "partitions"):
+            _require(getattr(self, key) >= 1, f"generator.{key}", "must be >= 1")
+        _require(self.user_groups <= self.users, "generator.user_groups", "must be <= generator.users")
+        _require(self.item_groups <= self.items, "generator.item_groups", "must be <= generator.items")
+        _require(0.0 <= self.affinity <= 1.0, "generator.affinity", "must be in [0, 1]")
+        _require(self.popularity_exponent > 0, "generator.popularity_exponent", "must be > 0")
+        _require(self.conversion_spread >= 1, "generator.conversion_spread", "must be >= 1")
+        _require(self.task_affinity >= 1, "generator.task_affinity", "must be >= 1 (1 = no task-specific affinity)")
+        for key in ("preferred_groups", "personal_items", "categories_per_group"):
+            _require(getattr(self, key) >= 1, f"generator.{key}", "must be >= 1")
+        _require(
+            self.preferred_groups <= self.item_groups, "generator.preferred_groups", "must be <= generator.item_groups"
+        )
+        for key in ("users", "items"):
+            _require(getattr(self, key) <= 1_000_000_000, f"generator.{key}", "must be <= 1,000,000,000")
+        _require(self.user_activity_exponent >= 0, "generator.user_activity_exponent", "must be >= 0")
+        _require(self.propensity_sigma >= 0, "generator.propensity_sigma", "must be >= 0")
+        _require(self.conversion_delay_s > 0, "generator.conversion_delay_s", "must be > 0")
+        for key in ("repeat_fraction", "hidden_click_fraction", "category_noise"):
+            _require(0.0 <= getattr(self, key) <= 1.0, f"generator.{key}", "must be in [0, 1]")
+        try:
+            dt.date.fromisoformat(self.start)
+        except ValueError:
+            raise ConfigError(f"config key 'generator.start' must be a date YYYY-MM-DD, got {self.start!r}") from None
+
 
 @dataclass
 class ScoreSettings:
@@ -129,6 +201,9 @@ class ScoreSettings:
     binary: bool = False
     """``True``: every observed pair scores 1 whatever its tasks (one binary graph of all behaviors, as
     MacGNN's; with ``weights.enabled=false`` the clustering is MacGNN's unweighted k-means)."""
+
+    def validate(self) -> None:
+        _require(math.isfinite(self.beta), "scores.beta", "must be a finite number")
 
 
 @dataclass
@@ -140,6 +215,9 @@ class SketchSettings:
     """L2-normalize the sketched rows before clustering (zero rows stay zero)."""
     distribution: Literal["gaussian", "rademacher"] = "gaussian"
     """Entries of the hash-generated projection Omega: N(0, 1/r) or +-1/sqrt(r)."""
+
+    def validate(self) -> None:
+        _require(self.dim >= 1, "sketch.dim", "must be >= 1")
 
 
 @dataclass
@@ -158,6 +236,19 @@ class WeightSettings:
     """At most D sampled users (items) per item (user) for the 2-hop sums: an estimate, bounded work."""
     quantile_rel_error: float = 0.001
     """Relative rank error of the approximate quantiles (b, theta_low, theta_high); 0 = exact (small data)."""
+
+    def validate(self) -> None:
+        _require(0 < self.q_low <= self.q_high < 1, "weights.q_low", "and weights.q_high need 0 < q_low <= q_high < 1")
+        _require(self.neighbor_cap >= 1, "weights.neighbor_cap", "must be >= 1")
+        _require(
+            self.w_high > 0 and self.w_low > 0, "weights.w_high", "and weights.w_low must be > 0 (k-means weights)"
+        )
+        _require(self.b is None or math.isfinite(self.b), "weights.b", "must be a finite number or null")
+        _require(
+            0 <= self.quantile_rel_error < 1,
+            "weights.quantile_rel_error",
+            "must be in [0, 1) (0 = exact, small data)",
+        )
 
 
 @dataclass
@@ -191,6 +282,17 @@ class KMeansSettings:
     iteration over cached blocks (works anywhere). ``auto``: resident, falling back to jobs (one log line,
     recorded in kmeans_stats) where it cannot run."""
 
+    def validate(self) -> None:
+        _require(self.k_user >= 1, "kmeans.k_user", "must be >= 1")
+        _require(self.k_item >= 1, "kmeans.k_item", "must be >= 1")
+        _require(self.max_iter >= 1, "kmeans.max_iter", "must be >= 1")
+        _require(0 < self.batch_fraction <= 1, "kmeans.batch_fraction", "must be in (0, 1]")
+        _require(self.tol >= 0, "kmeans.tol", "must be >= 0")
+        _require(self.init_samples_per_center >= 1, "kmeans.init_samples_per_center", "must be >= 1")
+        _require(self.faiss_threads is None or self.faiss_threads >= 1, "kmeans.faiss_threads", "must be >= 1 or null")
+        _require(self.block_rows >= 1, "kmeans.block_rows", "must be >= 1")
+        _require(self.patience >= 1, "kmeans.patience", "must be >= 1")
+
 
 @dataclass
 class WindowSettings:
@@ -211,6 +313,14 @@ class WindowSettings:
     quantile_rel_error: float = 0.0001
     """Relative error of the approximate quantiles of ``ts`` (0 = exact, a full sort)."""
 
+    def validate(self) -> None:
+        _require(0 < self.q1 < self.q2 < 1, "windows.q1", "and windows.q2 need 0 < q1 < q2 < 1")
+        _require(0 <= self.validation_fraction < 1, "windows.validation_fraction", "must be in [0, 1)")
+        _require(0 <= self.quantile_rel_error < 0.1, "windows.quantile_rel_error", "must be in [0, 0.1)")
+        if self.mode == "dates":
+            _require(self.train_cutoff is not None, "windows.train_cutoff", "is required when windows.mode=dates")
+            _require(self.test_cutoff is not None, "windows.test_cutoff", "is required when windows.mode=dates")
+
 
 @dataclass
 class EdgeSettings:
@@ -219,12 +329,18 @@ class EdgeSettings:
     hops: int = 2
     edge_matrix: Literal["score", "binary"] = "score"
 
+    def validate(self) -> None:
+        _require(self.hops >= 1, "edges.hops", "must be >= 1")
+
 
 @dataclass
 class NeighborSettings:
     """Recent micro neighbors (SPEC 4.6)."""
 
     length: int = 20
+
+    def validate(self) -> None:
+        _require(self.length >= 1, "neighbors.length", "must be >= 1")
 
 
 @dataclass
@@ -242,6 +358,10 @@ class SampleSettings:
     cold_start: Literal["keep", "drop"] = "keep"
     """Rows whose user or item has no feature-window history: keep them (flagged) or drop them."""
 
+    def validate(self) -> None:
+        _require(self.negatives_per_user >= 0, "samples.negatives_per_user", "must be >= 0")
+        _require(self.negatives_per_positive >= 0, "samples.negatives_per_positive", "must be >= 0")
+
 
 @dataclass
 class OutputSettings:
@@ -250,6 +370,9 @@ class OutputSettings:
     root: str = "mgoe_output"
     format: Literal["parquet", "delta"] = "parquet"
     row_group_rows: int = 65_536
+
+    def validate(self) -> None:
+        _require(self.row_group_rows >= 1, "output.row_group_rows", "must be >= 1")
 
 
 @dataclass
@@ -340,6 +463,39 @@ class TrainSettings:
     dist_timeout_s: float = 300.0
     """Seconds a collective waits for the other ranks before the run fails (a killed rank, a hang)."""
 
+    def validate(self) -> None:
+        """The checks within the section (``task_weights`` against the tasks is in :mod:`~mgoe_spark.config.tree`)."""
+        _require(self.embed_dim >= 1 and self.batch_size >= 1, "train.embed_dim", "and train.batch_size must be >= 1")
+        _require(self.tau > 0, "train.tau", "must be > 0")
+        _require(0 <= self.dropout < 1, "train.dropout", "must be in [0, 1)")
+        _require(0 <= self.id_dropout < 1, "train.id_dropout", "must be in [0, 1)")
+        _require(len(self.seeds) >= 1, "train.seeds", "needs at least one seed")
+        _require(self.lr > 0, "train.lr", "must be > 0")
+        _require(self.weight_decay >= 0 and self.l1 >= 0, "train.weight_decay", "and train.l1 must be >= 0")
+        _require(self.epochs >= 1 and self.patience >= 1, "train.epochs", "and train.patience must be >= 1")
+        _require(self.threads >= 1, "train.threads", "must be >= 1")
+        _require(self.shuffle_buffer >= 0, "train.shuffle_buffer", "must be >= 0")
+        _require(self.shuffle_row_groups >= 1, "train.shuffle_row_groups", "must be >= 1")
+        _require(
+            self.nproc >= 1 and self.dist_timeout_s > 0, "train.nproc", "must be >= 1 (and train.dist_timeout_s > 0)"
+        )
+        _require(self.sparse_lr is None or self.sparse_lr > 0, "train.sparse_lr", "must be > 0")
+        _require(_sizes_ok(self.expert_sizes), "train.expert_sizes", "needs sizes >= 1")
+        _require(
+            self.mgoe_expert_sizes is None or _sizes_ok(self.mgoe_expert_sizes),
+            "train.mgoe_expert_sizes",
+            "needs sizes >= 1 (or null: expert_sizes)",
+        )
+        _require(self.tower_hidden >= 1, "train.tower_hidden", "must be >= 1")
+        _require(self.shared_experts >= 0 and self.task_experts >= 0, "train.shared_experts", "and task_experts >= 0")
+        _require(
+            self.shared_experts + self.task_experts >= 1, "train.shared_experts", "+ train.task_experts must be >= 1"
+        )
+        _require(1 <= self.grec_top_k <= self.grec_experts, "train.grec_top_k", "must be in 1..train.grec_experts")
+        _require(self.eval_batch_size >= 1 and self.loader_workers >= 0, "train.eval_batch_size", "must be >= 1")
+        unknown = [m for m in self.models if m not in MODELS]
+        _require(not unknown, "train.models", f"names unknown models {unknown}; allowed: {sorted(MODELS)}")
+
 
 @dataclass
 class QualitySettings:
@@ -349,3 +505,7 @@ class QualitySettings:
     """Ingest gate: at most this fraction of input rows may be rejected as malformed."""
     min_rows: int = 1
     """Every checked table must have at least this many rows in the run date's partition."""
+
+    def validate(self) -> None:
+        _require(0 <= self.max_reject_fraction <= 1, "quality.max_reject_fraction", "must be in [0, 1]")
+        _require(self.min_rows >= 0, "quality.min_rows", "must be >= 0")
