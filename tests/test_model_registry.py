@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 
@@ -67,3 +68,18 @@ def test_the_config_package_imports_without_spark_or_torch():
         "assert 'pyspark' not in sys.modules and 'torch' not in sys.modules, sorted(sys.modules)"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_model_options_take_their_defaults_from_train_settings():
+    from mgoe_spark.config import TrainSettings
+
+    train, opts = TrainSettings(), ModelOptions()
+    shared = [f.name for f in dataclasses.fields(ModelOptions) if f.name not in ("cascade", "adjust")]
+    assert {f.name for f in dataclasses.fields(TrainSettings)} >= set(shared)
+    assert {name: getattr(opts, name) for name in shared} == {name: getattr(train, name) for name in shared}
+    assert opts.cascade and opts.adjust
+    assert ModelOptions().expert_sizes is not ModelOptions().expert_sizes  # no shared mutable default
+    # what a checkpoint stores rebuilds the same options
+    custom = ModelOptions.from_train_settings(TrainSettings(embed_dim=6, mgoe_expert_sizes=[5, 4], dropout=0.1))
+    assert ModelOptions(**dataclasses.asdict(custom)) == custom
+    assert (custom.embed_dim, custom.mgoe_expert_sizes, custom.dropout, custom.tau) == (6, [5, 4], 0.1, train.tau)
