@@ -75,7 +75,7 @@ def run_training(
     """
     import torch
 
-    from model.baselines import MODELS
+    from mgoe_spark.config.models import MODELS
     from model.report import write_report
     from model.train import train_models
 

@@ -1,4 +1,4 @@
-"""Baselines trained by the same harness on the same tables (SPEC 6), and the model registry.
+"""Baselines trained by the same harness on the same tables (SPEC 6), and :func:`build_model`.
 
 Every model maps a batch (see :mod:`model.data`) to per-task logits (B, T); the harness applies the same
 loss, optimizer, early stopping and metrics to all of them.
@@ -17,16 +17,22 @@ loss, optimizer, early stopping and metrics to all of them.
 - ``mgoe``, ``mgoe_no_adjust`` (gamma = 0), ``mgoe_no_cascade`` (lambda = 0): :class:`model.mgoe.MGOE`.
 
 Baselines see the micro features [e_u, e_i] only (as in the paper's comparison); MacGNN and MGOE add the graph.
+
+The model names and descriptions are the registry :data:`mgoe_spark.config.models.MODELS` (torch-free, so config
+validation and the CLI read it cheaply); :data:`BUILDERS` maps each name to what builds it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+# MODELS / TABLE_VARIANTS / model_of: the registry, importable from here as before
+from mgoe_spark.config.models import MODELS, TABLE_VARIANTS, model_of  # noqa: F401
 from model.data import TableMeta
 from model.layers import BatchedMLP, ExpertFusion, MicroNeighbors
 from model.mgoe import MGOE, MacroGraphEncoder, MicroEmbeddings, ModelOptions
@@ -199,42 +205,27 @@ class GRecMoE(nn.Module):
         return self.towers(mixed).squeeze(-1)
 
 
-MODELS: dict[str, str] = {
-    "mgoe": "MGOE (SPEC 6)",
-    "mgoe_no_adjust": "MGOE w/o macro task adjustment (gamma = 0)",
-    "mgoe_no_cascade": "MGOE w/o cascading readout (lambda = 0)",
-    "mgoe_no_pref": "MGOE w/o preference weights (its own table: weights.enabled=false)",
-    "mmoe": "MMoE",
-    "ple": "PLE (one CGC level)",
-    "esmm": "ESMM (CTR x CVR over the first two tasks)",
-    "macgnn": "single-graph MacGNN-style model (its own table: one binary graph, unweighted k-means)",
-    "grec": "GRec-style task-routed sparse MoE",
+def _mgoe_without(flag: str) -> Callable[[TableMeta, ModelOptions], nn.Module]:
+    """An MGOE ablation: the model with ``opts.<flag> = False``."""
+    return lambda meta, opts: MGOE(meta, dataclasses.replace(opts, **{flag: False}))
+
+
+BUILDERS: dict[str, Callable[[TableMeta, ModelOptions], nn.Module]] = {
+    "mgoe": MGOE,
+    "mgoe_no_adjust": _mgoe_without("adjust"),
+    "mgoe_no_cascade": _mgoe_without("cascade"),
+    "mgoe_no_pref": MGOE,  # differs by its table only (TABLE_VARIANTS)
+    "mmoe": MMoE,
+    "ple": PLE,
+    "esmm": ESMM,
+    "macgnn": MacGNNStyle,
+    "grec": GRecMoE,
 }
-
-
-TABLE_VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "mgoe_no_pref": ("mgoe", ("weights.enabled=false",)),
-    "macgnn": ("macgnn", ("scores.binary=true", "weights.enabled=false", "edges.edge_matrix=binary")),
-}
-"""Result labels that read their own table: label -> (model, config overrides that build that table).
-``mgoe_no_pref`` is MGOE on tables without preference weights (the "w/o preference" ablation); ``macgnn``
-reads MacGNN's inputs (one binary graph, unweighted k-means). Every other label reads the default table."""
-
-
-def model_of(label: str) -> str:
-    """The registry model a result label trains (``mgoe_no_pref`` -> ``mgoe``)."""
-    return TABLE_VARIANTS[label][0] if label in TABLE_VARIANTS else label
+"""Registry name (:data:`mgoe_spark.config.models.MODELS`) -> the callable ``(meta, opts)`` that builds it."""
 
 
 def build_model(name: str, meta: TableMeta, opts: ModelOptions) -> nn.Module:
     """A fresh model by registry name (ValueError naming the choices for an unknown name)."""
-    if name in ("mgoe", "mgoe_no_pref"):  # mgoe_no_pref differs by its table only
-        return MGOE(meta, opts)
-    if name == "mgoe_no_adjust":
-        return MGOE(meta, dataclasses.replace(opts, adjust=False))
-    if name == "mgoe_no_cascade":
-        return MGOE(meta, dataclasses.replace(opts, cascade=False))
-    classes = {"mmoe": MMoE, "ple": PLE, "esmm": ESMM, "macgnn": MacGNNStyle, "grec": GRecMoE}
-    if name not in classes:
+    if name not in BUILDERS:
         raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
-    return classes[name](meta, opts)
+    return BUILDERS[name](meta, opts)

@@ -20,13 +20,16 @@ Cost per row: O(T * H * K * (d + h + o) + T * L * d + experts), independent of g
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from mgoe_spark.config import TrainSettings
 from model.data import TableMeta
 from model.layers import (
     CascadeTowers,
@@ -39,83 +42,77 @@ from model.layers import (
     relayout,
 )
 
+_TRAIN_FIELDS = {f.name: f for f in dataclasses.fields(TrainSettings)}
+
+
+def _train_default(name: str) -> Any:
+    """A :class:`ModelOptions` field whose default is ``TrainSettings.<name>``'s (written once, in the config)."""
+    f = _TRAIN_FIELDS[name]
+    if f.default_factory is not dataclasses.MISSING:
+        return field(default_factory=f.default_factory)
+    return field(default=f.default)
+
 
 @dataclass
 class ModelOptions:
-    """Hyper-parameters of every model (filled from ``cfg.train`` by :meth:`from_train_settings`)."""
+    """Hyper-parameters of every model (filled from ``cfg.train`` by :meth:`from_train_settings`).
 
-    embed_dim: int = 10
-    head_dim: int | None = None
+    Every field but ``cascade`` and ``adjust`` (set by the ablations in :func:`model.baselines.build_model`) is a
+    :class:`~mgoe_spark.config.TrainSettings` field of the same name, and takes its default from there. A
+    checkpoint stores ``dataclasses.asdict(options)`` and is rebuilt with ``ModelOptions(**options)``.
+    """
+
+    embed_dim: int = _train_default("embed_dim")
+    head_dim: int | None = _train_default("head_dim")
     """Attention size d_h; ``None``: ``embed_dim``."""
-    macro_out: int | None = None
+    macro_out: int | None = _train_default("macro_out")
     """Output size o of each macro graph expert channel; ``None``: ``embed_dim``."""
-    tau: float = 1.3
-    attention: str = "logit"
+    tau: float = _train_default("tau")
+    attention: str = _train_default("attention")
     """Macro attention form (``logit``, ``neighbors`` = the literal product, ``off``): see MacroGraphExpert."""
-    activation: str = "dice"
-    expert_sizes: list[int] = field(default_factory=lambda: [200, 80])
-    mgoe_expert_sizes: list[int] | None = None
+    activation: str = _train_default("activation")
+    expert_sizes: list[int] = _train_default("expert_sizes")
+    mgoe_expert_sizes: list[int] | None = _train_default("mgoe_expert_sizes")
     """MGOE's (and its ablations') expert sizes; ``None``: ``expert_sizes``. Its experts read ~5x wider inputs
     than MMoE's, so at equal sizes MGOE costs 1.78x MMoE's multiply-adds; [128, 80] costs 1.2x."""
-    tower_hidden: int = 40
-    shared_experts: int = 2
-    task_experts: int = 1
+    tower_hidden: int = _train_default("tower_hidden")
+    shared_experts: int = _train_default("shared_experts")
+    task_experts: int = _train_default("task_experts")
     cascade: bool = True
     adjust: bool = True
-    adjust_form: str = "log_macro"
+    adjust_form: str = _train_default("adjust_form")
     """Eq 22 form: ``log_macro``, ``log_count``, ``literal``, ``tower`` (see :class:`model.layers.TaskAdjustment`)."""
-    own_macro: bool = True
+    own_macro: bool = _train_default("own_macro")
     """Eq 11: the nodes' own task-specific macro embeddings in each task's bottom input."""
-    recent_attention: bool = False
+    recent_attention: bool = _train_default("recent_attention")
     """Eq 18 attention weights for the recent micro neighbors against the target (default: the sum)."""
-    lambda_init: float = 1.0
-    gamma_init: float = 0.0
-    mmoe_experts: int | None = None
+    lambda_init: float = _train_default("lambda_init")
+    gamma_init: float = _train_default("gamma_init")
+    mmoe_experts: int | None = _train_default("mmoe_experts")
     """``None``: shared_experts + tasks * task_experts (the same number of experts as MGOE / PLE)."""
-    grec_experts: int = 8
-    grec_top_k: int = 2
-    shared_expert_input: str = "mean"
+    grec_experts: int = _train_default("grec_experts")
+    grec_top_k: int = _train_default("grec_top_k")
+    shared_expert_input: str = _train_default("shared_expert_input")
     """Fusion: shared experts see the task-averaged input once (``mean``) or each task's input (``task``)."""
-    grec_noise: float = 1.0
+    grec_noise: float = _train_default("grec_noise")
     """Scale of the trainable routing noise of GRec's noisy top-k (0: deterministic routes)."""
-    grec_balance: float = 0.01
+    grec_balance: float = _train_default("grec_balance")
     """Weight of GRec's load-balancing loss (CV^2 of expert importance and load)."""
-    dropout: float = 0.0
+    dropout: float = _train_default("dropout")
     """Dropout on every hidden unit of the experts and towers of every model, in training (0: none)."""
 
     @staticmethod
     def from_train_settings(train) -> ModelOptions:
-        return ModelOptions(
-            embed_dim=train.embed_dim,
-            head_dim=train.head_dim,
-            macro_out=train.macro_out,
-            tau=train.tau,
-            attention=train.attention,
-            activation=train.activation,
-            expert_sizes=list(train.expert_sizes),
-            tower_hidden=train.tower_hidden,
-            shared_experts=train.shared_experts,
-            task_experts=train.task_experts,
-            lambda_init=train.lambda_init,
-            gamma_init=train.gamma_init,
-            mmoe_experts=train.mmoe_experts,
-            grec_experts=train.grec_experts,
-            grec_top_k=train.grec_top_k,
-            shared_expert_input=train.shared_expert_input,
-            **{
-                key: getattr(train, key)
-                for key in (
-                    "adjust_form",
-                    "own_macro",
-                    "recent_attention",
-                    "grec_noise",
-                    "grec_balance",
-                    "mgoe_expert_sizes",
-                    "dropout",
-                )
-                if hasattr(train, key)
-            },
-        )
+        """The options ``train`` (``cfg.train``, or any object with some of its attributes) sets; lists are copied.
+
+        A field ``train`` does not carry keeps its default.
+        """
+        values = {}
+        for f in dataclasses.fields(ModelOptions):
+            if f.name in _TRAIN_FIELDS and hasattr(train, f.name):
+                value = getattr(train, f.name)
+                values[f.name] = list(value) if isinstance(value, list) else value
+        return ModelOptions(**values)
 
 
 class MicroEmbeddings(nn.Module):

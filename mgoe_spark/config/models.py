@@ -1,0 +1,35 @@
+"""The model registry: every model name the trainer accepts, in order, with a one-line description.
+
+The one list of model names. :mod:`mgoe_spark.config` checks ``train.models`` against it, ``mgoe train``
+checks ``--models`` against it, and :func:`model.baselines.build_model` maps each name to its class
+(a test checks that the two have the same names). No torch or Spark here: reading the names is cheap.
+"""
+
+from __future__ import annotations
+
+MODELS: dict[str, str] = {
+    "mgoe": "MGOE (SPEC 6)",
+    "mgoe_no_adjust": "MGOE w/o macro task adjustment (gamma = 0)",
+    "mgoe_no_cascade": "MGOE w/o cascading readout (lambda = 0)",
+    "mgoe_no_pref": "MGOE w/o preference weights (its own table: weights.enabled=false)",
+    "mmoe": "MMoE",
+    "ple": "PLE (one CGC level)",
+    "esmm": "ESMM (CTR x CVR over the first two tasks)",
+    "macgnn": "single-graph MacGNN-style model (its own table: one binary graph, unweighted k-means)",
+    "grec": "GRec-style task-routed sparse MoE",
+}
+"""Model name -> description, in the order reports list them."""
+
+
+TABLE_VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "mgoe_no_pref": ("mgoe", ("weights.enabled=false",)),
+    "macgnn": ("macgnn", ("scores.binary=true", "weights.enabled=false", "edges.edge_matrix=binary")),
+}
+"""Result labels that read their own table: label -> (model, config overrides that build that table).
+``mgoe_no_pref`` is MGOE on tables without preference weights (the "w/o preference" ablation); ``macgnn``
+reads MacGNN's inputs (one binary graph, unweighted k-means). Every other label reads the default table."""
+
+
+def model_of(label: str) -> str:
+    """The registry model a result label trains (``mgoe_no_pref`` -> ``mgoe``)."""
+    return TABLE_VARIANTS[label][0] if label in TABLE_VARIANTS else label

@@ -1,0 +1,511 @@
+"""One settings dataclass per config section (``cfg.<section>``), with the section's defaults and docs.
+
+The defaults are the values SPEC.md gives (the ``default`` profile). Each section's ``validate()`` holds the
+checks that need only that section (the types are checked on loading, :mod:`mgoe_spark.config.loader`); the
+checks that need two sections are in :mod:`mgoe_spark.config.tree`. Every random choice in the project reads
+its seed from :attr:`mgoe_spark.config.MgoeConfig.seed` (stages derive their own sub-seeds with
+:meth:`~mgoe_spark.config.MgoeConfig.sub_seed` so two stages never share a random stream by accident).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+from mgoe_spark.config.errors import ConfigError
+from mgoe_spark.config.errors import require as _require
+from mgoe_spark.config.models import MODELS
+
+
+def _sizes_ok(sizes: list[int]) -> bool:
+    """At least one layer size, every one >= 1."""
+    return len(sizes) >= 1 and min(sizes) >= 1
+
+
+@dataclass
+class SparkSettings:
+    """How the SparkSession is made (see :mod:`mgoe_spark.session`)."""
+
+    master: str | None = None
+    """``None``: spark-submit decides; when run directly, ``local[*]``."""
+    app_name: str = "mgoe"
+    conf: dict[str, str] = field(default_factory=dict)
+    """Extra Spark conf, e.g. ``{"spark.sql.shuffle.partitions": "400"}``."""
+
+    def validate(self) -> None:
+        """Nothing to check beyond the types (Spark checks its own conf)."""
+
+
+@dataclass
+class TaskSettings:
+    """The tasks, ordered by importance (the funnel). ``order[k]`` gets rank bit ``2**k`` (SPEC 4.1)."""
+
+    order: list[str] = field(default_factory=lambda: ["click", "fav", "cart", "buy"])
+    exposure: str | None = None
+    """Name of an exposure/impression pseudo-task, if the log has one (Tenrec): samples are exposures."""
+
+    def validate(self) -> None:
+        tasks = self.order
+        _require(1 <= len(tasks) <= 16, "tasks.order", "must name between 1 and 16 tasks")
+        _require(len(set(tasks)) == len(tasks), "tasks.order", f"has a repeated task: {tasks}")
+        if self.exposure is not None:
+            _require(self.exposure not in tasks, "tasks.exposure", "must not also be in tasks.order")
+
+
+@dataclass
+class InputSettings:
+    """Where the raw multi-behavior log is and how to read it (SPEC 7)."""
+
+    format: Literal["taobao", "tenrec", "generic_csv", "generic_parquet"] = "taobao"
+    path: str | None = None
+    """``None``: the embedded default, data made by the synthetic generator."""
+    behavior_map: dict[str, str] = field(
+        default_factory=lambda: {"pv": "click", "fav": "fav", "cart": "cart", "buy": "buy"}
+    )
+    """Raw behavior value -> task name (taobao, generic with ``behavior_column``)."""
+    user_column: str = "user_id"
+    item_column: str = "item_id"
+    category_column: str | None = None
+    timestamp_column: str | None = "timestamp"
+    """``None``: no timestamp; file order is time order (like Tenrec)."""
+    timestamp_unit: Literal["epoch_seconds", "epoch_millis", "date"] = "epoch_seconds"
+    date_format: str = "yyyy-MM-dd"
+    behavior_column: str | None = "behavior"
+    """Generic logs: the column holding the behavior (mapped by ``behavior_map``) ..."""
+    task_columns: dict[str, str] = field(default_factory=dict)
+    """... or one 0/1 column per task: ``{task_name: column}`` (then ``behavior_column`` must be null)."""
+    csv_header: bool = True
+    """Generic CSV: the first line of each file names the columns (lines equal to it are skipped)."""
+    csv_columns: list[str] | None = None
+    """Generic CSV without a header: the column names, in file order."""
+    csv_delimiter: str = ","
+    numeric_ids: bool = True
+    """Reject rows whose user / item id is not a non-negative integer; ``false`` accepts any non-empty string."""
+
+    def validate(self) -> None:
+        """The checks within the section; the ones against the task names are in :mod:`~mgoe_spark.config.tree`."""
+        generic = self.format.startswith("generic")
+        if self.reads_behavior_column:
+            _require(bool(self.behavior_map), "input.behavior_map", "must map at least one raw behavior to a task")
+        if generic:
+            _require(
+                (self.behavior_column is None) != (not self.task_columns),
+                "input.behavior_column",
+                "or input.task_columns must be set, not both (set behavior_column: null to use task_columns)",
+            )
+        if self.format == "generic_csv" and not self.csv_header:
+            _require(
+                bool(self.csv_columns), "input.csv_columns", "must name the columns when input.csv_header is false"
+            )
+        _require(len(self.csv_delimiter) == 1, "input.csv_delimiter", "must be a single character")
+
+    @property
+    def reads_behavior_column(self) -> bool:
+        """Whether ``behavior_map`` is used: a behavior column is read (Tenrec has 0/1 task columns instead)."""
+        return self.format == "taobao" or (self.format.startswith("generic") and self.behavior_column is not None)
+
+
+@dataclass
+class GeneratorSettings:
+    """Synthetic multi-behavior log with planted structure (the embedded default data).
+
+    The generative model is documented in :mod:`mgoe_spark.generate`.
+    """
+
+    users: int = 8_000
+    items: int = 4_000
+    events: int = 400_000
+    """Number of first-task (click) events emitted; later tasks are added on top by the funnel."""
+    user_groups: int = 10
+    item_groups: int = 10
+    preferred_groups: int = 2
+    """How many item groups each user group prefers (drawn per user group, without repetition)."""
+    affinity: float = 0.8
+    """Probability that a click goes to one of the user group's preferred item groups (otherwise a
+    uniformly drawn item group, which may also be a preferred one)."""
+    popularity_exponent: float = 1.1
+    """Zipf exponent of item popularity within an item group (a few very hot items)."""
+    user_activity_exponent: float = 0.6
+    """Zipf exponent of user activity (how many clicks a user makes); 0 = every user equally active."""
+    repeat_fraction: float = 0.2
+    """Share of clicks that go to one of the user's few personal items (repeat interactions)."""
+    personal_items: int = 5
+    """Number of personal items per user that ``repeat_fraction`` of its clicks revisit."""
+    funnel_rates: list[float] = field(default_factory=lambda: [0.06, 0.09, 0.35])
+    """Base conversion rate into task k+1 (fav, cart from click; buy from cart): the mean over group
+    pairs of the rate, before the per-user propensity."""
+    funnel_parents: list[int] | None = None
+    """Index (in tasks.order) of the task each later task converts from, one per later task.
+    ``None``: the last task converts from the one before it (buy from cart) when there are 3+ tasks,
+    every other task from the first one (fav, cart from click)."""
+    conversion_spread: float = 4.0
+    """How much conversion depends on (user group, item group): rates are scaled by a factor in
+    [1/spread, spread] drawn per group pair and task."""
+    task_affinity: float = 4.0
+    """Partly different affinities per task: each user group and later task has its own ``preferred_groups``
+    item groups (drawn independently of the click's) on which that task's conversion rate is ``task_affinity``
+    times higher (normalised to mean 1 over item groups); 1 = every task follows the click's affinity. The
+    default matches ``conversion_spread``'s scale (what is bought is not simply what is clicked most)."""
+    propensity_sigma: float = 0.5
+    """Per-user conversion propensity: rates are scaled by a mean-1 log-normal with this sigma."""
+    conversion_delay_s: float = 3600.0
+    """Mean delay (seconds, exponential) between a task's event and the conversion into the next one."""
+    hidden_click_fraction: float = 0.05
+    """Conversions on pairs with no logged click: this many extra clicks are drawn (as a share of
+    ``events``) whose conversions are emitted but the click itself is not."""
+    categories_per_group: int = 3
+    """Item categories per item group (category_id in the log)."""
+    category_noise: float = 0.05
+    """Share of items whose category belongs to a random item group instead of their own."""
+    days: int = 9
+    start: str = "2017-11-25"
+    """First day (UTC) of the log; events lie in [start, start + days)."""
+    partitions: int = 8
+    """Spark partitions of the generated log (= number of CSV files)."""
+
+    def validate(self) -> None:
+        """The checks within the section; the funnel's length per task is checked in :mod:`~mgoe_spark.config.tree`."""
+        for key in ("users", "items", "events", "user_groups", "item_groups", "days", "partitions"):
+            _require(getattr(self, key) >= 1, f"generator.{key}", "must be >= 1")
+        _require(self.user_groups <= self.users, "generator.user_groups", "must be <= generator.users")
+        _require(self.item_groups <= self.items, "generator.item_groups", "must be <= generator.items")
+        _require(0.0 <= self.affinity <= 1.0, "generator.affinity", "must be in [0, 1]")
+        _require(self.popularity_exponent > 0, "generator.popularity_exponent", "must be > 0")
+        _require(self.conversion_spread >= 1, "generator.conversion_spread", "must be >= 1")
+        _require(self.task_affinity >= 1, "generator.task_affinity", "must be >= 1 (1 = no task-specific affinity)")
+        for key in ("preferred_groups", "personal_items", "categories_per_group"):
+            _require(getattr(self, key) >= 1, f"generator.{key}", "must be >= 1")
+        _require(
+            self.preferred_groups <= self.item_groups, "generator.preferred_groups", "must be <= generator.item_groups"
+        )
+        for key in ("users", "items"):
+            _require(getattr(self, key) <= 1_000_000_000, f"generator.{key}", "must be <= 1,000,000,000")
+        _require(self.user_activity_exponent >= 0, "generator.user_activity_exponent", "must be >= 0")
+        _require(self.propensity_sigma >= 0, "generator.propensity_sigma", "must be >= 0")
+        _require(self.conversion_delay_s > 0, "generator.conversion_delay_s", "must be > 0")
+        for key in ("repeat_fraction", "hidden_click_fraction", "category_noise"):
+            _require(0.0 <= getattr(self, key) <= 1.0, f"generator.{key}", "must be in [0, 1]")
+        try:
+            dt.date.fromisoformat(self.start)
+        except ValueError:
+            raise ConfigError(f"config key 'generator.start' must be a date YYYY-MM-DD, got {self.start!r}") from None
+
+
+@dataclass
+class ScoreSettings:
+    """Merging preference score (SPEC 4.1, Eq 6-7)."""
+
+    beta: float = 1.0
+    binary: bool = False
+    """``True``: every observed pair scores 1 whatever its tasks (one binary graph of all behaviors, as
+    MacGNN's; with ``weights.enabled=false`` the clustering is MacGNN's unweighted k-means)."""
+
+    def validate(self) -> None:
+        _require(math.isfinite(self.beta), "scores.beta", "must be a finite number")
+
+
+@dataclass
+class SketchSettings:
+    """Node vectors: sketched rows of S S^T and S^T S (SPEC 4.2)."""
+
+    dim: int = 64
+    normalize: bool = True
+    """L2-normalize the sketched rows before clustering (zero rows stay zero)."""
+    distribution: Literal["gaussian", "rademacher"] = "gaussian"
+    """Entries of the hash-generated projection Omega: N(0, 1/r) or +-1/sqrt(r)."""
+
+    def validate(self) -> None:
+        _require(self.dim >= 1, "sketch.dim", "must be >= 1")
+
+
+@dataclass
+class WeightSettings:
+    """Preference-based node weights (SPEC 4.3, Eq 8)."""
+
+    enabled: bool = True
+    """``False`` is the "w/o preference" ablation: every weight is 1."""
+    w_high: float = 2.0
+    w_low: float = 0.5
+    b: float | None = None
+    """``None``: the median of the non-zero off-diagonal entries (approximate quantile)."""
+    q_high: float = 0.75
+    q_low: float = 0.25
+    neighbor_cap: int = 200
+    """At most D sampled users (items) per item (user) for the 2-hop sums: an estimate, bounded work."""
+    quantile_rel_error: float = 0.001
+    """Relative rank error of the approximate quantiles (b, theta_low, theta_high); 0 = exact (small data)."""
+
+    def validate(self) -> None:
+        _require(0 < self.q_low <= self.q_high < 1, "weights.q_low", "and weights.q_high need 0 < q_low <= q_high < 1")
+        _require(self.neighbor_cap >= 1, "weights.neighbor_cap", "must be >= 1")
+        _require(
+            self.w_high > 0 and self.w_low > 0, "weights.w_high", "and weights.w_low must be > 0 (k-means weights)"
+        )
+        _require(self.b is None or math.isfinite(self.b), "weights.b", "must be a finite number or null")
+        _require(
+            0 <= self.quantile_rel_error < 1,
+            "weights.quantile_rel_error",
+            "must be in [0, 1) (0 = exact, small data)",
+        )
+
+
+@dataclass
+class KMeansSettings:
+    """Weighted mini-batch k-means with FAISS on partitions (SPEC 4.4, Eq 9)."""
+
+    k_user: int = 20
+    k_item: int = 20
+    mode: Literal["minibatch", "full"] = "minibatch"
+    """``minibatch``: weighted Sculley steps on ``batch_fraction`` of the nodes, stops when the smoothed batch
+    inertia has not improved (by a relative ``tol``) for ``patience`` steps. ``full``: Lloyd steps over all
+    nodes, stops when the relative centroid shift < ``tol``. Mini-batch is the default because on the
+    generator's default data (bench/results/kmeans_pipeline.json) it stops on both sides (16 / 19 iterations)
+    in 0.44x / 0.60x the time of full mode, which ran 30 / 29 (users hit max_iter), at +1.1% / +1.7% inertia."""
+    max_iter: int = 30
+    tol: float = 1e-4
+    batch_fraction: float = 0.2
+    patience: int = 3
+    init_samples_per_center: int = 256
+    faiss_threads: int | None = None
+    """``None``: ``spark.task.cpus``."""
+    block_rows: int = 65_536
+    """Nodes packed per cached block (one Arrow value per block per iteration; bounds task memory)."""
+    warm_start: bool = True
+    """Start a run's fit from the latest earlier run's centroids and match ids to them, when they have the same
+    k, r and vector-space fingerprint (:mod:`mgoe_spark.kmeans.fingerprint`); otherwise a cold fit."""
+    engine: Literal["auto", "resident", "jobs"] = "auto"
+    """``resident``: one Spark job per fit, all its tasks at once; the vectors leave Spark once and stay in the
+    Python workers, only centroids and sums move per iteration (needs no dynamic allocation or speculation;
+    the result does not depend on the task-slot count). ``jobs``: one Spark job per
+    iteration over cached blocks (works anywhere). ``auto``: resident, falling back to jobs (one log line,
+    recorded in kmeans_stats) where it cannot run."""
+
+    def validate(self) -> None:
+        _require(self.k_user >= 1, "kmeans.k_user", "must be >= 1")
+        _require(self.k_item >= 1, "kmeans.k_item", "must be >= 1")
+        _require(self.max_iter >= 1, "kmeans.max_iter", "must be >= 1")
+        _require(0 < self.batch_fraction <= 1, "kmeans.batch_fraction", "must be in (0, 1]")
+        _require(self.tol >= 0, "kmeans.tol", "must be >= 0")
+        _require(self.init_samples_per_center >= 1, "kmeans.init_samples_per_center", "must be >= 1")
+        _require(self.faiss_threads is None or self.faiss_threads >= 1, "kmeans.faiss_threads", "must be >= 1 or null")
+        _require(self.block_rows >= 1, "kmeans.block_rows", "must be >= 1")
+        _require(self.patience >= 1, "kmeans.patience", "must be >= 1")
+
+
+@dataclass
+class WindowSettings:
+    """Feature cutoffs and sample windows (SPEC 3)."""
+
+    mode: Literal["quantile", "dates"] = "quantile"
+    q1: float = 0.8
+    q2: float = 0.9
+    train_cutoff: str | None = None
+    """``mode=dates``: last day (``YYYY-MM-DD``, inclusive, UTC) or instant (``YYYY-MM-DDTHH:MM:SS``) of the
+    training feature window; train / valid samples come after it, up to ``test_cutoff``."""
+    test_cutoff: str | None = None
+    """``mode=dates``: end of the test feature window; test samples come after it."""
+    validation_fraction: float = 0.1
+    validation_by: Literal["row", "user"] = "row"
+    """How validation is carved from the train window (seeded hash): ``row`` hashes the (user, item) pair,
+    so validation users also have training rows (like the test split); ``user`` holds out whole users."""
+    quantile_rel_error: float = 0.0001
+    """Relative error of the approximate quantiles of ``ts`` (0 = exact, a full sort)."""
+
+    def validate(self) -> None:
+        _require(0 < self.q1 < self.q2 < 1, "windows.q1", "and windows.q2 need 0 < q1 < q2 < 1")
+        _require(0 <= self.validation_fraction < 1, "windows.validation_fraction", "must be in [0, 1)")
+        _require(0 <= self.quantile_rel_error < 0.1, "windows.quantile_rel_error", "must be in [0, 0.1)")
+        if self.mode == "dates":
+            _require(self.train_cutoff is not None, "windows.train_cutoff", "is required when windows.mode=dates")
+            _require(self.test_cutoff is not None, "windows.test_cutoff", "is required when windows.mode=dates")
+
+
+@dataclass
+class EdgeSettings:
+    """Macro edges (SPEC 4.5, Eq 10)."""
+
+    hops: int = 2
+    edge_matrix: Literal["score", "binary"] = "score"
+
+    def validate(self) -> None:
+        _require(self.hops >= 1, "edges.hops", "must be >= 1")
+
+
+@dataclass
+class NeighborSettings:
+    """Recent micro neighbors (SPEC 4.6)."""
+
+    length: int = 20
+
+    def validate(self) -> None:
+        _require(self.length >= 1, "neighbors.length", "must be >= 1")
+
+
+@dataclass
+class SampleSettings:
+    """Samples (SPEC 5)."""
+
+    negatives_per_positive: int = 7
+    """Random unobserved items per observed (user, item) pair of a sample window, added as all-zero-label
+    rows (0 = none). 7 puts the click rate near 1/8 when nearly every observed pair is a click (the paper's
+    Taobao sample space). Ignored when ``tasks.exposure`` is set: the exposures are the sample space."""
+    negatives_per_user: int = 0
+    """Random unobserved items per (user, sample window) added on top (0 = none; applies with exposures)."""
+    negative_sampling: Literal["uniform", "popularity"] = "uniform"
+    """How negatives are drawn: uniform over item ids, or in proportion to the item's sample-window pairs."""
+    cold_start: Literal["keep", "drop"] = "keep"
+    """Rows whose user or item has no feature-window history: keep them (flagged) or drop them."""
+
+    def validate(self) -> None:
+        _require(self.negatives_per_user >= 0, "samples.negatives_per_user", "must be >= 0")
+        _require(self.negatives_per_positive >= 0, "samples.negatives_per_positive", "must be >= 0")
+
+
+@dataclass
+class OutputSettings:
+    """Where and how tables are written (SPEC 8)."""
+
+    root: str = "mgoe_output"
+    format: Literal["parquet", "delta"] = "parquet"
+    row_group_rows: int = 65_536
+
+    def validate(self) -> None:
+        _require(self.row_group_rows >= 1, "output.row_group_rows", "must be >= 1")
+
+
+@dataclass
+class TrainSettings:
+    """The PyTorch trainer (SPEC 6)."""
+
+    models: list[str] = field(default_factory=lambda: ["mgoe", "mmoe"])
+    embed_dim: int = 10
+    batch_size: int = 1024
+    lr: float = 0.005
+    weight_decay: float = 1e-5
+    l1: float = 0.0
+    tau: float = 1.3
+    attention: Literal["logit", "neighbors", "off"] = "logit"
+    """Macro attention: ``logit`` = softmax(log1p(e)/tau + q.k/sqrt(h)); ``neighbors`` = the literal product of
+    the two softmaxes (Eq 14-16, mutes the channel ~K-fold); ``off`` = edge weights only (MacGNN's code)."""
+    adjust_form: Literal["log_macro", "log_count", "literal", "tower"] = "log_macro"
+    """Eq 22: ``log_macro`` = gamma[t, c(i)] * log(1 + K_I T); ``log_count`` = gamma[t, c(i)] * log(1 + n), n =
+    the user's task-t items in c(i) (T times the recent list's count); ``literal`` = gamma_t * T; ``tower`` =
+    the log-lifts fed to every tower."""
+    own_macro: bool = True
+    """Eq 11: the user's and item's own task-specific macro embeddings in each task's bottom input."""
+    recent_attention: bool = False
+    """Eq 18: attention weights for the recent micro neighbors against the target (default: their sum)."""
+    epochs: int = 10
+    patience: int = 2
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    threads: int = 2
+    shuffle_buffer: int = 16_384
+    head_dim: int | None = None
+    """Attention size d_h of the macro graph experts; ``None``: ``embed_dim``."""
+    macro_out: int | None = None
+    """Output size of each macro graph expert channel; ``None``: ``embed_dim``."""
+    activation: Literal["dice", "relu"] = "dice"
+    """Expert activation (Dice as in MacGNN, or ReLU)."""
+    expert_sizes: list[int] = field(default_factory=lambda: [200, 80])
+    mgoe_expert_sizes: list[int] | None = None
+    """MGOE's (and its ablations') expert sizes; ``None``: ``expert_sizes``. [128, 80] measured 1.20x MMoE's
+    multiply-adds at no AUC cost on the planted tables (model/README.md); not yet checked on real logs."""
+    tower_hidden: int = 40
+    shared_experts: int = 2
+    task_experts: int = 1
+    lambda_init: float = 1.0
+    """Initial cascade weight lambda_t (Eq 21)."""
+    gamma_init: float = 0.0
+    """Initial macro task adjustment weight gamma (Eq 22). 0: training starts from the unadjusted logits
+    (measured on the planted table: init 1 cost 0.009 mean AUC, bench/results/model_ablation.json)."""
+    mmoe_experts: int | None = None
+    """``None``: shared_experts + tasks * task_experts (as many experts as MGOE and PLE)."""
+    grec_experts: int = 8
+    grec_top_k: int = 2
+    grec_noise: float = 1.0
+    """GRec noisy top-k: scale of the learned routing noise in training (0 = none)."""
+    grec_balance: float = 0.01
+    """GRec: weight of the load-balancing loss."""
+    dropout: float = 0.0
+    """Dropout on every hidden unit of every model's experts and towers, in training (FuxiCTR's net_dropout)."""
+    id_dropout: float = 0.0
+    """Training only: each row's own user and item id become the padding id with this probability (the row
+    is then scored from its macro and neighbor features, as a cold-start row is)."""
+    task_weights: list[float] = field(default_factory=list)
+    """Per-task BCE weights (Eq 23); empty: all 1."""
+    eval_batch_size: int = 8192
+    loader_workers: int = 0
+    """DataLoader worker processes (row groups are sharded across them); 0: read in the training process."""
+    max_steps_per_epoch: int | None = None
+    """Cap on optimizer steps per epoch (smoke tests, benchmarks); ``None``: a full pass."""
+    checkpoint_dir: str | None = None
+    """Where best checkpoints go; ``None``: a ``checkpoints`` folder next to the report (or a temp dir)."""
+    shared_expert_input: Literal["task", "mean"] = "mean"
+    """MGOE's fusion: shared experts run once on the task-averaged input (``mean``) or on each task's input
+    (``task``, as CGC / PLE: twice the expert multiply-adds). Measured on the trainer's planted table
+    (3 seeds): ``mean`` 0.7375 +- 0.0051 mean AUC, ``task`` 0.7190 +- 0.0126, so ``mean`` stays the default."""
+    sparse_embeddings: bool = True
+    """Id tables with sparse gradients and a row-wise optimizer; ``false``: the dense reference (dense
+    gradients, one Adam with weight decay over every row at every step: cost grows with the vocabulary)."""
+    sparse_optimizer: Literal["adam", "rowwise_adagrad"] = "adam"
+    """Optimizer of the id embedding tables, which get sparse gradients (only looked-up rows are updated and
+    decayed): ``adam`` (lazy Adam, two moments per coordinate) or ``rowwise_adagrad`` (one float per row)."""
+    sparse_lr: float | None = None
+    """Learning rate of the id tables; ``None``: ``train.lr`` (row-wise Adagrad wants a larger one, ~0.05)."""
+    shuffle_row_groups: int = 4
+    """Row groups decoded and interleaved per shuffle window (memory: this many row groups per loader)."""
+    nproc: int = 1
+    """Data-parallel training processes (``mgoe train --nproc N``; torchrun sets its own)."""
+    device: Literal["cpu", "cuda"] = "cpu"
+    """Where training runs; ``cuda`` needs a CUDA build of torch and a GPU."""
+    dist_timeout_s: float = 300.0
+    """Seconds a collective waits for the other ranks before the run fails (a killed rank, a hang)."""
+
+    def validate(self) -> None:
+        """The checks within the section (``task_weights`` against the tasks is in :mod:`~mgoe_spark.config.tree`)."""
+        _require(self.embed_dim >= 1 and self.batch_size >= 1, "train.embed_dim", "and train.batch_size must be >= 1")
+        _require(self.tau > 0, "train.tau", "must be > 0")
+        _require(0 <= self.dropout < 1, "train.dropout", "must be in [0, 1)")
+        _require(0 <= self.id_dropout < 1, "train.id_dropout", "must be in [0, 1)")
+        _require(len(self.seeds) >= 1, "train.seeds", "needs at least one seed")
+        _require(self.lr > 0, "train.lr", "must be > 0")
+        _require(self.weight_decay >= 0 and self.l1 >= 0, "train.weight_decay", "and train.l1 must be >= 0")
+        _require(self.epochs >= 1 and self.patience >= 1, "train.epochs", "and train.patience must be >= 1")
+        _require(self.threads >= 1, "train.threads", "must be >= 1")
+        _require(self.shuffle_buffer >= 0, "train.shuffle_buffer", "must be >= 0")
+        _require(self.shuffle_row_groups >= 1, "train.shuffle_row_groups", "must be >= 1")
+        _require(
+            self.nproc >= 1 and self.dist_timeout_s > 0, "train.nproc", "must be >= 1 (and train.dist_timeout_s > 0)"
+        )
+        _require(self.sparse_lr is None or self.sparse_lr > 0, "train.sparse_lr", "must be > 0")
+        _require(_sizes_ok(self.expert_sizes), "train.expert_sizes", "needs sizes >= 1")
+        _require(
+            self.mgoe_expert_sizes is None or _sizes_ok(self.mgoe_expert_sizes),
+            "train.mgoe_expert_sizes",
+            "needs sizes >= 1 (or null: expert_sizes)",
+        )
+        _require(self.tower_hidden >= 1, "train.tower_hidden", "must be >= 1")
+        _require(self.shared_experts >= 0 and self.task_experts >= 0, "train.shared_experts", "and task_experts >= 0")
+        _require(
+            self.shared_experts + self.task_experts >= 1, "train.shared_experts", "+ train.task_experts must be >= 1"
+        )
+        _require(1 <= self.grec_top_k <= self.grec_experts, "train.grec_top_k", "must be in 1..train.grec_experts")
+        _require(self.eval_batch_size >= 1 and self.loader_workers >= 0, "train.eval_batch_size", "must be >= 1")
+        unknown = [m for m in self.models if m not in MODELS]
+        _require(not unknown, "train.models", f"names unknown models {unknown}; allowed: {sorted(MODELS)}")
+
+
+@dataclass
+class QualitySettings:
+    """Data-quality gates between stages (``jobs/quality.py``, the Airflow DAG)."""
+
+    max_reject_fraction: float = 0.05
+    """Ingest gate: at most this fraction of input rows may be rejected as malformed."""
+    min_rows: int = 1
+    """Every checked table must have at least this many rows in the run date's partition."""
+
+    def validate(self) -> None:
+        _require(0 <= self.max_reject_fraction <= 1, "quality.max_reject_fraction", "must be in [0, 1]")
+        _require(self.min_rows >= 0, "quality.min_rows", "must be >= 0")
