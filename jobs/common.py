@@ -18,14 +18,14 @@ import os
 import sys
 from types import ModuleType
 
-from mgoe_spark.config import MgoeConfig, load_config
+from mgoe_spark.config import PROFILES, MgoeConfig, load_config
 from mgoe_spark.core.errors import UserError
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("configuration")
     g.add_argument("--config", metavar="PATH", help="YAML config file (see configs/)")
-    g.add_argument("--profile", choices=["default", "test"], help="built-in profile (default: default)")
+    g.add_argument("--profile", choices=PROFILES, help="built-in profile (default: default)")
     g.add_argument(
         "--set",
         dest="overrides",

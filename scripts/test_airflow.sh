@@ -2,7 +2,7 @@
 # Run the Airflow DAG tests (tests/test_airflow_dag.py) in their own virtualenv, .venv-airflow: Airflow's
 # dependency set is large and must not share the project venv. First run: ~1-2 minutes of pip install
 # (about 250 MB); later runs reuse it. Needs Java 17+ (the DAG test submits a quality gate to local Spark).
-# Extra arguments go to pytest.
+# Extra arguments go to pytest; --setup-only only builds the venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -18,6 +18,7 @@ REQS=(
   "numpy==2.4.6"
   "PyYAML==6.0.3"
   "pytest==9.2.0"
+  "pytest-timeout==2.4.0"
 )
 if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
@@ -30,5 +31,8 @@ if [ ! -f "$stamp" ] || [ "$0" -nt "$stamp" ]; then
   "$VENV/bin/python" -m pip install -q "${REQS[@]}"
   touch "$stamp"
   echo "[test_airflow] installed in $(( $(date +%s) - start ))s"
+fi
+if [ "${1:-}" = "--setup-only" ]; then
+  exit 0
 fi
 exec "$VENV/bin/python" -m pytest -p no:cacheprovider tests/test_airflow_dag.py "$@"

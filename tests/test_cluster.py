@@ -11,7 +11,7 @@
 - the driver killed mid-write (ingest's ``interactions``): the previous version stays readable, the leftover
   hidden staging directory is removed by the next run, which completes.
 
-Cost (2 cores, idle): one cluster start (~15 s), the packed env (cached across sessions in .pytest_cache,
+Cost (2 cores, idle): one cluster start (~15 s), the packed env (cached across sessions in .cache/tests,
 ~20 s to build), the in-process local[2] reference build (~70 s), and three cluster applications (the two
 dates side by side, then the killed ingest). Times are printed (``pytest -m cluster -s``).
 """
@@ -36,17 +36,16 @@ import pyarrow.parquet as pq
 import pytest
 
 from schemas import REGISTRY, RUN_METRICS
+from tests.support import BUILD_DATE, BUILD_OVERRIDES, CACHE
 
 pytestmark = pytest.mark.cluster
 
 REPO = Path(__file__).resolve().parents[1]
-D1, D2 = "2026-11-23", "2026-11-24"
+D1, D2 = BUILD_DATE, "2026-11-24"
 INGESTED = ("interactions", "vocab_users", "vocab_items", "rejects")
-# The settings every build here runs with, the local reference included. No warm start: the two dates built
-# at once must not read each other. Eight k-means iterations: the fits are compared, not their quality, and
-# each iteration of the jobs engine is a Spark job on a one-core executor.
-OVERRIDES = ("kmeans.warm_start=false", "kmeans.max_iter=8")
-SETTINGS = [arg for item in OVERRIDES for arg in ("--set", item)]
+# Every build here runs with the settings of the session's build, the local reference (tests/conftest.py):
+# no warm start (the two dates built at once must not read each other), eight k-means iterations.
+SETTINGS = [arg for item in BUILD_OVERRIDES for arg in ("--set", item)]
 # The k-means engine is part of what is compared: fits give the same centroids on any slot count and either
 # engine (tests/test_kmeans.py), so the local[2] reference and the one-core cluster date run the default
 # (auto: the resident engine), and the date under dynamic allocation, whose executor is killed twice, falls
@@ -78,14 +77,15 @@ class Artifacts:
 
 
 @pytest.fixture(scope="session")
-def artifacts(tmp_path_factory, request) -> Artifacts:
+def artifacts(tmp_path_factory) -> Artifacts:
     """The ``make package`` artifacts: the zip fresh, the packed env cached by what goes into it."""
     package = _load_package_script()
     start = time.perf_counter()
     zip_path = package.build_zip(tmp_path_factory.mktemp("dist"))
     key_text = "|".join([sys.version, *package.pinned_requirements(), (REPO / "scripts" / "package.py").read_text()])
     key = hashlib.sha256(key_text.encode()).hexdigest()[:16]
-    cache = Path(request.config.cache.mkdir("mgoe-env")) / key
+    cache = CACHE / "mgoe-env" / key  # the project's own cache: works with pytest's cache plugin off
+    cache.parent.mkdir(parents=True, exist_ok=True)
     env = cache / f"mgoe-env-{package.version()}.tar.gz"
     if not env.is_file():
         for old in cache.parent.iterdir():
@@ -221,36 +221,19 @@ def _common(root: Path, run_date: str) -> list[str]:
     return ["--profile", "test", "--run-date", run_date, "--output", str(root)]
 
 
-# ---- the local[2] reference -------------------------------------------------------------------------------
+# ---- the local[2] reference: the session's build (tests/conftest.py) ------------------------------------
 
 
 @pytest.fixture(scope="session")
-def raw_log(spark, tmp_path_factory) -> Path:
-    from mgoe_spark.config import load_config
-    from mgoe_spark.generate.run import run_generate
-
-    out = tmp_path_factory.mktemp("raw")
-    cfg = load_config(profile="test", overrides=[f"output.root={out / 'truth'}"])
-    run_generate(spark, cfg, str(out / "log"), D1)
-    return out / "log"
+def raw_log(built) -> Path:
+    return built.raw_log
 
 
 @pytest.fixture(scope="session")
-def reference(spark, raw_log, tmp_path_factory) -> Path:
-    """The same build on the tests' own local[2] session, in this process."""
-    from mgoe_spark.config import load_config
-    from mgoe_spark.features.run import run_features
-    from mgoe_spark.ingest.run import run_ingest
-    from mgoe_spark.nodes.run import run_nodes
-
-    root = tmp_path_factory.mktemp("reference")
-    cfg = load_config(profile="test", overrides=[f"output.root={root}", *OVERRIDES])
-    start = time.perf_counter()
-    run_ingest(spark, cfg, str(raw_log), D1)
-    run_nodes(spark, cfg, D1)
-    run_features(spark, cfg, D1)
-    TIMES["local[2] build (in-process, warm JVM)"] = time.perf_counter() - start
-    return root
+def reference(built) -> Path:
+    """The same build on the tests' own local[2] session, in this process (the session's one build)."""
+    TIMES["local[2] build (in-process, shared by the suite)"] = built.seconds
+    return built.root
 
 
 def _tables(root: Path, run_date: str) -> dict[str, pa.Table]:

@@ -66,7 +66,7 @@ def test_errors_name_the_key(override, needle):
 
 
 def test_unknown_profile_and_missing_file(tmp_path):
-    with pytest.raises(ConfigError, match="unknown profile 'prod'; allowed profiles: default, test"):
+    with pytest.raises(ConfigError, match="unknown profile 'prod'; allowed profiles: default, demo, test"):
         load_config(profile="prod")
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.yaml")

@@ -9,6 +9,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+from mgoe_spark.config import PROFILES
+
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = ("setup.cfg", "pyproject.toml", "README.md", "mgoe_spark", "model", "jobs", "schemas", "bench")
 SHIPPED += ("airflow_dags",)
@@ -31,4 +33,4 @@ def test_wheel_builds_without_setuptools_warnings_and_ships_the_profiles(tmp_pat
         assert warning not in output, output[output.find(warning) - 500 : output.find(warning) + 500]
     (wheel,) = tmp_path.glob("mgoe-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert {"mgoe_spark/profiles/default.yaml", "mgoe_spark/profiles/test.yaml"} <= names
+    assert {f"mgoe_spark/profiles/{p}.yaml" for p in PROFILES} <= names

@@ -332,18 +332,13 @@ def test_missing_table_is_a_one_line_user_error(spark, test_config, tmp_path, ca
         gates.run_gate(spark, "ingest", cfg, RUN_DATE)
 
 
-def test_ingest_gate_passes_on_real_ingest_output(spark, test_config, tmp_path):
-    """The gate's expectations match what jobs/generate.py + jobs/ingest.py actually write."""
-    generate = pytest.importorskip("jobs.generate", reason="jobs/generate.py not merged yet")
-    ingest = pytest.importorskip("jobs.ingest", reason="jobs/ingest.py not merged yet")
-    cfg = copy.deepcopy(test_config)
-    cfg.output.root = str(tmp_path / "out")
-    cfg.generator.events = 3000
-    generate.run_generate(spark, cfg, str(tmp_path / "raw"), RUN_DATE)
-    ingest.run_ingest(spark, cfg, str(tmp_path / "raw"), RUN_DATE)
-    results = gates.run_gate(spark, "ingest", cfg, RUN_DATE)
+@pytest.mark.parametrize("gate", ["ingest", "nodes", "features"])
+def test_every_gate_passes_on_a_real_build(spark, built, gate):
+    """The gates' expectations match what generate, ingest, nodes and features actually write (the session's
+    test-profile build)."""
+    results = gates.run_gate(spark, gate, built.config(), built.run_date)
     assert [r.line() for r in results if not r.passed] == []
-    assert next(r.value for r in results if r.check == "row_count" and r.table == "interactions") > 0
+    assert all(r.value > 0 for r in results if r.check == "row_count")
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "delta"])

@@ -36,7 +36,7 @@ import yaml
 from mgoe_spark.config.errors import ConfigError
 from mgoe_spark.config.tree import MgoeConfig, validate
 
-PROFILES = ("default", "test")
+PROFILES = ("default", "demo", "test")
 
 
 def _describe(tp: Any) -> str:

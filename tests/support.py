@@ -1,0 +1,40 @@
+"""What the tests share besides fixtures: paths, the project's test cache, and the session build's settings
+(the fixtures themselves are in conftest.py)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("MGOE_SHARED", REPO.parent / "shared"))
+TAOBAO_SLICE = SHARED / "data" / "taobao_userbehavior_slice" / "UserBehavior.csv"
+CACHE = Path(os.environ.get("MGOE_TEST_CACHE", REPO / ".cache" / "tests"))
+"""The tests' own cache across runs (gitignored): independent of pytest's cache plugin, so ``-p
+no:cacheprovider`` changes nothing."""
+
+BUILD_DATE = "2026-11-23"
+BUILD_OVERRIDES = ("kmeans.warm_start=false", "kmeans.max_iter=8")
+"""The settings of the session's build (on top of the ``test`` profile). No warm start: a build of another
+date into the same root must not read this one. Eight k-means iterations: the tests compare fits and check
+tables, not cluster quality (each iteration of the jobs engine is a Spark job)."""
+
+
+@dataclass(frozen=True)
+class Built:
+    """The session's one test-profile build: the generated log, and the tables of ``run_date`` built from it
+    (ingest, nodes, features, run_metrics) under ``root``. Read-only: a test that changes tables copies them
+    first."""
+
+    raw_log: Path
+    root: Path
+    run_date: str
+    overrides: tuple[str, ...]
+    seconds: float
+
+    def config(self, *overrides: str):
+        """The build's config (``test`` profile + :data:`BUILD_OVERRIDES`) with ``overrides`` on top."""
+        from mgoe_spark.config import load_config
+
+        return load_config(profile="test", overrides=[f"output.root={self.root}", *self.overrides, *overrides])
