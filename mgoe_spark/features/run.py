@@ -63,7 +63,7 @@ def run_features(spark: SparkSession, cfg: MgoeConfig, run_date: str) -> StageSu
     store = TableStore.of(spark, cfg)
     with stage(spark, summary, "macro edges, recent neighbors, task lookup, samples, training examples"):
         interactions = load_interactions(store, run_date).persist(LEVEL)
-        interactions, windows = windows_of(store, interactions, cfg, summary, run_date, choose=False)
+        interactions, windows = windows_of(store, interactions, cfg, summary, run_date, decide=False)
         with step(spark, summary, "read train assignments"):
             fitted = store.read(ASSIGNMENTS, run_date).where(F.col("snapshot") == TRAIN)
             fitted = fitted.select(*ASSIGNMENT_COLS).persist(LEVEL)

@@ -58,7 +58,7 @@ def run_nodes(spark: SparkSession, cfg: MgoeConfig, run_date: str) -> StageSumma
     store = TableStore.of(spark, cfg)
     with stage(spark, summary, "pair scores, node vectors, weights, weighted k-means"):
         interactions = load_interactions(store, run_date)
-        interactions, windows = windows_of(store, interactions, cfg, summary, run_date, choose=True)
+        interactions, windows = windows_of(store, interactions, cfg, summary, run_date, decide=True)
         with step(spark, summary, "pair scores"):
             scores = pair_scores_from_config(feature_events(interactions, windows.train_cutoff), cfg)
             scores = scores.persist(StorageLevel.MEMORY_AND_DISK)

@@ -98,19 +98,17 @@ def _settings_text(settings: str) -> str:
 
 
 def load_interactions(store: TableStore, run_date: str) -> DataFrame:
+    """The run date's INTERACTIONS (without the partition column), as ingest wrote them (lazy)."""
     return store.read(INTERACTIONS, run_date).drop("run_date")
 
 
 def windows_of(
-    store: TableStore, interactions: DataFrame, cfg: MgoeConfig, summary: StageSummary, run_date: str, *, choose: bool
+    store: TableStore, interactions: DataFrame, cfg: MgoeConfig, summary: StageSummary, run_date: str, *, decide: bool
 ) -> tuple[DataFrame, Windows]:
-    """(interactions on the cutoffs' time axis, the run date's windows). ``choose`` (``nodes``): compute
-    them and write the ``windows`` table; else (``features``) read that table ."""
+    """(interactions on the cutoffs' time axis, the run date's windows). ``decide`` (``nodes``): compute
+    them and write the ``windows`` table; else (``features``) read that table."""
     interactions = on_time_axis(interactions, cfg)
-    if choose:
-        windows = choose(store, interactions, cfg, run_date)
-    else:
-        windows = recorded(store, cfg, run_date)
+    windows = choose(store, interactions, cfg, run_date) if decide else recorded(store, cfg, run_date)
     summary.add("train_cutoff_ts", windows.train_cutoff)
     summary.add("test_cutoff_ts", windows.test_cutoff)
     for name in ("feature_share", "train_share", "test_share"):
