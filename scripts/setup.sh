@@ -32,13 +32,21 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 stamp="$VENV/.mgoe-installed"
 if [ ! -f "$stamp" ] || [ setup.cfg -nt "$stamp" ]; then
-  echo "[setup] installing pinned dependencies into $VENV (a few minutes the first time)"
-  pip_quiet() { "$VENV/bin/python" -m pip install -q "$@" 2>&1 | { grep -v "is ignored: it is neither" || true; }; }
-  pip_quiet --upgrade pip
+  echo "[setup] installing pinned dependencies into $VENV (a minute with a warm pip cache, a few the first time)"
+  log="$VENV/setup.log"
+  : >"$log"
+  # pip's own output (progress, build-backend warnings) goes to the log: shown only if a step fails.
+  pip_logged() {
+    if ! "$VENV/bin/python" -m pip install --disable-pip-version-check -q "$@" >>"$log" 2>&1; then
+      echo "[setup] pip install $* failed; its output ($log):" >&2
+      tail -40 "$log" >&2
+      exit 1
+    fi
+  }
   # torch first and alone: the pinned CPU build (PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu
   # gives the CPU wheel where PyPI's default would be a CUDA build).
-  pip_quiet "torch==2.13.0"
-  pip_quiet -e ".[dev]"
+  pip_logged "torch==2.13.0"
+  pip_logged -e ".[dev]"
   touch "$stamp"
 fi
 echo "[setup] ready: $VENV/bin/mgoe"

@@ -4,16 +4,18 @@
 
 - two run dates submitted at the same time into one root, one executor each: the whole build of the first
   (ingest, nodes, features; resident k-means engine) equals the ``local[2]`` build of the same input
-  (integer and string columns identical, floats within 1e-6 relative); the second (nodes and features under
-  dynamic allocation, so k-means falls back to the jobs engine) has its executor JVM killed mid-``nodes`` and
-  again mid-``features``, completes through Spark's task retry and a replacement executor, and equals it
-  too; neither date's writes touch the other's;
-- the driver killed mid-write (ingest's ``interactions``): the previous version stays readable, the leftover
-  hidden staging directory is removed by the next run, which completes.
+  (integer and string columns identical, floats within 1e-6 relative); neither date's writes touch the
+  other's;
+- the second (nodes and features under dynamic allocation, so k-means falls back to the jobs engine) has its
+  executor JVM killed mid-``nodes`` and again mid-``features``: it goes on through Spark's task retry and a
+  replacement executor, and what it wrote equals the reference;
+- then its driver is killed mid-write (``training_examples``, of which an earlier version is in place): the
+  previous version stays readable, and the next run (``mgoe features``, in-process) removes the leftover
+  hidden staging directory and completes the date, equal to the reference.
 
-Cost (2 cores, idle): one cluster start (~15 s), the packed env (cached across sessions in .cache/tests,
-~20 s to build), the in-process local[2] reference build (~70 s), and three cluster applications (the two
-dates side by side, then the killed ingest). Times are printed (``pytest -m cluster -s``).
+Cost (2 cores, idle): one cluster start (~15 s), the packed env (cached across runs in .cache/tests, ~20 s to
+build), the suite's one in-process local[2] build (tests/conftest.py), two cluster applications side by side,
+and the in-process rerun of one stage. Times are printed (``pytest -m cluster -s``).
 """
 
 from __future__ import annotations
@@ -287,11 +289,19 @@ def _flat(values) -> list[float]:
 
 
 def assert_same_tables(
-    got_root: Path, got_date: str, want_root: Path, want_date: str = D1, ignore: dict[str, list[str]] | None = None
+    got_root: Path,
+    got_date: str,
+    want_root: Path,
+    want_date: str = D1,
+    ignore: dict[str, list[str]] | None = None,
+    only: set[str] | None = None,
 ) -> None:
-    """``ignore``: {table: columns} left out of the comparison (e.g. why an engine fell back)."""
+    """``ignore``: {table: columns} left out of the comparison (e.g. why an engine fell back); ``only``:
+    compare just these tables (default: every table, and both roots must hold the same ones)."""
     got, want = _tables(got_root, got_date), _tables(want_root, want_date)
-    assert sorted(got) == sorted(want)
+    if only is not None:
+        want = {name: table for name, table in want.items() if name in only}
+    assert sorted(got) == sorted(want) if only is None else set(want) <= set(got)
     for name, table in want.items():
         other = got[name]
         for column in (ignore or {}).get(name, []):
@@ -327,7 +337,9 @@ def _staging(root: Path, table: str, run_date: str) -> list[Path]:
 @dataclass
 class TwoDates:
     """What the two applications submitted at once left: the root, each date's log and exit code, the kills,
-    how long both ran side by side, and how many executor JVMs the cluster launched for them."""
+    how long both ran side by side, how many executor JVMs the cluster launched for them, and what D2's
+    killed driver left (a copy of D2's partitions taken before the rerun, the staging it left behind, the
+    previous version of the table it was writing)."""
 
     root: Path
     logs: dict[str, str]
@@ -335,6 +347,57 @@ class TwoDates:
     kills: list[tuple[str, int, float]]
     overlap_s: float
     executors_launched: int
+    at_kill: Path
+    staging_left: list[Path]
+    previous: pa.Table
+
+
+KILLED_WRITE = "training_examples"
+"""The table D2's driver is killed while writing: the last big write of the build."""
+
+
+def _previous_version(reference: Path, root: Path) -> pa.Table:
+    """A complete earlier version of D2's ``training_examples`` (half the reference's rows), so that what a
+    killed write leaves can be told apart from the new version."""
+    part = reference / KILLED_WRITE / f"run_date={D1}"
+    table = pq.read_table(part, schema=REGISTRY[KILLED_WRITE].arrow(with_partition=False))
+    table = table.slice(0, table.num_rows // 2)
+    out = root / KILLED_WRITE / f"run_date={D2}"
+    out.mkdir(parents=True)
+    pq.write_table(table, out / "part-00000.parquet")
+    return table
+
+
+def _watch(procs: dict[str, subprocess.Popen], cluster: Cluster, root: Path, tag: str, start: float):
+    """Poll both applications until they end; kill D2's executor mid-nodes and mid-features, then D2's whole
+    driver (spark-submit's JVM and the Python driver) once its write of :data:`KILLED_WRITE` has begun.
+    Returns (kills, seconds both ran side by side)."""
+    phases = [  # (what, when, whom): executors are found by the tag on their command line
+        ("nodes", lambda: _published(root, "pair_scores", D2) and not _published(root, "kmeans_stats", D2), "executor"),
+        ("features", lambda: bool(_staging(root, "macro_edges", D2)), "executor"),
+        ("driver", lambda: bool(_staging(root, KILLED_WRITE, D2)), "driver"),
+    ]
+    kills: list[tuple[str, int, float]] = []
+    overlap, last = 0.0, time.perf_counter()
+    while any(p.poll() is None for p in procs.values()):
+        now = time.perf_counter()
+        if all(p.poll() is None for p in procs.values()):
+            overlap += now - last
+        last = now
+        if phases and phases[0][1]():
+            what, _, whom = phases[0]
+            if whom == "driver":
+                os.killpg(procs[D2].pid, signal.SIGKILL)
+                kills.append((what, procs[D2].pid, now - start))
+                phases.pop(0)
+            else:
+                executors = [e for e in cluster.executor_pids() if tag in _cmdline(e)]
+                if executors:
+                    os.kill(executors[0], signal.SIGKILL)
+                    kills.append((what, executors[0], now - start))
+                    phases.pop(0)
+        time.sleep(0.05)
+    return kills, overlap
 
 
 @pytest.fixture(scope="module")
@@ -347,20 +410,25 @@ def two_dates(cluster, artifacts, raw_log, reference, tmp_path_factory) -> TwoDa
     - D2: nodes and features over an ingest already in place (the reference's, as D2), under dynamic
       allocation, where the resident engine cannot run (its fit falls back to one job per iteration). Its
       executor JVM, tagged by a system property on its command line, is killed mid-nodes and again
-      mid-features.
+      mid-features; then its driver is killed while writing ``training_examples``, of which an earlier
+      version is in place. The next run, ``mgoe features`` for D2 in this process (the clean-up is the
+      driver's file-system work, the same on any master), completes the date.
     """
+    from jobs.cli import main
+
     tmp = tmp_path_factory.mktemp("two-dates")
     root = tmp / "out"
     for name in INGESTED:
         if (reference / name / f"run_date={D1}").is_dir():
             shutil.copytree(reference / name / f"run_date={D1}", root / name / f"run_date={D2}")
-    faulted_tag = "-Dmgoe.test.faulted=true"
+    previous = _previous_version(reference, root)
+    tag = "-Dmgoe.test.faulted=true"
     one_core = "spark.cores.max=1"
     dynamic = (
         "spark.dynamicAllocation.enabled=true",
         "spark.dynamicAllocation.shuffleTracking.enabled=true",
         "spark.dynamicAllocation.maxExecutors=1",
-        f"spark.executor.extraJavaOptions={faulted_tag}",
+        f"spark.executor.extraJavaOptions={tag}",
     )
     runs = {D1: (["--input", str(raw_log)], (one_core,)), D2: ([], (one_core, *dynamic))}
     before = len(cluster.executor_dirs())
@@ -369,33 +437,20 @@ def two_dates(cluster, artifacts, raw_log, reference, tmp_path_factory) -> TwoDa
         d: _submit(cluster, artifacts, "build", [*extra, *SETTINGS, *_common(root, d)], tmp / d, conf=conf)
         for d, (extra, conf) in runs.items()
     }
-    kills: list[tuple[str, int, float]] = []
-    # mid-nodes: pair_scores published (the stage's first write), kmeans_stats (its last) not yet;
-    # mid-features: nodes done and the first features table being written, training_examples not yet.
-    phases = [
-        ("nodes", lambda: _published(root, "pair_scores", D2) and not _published(root, "kmeans_stats", D2)),
-        (
-            "features",
-            lambda: bool(_staging(root, "macro_edges", D2)) and not _published(root, "training_examples", D2),
-        ),
-    ]
-    overlap, last = 0.0, time.perf_counter()
-    while any(p.poll() is None for p in procs.values()):
-        now = time.perf_counter()
-        if all(p.poll() is None for p in procs.values()):
-            overlap += now - last
-        last = now
-        executors = [p for p in cluster.executor_pids() if faulted_tag in _cmdline(p)]
-        if phases and phases[0][1]() and executors:
-            os.kill(executors[0], signal.SIGKILL)
-            kills.append((phases[0][0], executors[0], now - start))
-            phases.pop(0)
-        time.sleep(0.05)
+    kills, overlap = _watch(procs, cluster, root, tag, start)
     logs = {d: _wait(p) for d, p in procs.items()}
-    TIMES["cluster build, two dates at once (1 executor each; D2's killed twice)"] = time.perf_counter() - start
+    TIMES["cluster build, two dates at once (1 executor each; D2's killed 3 times)"] = time.perf_counter() - start
     for d in logs:
         print(f"[cluster timing] {d} stage seconds:", _stage_seconds(logs[d]))
-    print("[cluster timing] kills (stage, pid, seconds into the run):", kills)
+    print("[cluster timing] kills (what, pid, seconds into the run):", kills)
+    at_kill = tmp / "at-kill"  # D2's partitions as the killed driver left them
+    for table_dir in root.iterdir():
+        if (table_dir / f"run_date={D2}").is_dir():
+            shutil.copytree(table_dir / f"run_date={D2}", at_kill / table_dir.name / f"run_date={D2}")
+    staging_left = _staging(root, KILLED_WRITE, D2)
+    rerun = time.perf_counter()
+    assert main(["features", *SETTINGS, *_common(root, D2)]) == 0
+    TIMES["the rerun of D2's features after the driver kill, in-process"] = time.perf_counter() - rerun
     return TwoDates(
         root,
         logs,
@@ -403,6 +458,9 @@ def two_dates(cluster, artifacts, raw_log, reference, tmp_path_factory) -> TwoDa
         kills,
         overlap,
         len(cluster.executor_dirs()) - before,
+        at_kill,
+        staging_left,
+        previous,
     )
 
 
@@ -421,64 +479,42 @@ def test_the_whole_build_on_the_cluster_equals_the_local_build(two_dates, refere
     assert_same_tables(two_dates.root, D1, reference)
 
 
-def test_executor_killed_mid_nodes_and_mid_features_the_build_completes_unchanged(two_dates, reference):
-    _completed(two_dates, D2)
-    assert [k[0] for k in two_dates.kills] == ["nodes", "features"], (two_dates.kills, two_dates.logs[D2][-3000:])
+def test_executor_killed_mid_nodes_and_mid_features_the_build_goes_on_unchanged(two_dates, reference):
+    """What D2's application wrote after its executor was killed twice (everything up to the killed
+    driver's write, taken before the rerun) equals the reference."""
+    assert [k[0] for k in two_dates.kills] == ["nodes", "features", "driver"], (
+        two_dates.kills,
+        two_dates.logs[D2][-3000:],
+    )
+    assert "[nodes]" in two_dates.logs[D2]  # nodes completed through the kill, in the application
     # executors are their own JVMs under the workers: one per date, and a replacement for each one killed
     assert two_dates.executors_launched >= 4
-    stats = pq.read_table(two_dates.root / "kmeans_stats" / f"run_date={D2}").to_pylist()
+    stats = pq.read_table(two_dates.at_kill / "kmeans_stats" / f"run_date={D2}").to_pylist()
     assert {r["engine"] for r in stats} == {"jobs"}, stats
     assert all("dynamic allocation" in (r["fallback_reason"] or "") for r in stats), stats
+    written = {p.name for p in two_dates.at_kill.iterdir()} - {KILLED_WRITE, *INGESTED}
+    assert {"pair_scores", "centroids", "macro_edges", "recent_neighbors", "task_lookup", "samples"} <= written
+    ignore = {"kmeans_stats": ["engine", "fallback_reason"]}
+    assert_same_tables(two_dates.at_kill, D2, reference, ignore=ignore, only=written)
+
+
+def test_driver_killed_mid_write_keeps_the_previous_version_and_the_next_run_cleans_up(two_dates, reference):
+    assert two_dates.returncodes[D2] == -signal.SIGKILL, two_dates.logs[D2][-3000:]
+    assert two_dates.staging_left, "the kill should have left the hidden staging directory"
+    key = [(name, "ascending") for name in ("user_id", "item_id", "split", "ts")]
+    schema = REGISTRY[KILLED_WRITE].arrow(with_partition=False)
+    left = pq.read_table(two_dates.at_kill / KILLED_WRITE / f"run_date={D2}", schema=schema)
+    assert left.sort_by(key).equals(two_dates.previous.sort_by(key))  # the previous version, whole
+    # the next run removed the leftover and completed the date: every table equals the reference
+    assert not any(p.exists() for p in two_dates.staging_left) and not _staging(two_dates.root, KILLED_WRITE, D2)
     assert_same_tables(two_dates.root, D2, reference, ignore={"kmeans_stats": ["engine", "fallback_reason"]})
 
 
 def test_two_dates_built_at_once_into_one_root_do_not_interfere(two_dates):
     _completed(two_dates, D1)
-    _completed(two_dates, D2)
     assert two_dates.overlap_s > 30, f"the applications ran side by side for {two_dates.overlap_s:.0f} s only"
     for table_dir in two_dates.root.iterdir():
         dates = sorted(p.name for p in table_dir.glob("run_date=*"))
         assert dates == [f"run_date={D1}", f"run_date={D2}"], (table_dir.name, dates)
         staging = table_dir / "_staging"
         assert not staging.is_dir() or not list(staging.iterdir()), f"{table_dir.name}: left half-written"
-
-
-def test_driver_killed_mid_write_keeps_the_previous_version_and_the_next_run_cleans_up(
-    spark, cluster, artifacts, raw_log, reference, tmp_path
-):
-    # The write that is killed is ingest's `interactions` (the table every stage reads): TableStore.write is
-    # the one write path of every table, so this is the cheapest application that exercises it on the cluster.
-    # The next run is `mgoe ingest` in this process (the tests' local session): the clean-up is file-system
-    # work of the driver, the same on any master, and a second cluster application would add ~55 s.
-    from jobs.cli import main
-
-    root = tmp_path / "out"
-    for name in INGESTED:  # a complete previous version of D1's ingest
-        if (reference / name).is_dir():
-            shutil.copytree(reference / name, root / name)
-    previous = pq.read_table(root / "interactions" / f"run_date={D1}")
-    # One file of the log: the new version differs from the previous one (fewer rows).
-    one_file = sorted(raw_log.glob("*.csv"))[0]
-    args = ["--input", str(one_file), *_common(root, D1)]
-    start = time.perf_counter()
-    proc = _submit(cluster, artifacts, "ingest", args, tmp_path / "killed")
-    while proc.poll() is None and not _staging(root, "interactions", D1):
-        time.sleep(0.02)
-    killed_at = time.perf_counter() - start
-    os.killpg(proc.pid, signal.SIGKILL)  # spark-submit's JVM and the Python driver: the whole driver
-    log = _wait(proc)
-    assert proc.returncode == -signal.SIGKILL, f"the run ended before the kill:\n{log[-3000:]}"
-    leftover = _staging(root, "interactions", D1)
-    assert leftover, "the kill should have left the hidden staging directory"
-    key = [("user_id", "ascending"), ("item_id", "ascending"), ("task", "ascending"), ("ts", "ascending")]
-    now = pq.read_table(root / "interactions" / f"run_date={D1}")
-    assert now.sort_by(key).equals(previous.sort_by(key))  # the previous version, whole
-
-    start_rerun = time.perf_counter()
-    assert main(["ingest", *args]) == 0
-    TIMES[f"driver killed {killed_at:.0f} s into ingest (mid-write); the rerun of ingest, in-process"] = (
-        time.perf_counter() - start_rerun
-    )
-    assert not any(p.exists() for p in leftover) and not _staging(root, "interactions", D1)
-    new = pq.read_table(root / "interactions" / f"run_date={D1}")
-    assert 0 < new.num_rows < previous.num_rows  # the new version, from the one file, replaced the old
