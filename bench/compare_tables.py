@@ -5,6 +5,10 @@ of rows, and after sorting by the table's key columns, integer / string columns 
 columns (scalars and nested arrays) equal within ``--rtol`` relative (default 1e-6, plus 1e-9 absolute
 for values near 0). Prints one line per table; exit 1 on any difference. Loads whole tables with pyarrow:
 for test-profile builds only.
+
+``--exact``: every table of the roots (ingest's, windows and kmeans_stats included; run_metrics, which holds
+timings, left out) must be bit-identical after sorting by its scalar columns: the check that a refactor
+changed no table (``python -m bench.compare_tables --exact OLD NEW``).
 """
 
 from __future__ import annotations
@@ -84,13 +88,44 @@ def compare(old_root: Path, new_root: Path, rtol: float = 1e-6) -> list[str]:
     return problems
 
 
+def compare_exact(old_root: Path, new_root: Path) -> list[str]:
+    """Every table but run_metrics bit-identical (same schema, rows equal after sorting by scalar columns)."""
+    import pyarrow as pa
+
+    def load(root: Path, name: str):
+        table = pq.read_table(root / name)
+        if "run_date" in table.column_names:  # read back as a dictionary column: compare it as strings
+            i = table.column_names.index("run_date")
+            table = table.set_column(i, "run_date", table["run_date"].cast(pa.string()))
+        return table
+
+    problems = []
+    names = sorted(({p.name for p in old_root.iterdir()} | {p.name for p in new_root.iterdir()}) - {"run_metrics"})
+    for name in names:
+        if not (old_root / name).is_dir() or not (new_root / name).is_dir():
+            problems.append(f"{name}: missing in {'old' if not (old_root / name).is_dir() else 'new'}")
+            continue
+        old, new = load(old_root, name), load(new_root, name)
+        keys = [(c, "ascending") for c in old.column_names if not pa.types.is_list(old.schema.field(c).type)]
+        same = old.schema == new.schema and old.num_rows == new.num_rows
+        same = same and old.sort_by(keys).equals(new.sort_by(keys))
+        if not same:
+            problems.append(f"{name}: differs")
+        print(f"{name:>18}: {old.num_rows:>7} rows, {'bit-identical' if same else 'DIFFERS'}")
+    return problems
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("old_root", type=Path)
     parser.add_argument("new_root", type=Path)
     parser.add_argument("--rtol", type=float, default=1e-6)
+    parser.add_argument("--exact", action="store_true", help="every table bit-identical (see the docstring)")
     args = parser.parse_args(argv)
-    problems = compare(args.old_root, args.new_root, args.rtol)
+    if args.exact:
+        problems = compare_exact(args.old_root, args.new_root)
+    else:
+        problems = compare(args.old_root, args.new_root, args.rtol)
     for p in problems:
         print(p, file=sys.stderr)
     return 1 if problems else 0
