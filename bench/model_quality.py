@@ -75,10 +75,10 @@ def build_tables(args) -> dict:
 
 
 def train(args) -> dict:
-    from jobs.train import run_training
     from model.baselines import TABLE_VARIANTS
     from model.evaluate import results_table, to_json
     from model.report import label_rate_table
+    from model.run import run_training
 
     out = Path(args.out)
     cfg = _cfg(args, str(out / "default"))

@@ -35,10 +35,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def execute(args: argparse.Namespace) -> int:
     from jobs.common import config_from_args
-    from jobs.report import append_sections, metric_rows, pipeline_plots, step_sections
-    from jobs.train import run_training
     from mgoe_spark.config import with_overrides
     from mgoe_spark.core.metrics import write_metrics
+    from mgoe_spark.core.report import append_sections, metric_rows, pipeline_plots, step_sections
     from mgoe_spark.core.session import get_spark
     from mgoe_spark.core.storage import TableStore
     from mgoe_spark.features.run import run_features
@@ -48,6 +47,7 @@ def execute(args: argparse.Namespace) -> int:
     from model.baselines import TABLE_VARIANTS
     from model.evaluate import results_table, to_json
     from model.report import label_rate_table
+    from model.run import run_training
 
     start = time.perf_counter()
     cfg = config_from_args(args)

@@ -54,58 +54,6 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--device", choices=("cpu", "cuda"), help="train on the CPU or a CUDA GPU (default: train.device)")
 
 
-def run_training(
-    cfg,
-    examples_root: str,
-    run_date: str | None,
-    models: list[str] | None = None,
-    report_dir: str | Path | None = None,
-    *,
-    no_pref_root: str | None = None,
-    progress: bool = True,
-    table_roots: dict[str, str] | None = None,
-) -> dict:
-    """Train ``models`` (default ``cfg.train.models``) and return the results dict.
-
-    ``results["models"][name]`` has ``auc_mean`` / ``auc_mean_std`` / ``logloss_mean`` / ``logloss_mean_std``
-    (test split, over seeds), ``auc[task]`` / ``logloss[task]`` as {mean, std, values}, and per-seed runs.
-    With ``report_dir``, also writes the Markdown report, plots, results.json and checkpoints there.
-    ``table_roots``: model -> its own table root (``--table-root MODEL=URI``); ``results["label_rates"]``
-    holds each read table's label rates and cold-start share per split.
-    """
-    import torch
-
-    from mgoe_spark.config.models import MODELS
-    from model.report import write_report
-    from model.train import train_models
-
-    models = list(models or cfg.train.models)
-    unknown = [m for m in models if m not in MODELS]
-    if unknown:
-        raise UserError(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
-    torch.set_num_threads(cfg.train.threads)
-    ckpt = Path(report_dir) / "checkpoints" if report_dir else None
-    from model.report import label_rates
-
-    roots = dict(table_roots or {})
-    if no_pref_root:  # the older spelling of --table-root mgoe_no_pref=URI
-        roots["mgoe_no_pref"] = no_pref_root
-        models = models if "mgoe_no_pref" in models else [*models, "mgoe_no_pref"]
-    if "mgoe_no_pref" in models and "mgoe_no_pref" not in roots:
-        raise UserError(
-            "mgoe_no_pref is MGOE on a table built with weights.enabled=false: pass --table-root "
-            "mgoe_no_pref=URI (mgoe demo builds it for you)"
-        )
-    results = train_models(cfg, examples_root, run_date, models, ckpt, None, progress, table_roots=roots)
-    results["label_rates"] = {
-        root: label_rates(root, results["run_date"], results["tasks"])
-        for root in dict.fromkeys(r["examples_root"] for r in results["models"].values())
-    }
-    if report_dir:
-        write_report(results, report_dir)
-    return results
-
-
 RANK_ARGS_ENV = "MGOE_TRAIN_ARGS"
 """Environment variable through which ``--nproc`` hands its parsed arguments (JSON) to the ranks it starts."""
 
@@ -172,6 +120,7 @@ def _execute(args: argparse.Namespace, cfg) -> int:
     from model import distributed as dist
     from model.evaluate import results_table, to_json
     from model.report import label_rate_table
+    from model.run import export_all, run_training  # torch: only when training
 
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         try:
@@ -218,23 +167,8 @@ def _execute(args: argparse.Namespace, cfg) -> int:
     if args.report:
         print(f"report: {Path(args.report) / 'report.md'}")
     if args.export:
-        _export_all(results, args.export)
+        export_all(results, args.export)
     return 0
-
-
-def _export_all(results: dict, out_dir: str) -> None:
-    from model.data import ExampleStream, TableMeta
-    from model.export import export_model
-    from model.train import load_checkpoint
-
-    for name, r in results["models"].items():
-        run = r["seeds"][0]
-        model, info = load_checkpoint(run["checkpoint"])
-        meta = TableMeta(**{**info["meta"], "tasks": tuple(info["meta"]["tasks"])})
-        stream = ExampleStream(r["examples_root"], results["run_date"], "test", meta, batch_size=256)
-        example = next(iter(stream))
-        path = export_model(model, example, Path(out_dir) / f"{name}.pt2", info)
-        print(f"exported {name} -> {path}")
 
 
 if __name__ == "__main__":

@@ -10,9 +10,9 @@ import shutil
 import pytest
 
 from jobs.common import job_main
-from jobs.train import run_training
 from mgoe_spark.config import load_config
 from model.data import read_meta
+from model.run import run_training
 from model.synthetic import SyntheticSpec, generate_examples, write_examples
 from model.train import CheckpointError, check_compatible, evaluate_checkpoints
 

@@ -7,7 +7,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from jobs.report import macro_id_ticks  # noqa: E402
+from mgoe_spark.core.report import macro_id_ticks  # noqa: E402
 
 
 def _ticks(ids: list[int]) -> list[float]:

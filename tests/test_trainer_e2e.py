@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from jobs.common import job_main
-from jobs.train import run_training
 from mgoe_spark.config import load_config
 from model.baselines import MODELS, build_model
 from model.data import ExampleStream, read_meta
 from model.export import export_model, load_scorer
 from model.mgoe import ModelOptions
+from model.run import run_training
 from model.synthetic import SyntheticSpec, generate_examples, write_examples
 from model.train import load_checkpoint, train_one
 
