@@ -130,3 +130,39 @@ def test_kmeans_data_errors_are_mapped_to_one_line_and_bugs_are_not(spark, capsy
     err = capsys.readouterr().err.strip()
     assert err.startswith("mgoe: error: all 8 node vectors are zero") and "lower kmeans.k_" in err and "\n" not in err
     assert user_error_line(ValueError("an internal bug")) is None  # a plain bug keeps its traceback
+
+
+def test_input_format_errors_carry_their_hint_whatever_function_raised_them(mgoe, tmp_path):
+    # A generic CSV whose header lacks the configured columns: the parser's InputFormatError names the
+    # columns and carries its hint (no lookup by the raising function's name, so a rename changes nothing).
+    log = tmp_path / "events.csv"
+    log.write_text("a,b\n1,2\n")
+    out = str(tmp_path / "out")
+    args = ["ingest", "--profile", "test", "--input", str(log), "--output", out, "--set", "input.format=generic_csv"]
+    line = one_line_error(mgoe(*args))
+    assert "input has no column(s) ['user_id', 'item_id', 'behavior', 'timestamp']" in line
+    assert line.endswith("; check input.format and the input.*_column settings against the file")
+
+
+def test_every_user_error_type_is_one_line_with_its_hint():
+    from mgoe_spark.config import ConfigError
+    from mgoe_spark.core.errors import InputFormatError, UserError
+    from mgoe_spark.core.session import EnvironmentProblem
+    from mgoe_spark.core.storage import StorageError, TableNotFound
+    from mgoe_spark.nodes.kmeans.loop import FitInputError
+    from mgoe_spark.windows.cutoffs import WindowError
+    from model.data import DataError
+
+    for kind in (ConfigError, EnvironmentProblem, StorageError, TableNotFound, WindowError, FitInputError, DataError):
+        assert issubclass(kind, UserError), kind
+        assert user_error_line(kind("two\nlines")).startswith("mgoe: error: two lines")
+    assert (
+        user_error_line(InputFormatError("bad"))
+        == "mgoe: error: bad; check input.format and the input.*_column settings"
+    )
+    assert user_error_line(FitInputError("x")).endswith(
+        "; check the input log and the feature window (windows.*), or lower kmeans.k_*"
+    )
+    table = user_error_line(TableNotFound("table 'centroids' has no partition at /x"))
+    assert table.endswith("(`mgoe nodes --run-date D` writes it)")
+    assert user_error_line(DataError("no table")).endswith("or point --examples-root there")

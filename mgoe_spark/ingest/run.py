@@ -61,8 +61,8 @@ def load_records(spark: SparkSession, cfg: MgoeConfig, path: str) -> DataFrame:
         if fmt == "generic_parquet":
             return ing.parse_generic_parquet(ing.parquet_records(raw), cfg)
         return ing.parse_generic_csv(ing.text_lines(raw), cfg, csv_columns(spark, cfg, raw))
-    except ValueError as exc:
-        raise UserError(f"input '{path}': {exc}") from None
+    except ValueError as exc:  # the parsers' InputFormatError keeps its hint
+        raise UserError(f"input '{path}': {exc}", hint=getattr(exc, "hint", None)) from None
 
 
 def csv_columns(spark: SparkSession, cfg: MgoeConfig, raw: DataFrame) -> list[str]:
