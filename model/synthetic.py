@@ -80,10 +80,31 @@ def nested_array(blocks: list[np.ndarray]) -> pa.ListArray:
     return pa.ListArray.from_arrays(pa.array(outer), pa.ListArray.from_arrays(pa.array(inner), pa.array(values)))
 
 
-def generate_examples(spec: SyntheticSpec) -> pa.Table:
-    """The synthetic table (without ``run_date``), rows in user order like a pipeline partition."""
-    rng = np.random.default_rng(spec.seed)
-    U, I, T, L = spec.users, spec.items, len(spec.tasks), spec.recent_len  # noqa: E741 (paper notation)
+@dataclass
+class _Planted:
+    """The planted structure: node groups (index 0 is the padding id), group affinities and propensities."""
+
+    ug: np.ndarray
+    """(U+1,) user groups."""
+    ig: np.ndarray
+    """(I+1,) item groups."""
+    click: np.ndarray
+    """(A, B) click probability of user group a on item group b."""
+    conv: np.ndarray
+    """(A, B, T-1) conversion probability of each later task, given its parent task."""
+    u_prop: np.ndarray
+    i_prop: np.ndarray
+
+
+def _planted(rng: np.random.Generator, spec: SyntheticSpec) -> _Planted:
+    """Groups, affinities and propensities (draws: user groups, item groups, conversion spread, one preferred
+    item group per (user group, later task), user then item propensities).
+
+    click[a, b] = 0.6 on item group a mod B, 0.3 on a+1 mod B, 0.05 elsewhere; conv = clip(rate_t * spread
+    * own, 0, 0.95) with spread = conversion_spread^u, u ~ U(-1, 1), and own = ``task_affinity`` on the
+    preferred group (normalised to mean 1 over item groups); propensities exp(N(0, 0.5)).
+    """
+    U, I, T = spec.users, spec.items, len(spec.tasks)  # noqa: E741 (paper notation)
     ug = rng.integers(0, spec.user_groups, U + 1)
     ig = rng.integers(0, spec.item_groups, I + 1)
     # Affinity: each user group likes one or two item groups a lot, the others little.
@@ -99,30 +120,53 @@ def generate_examples(spec: SyntheticSpec) -> pa.Table:
     conv = np.clip(np.asarray(spec.funnel_rates[: T - 1]) * spread * own, 0, 0.95)
     u_prop = np.exp(rng.normal(0, 0.5, U + 1))
     i_prop = np.exp(rng.normal(0, 0.5, I + 1))
+    return _Planted(ug, ig, click, conv, u_prop, i_prop)
 
-    def exposures(per_user):
-        u = np.repeat(np.arange(1, U + 1), per_user)
-        i = rng.integers(1, I + 1, len(u))
-        p = np.clip(click[ug[u], ig[i]] * u_prop[u] * i_prop[i], 0, 0.95)
-        lab = _funnel(rng, p, conv[ug[u], ig[i]], len(u))
-        ts = rng.random(len(u))
-        return u, i, lab, ts
 
-    # ---- feature window ------------------------------------------------------------------------------
-    fu, fi, flab, fts = exposures(spec.feature_exposures_per_user)
-    pos = flab.max(axis=1) > 0
-    fu, fi, flab, fts = fu[pos], fi[pos], flab[pos], fts[pos]
+def _exposures(rng: np.random.Generator, planted: _Planted, users: int, items: int, per_user: int):
+    """``per_user`` exposures of every user to uniform random items: (users, items, labels (n, T), times in
+    [0, 1)), with click probability clip(click[g_u, g_i] * prop_u * prop_i, 0, 0.95) and the funnel below it.
+    Draws: items, the funnel's labels, times. O(n T)."""
+    p = planted
+    u = np.repeat(np.arange(1, users + 1), per_user)
+    i = rng.integers(1, items + 1, len(u))
+    prob = np.clip(p.click[p.ug[u], p.ig[i]] * p.u_prop[u] * p.i_prop[i], 0, 0.95)
+    lab = _funnel(rng, prob, p.conv[p.ug[u], p.ig[i]], len(u))
+    ts = rng.random(len(u))
+    return u, i, lab, ts
+
+
+def _merging_scores(fu, fi, flab, users: int, items: int, T: int) -> sp.csr_matrix:
+    """S (U+1, I+1): s = rho = sum_t 2^t y_t of the positive feature exposures (beta = 1), a repeated pair
+    capped at 2^T - 1 (a valid code, not a sum). O(nnz)."""
     rho = (flab * (2 ** np.arange(T))).sum(axis=1)
-    S = sp.coo_matrix((rho, (fu, fi)), shape=(U + 1, I + 1)).tocsr()
+    S = sp.coo_matrix((rho, (fu, fi)), shape=(users + 1, items + 1)).tocsr()
     S.data = np.minimum(S.data, 2**T - 1)  # repeated pairs: keep a valid code, not a sum
+    return S
+
+
+def _macro_nodes(rng: np.random.Generator, spec: SyntheticSpec, S: sp.csr_matrix, planted: _Planted):
+    """(u_macro, i_macro, seen_u, seen_i): macro id = planted group + 1, a fraction ``assign_noise`` of the
+    nodes in a uniform random macro node instead (draws: user noise, item noise, user macros, item macros);
+    0 for a node without a non-zero in S (seen_* False). O(U + I + nnz)."""
+    U, I = spec.users, spec.items  # noqa: E741 (paper notation)
     noisy_u = rng.random(U + 1) < spec.assign_noise
     noisy_i = rng.random(I + 1) < spec.assign_noise
-    u_macro = np.where(noisy_u, rng.integers(0, spec.user_groups, U + 1), ug) + 1
-    i_macro = np.where(noisy_i, rng.integers(0, spec.item_groups, I + 1), ig) + 1
+    u_macro = np.where(noisy_u, rng.integers(0, spec.user_groups, U + 1), planted.ug) + 1
+    i_macro = np.where(noisy_i, rng.integers(0, spec.item_groups, I + 1), planted.ig) + 1
     seen_u = np.asarray(S.getnnz(axis=1) > 0)
     seen_i = np.asarray(S.getnnz(axis=0) > 0)
     u_macro = np.where(seen_u, u_macro, 0)
     i_macro = np.where(seen_i, i_macro, 0)
+    return u_macro, i_macro, seen_u, seen_i
+
+
+def _macro_edges(spec: SyntheticSpec, S: sp.csr_matrix, u_macro, i_macro, seen_u, seen_i):
+    """Dense float32 hop matrices (user_hops, item_hops), H of each (Eq 10): E1_U = S C_I, E2_U = S S^T C_U,
+    E1_I = S^T C_U, E2_I = S^T S C_I, hop k+2 = S S^T hop k (users; S^T S for items), with C the one-hot
+    macro assignment of the seen nodes. Sparse products pushed through the middle node (paths never
+    enumerated); O((U + I) K) memory per hop."""
+    U, I = spec.users, spec.items  # noqa: E741 (paper notation)
     CU = sp.csr_matrix((np.ones(U + 1), (np.arange(U + 1), np.maximum(u_macro - 1, 0))), (U + 1, spec.user_groups))
     CU = sp.diags(seen_u.astype(float)) @ CU
     CI = sp.csr_matrix((np.ones(I + 1), (np.arange(I + 1), np.maximum(i_macro - 1, 0))), (I + 1, spec.item_groups))
@@ -134,7 +178,13 @@ def generate_examples(spec: SyntheticSpec) -> pa.Table:
         item_hops.append(S.T @ (S @ item_hops[h - 2]))
     user_hops = [np.asarray(sp.csr_matrix(h).todense(), dtype=np.float32) for h in user_hops[: spec.hops]]
     item_hops = [np.asarray(sp.csr_matrix(h).todense(), dtype=np.float32) for h in item_hops[: spec.hops]]
-    # recent neighbors per task, newest first
+    return user_hops, item_hops
+
+
+def _recent_neighbors(spec: SyntheticSpec, fu, fi, flab, fts):
+    """(user_recent (U+1, T, L), item_recent (I+1, T, L)): per node and task the last L partners of its
+    positive feature exposures, newest first (Eq 18), 0-padded. One sort per task and side: O(n log n T)."""
+    U, I, T, L = spec.users, spec.items, len(spec.tasks), spec.recent_len  # noqa: E741 (paper notation)
     user_recent = np.zeros((U + 1, T, L), dtype=np.int64)
     item_recent = np.zeros((I + 1, T, L), dtype=np.int64)
     for t in range(T):
@@ -145,14 +195,37 @@ def generate_examples(spec: SyntheticSpec) -> pa.Table:
             rank = np.arange(len(nd)) - np.searchsorted(nd, nd)
             keep = rank < L
             out[nd[keep], t, rank[keep]] = ot[keep]
-    # lookup T^t[u, m]
+    return user_recent, item_recent
+
+
+def _task_lookup(spec: SyntheticSpec, fu, fi, flab, i_macro) -> np.ndarray:
+    """T^t[u, m] (U+1, T, K_I+1) (Eq 22): the share of user u's task-t positives on items of macro node m
+    (column 0, unseen items, zeroed). O(n T + U T K_I)."""
+    U, T = spec.users, len(spec.tasks)
     counts = np.zeros((U + 1, T, spec.item_groups + 1), dtype=np.float64)
     np.add.at(counts, (fu[:, None], np.arange(T)[None, :], i_macro[fi][:, None]), flab)
     counts[:, :, 0] = 0
-    lookup_tab = counts / np.maximum(1.0, counts.sum(axis=2, keepdims=True))
+    return counts / np.maximum(1.0, counts.sum(axis=2, keepdims=True))
+
+
+def generate_examples(spec: SyntheticSpec) -> pa.Table:
+    """The synthetic table (without ``run_date``), rows in user order like a pipeline partition."""
+    rng = np.random.default_rng(spec.seed)
+    U, I, T = spec.users, spec.items, len(spec.tasks)  # noqa: E741 (paper notation)
+    planted = _planted(rng, spec)
+
+    # ---- feature window ------------------------------------------------------------------------------
+    fu, fi, flab, fts = _exposures(rng, planted, U, I, spec.feature_exposures_per_user)
+    pos = flab.max(axis=1) > 0
+    fu, fi, flab, fts = fu[pos], fi[pos], flab[pos], fts[pos]
+    S = _merging_scores(fu, fi, flab, U, I, T)
+    u_macro, i_macro, seen_u, seen_i = _macro_nodes(rng, spec, S, planted)
+    user_hops, item_hops = _macro_edges(spec, S, u_macro, i_macro, seen_u, seen_i)
+    user_recent, item_recent = _recent_neighbors(spec, fu, fi, flab, fts)
+    lookup_tab = _task_lookup(spec, fu, fi, flab, i_macro)
 
     # ---- sample window -------------------------------------------------------------------------------
-    su, si, slab, _ = exposures(spec.sample_exposures_per_user)
+    su, si, slab, _ = _exposures(rng, planted, U, I, spec.sample_exposures_per_user)
     r = rng.random(len(su))
     train_f, valid_f = spec.split_fractions
     split = np.where(r < train_f, "train", np.where(r < train_f + valid_f, "valid", "test"))

@@ -25,7 +25,7 @@ import os
 import re
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +33,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from mgoe_spark.config import TrainSettings
 from model import distributed as dist
 from model.baselines import build_model
 from model.data import SPLITS, DataError, ExampleStream, TableMeta, make_loader, read_meta, resolve_run_date
@@ -120,6 +121,153 @@ def build_training(name: str, cfg, meta: TableMeta, device: str = "cpu"):
     return model, optim
 
 
+@dataclass
+class _Run:
+    """What the epochs of one training run share: the model, its optimizers and loss inputs, this rank."""
+
+    name: str
+    seed: int
+    t: TrainSettings
+    ctx: dist.Context
+    model: nn.Module
+    optim: Optimizers
+    weights: torch.Tensor | None
+    """Per-task loss weights (``train.task_weights``), None for equal weights."""
+    dense: list[nn.Parameter]
+    """The parameters whose L1 goes into the loss (the sparse id tables get theirs from their optimizer)."""
+    progress: bool
+
+
+def _start_run(name: str, cfg, meta: TableMeta, seed: int, ctx: dist.Context, progress: bool) -> _Run:
+    """Fix the thread count, seed torch's global generator with ``seed`` and build the model and optimizers
+    (the model init draws from that generator: everything after it is reproducible for the seed)."""
+    t = cfg.train
+    torch.set_num_threads(max(1, t.threads // ctx.world) if ctx.device == "cpu" else t.threads)
+    torch.manual_seed(seed)
+    model, optim = build_training(name, cfg, meta, ctx.device)
+    weights = torch.tensor(t.task_weights, dtype=torch.float32, device=ctx.device) if t.task_weights else None
+    dense = dense_parameters(model) if t.sparse_embeddings else list(model.parameters())
+    return _Run(name, seed, t, ctx, model, optim, weights, dense, progress and ctx.is_main)
+
+
+def _epoch_steps(run: _Run, train_s: ExampleStream) -> int | None:
+    """Steps of this epoch: None (the whole shard) on one rank, else the batches every rank has (ranks must
+    take the same number of steps); at most ``train.max_steps_per_epoch``."""
+    t = run.t
+    steps = train_s.common_batches_per_epoch(t.loader_workers) if run.ctx.world > 1 else None
+    if t.max_steps_per_epoch is not None:
+        steps = t.max_steps_per_epoch if steps is None else min(steps, t.max_steps_per_epoch)
+    return steps
+
+
+def _train_step(run: _Run, batch: dict[str, torch.Tensor]) -> tuple[float, int]:
+    """One optimizer step on a batch: loss = sum_t w_t BCE_t (+ the model's auxiliary loss) + l1 * sum |p|
+    over the dense parameters, gradients averaged over ranks. Returns (loss, rows). Id dropout draws from
+    torch's global generator, before the forward pass."""
+    t, model = run.t, run.model
+    batch = drop_ids(_to_device(batch, run.ctx.device), t.id_dropout)
+    logits = model(batch)
+    loss = multitask_bce(logits, batch["labels"], run.weights)
+    if hasattr(model, "auxiliary_loss"):  # e.g. GRec's load-balancing loss
+        loss = loss + model.auxiliary_loss()
+    if t.l1 > 0:  # sparse id tables: their L1 is applied by their optimizer, on the looked-up rows
+        loss = loss + t.l1 * sum(p.abs().sum() for p in run.dense)
+    run.optim.zero_grad(set_to_none=True)
+    loss.backward()
+    dist.sync_gradients(model, run.ctx.world)
+    run.optim.step()
+    return loss.item(), len(batch["labels"])
+
+
+def _train_epoch(run: _Run, train_s: ExampleStream, epoch: int) -> tuple[list[float], int, float]:
+    """One streamed pass over this rank's train shard (seeded per epoch): (per-step losses, rows, seconds)."""
+    t = run.t
+    train_s.set_epoch(epoch)
+    steps = _epoch_steps(run, train_s)
+    run.model.train()
+    losses, rows, start = [], 0, time.perf_counter()
+    bar = tqdm(
+        make_loader(train_s, t.loader_workers),
+        desc=f"{run.name} seed {run.seed} epoch {epoch + 1}/{t.epochs}",
+        disable=not run.progress,
+        leave=False,
+        unit="batch",
+        total=steps,
+    )
+    for step, batch in enumerate(bar):
+        if steps is not None and step >= steps:
+            break
+        loss, n = _train_step(run, batch)
+        losses.append(loss)
+        rows += n
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+    return losses, rows, time.perf_counter() - start
+
+
+def _epoch_record(run: _Run, epoch: int, losses: list[float], valid: dict, elapsed: float) -> dict:
+    """The history entry of an epoch (mean train loss, validation metrics, seconds); printed when showing
+    progress."""
+    score = valid["auc_mean"]
+    record = {
+        "epoch": epoch + 1,
+        "train_loss": float(np.mean(losses)) if losses else math.nan,
+        "valid_auc_mean": score,
+        "valid_logloss_mean": valid["logloss_mean"],
+        "valid_auc": valid["auc"],
+        "seconds": elapsed,
+    }
+    if run.progress:
+        tqdm.write(
+            f"{run.name} seed {run.seed} epoch {epoch + 1}/{run.t.epochs}: train loss {record['train_loss']:.4f}, "
+            f"valid mean AUC {score:.4f} ({elapsed:.0f} s)"
+        )
+    return record
+
+
+def _improved(score: float, best: float) -> bool:
+    """A better validation mean AUC; with no valid rows (or one class only, score NaN) the latest epoch counts
+    as improved until some epoch has a score, rather than never saving."""
+    return (not math.isnan(score) and score > best) or (math.isnan(score) and best == -math.inf)
+
+
+def _fit(
+    run: _Run, train_s: ExampleStream, valid_s: ExampleStream, tasks: list[str], checkpoint: str | Path, info: dict
+) -> tuple[list[dict], int, float, int]:
+    """The epochs with early stopping (``train.patience`` epochs without improvement); rank 0 checkpoints
+    each improvement. Returns (history, best epoch, train seconds, train rows over all ranks)."""
+    t, ctx = run.t, run.ctx
+    history, best, best_epoch, bad = [], -math.inf, -1, 0
+    train_seconds, train_rows = 0.0, 0
+    for epoch in range(t.epochs):
+        losses, rows, elapsed = _train_epoch(run, train_s, epoch)
+        train_seconds += elapsed
+        train_rows += rows * ctx.world
+        valid = _evaluate(run.model, valid_s, tasks, ctx)
+        score = valid["auc_mean"]
+        history.append(_epoch_record(run, epoch, losses, valid, elapsed))
+        if _improved(score, best):
+            best, best_epoch, bad = (score if not math.isnan(score) else -math.inf), epoch + 1, 0
+            if ctx.is_main:
+                save_checkpoint(run.model, checkpoint, {**info, "epoch": epoch + 1, "valid": valid})
+        else:
+            bad += 1
+            if bad >= t.patience:
+                break
+    return history, best_epoch, train_seconds, train_rows
+
+
+def _restore_best(run: _Run, checkpoint: str | Path) -> None:
+    """Load the best state from rank 0's checkpoint and broadcast it to every rank (sparse id tables: check
+    their padding row stayed zero)."""
+    model, ctx = run.model, run.ctx
+    if ctx.is_main:
+        model.load_state_dict(torch.load(checkpoint, weights_only=True, map_location=ctx.device))
+    dist.broadcast_state(model, ctx.world)
+    if run.t.sparse_embeddings and isinstance(getattr(model, "micro", None), MicroEmbeddings):
+        model.micro.check_padding()
+
+
 def train_one(
     name: str,
     cfg,
@@ -136,90 +284,16 @@ def train_one(
     shard with ``batch_size / world`` rows per step, takes the same number of steps, and averages gradients;
     rank 0 writes the checkpoint, and the best state is broadcast from it before testing.
     """
-    t = cfg.train
     ctx = dist.context()
-    torch.set_num_threads(max(1, t.threads // ctx.world) if ctx.device == "cpu" else t.threads)
-    torch.manual_seed(seed)
-    opts = ModelOptions.from_train_settings(t)
-    model, optim = build_training(name, cfg, meta, ctx.device)
-    weights = torch.tensor(t.task_weights, dtype=torch.float32, device=ctx.device) if t.task_weights else None
-    dense = dense_parameters(model) if t.sparse_embeddings else list(model.parameters())
+    run = _start_run(name, cfg, meta, seed, ctx, progress)
+    opts = ModelOptions.from_train_settings(cfg.train)
     train_s, valid_s, test_s = _streams(cfg, root, run_date, meta, seed, ctx)
     tasks = list(meta.tasks)
-    history, best, best_epoch, bad = [], -math.inf, -1, 0
     info = {"model": name, "seed": seed, "meta": asdict(meta), "options": asdict(opts)}
-    train_seconds, train_rows = 0.0, 0
-    progress = progress and ctx.is_main
-    for epoch in range(t.epochs):
-        train_s.set_epoch(epoch)
-        steps = train_s.common_batches_per_epoch(t.loader_workers) if ctx.world > 1 else None
-        if t.max_steps_per_epoch is not None:
-            steps = t.max_steps_per_epoch if steps is None else min(steps, t.max_steps_per_epoch)
-        model.train()
-        losses, rows, start = [], 0, time.perf_counter()
-        bar = tqdm(
-            make_loader(train_s, t.loader_workers),
-            desc=f"{name} seed {seed} epoch {epoch + 1}/{t.epochs}",
-            disable=not progress,
-            leave=False,
-            unit="batch",
-            total=steps,
-        )
-        for step, batch in enumerate(bar):
-            if steps is not None and step >= steps:
-                break
-            batch = drop_ids(_to_device(batch, ctx.device), t.id_dropout)
-            logits = model(batch)
-            loss = multitask_bce(logits, batch["labels"], weights)
-            if hasattr(model, "auxiliary_loss"):  # e.g. GRec's load-balancing loss
-                loss = loss + model.auxiliary_loss()
-            if t.l1 > 0:  # sparse id tables: their L1 is applied by their optimizer, on the looked-up rows
-                loss = loss + t.l1 * sum(p.abs().sum() for p in dense)
-            optim.zero_grad(set_to_none=True)
-            loss.backward()
-            dist.sync_gradients(model, ctx.world)
-            optim.step()
-            losses.append(loss.item())
-            rows += len(batch["labels"])
-            if step % 20 == 0:
-                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
-        elapsed = time.perf_counter() - start
-        train_seconds += elapsed
-        train_rows += rows * ctx.world
-        valid = _evaluate(model, valid_s, tasks, ctx)
-        score = valid["auc_mean"]
-        history.append(
-            {
-                "epoch": epoch + 1,
-                "train_loss": float(np.mean(losses)) if losses else math.nan,
-                "valid_auc_mean": score,
-                "valid_logloss_mean": valid["logloss_mean"],
-                "valid_auc": valid["auc"],
-                "seconds": elapsed,
-            }
-        )
-        if progress:
-            tqdm.write(
-                f"{name} seed {seed} epoch {epoch + 1}/{t.epochs}: train loss {history[-1]['train_loss']:.4f}, "
-                f"valid mean AUC {score:.4f} ({elapsed:.0f} s)"
-            )
-        # No valid rows (or one class only): keep the latest epoch rather than never saving.
-        improved = (not math.isnan(score) and score > best) or (math.isnan(score) and best == -math.inf)
-        if improved:
-            best, best_epoch, bad = (score if not math.isnan(score) else -math.inf), epoch + 1, 0
-            if ctx.is_main:
-                save_checkpoint(model, checkpoint, {**info, "epoch": epoch + 1, "valid": valid})
-        else:
-            bad += 1
-            if bad >= t.patience:
-                break
-    if ctx.is_main:
-        model.load_state_dict(torch.load(checkpoint, weights_only=True, map_location=ctx.device))
-    dist.broadcast_state(model, ctx.world)
-    if t.sparse_embeddings and isinstance(getattr(model, "micro", None), MicroEmbeddings):
-        model.micro.check_padding()
-    test = _evaluate(model, test_s, tasks, ctx)
-    valid = _evaluate(model, valid_s, tasks, ctx)
+    history, best_epoch, train_seconds, train_rows = _fit(run, train_s, valid_s, tasks, checkpoint, info)
+    _restore_best(run, checkpoint)
+    test = _evaluate(run.model, test_s, tasks, ctx)
+    valid = _evaluate(run.model, valid_s, tasks, ctx)
     return {
         "seed": seed,
         "best_epoch": best_epoch,

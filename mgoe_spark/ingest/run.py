@@ -17,6 +17,8 @@ sort; the driver sees O(#reasons + #tasks + #partitions) numbers.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from pyspark import StorageLevel
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
@@ -96,6 +98,170 @@ def run_ingest(
     return summary
 
 
+@dataclass
+class _Counts:
+    """The numbers of one ingest run, filled stage by stage (names as in the module docstring)."""
+
+    lines_in: int = 0
+    headers: int = 0
+    reject_counts: dict[str, int] = field(default_factory=dict)
+    """reason class -> rejected records."""
+    events_in: int = 0
+    per_task: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """task -> (rows after de-duplication, copies before it)."""
+    distinct: dict[str, int] = field(default_factory=dict)
+    vocab_sizes: list = field(default_factory=list)
+    """(rows, max id) of the written vocab_users and vocab_items."""
+    written: int = 0
+
+    @property
+    def n_rejects(self) -> int:
+        return sum(self.reject_counts.values())
+
+    @property
+    def rows_out(self) -> int:
+        return sum(n for n, _ in self.per_task.values())
+
+    @property
+    def duplicates(self) -> int:
+        """copies - rows_out: accepted events dropped as exact duplicates."""
+        return sum(c for _, c in self.per_task.values()) - self.rows_out
+
+
+def _count_lines(spark: SparkSession, summary: StageSummary, parsed: DataFrame) -> _Counts:
+    """lines_in, header lines, rejects per reason class and events_in: one aggregation over the records,
+    lines per (header, reason class) and the events they yield; at most #reason classes + 2 rows to the
+    driver."""
+    by_kind = parsed.groupBy("header", "code").agg(F.count("*").alias("n"), F.sum(F.size("tasks")).alias("events"))
+    with step(spark, summary, "parse + count lines"):
+        kinds = by_kind.collect()
+    accepted = [r for r in kinds if r["code"] is None and not r["header"]]
+    return _Counts(
+        lines_in=sum(r["n"] for r in kinds),
+        headers=sum(r["n"] for r in kinds if r["header"]),
+        reject_counts={r["code"]: r["n"] for r in kinds if r["code"] is not None},
+        events_in=sum(r["events"] or 0 for r in accepted),
+    )
+
+
+def _count_tasks(spark: SparkSession, summary: StageSummary, deduped: DataFrame, counts: _Counts) -> None:
+    """counts.per_task: rows and copies per task of the de-duplicated events (one aggregation, at most
+    #tasks rows to the driver)."""
+    with step(spark, summary, "deduplicate + count tasks"):
+        counts.per_task = {
+            r["task"]: (r["n"], r["copies"])
+            for r in deduped.groupBy("task").agg(F.count("*").alias("n"), F.sum("copies").alias("copies")).collect()
+        }
+
+
+def _no_valid_events(counts: _Counts, input_path: str, root: str, run_date: str) -> UserError:
+    """The one-line error for an input without a valid event: how many rows were rejected and mostly why."""
+    reject_counts = counts.reject_counts
+    top = max(reject_counts, key=reject_counts.get) if reject_counts else "none"
+    return UserError(
+        f"no valid events in '{input_path}' ({counts.n_rejects:,} of {counts.lines_in:,} rows rejected, mostly "
+        f"{top}); check input.format and the column settings, see {partition_path(root, REJECTS, run_date)}"
+    )
+
+
+def _write_vocabularies(
+    spark: SparkSession,
+    summary: StageSummary,
+    store: TableStore,
+    deduped: DataFrame,
+    run_date: str,
+    cached: list[DataFrame],
+    counts: _Counts,
+) -> tuple[DataFrame | None, DataFrame | None]:
+    """Write the ``run_date`` vocabularies (the previous ones extended by this input's new raw ids) and set
+    counts.distinct; returns the previous vocabularies (None on a first run).
+
+    Cost: one distinct shuffle per id side (persisted and appended to ``cached``: counted here, numbered by
+    :func:`ing.build_vocab`), a distributed sort per vocabulary, two writes.
+    """
+    old_users = _previous_vocab(store, VOCAB_USERS, run_date)
+    old_items = _previous_vocab(store, VOCAB_ITEMS, run_date)
+    with step(spark, summary, "distinct ids"):  # counted here, numbered by the vocabularies below
+        raw_users = ing.distinct_ids(deduped, "user_raw").persist(StorageLevel.MEMORY_AND_DISK)
+        raw_items = ing.distinct_ids(deduped, "item_raw").persist(StorageLevel.MEMORY_AND_DISK)
+        cached += [raw_users, raw_items]
+        counts.distinct = {"users": raw_users.count(), "items": raw_items.count()}
+    vocab_users = ing.build_vocab(raw_users, old_users, cached, distinct=True)
+    vocab_items = ing.build_vocab(raw_items, old_items, cached, distinct=True)
+    with step(spark, summary, "vocabularies + write"):
+        store.write(vocab_users, VOCAB_USERS, run_date)
+        store.write(vocab_items, VOCAB_ITEMS, run_date)
+    return old_users, old_items
+
+
+def _write_interactions(
+    spark: SparkSession, summary: StageSummary, store: TableStore, deduped: DataFrame, run_date: str
+) -> None:
+    """Number the events with the ``run_date`` vocabularies and write the interactions sorted by (user, ts).
+
+    The vocabularies are read back from their new partitions, so the joins use exactly the published ids
+    (and an earlier partition may be the one being replaced on a re-run). Cost: two joins and the sort.
+    """
+    vocab_users = store.read(VOCAB_USERS, run_date)
+    vocab_items = store.read(VOCAB_ITEMS, run_date)
+    interactions = ing.assign_ids(deduped, vocab_users, vocab_items)
+    with step(spark, summary, "write interactions"):
+        store.write(interactions, INTERACTIONS, run_date, sort_by=("user_id", "ts"))
+
+
+def _count_written(
+    spark: SparkSession, summary: StageSummary, store: TableStore, run_date: str, counts: _Counts
+) -> None:
+    """counts.vocab_sizes (rows, max id per vocabulary) and counts.written (interaction rows), read from the
+    written partitions: three small aggregations."""
+    with step(spark, summary, "checks + counts"):
+        counts.vocab_sizes = [
+            store.read(s, run_date).agg(F.count("*"), F.max("id")).first() for s in (VOCAB_USERS, VOCAB_ITEMS)
+        ]
+        counts.written = store.read(INTERACTIONS, run_date).count()
+
+
+def _check_accounting(counts: _Counts) -> None:
+    """Nothing dropped silently: every record is a header, a reject or accepted (by construction of the
+    parsed frame), every accepted event is written or counted as a duplicate (events_in = rows_out +
+    duplicates), and the joins to the vocabularies lost no row (written = rows_out, checked on the written
+    table); each vocabulary is dense (rows = max id). RuntimeError otherwise: a bug, not a user error."""
+    lines_in, events_in, rows_out, duplicates = counts.lines_in, counts.events_in, counts.rows_out, counts.duplicates
+    if events_in != rows_out + duplicates or counts.written != rows_out:
+        raise RuntimeError(
+            f"ingest accounting broken: lines_in={lines_in} events_in={events_in} rows_out={rows_out} "
+            f"written={counts.written} duplicates={duplicates}"
+        )
+    for (count, max_id), name in zip(counts.vocab_sizes, ("users", "items"), strict=True):
+        if count != max_id:
+            raise RuntimeError(f"vocab_{name} is not dense: {count} ids, max id {max_id}")
+
+
+def _record_counts(
+    summary: StageSummary, cfg: MgoeConfig, counts: _Counts, old_users: DataFrame | None, old_items: DataFrame | None
+) -> None:
+    """Add the run's counts to ``summary`` in their fixed order (new ids: written vocabulary size minus the
+    previous one's, one count of each previous vocabulary)."""
+    vocab_sizes = counts.vocab_sizes
+    summary.add("lines_in", counts.lines_in)
+    summary.add("header_lines", counts.headers)
+    summary.add("rows_in", counts.n_rejects + counts.events_in)
+    summary.add("rows_out", counts.rows_out)
+    summary.add("rejects", counts.n_rejects)
+    for code in sorted(counts.reject_counts):
+        summary.add(f"rejects.{code}", counts.reject_counts[code])
+    summary.add("events_in", counts.events_in)
+    summary.add("duplicates", counts.duplicates)
+    summary.add("users", counts.distinct["users"])
+    summary.add("items", counts.distinct["items"])
+    summary.add("new_users", vocab_sizes[0][0] - (old_users.count() if old_users is not None else 0))
+    summary.add("new_items", vocab_sizes[1][0] - (old_items.count() if old_items is not None else 0))
+    summary.add("vocab_users", vocab_sizes[0][0])
+    summary.add("vocab_items", vocab_sizes[1][0])
+    for task in [*cfg.tasks.order, *([cfg.tasks.exposure] if cfg.tasks.exposure else [])]:
+        summary.add(f"task.{task}", counts.per_task.get(task, (0, 0))[0])
+
+
 def _ingest_parsed(
     spark: SparkSession,
     cfg: MgoeConfig,
@@ -105,18 +271,10 @@ def _ingest_parsed(
     run_date: str,
     input_path: str,
 ) -> None:
+    """Count, de-duplicate and write the four tables of a parsed (persisted) input; checks the accounting and
+    adds the counts to ``summary``. Cost: see the module docstring."""
     store = TableStore(spark, root, cfg.output.format)
-    # One aggregation over the records: lines per (header, reason class) and the events they yield.
-    by_kind = parsed.groupBy("header", "code").agg(F.count("*").alias("n"), F.sum(F.size("tasks")).alias("events"))
-    with step(spark, summary, "parse + count lines"):
-        kinds = by_kind.collect()  # at most #reason classes + 2 rows
-    lines_in = sum(r["n"] for r in kinds)
-    headers = sum(r["n"] for r in kinds if r["header"])
-    reject_counts = {r["code"]: r["n"] for r in kinds if r["code"] is not None}
-    n_rejects = sum(reject_counts.values())
-    accepted = [r for r in kinds if r["code"] is None and not r["header"]]
-    events_in = sum(r["events"] or 0 for r in accepted)
-
+    counts = _count_lines(spark, summary, parsed)
     rejected = ing.rejects(parsed)
     with step(spark, summary, "write rejects"):
         store.write(rejected, REJECTS, run_date)
@@ -124,75 +282,14 @@ def _ingest_parsed(
     deduped = ing.deduplicate(ing.valid_events(parsed)).persist(StorageLevel.MEMORY_AND_DISK)
     cached = [deduped]
     try:
-        with step(spark, summary, "deduplicate + count tasks"):
-            per_task = {
-                r["task"]: (r["n"], r["copies"])
-                for r in deduped.groupBy("task").agg(F.count("*").alias("n"), F.sum("copies").alias("copies")).collect()
-            }  # at most #tasks rows
-        rows_out = sum(n for n, _ in per_task.values())
-        duplicates = sum(c for _, c in per_task.values()) - rows_out
-        if rows_out == 0:
-            top = max(reject_counts, key=reject_counts.get) if reject_counts else "none"
-            raise UserError(
-                f"no valid events in '{input_path}' ({n_rejects:,} of {lines_in:,} rows rejected, mostly "
-                f"{top}); check input.format and the column settings, see {partition_path(root, REJECTS, run_date)}"
-            )
-
-        old_users = _previous_vocab(store, VOCAB_USERS, run_date)
-        old_items = _previous_vocab(store, VOCAB_ITEMS, run_date)
-        with step(spark, summary, "distinct ids"):  # counted here, numbered by the vocabularies below
-            raw_users = ing.distinct_ids(deduped, "user_raw").persist(StorageLevel.MEMORY_AND_DISK)
-            raw_items = ing.distinct_ids(deduped, "item_raw").persist(StorageLevel.MEMORY_AND_DISK)
-            cached += [raw_users, raw_items]
-            distinct = {"users": raw_users.count(), "items": raw_items.count()}
-        vocab_users = ing.build_vocab(raw_users, old_users, cached, distinct=True)
-        vocab_items = ing.build_vocab(raw_items, old_items, cached, distinct=True)
-        # The new partitions are written before the interactions read them back, so the joins use exactly
-        # the published ids (and an earlier partition may be the one being replaced on a re-run).
-        with step(spark, summary, "vocabularies + write"):
-            store.write(vocab_users, VOCAB_USERS, run_date)
-            store.write(vocab_items, VOCAB_ITEMS, run_date)
-        vocab_users = store.read(VOCAB_USERS, run_date)
-        vocab_items = store.read(VOCAB_ITEMS, run_date)
-        interactions = ing.assign_ids(deduped, vocab_users, vocab_items)
-        with step(spark, summary, "write interactions"):
-            store.write(interactions, INTERACTIONS, run_date, sort_by=("user_id", "ts"))
-
-        with step(spark, summary, "checks + counts"):
-            vocab_sizes = [
-                store.read(s, run_date).agg(F.count("*"), F.max("id")).first() for s in (VOCAB_USERS, VOCAB_ITEMS)
-            ]
-            written = store.read(INTERACTIONS, run_date).count()
+        _count_tasks(spark, summary, deduped, counts)
+        if counts.rows_out == 0:
+            raise _no_valid_events(counts, input_path, root, run_date)
+        old_users, old_items = _write_vocabularies(spark, summary, store, deduped, run_date, cached, counts)
+        _write_interactions(spark, summary, store, deduped, run_date)
+        _count_written(spark, summary, store, run_date, counts)
     finally:
         for df in cached:
             df.unpersist()
-
-    # Nothing dropped silently: every record is a header, a reject or accepted (by construction of the
-    # parsed frame), every accepted event is written or counted as a duplicate, and the joins to the
-    # vocabularies lost no row (checked on the written table).
-    if events_in != rows_out + duplicates or written != rows_out:
-        raise RuntimeError(
-            f"ingest accounting broken: lines_in={lines_in} events_in={events_in} rows_out={rows_out} "
-            f"written={written} duplicates={duplicates}"
-        )
-    for (count, max_id), name in zip(vocab_sizes, ("users", "items"), strict=True):
-        if count != max_id:
-            raise RuntimeError(f"vocab_{name} is not dense: {count} ids, max id {max_id}")
-
-    summary.add("lines_in", lines_in)
-    summary.add("header_lines", headers)
-    summary.add("rows_in", n_rejects + events_in)
-    summary.add("rows_out", rows_out)
-    summary.add("rejects", n_rejects)
-    for code in sorted(reject_counts):
-        summary.add(f"rejects.{code}", reject_counts[code])
-    summary.add("events_in", events_in)
-    summary.add("duplicates", duplicates)
-    summary.add("users", distinct["users"])
-    summary.add("items", distinct["items"])
-    summary.add("new_users", vocab_sizes[0][0] - (old_users.count() if old_users is not None else 0))
-    summary.add("new_items", vocab_sizes[1][0] - (old_items.count() if old_items is not None else 0))
-    summary.add("vocab_users", vocab_sizes[0][0])
-    summary.add("vocab_items", vocab_sizes[1][0])
-    for task in [*cfg.tasks.order, *([cfg.tasks.exposure] if cfg.tasks.exposure else [])]:
-        summary.add(f"task.{task}", per_task.get(task, (0, 0))[0])
+    _check_accounting(counts)
+    _record_counts(summary, cfg, counts, old_users, old_items)

@@ -110,6 +110,131 @@ FOLD_ENTRIES = 1 << 20
 """Path entries a worker expands at once (rows of a batch are folded in chunks of about this many)."""
 
 
+def _group_starts(v, b):
+    """Indices where a new (node, bucket) group starts in entries grouped by (node, bucket)."""
+    import numpy as np
+
+    return np.flatnonzero(np.r_[True, (v[1:] != v[:-1]) | (b[1:] != b[:-1])])
+
+
+def _emit_partials(v, b, nb, j, x):
+    """Summed entries grouped by (node, bucket), partners in id order -> one ``_PARTIAL_SCHEMA`` Arrow batch,
+    one row per group (None when there are no entries). ``partners`` is null for a node in one bucket:
+    partner ids are only kept where a merge needs them. O(entries), zero-copy list offsets."""
+    import numpy as np
+    import pyarrow as pa
+
+    if len(v) == 0:
+        return None
+    out_schema = pa.schema(
+        [
+            ("node", pa.int64()),
+            ("bucket", pa.int32()),
+            ("buckets", pa.int32()),
+            ("partners", pa.list_(pa.int64())),
+            ("x", pa.list_(pa.float64())),
+        ]
+    )
+    starts = _group_starts(v, b)
+    offsets = pa.array(np.r_[starts, len(v)].astype(np.int32))
+    spread = nb[starts] > 1
+    if spread.any():  # partner ids only where a merge needs them
+        mask = pa.array(~spread)
+        partners = pa.ListArray.from_arrays(offsets, pa.array(j, pa.int64()), mask=mask)
+    else:
+        partners = pa.nulls(len(starts), pa.list_(pa.int64()))
+    return pa.RecordBatch.from_arrays(
+        [
+            pa.array(v[starts], pa.int64()),
+            pa.array(b[starts], pa.int32()),
+            pa.array(nb[starts], pa.int32()),
+            partners,
+            pa.ListArray.from_arrays(offsets, pa.array(x, pa.float64())),
+        ],
+        schema=out_schema,
+    )
+
+
+def _path_entries(rows):
+    """Two-hop list rows -> their path entries ``(v, b, nb, j, x)``: one per (row, partner j) with
+    x = s(v, mid) * s(j, mid), the self-paths j = v dropped. O(entries) numpy, one copy."""
+    import numpy as np
+
+    node = rows.column("node").to_numpy()
+    bucket = rows.column("bucket").to_numpy()
+    nbuckets = rows.column("buckets").to_numpy()
+    partners = rows.column("partners").combine_chunks()
+    pscores = rows.column("partner_scores").combine_chunks()
+    lengths = partners.value_lengths().to_numpy(zero_copy_only=False)
+    v = np.repeat(node, lengths)
+    b = np.repeat(bucket, lengths)
+    nb = np.repeat(nbuckets, lengths)
+    j = partners.flatten().to_numpy()
+    x = np.repeat(rows.column("score").to_numpy(), lengths) * pscores.flatten().to_numpy()
+    keep = j != v
+    return v[keep], b[keep], nb[keep], j[keep], x[keep]
+
+
+def _with_carry(v, b, nb, j, x, carry):
+    """The entries with the carried group's running sums ``(node, bucket, buckets, j, x)`` entering first."""
+    import numpy as np
+
+    cv, cb, cnb, cj, cx = carry
+    n = len(cj)
+    v = np.r_[np.full(n, cv, np.int64), v]
+    b = np.r_[np.full(n, cb, b.dtype), b]
+    nb = np.r_[np.full(n, cnb, nb.dtype), nb]
+    return v, b, nb, np.r_[cj, j], np.r_[cx, x]
+
+
+def _sum_per_partner(v, b, nb, j, x):
+    """Entries grouped by (node, bucket) -> one entry per (node, bucket, partner) in partner-id order, x summed
+    sequentially in arrival order (carry first, then mid order). One stable sort: O(entries log entries)."""
+    import numpy as np
+
+    # The rows arrive sorted by (node, bucket), so (v, b) is already grouped: one stable sort on
+    # (group, partner) keeps, per partner, the carry first and then mid order (2-3x a 3-key lexsort).
+    group = np.r_[0, np.cumsum((v[1:] != v[:-1]) | (b[1:] != b[:-1]))].astype(np.int64)
+    span = int(j.max()) + 1
+    if int(group[-1]) < (2**62) // span:
+        order = np.argsort(group * span + j, kind="stable")
+    else:  # ids too large for one int64 key
+        order = np.lexsort((j, group))
+    v, b, nb, j, x = v[order], b[order], nb[order], j[order], x[order]
+    starts = np.flatnonzero(np.r_[True, (v[1:] != v[:-1]) | (b[1:] != b[:-1]) | (j[1:] != j[:-1])])
+    sums = np.add.reduceat(x, starts)
+    return v[starts], b[starts], nb[starts], j[starts], sums
+
+
+def _fold_chunk(rows, carry, last: bool):
+    """Fold one chunk of two-hop list rows (after the ``carry`` of the previous chunk) -> (the partial Gram
+    rows of its complete (node, bucket) groups as an Arrow batch or None, the new carry). Unless ``last``, the
+    chunk's last group may continue in the next chunk: its running sums ``(node, bucket, buckets, j, x)`` are
+    carried instead of emitted. Memory: the chunk's path entries."""
+    v, b, nb, j, x = _path_entries(rows)
+    if carry is not None:  # the running sums of the carried group enter first
+        v, b, nb, j, x = _with_carry(v, b, nb, j, x, carry)
+    if len(v) == 0:
+        return None, None
+    v, b, nb, j, sums = _sum_per_partner(v, b, nb, j, x)
+    carry = None
+    if not last:  # the last group may continue in the next chunk: carry its sums
+        tail = int(_group_starts(v, b)[-1])
+        carry = (v[tail], b[tail], nb[tail], j[tail:], sums[tail:])
+        v, b, nb, j, sums = v[:tail], b[:tail], nb[:tail], j[:tail], sums[:tail]
+    return _emit_partials(v, b, nb, j, sums), carry
+
+
+def _chunk_bounds(table, entries: int) -> list[int]:
+    """Row bounds ``[0, ..., num_rows]`` cutting a table of two-hop list rows into chunks of about ``entries``
+    path entries: a cut after each row where the running entry count crosses a multiple of ``entries``."""
+    import numpy as np
+
+    lengths = table.column("partners").combine_chunks().value_lengths().to_numpy(zero_copy_only=False)
+    cuts = np.searchsorted(np.cumsum(lengths), np.arange(entries, int(lengths.sum()), entries))
+    return [0, *sorted({int(c) + 1 for c in cuts if int(c) + 1 < table.num_rows}), table.num_rows]
+
+
 def _fold_fn(entries: int = FOLD_ENTRIES):
     """mapInArrow: two-hop list rows sorted by (node, bucket, mid) -> ``(node, bucket, buckets, partners,
     x)``, the (node, bucket)'s summed off-diagonal Gram entries, partners in id order (``partners`` is
@@ -120,113 +245,37 @@ def _fold_fn(entries: int = FOLD_ENTRIES):
     sums (one entry per distinct partner, entering first), never as its rows. Memory: one Arrow batch
     plus one chunk plus O(distinct partners) of the carried group, whatever the degree. Per partner the
     contributions are summed sequentially in mid order (the carry is the running sum), so the result does
-    not depend on batch or chunk boundaries.
+    not depend on batch or chunk boundaries. The work is done by module-level helpers (:func:`_fold_chunk`
+    and below), which the workers import with this module.
     """
 
     def fn(batches):
         import numpy as np
         import pyarrow as pa
 
-        out_schema = pa.schema(
-            [
-                ("node", pa.int64()),
-                ("bucket", pa.int32()),
-                ("buckets", pa.int32()),
-                ("partners", pa.list_(pa.int64())),
-                ("x", pa.list_(pa.float64())),
-            ]
-        )
         carry = None  # (node, bucket, buckets, j sorted, x)
-
-        def emit(v, b, nb, j, x):
-            if len(v) == 0:
-                return None
-            starts = np.flatnonzero(np.r_[True, (v[1:] != v[:-1]) | (b[1:] != b[:-1])])
-            offsets = pa.array(np.r_[starts, len(v)].astype(np.int32))
-            spread = nb[starts] > 1
-            if spread.any():  # partner ids only where a merge needs them
-                mask = pa.array(~spread)
-                partners = pa.ListArray.from_arrays(offsets, pa.array(j, pa.int64()), mask=mask)
-            else:
-                partners = pa.nulls(len(starts), pa.list_(pa.int64()))
-            return pa.RecordBatch.from_arrays(
-                [
-                    pa.array(v[starts], pa.int64()),
-                    pa.array(b[starts], pa.int32()),
-                    pa.array(nb[starts], pa.int32()),
-                    partners,
-                    pa.ListArray.from_arrays(offsets, pa.array(x, pa.float64())),
-                ],
-                schema=out_schema,
-            )
-
-        def chunk(rows: pa.Table, last: bool):
-            nonlocal carry
-            node = rows.column("node").to_numpy()
-            bucket = rows.column("bucket").to_numpy()
-            nbuckets = rows.column("buckets").to_numpy()
-            partners = rows.column("partners").combine_chunks()
-            pscores = rows.column("partner_scores").combine_chunks()
-            lengths = partners.value_lengths().to_numpy(zero_copy_only=False)
-            v = np.repeat(node, lengths)
-            b = np.repeat(bucket, lengths)
-            nb = np.repeat(nbuckets, lengths)
-            j = partners.flatten().to_numpy()
-            x = np.repeat(rows.column("score").to_numpy(), lengths) * pscores.flatten().to_numpy()
-            keep = j != v
-            v, b, nb, j, x = v[keep], b[keep], nb[keep], j[keep], x[keep]
-            if carry is not None:  # the running sums of the carried group enter first
-                cv, cb, cnb, cj, cx = carry
-                n = len(cj)
-                v = np.r_[np.full(n, cv, np.int64), v]
-                b = np.r_[np.full(n, cb, b.dtype), b]
-                nb = np.r_[np.full(n, cnb, nb.dtype), nb]
-                j, x = np.r_[cj, j], np.r_[cx, x]
-                carry = None
-            if len(v) == 0:
-                return None
-            # The rows arrive sorted by (node, bucket), so (v, b) is already grouped: one stable sort on
-            # (group, partner) keeps, per partner, the carry first and then mid order (2-3x a 3-key lexsort).
-            group = np.r_[0, np.cumsum((v[1:] != v[:-1]) | (b[1:] != b[:-1]))].astype(np.int64)
-            span = int(j.max()) + 1
-            if int(group[-1]) < (2**62) // span:
-                order = np.argsort(group * span + j, kind="stable")
-            else:  # ids too large for one int64 key
-                order = np.lexsort((j, group))
-            v, b, nb, j, x = v[order], b[order], nb[order], j[order], x[order]
-            starts = np.flatnonzero(np.r_[True, (v[1:] != v[:-1]) | (b[1:] != b[:-1]) | (j[1:] != j[:-1])])
-            sums = np.add.reduceat(x, starts)
-            v, b, nb, j = v[starts], b[starts], nb[starts], j[starts]
-            if not last:  # the last group may continue in the next chunk: carry its sums
-                tail = int(np.flatnonzero(np.r_[True, (v[1:] != v[:-1]) | (b[1:] != b[:-1])])[-1])
-                carry = (v[tail], b[tail], nb[tail], j[tail:], sums[tail:])
-                v, b, nb, j, sums = v[:tail], b[:tail], nb[:tail], j[:tail], sums[:tail]
-            return emit(v, b, nb, j, sums)
-
-        pending = None
+        pending = None  # the batch's last chunk: folded with last=True if no batch follows
         for batch in batches:
             if batch.num_rows == 0:
                 continue
             if pending is not None:
-                done = chunk(pending, last=False)
+                done, carry = _fold_chunk(pending, carry, last=False)
                 if done is not None:
                     yield done
             table = pa.Table.from_batches([batch])
-            lengths = table.column("partners").combine_chunks().value_lengths().to_numpy(zero_copy_only=False)
-            cuts = np.searchsorted(np.cumsum(lengths), np.arange(entries, int(lengths.sum()), entries))
-            bounds = [0, *sorted({int(c) + 1 for c in cuts if int(c) + 1 < table.num_rows}), table.num_rows]
+            bounds = _chunk_bounds(table, entries)
             for lo, hi in zip(bounds[:-2], bounds[1:-1], strict=True):
-                done = chunk(table.slice(lo, hi - lo), last=False)
+                done, carry = _fold_chunk(table.slice(lo, hi - lo), carry, last=False)
                 if done is not None:
                     yield done
             pending = table.slice(bounds[-2], bounds[-1] - bounds[-2])
         if pending is not None:
-            done = chunk(pending, last=True)
+            done, carry = _fold_chunk(pending, carry, last=True)
             if done is not None:
                 yield done
         elif carry is not None:
             cv, cb, cnb, cj, cx = carry
-            yield emit(np.full(len(cj), cv), np.full(len(cj), cb), np.full(len(cj), cnb), cj, cx)
+            yield _emit_partials(np.full(len(cj), cv), np.full(len(cj), cb), np.full(len(cj), cnb), cj, cx)
 
     return fn
 

@@ -199,103 +199,125 @@ def gate_nodes(read: Reader, cfg: MgoeConfig, run_date: str = "") -> list[CheckR
     return results
 
 
-def gate_features(read: Reader, cfg: MgoeConfig, run_date: str = "") -> list[CheckResult]:
-    """windows, macro_edges, recent_neighbors, task_lookup, samples, training_examples."""
-    window_results, windows = windows_checks(read, cfg, run_date)
-    n = cfg.quality.min_rows
-    tasks = cfg.tasks.order
-    n_tasks = len(tasks)
+def _snapshot_and_side_bad() -> dict[str, Column]:
+    """The ``unknown_snapshot`` and ``unknown_side`` violations, in that order (per-snapshot node tables)."""
+    return {
+        "unknown_snapshot": _not_in("snapshot", list(SNAPSHOTS)),
+        "unknown_side": _not_in("side", list(SIDES)),
+    }
+
+
+def _macro_edges_spec(cfg: MgoeConfig) -> TableSpec:
+    """macro_edges: one row per (snapshot, side, node, hop), 1 <= hop <= H, finite weights of length K of the
+    side the hop reaches: hop h of a user reaches item macros when h is odd, user macros when even (SPEC
+    4.5); items mirror it."""
     hops = cfg.edges.hops
-    side_bad = {"unknown_side": _not_in("side", list(SIDES))}
-    snapshot_bad = {"unknown_snapshot": _not_in("snapshot", list(SNAPSHOTS))}
-    # Hop h of a user reaches item macros when h is odd, user macros when even (SPEC 4.5); items mirror it.
     other = F.when(F.col("side") == "user", F.lit("item")).otherwise(F.lit("user"))
     target = F.when(F.col("hop") % 2 == 1, other).otherwise(F.col("side"))
-    results = window_results + check_table(
-        read(MACRO_EDGES),
-        TableSpec(
-            MACRO_EDGES.name,
-            n,
-            unique=[["snapshot", "side", "node_id", "hop"]],
-            finite=["weights"],
-            violations={
-                **snapshot_bad,
-                **side_bad,
-                "hop_out_of_range": (F.col("hop") < 1) | (F.col("hop") > hops),
-                "weights_length": F.size("weights") != _k_of(target, cfg),
-            },
-        ),
+    return TableSpec(
+        MACRO_EDGES.name,
+        cfg.quality.min_rows,
+        unique=[["snapshot", "side", "node_id", "hop"]],
+        finite=["weights"],
+        violations={
+            **_snapshot_and_side_bad(),
+            "hop_out_of_range": (F.col("hop") < 1) | (F.col("hop") > hops),
+            "weights_length": F.size("weights") != _k_of(target, cfg),
+        },
     )
-    results += check_table(
-        read(RECENT_NEIGHBORS),
-        TableSpec(
-            RECENT_NEIGHBORS.name,
-            n,
-            unique=[["snapshot", "side", "node_id", "task"]],
-            violations={
-                **snapshot_bad,
-                **side_bad,
-                "unknown_task": _not_in("task", tasks),
-                "too_many_neighbors": F.size("neighbors") > cfg.neighbors.length,
-            },
-        ),
+
+
+def _recent_neighbors_spec(cfg: MgoeConfig) -> TableSpec:
+    """recent_neighbors: one row per (snapshot, side, node, task), a known task, at most L neighbors."""
+    return TableSpec(
+        RECENT_NEIGHBORS.name,
+        cfg.quality.min_rows,
+        unique=[["snapshot", "side", "node_id", "task"]],
+        violations={
+            **_snapshot_and_side_bad(),
+            "unknown_task": _not_in("task", cfg.tasks.order),
+            "too_many_neighbors": F.size("neighbors") > cfg.neighbors.length,
+        },
     )
-    results += check_table(
-        read(TASK_LOOKUP),
-        TableSpec(
-            TASK_LOOKUP.name,
-            n,
-            unique=[["snapshot", "user_id", "task", "macro_id"]],
-            finite=["value"],
-            violations={
-                **snapshot_bad,
-                "unknown_task": _not_in("task", tasks),
-                "macro_id_out_of_range": (F.col("macro_id") < 1) | (F.col("macro_id") > cfg.kmeans.k_item),
-                # NaN sorts above every number in Spark SQL; finite_value reports it, not this check.
-                "value_outside_0_1": (F.col("value") <= 0) | ((F.col("value") > 1 + 1e-6) & ~F.isnan("value")),
-            },
-        ),
+
+
+def _task_lookup_spec(cfg: MgoeConfig) -> TableSpec:
+    """task_lookup: one row per (snapshot, user, task, item macro), 1 <= macro_id <= K_I, value in (0, 1]."""
+    return TableSpec(
+        TASK_LOOKUP.name,
+        cfg.quality.min_rows,
+        unique=[["snapshot", "user_id", "task", "macro_id"]],
+        finite=["value"],
+        violations={
+            "unknown_snapshot": _not_in("snapshot", list(SNAPSHOTS)),
+            "unknown_task": _not_in("task", cfg.tasks.order),
+            "macro_id_out_of_range": (F.col("macro_id") < 1) | (F.col("macro_id") > cfg.kmeans.k_item),
+            # NaN sorts above every number in Spark SQL; finite_value reports it, not this check.
+            "value_outside_0_1": (F.col("value") <= 0) | ((F.col("value") > 1 + 1e-6) & ~F.isnan("value")),
+        },
     )
-    results += check_table(
-        read(SAMPLES),
-        TableSpec(
-            SAMPLES.name,
-            n,
-            unique=[["user_id", "item_id", "split"]],
-            finite=["labels"],
-            violations={
-                "unknown_split": _not_in("split", list(SPLITS)),
-                "labels_length": F.size("labels") != n_tasks,
-                **({"outside_its_window": outside_window(windows)} if windows else {}),
-            },
-        ),
+
+
+def _samples_spec(cfg: MgoeConfig, windows: Windows | None) -> TableSpec:
+    """samples: one row per (user, item, split), T finite labels, each row in the window of its split (when
+    the windows row was readable)."""
+    return TableSpec(
+        SAMPLES.name,
+        cfg.quality.min_rows,
+        unique=[["user_id", "item_id", "split"]],
+        finite=["labels"],
+        violations={
+            "unknown_split": _not_in("split", list(SPLITS)),
+            "labels_length": F.size("labels") != len(cfg.tasks.order),
+            **({"outside_its_window": outside_window(windows)} if windows else {}),
+        },
     )
-    examples = read(TRAINING_EXAMPLES)
-    results += check_table(
-        examples,
-        TableSpec(
-            TRAINING_EXAMPLES.name,
-            n,
-            unique=[["user_id", "item_id", "split"]],
-            finite=["labels", "lookup", "user_edges", "item_edges"],
-            violations={
-                "unknown_split": _not_in("split", list(SPLITS)),
-                "labels_length": F.size("labels") != n_tasks,
-                "lookup_length": F.size("lookup") != n_tasks,
-                "recent_length": (F.size("user_recent") != n_tasks) | (F.size("item_recent") != n_tasks),
-                "edges_hops": (F.size("user_edges") != hops) | (F.size("item_edges") != hops),
-                "macro_out_of_range": (F.col("user_macro") < 0)
-                | (F.col("user_macro") > cfg.kmeans.k_user)
-                | (F.col("item_macro") < 0)
-                | (F.col("item_macro") > cfg.kmeans.k_item),
-            },
-        ),
+
+
+def _training_examples_spec(cfg: MgoeConfig) -> TableSpec:
+    """training_examples: one row per (user, item, split), finite floats, per-task arrays of length T, H hops
+    of edges, macro ids in 0..K (0: a node unseen in the feature window)."""
+    n_tasks, hops = len(cfg.tasks.order), cfg.edges.hops
+    return TableSpec(
+        TRAINING_EXAMPLES.name,
+        cfg.quality.min_rows,
+        unique=[["user_id", "item_id", "split"]],
+        finite=["labels", "lookup", "user_edges", "item_edges"],
+        violations={
+            "unknown_split": _not_in("split", list(SPLITS)),
+            "labels_length": F.size("labels") != n_tasks,
+            "lookup_length": F.size("lookup") != n_tasks,
+            "recent_length": (F.size("user_recent") != n_tasks) | (F.size("item_recent") != n_tasks),
+            "edges_hops": (F.size("user_edges") != hops) | (F.size("item_edges") != hops),
+            "macro_out_of_range": (F.col("user_macro") < 0)
+            | (F.col("user_macro") > cfg.kmeans.k_user)
+            | (F.col("item_macro") < 0)
+            | (F.col("item_macro") > cfg.kmeans.k_item),
+        },
     )
-    # The trainer needs rows to fit on and rows to evaluate on.
-    per_split = {r["split"]: int(r["count"]) for r in examples.groupBy("split").count().collect()}  # <= 3 rows
+
+
+def _split_rows_checks(examples: DataFrame, min_rows: int) -> list[CheckResult]:
+    """rows_train / rows_test: the trainer needs rows to fit on and rows to evaluate on (at least
+    max(min_rows, 1) each). One grouped count; at most 3 rows to the driver."""
+    per_split = {r["split"]: int(r["count"]) for r in examples.groupBy("split").count().collect()}
+    results = []
     for split in ("train", "test"):
         rows = per_split.get(split, 0)
-        results.append(CheckResult(TRAINING_EXAMPLES.name, f"rows_{split}", rows >= max(n, 1), rows))
+        results.append(CheckResult(TRAINING_EXAMPLES.name, f"rows_{split}", rows >= max(min_rows, 1), rows))
+    return results
+
+
+def gate_features(read: Reader, cfg: MgoeConfig, run_date: str = "") -> list[CheckResult]:
+    """windows, macro_edges, recent_neighbors, task_lookup, samples, training_examples."""
+    results, windows = windows_checks(read, cfg, run_date)
+    results += check_table(read(MACRO_EDGES), _macro_edges_spec(cfg))
+    results += check_table(read(RECENT_NEIGHBORS), _recent_neighbors_spec(cfg))
+    results += check_table(read(TASK_LOOKUP), _task_lookup_spec(cfg))
+    results += check_table(read(SAMPLES), _samples_spec(cfg, windows))
+    examples = read(TRAINING_EXAMPLES)
+    results += check_table(examples, _training_examples_spec(cfg))
+    results += _split_rows_checks(examples, cfg.quality.min_rows)
     return results
 
 
