@@ -13,7 +13,9 @@ bash scripts/test_airflow.sh --setup-only
 echo "[test] setup (both venvs): $(( $(date +%s) - start ))s"
 .venv/bin/ruff check .
 start=$(date +%s)
-.venv/bin/python -m pytest "$@"
+# Two worker processes, one test file each at a time (module fixtures stay in one process): the suite is
+# latency-bound (JVM starts, Spark scheduling, subprocesses), so two files side by side keep both cores busy.
+.venv/bin/python -m pytest -n "${MGOE_TEST_WORKERS:-2}" --dist loadfile "$@"
 echo "[test] main suite: $(( $(date +%s) - start ))s"
 start=$(date +%s)
 bash scripts/test_airflow.sh -q

@@ -27,8 +27,12 @@ stamp="$VENV/.mgoe-airflow-installed"
 if [ ! -f "$stamp" ] || [ "$0" -nt "$stamp" ]; then
   echo "[test_airflow] installing Airflow into $VENV (1-2 minutes the first time)"
   start=$(date +%s)
-  "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/python" -m pip install -q "${REQS[@]}"
+  # pip's own output goes to a log, shown only if the install fails
+  if ! "$VENV/bin/python" -m pip install --disable-pip-version-check -q "${REQS[@]}" >"$VENV/setup.log" 2>&1; then
+    echo "[test_airflow] pip install failed; its output ($VENV/setup.log):" >&2
+    tail -40 "$VENV/setup.log" >&2
+    exit 1
+  fi
   touch "$stamp"
   echo "[test_airflow] installed in $(( $(date +%s) - start ))s"
 fi

@@ -40,7 +40,8 @@ import pytest
 from schemas import REGISTRY, RUN_METRICS
 from tests.support import BUILD_DATE, BUILD_OVERRIDES, CACHE
 
-pytestmark = pytest.mark.cluster
+# The module fixture (two applications side by side) is the longest setup of the suite: ~4 min idle.
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parents[1]
 D1, D2 = BUILD_DATE, "2026-11-24"
