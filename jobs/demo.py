@@ -53,6 +53,9 @@ def execute(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     run_date = args.run_date
     report_dir = Path(args.report or f"{cfg.output.root}/report/{run_date}")
+    from pyspark.sql import SparkSession
+
+    ours = SparkSession.getActiveSession() is None  # a session the caller made (a notebook, the tests) stays
     spark = get_spark(cfg.spark)
     store = TableStore.of(spark, cfg)
     raw = default_out_dir(cfg, run_date)
@@ -83,7 +86,8 @@ def execute(args: argparse.Namespace) -> int:
     write_metrics(spark, cfg, summaries, run_date)
     step_lines = step_sections(metric_rows(store, run_date), report_dir)
     pipeline_lines = step_lines + pipeline_plots(spark, store, run_date, report_dir)
-    spark.stop()  # free the JVM's memory and cores for the trainer
+    if ours:
+        spark.stop()  # free the JVM's memory and cores for the trainer
 
     print(f"[{len(steps) + 1}/{len(steps) + 1}] train {', '.join(models)} (seeds {cfg.train.seeds}) ...", flush=True)
     t0 = time.perf_counter()

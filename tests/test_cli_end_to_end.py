@@ -90,20 +90,26 @@ def test_java_too_old(tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_through_the_real_cli(tmp_path):
+def test_demo_through_the_cli_entry_point(spark, tmp_path, capsys):
+    """``mgoe demo`` end to end through the command's entry point, on the tests' session (the demo leaves a
+    session it did not start running; that the installed command runs as its own process is checked by the
+    subprocess tests above): generate, build, train, the tables, the printed tables and the report."""
     out, report, results = tmp_path / "out", tmp_path / "report", tmp_path / "demo.json"
-    run = _mgoe(
+    code = main([
         "demo", "--profile", "test", "--output", str(out), "--run-date", "2026-11-23",
         "--report", str(report), "--json", str(results), "--quiet",
-    )  # fmt: skip
-    assert run.returncode == 0, run.stderr[-4000:]
-    assert "demo done" in run.stdout and "AUC mean" in run.stdout
+    ])  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0, captured.err[-4000:]
+    assert spark.sparkContext._jsc is not None  # the tests' session still runs
+    run = captured
+    assert "demo done" in run.out and "AUC mean" in run.out
     data = json.loads(results.read_text())
     for name in ("mgoe", "mmoe"):
         assert 0.0 <= data["models"][name]["auc_mean"] <= 1.0
         assert data["models"][name]["logloss_mean"] > 0
     # the label rates print, and the default negatives make click AUC meaningful (click rate 5-30%)
-    assert "rate click" in run.stdout and "cold start" in run.stdout
+    assert "rate click" in run.out and "cold start" in run.out
     rates = data["label_rates"][str(out)]
     assert set(rates) == {"train", "valid", "test"}
     for split, v in rates.items():

@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from schemas import REGISTRY, RUN_METRICS
-from tests.support import BUILD_DATE, BUILD_OVERRIDES, CACHE
+from tests.support import BUILD_DATE, BUILD_OVERRIDES, CACHE, JVM_OPTIONS
 
 # The module fixture (two applications side by side) is the longest setup of the suite: ~4 min idle.
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
@@ -155,6 +155,7 @@ def cluster(tmp_path_factory) -> Cluster:
     """scripts/local_cluster.sh start (master + 2 workers x 1 core x 1g), stopped by pid at teardown."""
     state = tmp_path_factory.mktemp("cluster")
     env = {**os.environ, "MGOE_CLUSTER_DIR": str(state), "PYTHON": sys.executable}
+    env["SPARK_DAEMON_JAVA_OPTS"] = JVM_OPTIONS  # master and workers
     script = str(REPO / "scripts" / "local_cluster.sh")
     start = time.perf_counter()
     done = subprocess.run([script, "start"], env=env, capture_output=True, text=True, timeout=300)
@@ -194,6 +195,8 @@ def _submit(
         # Every executor here is on the one machine, so waiting for a "local" slot (3 s per locality level by
         # default) only adds latency to each stage; it changes nothing that is compared.
         "spark.locality.wait": "0s",
+        "spark.driver.extraJavaOptions": JVM_OPTIONS,  # the profile's reaches only an in-process driver
+        "spark.executor.extraJavaOptions": JVM_OPTIONS,
     }
     cmd = [_bin("spark-submit"), "--master", cluster.url, "--py-files", str(artifacts.zip)]
     cmd += ["--archives", f"{artifacts.env}#env"]
@@ -429,7 +432,7 @@ def two_dates(cluster, artifacts, raw_log, reference, tmp_path_factory) -> TwoDa
         "spark.dynamicAllocation.enabled=true",
         "spark.dynamicAllocation.shuffleTracking.enabled=true",
         "spark.dynamicAllocation.maxExecutors=1",
-        f"spark.executor.extraJavaOptions={tag}",
+        f"spark.executor.extraJavaOptions={JVM_OPTIONS} {tag}",
     )
     runs = {D1: (["--input", str(raw_log)], (one_core,)), D2: ([], (one_core, *dynamic))}
     before = len(cluster.executor_dirs())

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from schemas import INTERACTIONS, QUALITY_CHECKS, REJECTS, VOCAB_ITEMS, VOCAB_USERS, TableSchema
+from tests.support import JVM_OPTIONS
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_DATE = "2026-11-23"
@@ -53,6 +54,8 @@ def submit(py_files: Path, job: str, args: list[str], cwd: Path) -> subprocess.C
         "spark.ui.enabled=false",
         "--conf",
         "spark.sql.shuffle.partitions=2",
+        "--conf",
+        f"spark.driver.extraJavaOptions={JVM_OPTIONS}",
         "--py-files",
         str(py_files),
         str(app),

@@ -1,10 +1,10 @@
-"""Eq 8 weights with a user of degree 40k and an item of degree 40k, the Python workers capped at 512 MB
+"""Eq 8 weights with a user of degree 20k and an item of degree 20k, the Python workers capped at 512 MB
 (``spark.executor.pyspark.memory``, an RLIMIT_AS on every worker): the 2-hop fold holds O(distinct
 partners) per node and spreads a hot node over tasks, so it runs and matches a scipy oracle on S_D.
 
-40k is enough: the 2-hop paths through the hot item number 40k^2 = 1.6e9 (about 26 GB as (long, long,
-double) rows), so any implementation that enumerates them fails under the cap as surely as at 100k, for
-less than half the suite time (the pairs and the oracle grow with the degree)."""
+20k is enough: the 2-hop paths through the hot item number 20k^2 = 4e8 (about 6.4 GB as (long, long,
+double) rows, 12x the cap), so any implementation that enumerates them in a Python worker fails under the
+cap as surely as at 100k, for a fifth of the time (the pairs and the oracle grow with the degree)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import scipy.sparse as sp
 from tests.oracles import lower_quantile
 
 REPO = Path(__file__).resolve().parents[1]
-DEGREE = 40_000
+DEGREE = 20_000
 SCRIPT = textwrap.dedent(
     """
     import json, sys
