@@ -56,7 +56,8 @@ def execute(args: argparse.Namespace) -> int:
     from pyspark.sql import SparkSession
 
     ours = SparkSession.getActiveSession() is None  # a session the caller made (a notebook, the tests) stays
-    spark = get_spark(cfg.spark)
+    # the JVM's own notices and log lines go to a file: the demo prints only its own lines
+    spark = get_spark(cfg.spark, jvm_log=f"{cfg.output.root}/logs/spark-{run_date}.log")
     store = TableStore.of(spark, cfg)
     raw = default_out_dir(cfg, run_date)
     summaries: list[StageSummary] = []

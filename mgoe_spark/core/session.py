@@ -101,8 +101,12 @@ def local_driver_memory(total_bytes: int | None = None) -> str:
     return f"{gib}g"
 
 
-def get_spark(settings: SparkSettings | None = None, app_name: str | None = None):
+def get_spark(settings: SparkSettings | None = None, app_name: str | None = None, jvm_log: str | None = None):
     """Return the SparkSession (created on first call; later calls return the active one).
+
+    ``jvm_log``: when this call starts a local JVM, the JVM's own console output (its start-up notices and
+    Spark's log lines) goes to this file instead of the terminal, so a command prints only its own lines;
+    a failing Spark job still raises in Python with the Java error in its message.
 
     >>> spark = get_spark(SparkSettings(master="local[2]"))  # doctest: +SKIP
     """
@@ -135,7 +139,10 @@ def get_spark(settings: SparkSettings | None = None, app_name: str | None = None
         defaults["spark.driver.memory"] = local_driver_memory()
     for key, value in {**defaults, **settings.conf}.items():
         builder = builder.config(key, value)
-    spark = builder.getOrCreate()
+    if jvm_log and master is not None and master.startswith("local"):
+        spark = _quietly(builder, jvm_log)
+    else:
+        spark = builder.getOrCreate()
     worker_python = os.environ.get("PYSPARK_PYTHON")
     if submitted and worker_python and spark.sparkContext.master.startswith("local"):
         # Local workers run on this machine: check their interpreter before the first task needs it.
@@ -143,3 +150,22 @@ def get_spark(settings: SparkSettings | None = None, app_name: str | None = None
     if master is not None and master.startswith("local"):
         spark.sparkContext.setLogLevel("WARN")
     return spark
+
+
+def _quietly(builder, jvm_log: str):
+    """``builder.getOrCreate()`` with the stderr that a newly started JVM inherits pointed at ``jvm_log``
+    (the JVM keeps it; this process gets its own stderr back). Nothing changes if the JVM already runs."""
+    from pyspark import SparkContext
+
+    if SparkContext._gateway is not None:  # the JVM already runs: its output goes where it went
+        return builder.getOrCreate()
+    os.makedirs(os.path.dirname(os.path.abspath(jvm_log)), exist_ok=True)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(jvm_log, "ab") as log:
+            os.dup2(log.fileno(), 2)
+        return builder.getOrCreate()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
