@@ -65,7 +65,7 @@ def submit(py_files: Path, job: str, args: list[str], cwd: Path) -> subprocess.C
 
 
 def write_arrow(root: Path, schema: TableSchema, columns: dict) -> None:
-    """Write a table partition the way jobs/storage lays it out, with pyarrow (no Spark in this process)."""
+    """Write a table partition the way mgoe_spark.core.storage lays it out, with pyarrow (no Spark here)."""
     import pyarrow as pa
 
     part = root / schema.name / f"run_date={RUN_DATE}"
