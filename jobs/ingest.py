@@ -14,6 +14,7 @@ import argparse
 import sys
 
 from jobs.common import config_from_args, job_main
+from mgoe_spark.config import INPUT_FORMATS
 from mgoe_spark.core.errors import UserError
 from mgoe_spark.core.metrics import write_metrics
 from mgoe_spark.ingest.run import run_ingest
@@ -31,12 +32,10 @@ counted. Example:
   mgoe ingest --config configs/taobao_userbehavior.yaml --input UserBehavior.csv --run-date 2017-12-03
 """
 
-FORMATS = ("taobao", "tenrec", "generic_csv", "generic_parquet")
-
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", metavar="PATH", help="raw log file, directory or glob (default: input.path)")
-    parser.add_argument("--format", choices=FORMATS, help="input format (default: input.format)")
+    parser.add_argument("--format", choices=INPUT_FORMATS, help="input format (default: input.format)")
 
 
 def execute(args: argparse.Namespace) -> int:

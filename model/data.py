@@ -43,9 +43,9 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from mgoe_spark.core.errors import TRAINER_DATA_HINT, UserError, one_line
-from schemas import TRAINING_EXAMPLES, VOCAB_ITEMS, VOCAB_USERS
+from mgoe_spark.core.names import SPLITS
+from schemas import TRAINING_EXAMPLES, VOCAB_ITEMS, VOCAB_USERS, partition_path, run_date_of, table_path
 
-SPLITS = ("train", "valid", "test")
 FEATURE_COLUMNS = [c for c in TRAINING_EXAMPLES.column_names if c != "split"]
 
 
@@ -71,10 +71,6 @@ def _fs_and_path(uri: str) -> tuple[pafs.FileSystem, str]:
     return fs, path
 
 
-def _table_dir(root: str, name: str) -> str:
-    return f"{root.rstrip('/')}/{name}"
-
-
 def is_delta(table_uri: str) -> bool:
     fs, path = _fs_and_path(table_uri)
     return fs.get_file_info(f"{path}/_delta_log").type == pafs.FileType.Directory
@@ -82,7 +78,7 @@ def is_delta(table_uri: str) -> bool:
 
 def available_run_dates(root: str, name: str = TRAINING_EXAMPLES.name) -> list[str]:
     """Sorted run dates that the table has (Parquet partition directories or Delta partition values)."""
-    table = _table_dir(root, name)
+    table = table_path(root, name)
     if is_delta(table):
         from deltalake import DeltaTable
 
@@ -92,14 +88,14 @@ def available_run_dates(root: str, name: str = TRAINING_EXAMPLES.name) -> list[s
         return []
     infos = fs.get_file_info(pafs.FileSelector(path))
     names = [posixpath.basename(i.path) for i in infos if i.type == pafs.FileType.Directory]
-    return sorted(n.split("=", 1)[1] for n in names if n.startswith("run_date="))
+    return sorted(d for d in map(run_date_of, names) if d is not None)
 
 
 def resolve_run_date(root: str, run_date: str | None) -> str:
     """``run_date`` itself if the table has it, the latest one if ``None``; DataError otherwise."""
     dates = available_run_dates(root)
     if not dates:
-        raise DataError(f"no training_examples table under {root!r} (expected {_table_dir(root, 'training_examples')})")
+        raise DataError(f"no training_examples table under {root!r} (expected {table_path(root, 'training_examples')})")
     if run_date is None:
         return dates[-1]
     if run_date not in dates:
@@ -109,7 +105,7 @@ def resolve_run_date(root: str, run_date: str | None) -> str:
 
 def partition_files(root: str, run_date: str, name: str = TRAINING_EXAMPLES.name) -> tuple[pafs.FileSystem, list[str]]:
     """The data files of one run-date partition, sorted (Delta: the files of the current snapshot)."""
-    table = _table_dir(root, name)
+    table = table_path(root, name)
     if is_delta(table):
         from deltalake import DeltaTable
 
@@ -118,7 +114,7 @@ def partition_files(root: str, run_date: str, name: str = TRAINING_EXAMPLES.name
             return _fs_and_path(table)[0], []
         fs = _fs_and_path(uris[0])[0]
         return fs, sorted(_fs_and_path(u)[1] for u in uris)
-    fs, path = _fs_and_path(f"{table}/run_date={run_date}")
+    fs, path = _fs_and_path(partition_path(root, name, run_date))
     if fs.get_file_info(path).type != pafs.FileType.Directory:
         return fs, []
     infos = fs.get_file_info(pafs.FileSelector(path, recursive=False))

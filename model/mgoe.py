@@ -30,6 +30,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mgoe_spark.config import TrainSettings
+from mgoe_spark.core.names import SIDES
 from model.data import TableMeta
 from model.layers import (
     CascadeTowers,
@@ -181,7 +182,7 @@ class MacroGraphEncoder(nn.Module):
         self.macro_item = MacroEmbeddings(meta.num_tasks, meta.k_item, d, shared)
         out = opts.macro_out or d
         self.channels: list[tuple[str, int, int, str]] = []  # (side, start col, width, macro side)
-        for side in ("user", "item"):
+        for side in SIDES:
             start = 0
             for h, width in enumerate(meta.hop_widths(side)):
                 macro_side = (

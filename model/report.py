@@ -19,6 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from mgoe_spark.core.names import SPLITS
 from model.evaluate import results_table, to_json  # noqa: E402
 
 # Keys whose null (NaN written by :func:`model.evaluate.to_json`) reads back as NaN.
@@ -92,7 +93,7 @@ def label_rates(root: str, run_date: str, tasks: list[str]) -> dict:
                 acc[1] += cold[m].sum()
                 acc[2:] += labels[m].sum(axis=0)
     out = {}
-    for name in [s for s in ("train", "valid", "test") if s in sums] + sorted(set(sums) - {"train", "valid", "test"}):
+    for name in [s for s in SPLITS if s in sums] + sorted(set(sums) - set(SPLITS)):
         acc = sums[name]
         n = max(acc[0], 1.0)
         out[name] = {

@@ -34,9 +34,10 @@ from torch import nn
 from tqdm import tqdm
 
 from mgoe_spark.config import TrainSettings
+from mgoe_spark.core.names import SPLITS
 from model import distributed as dist
 from model.baselines import build_model
-from model.data import SPLITS, DataError, ExampleStream, TableMeta, make_loader, read_meta, resolve_run_date
+from model.data import DataError, ExampleStream, TableMeta, make_loader, read_meta, resolve_run_date
 from model.evaluate import evaluate, predict, task_metrics
 from model.mgoe import MicroEmbeddings, ModelOptions, multitask_bce
 from model.sparse_optim import Optimizers, build_optimizers, dense_parameters

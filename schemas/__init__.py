@@ -1,6 +1,15 @@
 """Table contracts: one definition per table serves Spark writers, the trainer's reader and the tests."""
 
-from schemas.core import LOGICAL_TYPES, REGISTRY, RUN_DATE, Column, TableSchema
+from schemas.core import (
+    LOGICAL_TYPES,
+    REGISTRY,
+    RUN_DATE,
+    Column,
+    TableSchema,
+    partition_path,
+    run_date_of,
+    table_path,
+)
 from schemas.tables import (
     ASSIGNMENTS,
     CENTROIDS,
@@ -50,4 +59,7 @@ __all__ = [
     "WINDOWS",
     "Column",
     "TableSchema",
+    "partition_path",
+    "run_date_of",
+    "table_path",
 ]

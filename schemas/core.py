@@ -61,6 +61,31 @@ RUN_DATE = "run_date"
 """Every table is partitioned by the run date (``YYYY-MM-DD``) it was written for."""
 
 
+def table_path(root: str, name: str) -> str:
+    """Where table ``name`` lives under an output root: ``<root>/<name>`` (Parquet partitions or a Delta
+    table). The one definition of the layout, for the Spark writers and the trainer's reader.
+
+    >>> table_path("s3://bucket/mgoe/", "centroids")
+    's3://bucket/mgoe/centroids'
+    """
+    return f"{root.rstrip('/')}/{name}"
+
+
+def partition_path(root: str, name: str, run_date: str) -> str:
+    """A Parquet table's partition of one run date: ``<root>/<name>/run_date=YYYY-MM-DD``.
+
+    >>> partition_path("/data/mgoe", "centroids", "2026-11-23")
+    '/data/mgoe/centroids/run_date=2026-11-23'
+    """
+    return f"{table_path(root, name)}/{RUN_DATE}={run_date}"
+
+
+def run_date_of(directory_name: str) -> str | None:
+    """The run date a partition directory's name holds (``run_date=2026-11-23`` -> ``2026-11-23``), else None."""
+    prefix = f"{RUN_DATE}="
+    return directory_name[len(prefix) :] if directory_name.startswith(prefix) else None
+
+
 @dataclass(frozen=True)
 class Column:
     name: str

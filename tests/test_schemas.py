@@ -48,3 +48,17 @@ def test_bad_definitions_fail():
         schemas.Column("x", "int128")
     with pytest.raises(ValueError, match="reserved"):
         schemas.TableSchema("bad", [schemas.Column(RUN_DATE, "string")])
+
+
+def test_one_table_layout_for_the_writers_and_the_trainer():
+    from mgoe_spark.core import storage
+    from model import data
+    from schemas import TRAINING_EXAMPLES, partition_path, run_date_of, table_path
+
+    assert table_path("s3://b/mgoe/", "centroids") == "s3://b/mgoe/centroids"
+    assert partition_path("/d", "centroids", "2026-11-23") == "/d/centroids/run_date=2026-11-23"
+    assert storage.partition_path("/d", TRAINING_EXAMPLES, "2026-11-23") == partition_path(
+        "/d", "training_examples", "2026-11-23"
+    )
+    assert run_date_of("run_date=2026-11-23") == "2026-11-23" and run_date_of("_staging") is None
+    assert data.table_path is table_path and data.partition_path is partition_path  # the reader uses the same

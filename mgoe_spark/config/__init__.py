@@ -21,6 +21,8 @@ Importing this package needs only PyYAML (no pyspark, no torch). Every public na
 from mgoe_spark.config.errors import ConfigError
 from mgoe_spark.config.loader import PROFILES, load_config, profile_data, with_overrides
 from mgoe_spark.config.sections import (
+    INPUT_FORMATS,
+    OUTPUT_FORMATS,
     EdgeSettings,
     GeneratorSettings,
     InputSettings,
@@ -40,6 +42,8 @@ from mgoe_spark.config.sections import (
 from mgoe_spark.config.tree import MgoeConfig, validate
 
 __all__ = [
+    "INPUT_FORMATS",
+    "OUTPUT_FORMATS",
     "PROFILES",
     "ConfigError",
     "EdgeSettings",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import typing
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -54,11 +55,19 @@ class TaskSettings:
             _require(self.exposure not in tasks, "tasks.exposure", "must not also be in tasks.order")
 
 
+InputFormat = Literal["taobao", "tenrec", "generic_csv", "generic_parquet"]
+INPUT_FORMATS: tuple[str, ...] = typing.get_args(InputFormat)
+"""The raw log formats ingest reads (``input.format``, ``mgoe ingest --format``)."""
+OutputFormat = Literal["parquet", "delta"]
+OUTPUT_FORMATS: tuple[str, ...] = typing.get_args(OutputFormat)
+"""The table formats the stages write (``output.format``)."""
+
+
 @dataclass
 class InputSettings:
     """Where the raw multi-behavior log is and how to read it (SPEC 7)."""
 
-    format: Literal["taobao", "tenrec", "generic_csv", "generic_parquet"] = "taobao"
+    format: InputFormat = "taobao"
     path: str | None = None
     """``None``: the embedded default, data made by the synthetic generator."""
     behavior_map: dict[str, str] = field(
@@ -368,7 +377,7 @@ class OutputSettings:
     """Where and how tables are written (SPEC 8)."""
 
     root: str = "mgoe_output"
-    format: Literal["parquet", "delta"] = "parquet"
+    format: OutputFormat = "parquet"
     row_group_rows: int = 65_536
 
     def validate(self) -> None:

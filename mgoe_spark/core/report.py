@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mgoe_spark.core.metrics import StageSummary
+from mgoe_spark.core.names import SIDES
 
 # Stage lines are listed in pipeline order; stages not named here follow alphabetically.
 STAGE_ORDER = ("generate", "ingest", "nodes", "features", "build", "quality", "train")
@@ -39,7 +40,7 @@ def pipeline_plots(spark, store, run_date: str, out_dir: Path) -> list[str]:
     centroids = store.read(CENTROIDS, run_date).select("side", "macro_id", "size", "weight").collect()  # 2k rows
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     lines = ["## Macro nodes", ""]
-    for ax, side in zip(axes, ("user", "item"), strict=True):
+    for ax, side in zip(axes, SIDES, strict=True):
         rows = sorted((r for r in centroids if r["side"] == side), key=lambda r: r["macro_id"])
         sizes = [r["size"] for r in rows]
         ax.bar([r["macro_id"] for r in rows], sizes, color="#4C72B0" if side == "user" else "#DD8452")

@@ -49,14 +49,15 @@ import os
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from mgoe_spark.config.sections import OUTPUT_FORMATS, OutputFormat
 from mgoe_spark.core.errors import UserError, one_line
 from mgoe_spark.core.names import WRITTEN_BY
 from schemas import RUN_DATE, TableSchema
+from schemas import core as layout
 
 
 class TableNotFound(UserError, FileNotFoundError):
@@ -73,8 +74,6 @@ class StorageError(UserError, ValueError):
     """The output root holds something this write cannot go with (e.g. another table format)."""
 
 
-Format = Literal["parquet", "delta"]
-FORMATS = ("parquet", "delta")
 DELTA_LOG = "_delta_log"
 
 
@@ -90,11 +89,13 @@ def path_exists(spark: SparkSession, path: str) -> bool:
 
 
 def table_path(root: str, schema: TableSchema) -> str:
-    return f"{root.rstrip('/')}/{schema.name}"
+    """``<root>/<table>`` (:func:`schemas.table_path`: the one definition of the layout)."""
+    return layout.table_path(root, schema.name)
 
 
 def partition_path(root: str, schema: TableSchema, run_date: str) -> str:
-    return f"{table_path(root, schema)}/{RUN_DATE}={run_date}"
+    """``<root>/<table>/run_date=D`` (:func:`schemas.partition_path`)."""
+    return layout.partition_path(root, schema.name, run_date)
 
 
 def conform(df: DataFrame, schema: TableSchema) -> DataFrame:
@@ -123,8 +124,8 @@ def _nullable_elements(dtype):
 def _check_format(spark: SparkSession, schema: TableSchema, root: str, fmt: str) -> None:
     """Refuse to mix formats in one table directory (reading Delta files as plain Parquet would show
     uncommitted and removed files)."""
-    if fmt not in FORMATS:
-        raise StorageError(f"output.format must be one of {FORMATS}, got {fmt!r}")
+    if fmt not in OUTPUT_FORMATS:
+        raise StorageError(f"output.format must be one of {OUTPUT_FORMATS}, got {fmt!r}")
     base = table_path(root, schema)
     is_delta = path_exists(spark, f"{base}/{DELTA_LOG}")
     if fmt == "parquet" and is_delta:
@@ -173,7 +174,7 @@ def write_table(
     *,
     row_group_rows: int | None = None,
     sort_by: Iterable[str] = (),
-    format: Format = "parquet",
+    format: OutputFormat = "parquet",
 ) -> str:
     """Atomically write ``df`` as the ``run_date`` partition of ``schema``'s table under ``root``.
 
@@ -394,14 +395,14 @@ def read_table(
     root: str,
     run_date: str | list[str],
     *,
-    format: Format = "parquet",
+    format: OutputFormat = "parquet",
 ) -> DataFrame:
     """Read the given run-date partition(s) of a table, with the contract schema (``run_date`` included).
 
     Delta tables are read through their log (only the committed files of those dates)."""
     dates = [run_date] if isinstance(run_date, str) else list(run_date)
-    if format not in FORMATS:
-        raise StorageError(f"output.format must be one of {FORMATS}, got {format!r}")
+    if format not in OUTPUT_FORMATS:
+        raise StorageError(f"output.format must be one of {OUTPUT_FORMATS}, got {format!r}")
     if format == "delta":
         return _read_delta(spark, schema, root, dates)
     paths = [partition_path(root, schema, d) for d in dates]
@@ -414,7 +415,7 @@ def read_table(
     return df.withColumn(RUN_DATE, F.regexp_extract(F.input_file_name(), f"{RUN_DATE}=([0-9-]+)", 1))
 
 
-def list_run_dates(spark: SparkSession, schema: TableSchema, root: str, format: Format = "parquet") -> list[str]:
+def list_run_dates(spark: SparkSession, schema: TableSchema, root: str, format: OutputFormat = "parquet") -> list[str]:
     """Run dates for which the table has a published partition (committed, for Delta), sorted."""
     if format == "delta":
         from deltalake import DeltaTable
@@ -441,7 +442,7 @@ class TableStore:
 
     spark: SparkSession
     root: str
-    format: Format = "parquet"
+    format: OutputFormat = "parquet"
 
     @classmethod
     def of(cls, spark: SparkSession, cfg) -> TableStore:

@@ -37,9 +37,7 @@ from typing import Literal
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from mgoe_spark.windows.cutoffs import TEST, TRAIN
-
-USER, ITEM = "user", "item"
+from mgoe_spark.core.names import ITEM, SNAPSHOTS, TEST, TRAIN, USER
 
 
 def edge_values(
@@ -68,7 +66,6 @@ def one_hot(assignments: DataFrame, side: str, k: int) -> DataFrame:
 
 _NODE_BITS = 48
 """A tagged push packs (snapshot, node) into one sortable int64: snapshot index << 48 | node id."""
-_SNAPSHOTS = (TRAIN, TEST)
 
 
 def _packed(keys: list[str], node: str) -> Column:
@@ -80,7 +77,7 @@ def _packed(keys: list[str], node: str) -> Column:
     return F.when(ok, packed).otherwise(
         F.raise_error(
             F.concat(
-                F.lit(f"edges: snapshot not in {_SNAPSHOTS} or {node} not in [0, 2^48): "), F.col(node).cast("string")
+                F.lit(f"edges: snapshot not in {SNAPSHOTS} or {node} not in [0, 2^48): "), F.col(node).cast("string")
             )
         )
     )

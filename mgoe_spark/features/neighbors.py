@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-USER, ITEM = "user", "item"
+from mgoe_spark.core.names import ITEM, USER
 
 
 def _field(name: str):

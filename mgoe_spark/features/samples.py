@@ -31,7 +31,8 @@ from pyspark.sql import functions as F
 
 from mgoe_spark.config import MgoeConfig
 from mgoe_spark.core import rand
-from mgoe_spark.windows.cutoffs import TEST, Windows, sample_events, snapshot_of_split, split_column
+from mgoe_spark.core.names import TEST
+from mgoe_spark.windows.cutoffs import Windows, sample_events, snapshot_of_split, split_column
 
 
 def _labels(tasks: list[str]) -> list:

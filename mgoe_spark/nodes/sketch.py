@@ -68,6 +68,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from mgoe_spark.core.arrow_sums import float_lists, ints, segment_sums
+from mgoe_spark.core.names import SIDES
 from schemas.tables import NODE_VECTORS
 
 if TYPE_CHECKING:
@@ -76,7 +77,6 @@ if TYPE_CHECKING:
 Side = Literal["user", "item"]
 Distribution = Literal["gaussian", "rademacher"]
 DISTRIBUTIONS = ("gaussian", "rademacher")
-SIDES = ("user", "item")
 
 _KEYS = {"user": ("user_id", "item_id"), "item": ("item_id", "user_id")}
 """side -> (the node column of that side, the other side's column)."""

@@ -48,10 +48,10 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from mgoe_spark.core import rand
+from mgoe_spark.core.names import SIDES
 from schemas.tables import NODE_WEIGHTS
 
 Side = Literal["user", "item"]
-SIDES = ("user", "item")
 _KEYS = {"user": ("user_id", "item_id"), "item": ("item_id", "user_id")}
 """side -> (the node column of that side, the shared middle column of its 2-hop paths)."""
 _MAX_ACCURACY = 2**31 - 1

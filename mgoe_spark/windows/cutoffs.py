@@ -49,10 +49,8 @@ from pyspark.sql import functions as F
 from mgoe_spark.config import InputSettings, WindowSettings
 from mgoe_spark.core import rand
 from mgoe_spark.core.errors import UserError
+from mgoe_spark.core.names import SNAPSHOTS, TEST, TRAIN, VALID
 
-TRAIN, VALID, TEST = "train", "valid", "test"
-SPLITS = (TRAIN, VALID, TEST)
-SNAPSHOTS = (TRAIN, TEST)
 """Feature snapshots: ``train`` (cutoff c1) serves the train and valid samples, ``test`` (cutoff c2)."""
 
 EPOCH_SECONDS, USER_EVENT_ORDER = "epoch_seconds", "user_event_order"
