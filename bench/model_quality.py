@@ -2,7 +2,7 @@
 
 ``python -m bench.model_quality tables --out DIR [--profile P] [overrides...]`` generates the log once and
 builds the default table under ``DIR/default`` plus each table variant of
-:data:`model.baselines.TABLE_VARIANTS` (``mgoe_no_pref``: weights off; ``macgnn``: one binary graph,
+:data:`mgoe_spark.config.models.TABLE_VARIANTS` (``mgoe_no_pref``: weights off; ``macgnn``: one binary graph,
 unweighted k-means) under ``DIR/<variant>``, from the same raw log.
 
 ``python -m bench.model_quality train --out DIR --json PATH [--models A,B] [overrides...]`` trains every
@@ -40,12 +40,12 @@ def _cfg(args, root: str, extra: tuple[str, ...] = ()):
 
 
 def build_tables(args) -> dict:
+    from mgoe_spark.config.models import TABLE_VARIANTS
     from mgoe_spark.core.session import get_spark
     from mgoe_spark.features.run import run_features
     from mgoe_spark.generate.run import default_out_dir, run_generate
     from mgoe_spark.ingest.run import run_ingest
     from mgoe_spark.nodes.run import run_nodes
-    from model.baselines import TABLE_VARIANTS
 
     out = Path(args.out)
     base = _cfg(args, str(out / "default"))
@@ -75,7 +75,7 @@ def build_tables(args) -> dict:
 
 
 def train(args) -> dict:
-    from model.baselines import TABLE_VARIANTS
+    from mgoe_spark.config.models import TABLE_VARIANTS
     from model.evaluate import results_table, to_json
     from model.report import label_rate_table
     from model.run import run_training

@@ -4,7 +4,7 @@ Generates a synthetic multi-behavior log with planted user / item groups (``gene
 builds the MTMG (``nodes`` + ``features``), trains MGOE and MMoE (``--models``) over ``train.seeds``, prints
 the label rates and cold-start share per split and the per-task AUC / Logloss table. A model with its own
 table (``mgoe_no_pref``: no preference weights; ``macgnn``: one binary graph, unweighted k-means; see
-``model.baselines.TABLE_VARIANTS``) gets that table built from the same log under
+``mgoe_spark.config.models.TABLE_VARIANTS``) gets that table built from the same log under
 ``<output>/tables_<model>`` and trains on it; the table prints which root each model read. It writes a
 report (Markdown + PNG plots: cluster sizes, edge-weight distributions, training curves, AUC per task)
 and, with ``--json``, the results as JSON (``models.<name>.auc_mean`` / ``logloss_mean``). Everything lands
@@ -36,6 +36,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def execute(args: argparse.Namespace) -> int:
     from jobs.common import config_from_args
     from mgoe_spark.config import with_overrides
+    from mgoe_spark.config.models import TABLE_VARIANTS
     from mgoe_spark.core.metrics import write_metrics
     from mgoe_spark.core.report import append_sections, metric_rows, pipeline_plots, step_sections
     from mgoe_spark.core.session import get_spark
@@ -44,7 +45,6 @@ def execute(args: argparse.Namespace) -> int:
     from mgoe_spark.generate.run import default_out_dir, run_generate
     from mgoe_spark.ingest.run import run_ingest
     from mgoe_spark.nodes.run import run_nodes
-    from model.baselines import TABLE_VARIANTS
     from model.evaluate import results_table, to_json
     from model.report import label_rate_table
     from model.run import run_training

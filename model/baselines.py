@@ -31,8 +31,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-# MODELS / TABLE_VARIANTS / model_of: the registry, importable from here as before
-from mgoe_spark.config.models import MODELS, TABLE_VARIANTS, model_of  # noqa: F401
+from mgoe_spark.config.models import MODELS
 from model.data import TableMeta
 from model.layers import BatchedMLP, ExpertFusion, MicroNeighbors
 from model.mgoe import MGOE, MacroGraphEncoder, MicroEmbeddings, ModelOptions

@@ -11,7 +11,6 @@ import torch
 
 from mgoe_spark.config import ConfigError, load_config
 from mgoe_spark.config.models import MODELS, TABLE_VARIANTS, model_of
-from model import baselines
 from model.baselines import BUILDERS, build_model
 from model.data import TableMeta
 from model.mgoe import MGOE, ModelOptions
@@ -23,7 +22,6 @@ OPTS = ModelOptions(embed_dim=4, expert_sizes=[8, 4], tower_hidden=4)
 def test_build_model_maps_exactly_the_registered_names_in_order():
     assert list(BUILDERS) == list(MODELS)
     assert all(isinstance(text, str) and text for text in MODELS.values())
-    assert baselines.MODELS is MODELS and baselines.TABLE_VARIANTS is TABLE_VARIANTS  # the old names still work
 
 
 @pytest.mark.parametrize("name", list(MODELS))

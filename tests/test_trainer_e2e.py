@@ -12,7 +12,8 @@ import torch
 
 from jobs.common import job_main
 from mgoe_spark.config import load_config
-from model.baselines import MODELS, build_model
+from mgoe_spark.config.models import MODELS
+from model.baselines import build_model
 from model.data import ExampleStream, read_meta
 from model.export import export_model, load_scorer
 from model.mgoe import ModelOptions

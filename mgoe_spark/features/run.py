@@ -87,11 +87,9 @@ def _write(
     with step(spark, summary, "test assignments"):
         f.test_assignments.persist(LEVEL).count()
     tables = f.tables()
-    for name, schema in (("macro_edges", MACRO_EDGES), ("recent_neighbors", RECENT_NEIGHBORS)):
-        with step(spark, summary, f"{name} (both snapshots) + write"):
-            store.write(tables[name].persist(LEVEL), schema, run_date, row_group_rows=rows)
-    with step(spark, summary, "task_lookup (both snapshots) + write"):
-        store.write(tables["task_lookup"].persist(LEVEL), TASK_LOOKUP, run_date, row_group_rows=rows)
+    for schema in (MACRO_EDGES, RECENT_NEIGHBORS, TASK_LOOKUP):  # the examples read them again: persisted
+        with step(spark, summary, f"{schema.name} (both snapshots) + write"):
+            store.write(tables[schema.name].persist(LEVEL), schema, run_date, row_group_rows=rows)
     with step(spark, summary, "samples + write"):
         store.write(tables["samples"].persist(LEVEL), SAMPLES, run_date, row_group_rows=rows)
     with step(spark, summary, "training examples + write"):
