@@ -50,6 +50,9 @@ def execute(args: argparse.Namespace) -> int:
     from model.train import evaluate_checkpoints
 
     cfg = config_from_args(args, writes_output=False)
+    from model.data import configure_storage
+
+    configure_storage(cfg.output.storage_options)  # object-store settings of the table reads
     root = args.examples_root or cfg.output.root
     # As in `mgoe train`: the default --run-date (today) falls back to the latest partition.
     run_date = args.run_date

@@ -66,6 +66,9 @@ def _rank_args(args: argparse.Namespace, nproc: int) -> str:
 
 def execute(args: argparse.Namespace) -> int:
     cfg = config_from_args(args, writes_output=False)
+    from model.data import configure_storage
+
+    configure_storage(cfg.output.storage_options)  # object-store settings of the table reads
     if args.nproc is not None:
         cfg.train.nproc = args.nproc
     if args.device is not None:

@@ -42,9 +42,11 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from mgoe_spark.core import manifest
 from mgoe_spark.core.errors import TRAINER_DATA_HINT, UserError, one_line
 from mgoe_spark.core.names import SPLITS
-from schemas import TRAINING_EXAMPLES, VOCAB_ITEMS, VOCAB_USERS, partition_path, run_date_of, table_path
+from mgoe_spark.core.uris import ArrowFiles, delta_uri, open_uri
+from schemas import TRAINING_EXAMPLES, VOCAB_ITEMS, VOCAB_USERS, partition_path, table_path
 
 FEATURE_COLUMNS = [c for c in TRAINING_EXAMPLES.column_names if c != "split"]
 
@@ -64,11 +66,25 @@ class DataError(UserError, ValueError):
 # --------------------------------------------------------------------------------------------------------
 
 
+STORAGE_OPTIONS: dict[str, str] = {}
+"""Object-store settings of this process's reads (``output.storage_options``; :mod:`mgoe_spark.core.uris`)."""
+
+
+def configure_storage(options: dict[str, str] | None) -> None:
+    """Read tables with ``options`` (``output.storage_options``) from now on, in this process and the
+    DataLoader workers it forks."""
+    STORAGE_OPTIONS.clear()
+    STORAGE_OPTIONS.update(options or {})
+
+
 def _fs_and_path(uri: str) -> tuple[pafs.FileSystem, str]:
-    if "://" not in uri:
-        return pafs.LocalFileSystem(), posixpath.abspath(uri)
-    fs, path = pafs.FileSystem.from_uri(uri)
-    return fs, path
+    return open_uri(uri, STORAGE_OPTIONS)
+
+
+def _delta_table(table: str, version: int | None = None):
+    from deltalake import DeltaTable
+
+    return DeltaTable(delta_uri(table), version=version, storage_options=dict(STORAGE_OPTIONS) or None)
 
 
 def is_delta(table_uri: str) -> bool:
@@ -77,18 +93,13 @@ def is_delta(table_uri: str) -> bool:
 
 
 def available_run_dates(root: str, name: str = TRAINING_EXAMPLES.name) -> list[str]:
-    """Sorted run dates that the table has (Parquet partition directories or Delta partition values)."""
-    table = table_path(root, name)
+    """Sorted run dates the table has a readable version of (the run date's manifest names it, or it was
+    written before manifests; :mod:`mgoe_spark.core.manifest`): Parquet partitions or Delta partition values."""
+    table, files = table_path(root, name), ArrowFiles(STORAGE_OPTIONS)
     if is_delta(table):
-        from deltalake import DeltaTable
-
-        return sorted({dict(p)["run_date"] for p in DeltaTable(table).partitions()})
-    fs, path = _fs_and_path(table)
-    if fs.get_file_info(path).type != pafs.FileType.Directory:
-        return []
-    infos = fs.get_file_info(pafs.FileSelector(path))
-    names = [posixpath.basename(i.path) for i in infos if i.type == pafs.FileType.Directory]
-    return sorted(d for d in map(run_date_of, names) if d is not None)
+        dates = sorted({dict(p)["run_date"] for p in _delta_table(table).partitions()})
+        return [d for d in dates if manifest.delta_version(files, root, name, d)[0]]
+    return manifest.parquet_run_dates(files, root, name)
 
 
 def resolve_run_date(root: str, run_date: str | None) -> str:
@@ -104,18 +115,20 @@ def resolve_run_date(root: str, run_date: str | None) -> str:
 
 
 def partition_files(root: str, run_date: str, name: str = TRAINING_EXAMPLES.name) -> tuple[pafs.FileSystem, list[str]]:
-    """The data files of one run-date partition, sorted (Delta: the files of the current snapshot)."""
-    table = table_path(root, name)
+    """The data files of one run date's published version, sorted: the version its manifest names (Parquet:
+    the partition, or the kept previous one while a newer write is being published; Delta: the files of the
+    log version the manifest names). Cost: a few small reads, then one listing."""
+    table, files = table_path(root, name), ArrowFiles(STORAGE_OPTIONS)
     if is_delta(table):
-        from deltalake import DeltaTable
-
-        uris = DeltaTable(table).file_uris(file_pruning_predicate=[("run_date", "=", run_date)])
-        if not uris:
+        readable, version = manifest.delta_version(files, root, name, run_date)
+        uris = _delta_table(table, version).file_uris(file_pruning_predicate=[("run_date", "=", run_date)])
+        if not readable or not uris:
             return _fs_and_path(table)[0], []
         fs = _fs_and_path(uris[0])[0]
         return fs, sorted(_fs_and_path(u)[1] for u in uris)
-    fs, path = _fs_and_path(partition_path(root, name, run_date))
-    if fs.get_file_info(path).type != pafs.FileType.Directory:
+    _, directory = manifest.resolve(files, root, name, run_date)
+    fs, path = _fs_and_path(directory or partition_path(root, name, run_date))
+    if directory is None or fs.get_file_info(path).type != pafs.FileType.Directory:
         return fs, []
     infos = fs.get_file_info(pafs.FileSelector(path, recursive=False))
     files = [

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import time
+
 import pyarrow.parquet as pq
 import pytest
 
 from mgoe_spark.core import storage
-from mgoe_spark.core.storage import TableNotFound, list_run_dates, read_table, write_table
+from mgoe_spark.core.lease import Lease
+from mgoe_spark.core.storage import TableNotFound, Transaction, list_run_dates, read_table, write_table
 from schemas import VOCAB_USERS
 
 
 def _vocab(spark, n: int, offset: int = 0):
     return spark.range(n).selectExpr(f"cast(id + {offset} as string) as raw_id", "id + 1 as id")
+
+
+def _leftovers(tmp_path, table="vocab_users") -> list[str]:
+    base = tmp_path / table
+    return sorted(p.name for kind in ("_staging", "_prev") if (base / kind).exists() for p in (base / kind).iterdir())
 
 
 def test_rerun_replaces_exactly_its_date(spark, tmp_path):
@@ -24,28 +32,36 @@ def test_rerun_replaces_exactly_its_date(spark, tmp_path):
     assert sorted(r.raw_id for r in day1.collect()) == ["100", "101", "102"]
     both = read_table(spark, VOCAB_USERS, root, ["2026-01-01", "2026-01-02"])
     assert dict(both.groupBy("run_date").count().collect()) == {"2026-01-01": 3, "2026-01-02": 7}
-    # Nothing left behind in staging or trash.
-    assert not list((tmp_path / "vocab_users" / "_staging").iterdir())
-    assert not list((tmp_path / "vocab_users" / "_trash").iterdir())
+    assert _leftovers(tmp_path) == []  # nothing left behind in staging or _prev
+    assert not (tmp_path / "_leases" / "run_date=2026-01-01").exists()  # the lease is released
 
 
 def _parquet_rows(directory) -> int:
     return sum(pq.ParquetFile(f).metadata.num_rows for f in directory.rglob("*.parquet"))
 
 
-def test_kill_after_staging_keeps_previous_version_and_next_write_cleans_up(spark, tmp_path, monkeypatch):
-    """The new version is fully written to staging, then the job dies before publishing: readers still see
-    the previous version (never a mix), and the next write of that date removes the leftover staging."""
-    root = str(tmp_path)
-    write_table(_vocab(spark, 5), VOCAB_USERS, root, "2026-01-01")
-    write_table(_vocab(spark, 4), VOCAB_USERS, root, "2026-01-02")
+def _die_in(monkeypatch, where: str) -> None:
+    """Make the next write die in ``Transaction.<where>`` as a killed driver would: no cleanup, no release of
+    its lease (which then stops being renewed)."""
 
     def killed(*_args, **_kwargs):
         raise KeyboardInterrupt("killed")
 
-    monkeypatch.setattr(storage, "_publish_parquet", killed)
+    monkeypatch.setattr(Transaction, where, killed)
+    monkeypatch.setattr(Transaction, "_discard", lambda self: None)
+    monkeypatch.setattr(Lease, "release", lambda self: self._stop.set())
+
+
+def test_kill_after_staging_keeps_previous_version_and_next_write_cleans_up(spark, tmp_path, monkeypatch):
+    """The new version is fully written to staging, then the job dies before publishing: readers still see
+    the previous version (never a mix), and the next write of that date (once the dead run's lease is
+    stale) removes the leftover staging."""
+    root = str(tmp_path)
+    write_table(_vocab(spark, 5), VOCAB_USERS, root, "2026-01-01")
+    write_table(_vocab(spark, 4), VOCAB_USERS, root, "2026-01-02")
+    _die_in(monkeypatch, "_publish_parquet")
     with pytest.raises(KeyboardInterrupt):
-        write_table(_vocab(spark, 50), VOCAB_USERS, root, "2026-01-01")
+        write_table(_vocab(spark, 50), VOCAB_USERS, root, "2026-01-01", lease_seconds=2)
     monkeypatch.undo()
     staging = tmp_path / "vocab_users" / "_staging"
     (left,) = staging.iterdir()
@@ -55,41 +71,40 @@ def test_kill_after_staging_keeps_previous_version_and_next_write_cleans_up(spar
 
     write_table(_vocab(spark, 7), VOCAB_USERS, root, "2026-01-02")  # another date: the leftover stays
     assert [p.name for p in staging.iterdir()] == [left.name]
-    write_table(_vocab(spark, 9), VOCAB_USERS, root, "2026-01-01")  # the same date: cleaned, then written
+    with pytest.raises(storage.ConcurrentWriteError, match="held by another run"):  # the dead run's lease is fresh
+        write_table(_vocab(spark, 9), VOCAB_USERS, root, "2026-01-01", lease_seconds=2)
+    time.sleep(2.5)
+    write_table(_vocab(spark, 9), VOCAB_USERS, root, "2026-01-01", lease_seconds=2)  # stale: taken over, cleaned
     assert not list(staging.iterdir())
     assert read_table(spark, VOCAB_USERS, root, "2026-01-01").count() == 9
 
 
-def test_kill_between_the_two_renames_restores_the_previous_version(spark, tmp_path, monkeypatch):
-    """Killed after the old partition was moved to trash but before the new one took its place: the next
-    write of the date brings the old version back before it stages its own, so nothing is lost."""
+def test_kill_between_the_two_renames_keeps_the_previous_version(spark, tmp_path, monkeypatch):
+    """Killed after the old partition was moved aside but before the new one took its place: readers see the
+    kept previous version, and the next write of the date restores it before staging its own."""
     root = str(tmp_path)
     write_table(_vocab(spark, 5), VOCAB_USERS, root, "2026-01-01")
-    real_fs = storage._fs
+    real_rename = storage.HadoopFiles.rename
 
-    def first_rename_only(spark_, path):
-        fs, hpath = real_fs(spark_, path)
+    def first_rename_only(self, src, dst):
+        if "_staging" in str(src):  # the second rename: the kill lands here
+            raise KeyboardInterrupt("killed")
+        return real_rename(self, src, dst)
 
-        class Dying:
-            def __getattr__(self, name):
-                return getattr(fs, name)
-
-            def rename(self, src, dst):
-                if "_staging" in str(src):  # the second rename: the kill lands here
-                    raise KeyboardInterrupt("killed")
-                return fs.rename(src, dst)
-
-        return Dying(), hpath
-
-    monkeypatch.setattr(storage, "_fs", first_rename_only)
+    _die_in(monkeypatch, "_prune_manifests")
+    monkeypatch.setattr(storage.HadoopFiles, "rename", first_rename_only)
     with pytest.raises(KeyboardInterrupt):
-        write_table(_vocab(spark, 50), VOCAB_USERS, root, "2026-01-01")
+        write_table(_vocab(spark, 50), VOCAB_USERS, root, "2026-01-01", lease_seconds=2)
     monkeypatch.undo()
     assert not (tmp_path / "vocab_users" / "run_date=2026-01-01").exists()  # the kill hit between the renames
-    storage.recover_partition(spark, f"{root}/vocab_users", "2026-01-01")  # what the next write does first
+    assert read_table(spark, VOCAB_USERS, root, "2026-01-01").count() == 5  # read from _prev
+    assert list_run_dates(spark, VOCAB_USERS, root) == ["2026-01-01"]
+    time.sleep(2.5)
+    with Transaction(spark, root, "2026-01-01", stage="t", lease_seconds=2) as tx:
+        tx._recover(VOCAB_USERS)  # what the next write does first
+        assert (tmp_path / "vocab_users" / "run_date=2026-01-01").exists()
+        assert _leftovers(tmp_path) == []
     assert read_table(spark, VOCAB_USERS, root, "2026-01-01").count() == 5
-    assert not list((tmp_path / "vocab_users" / "_trash").iterdir())
-    assert not list((tmp_path / "vocab_users" / "_staging").iterdir())
 
 
 def test_schema_is_enforced_and_row_groups_capped(spark, tmp_path):

@@ -108,7 +108,10 @@ def test_crash_before_publish_leaves_previous_version(spark, tmp_path, fmt, monk
     def crash(*args, **kwargs):
         raise RuntimeError("simulated crash after the data files were written")
 
-    monkeypatch.setattr(storage, "_commit_delta" if fmt == "delta" else "_publish_parquet", crash)
+    if fmt == "delta":
+        monkeypatch.setattr(storage, "_commit_delta", crash)
+    else:
+        monkeypatch.setattr(storage.Transaction, "_publish_parquet", crash)
     with pytest.raises(RuntimeError, match="simulated crash"):
         storage.write_table(frame(spark, example_rows(6, offset=50)), TRAINING_EXAMPLES, root, "2026-01-01", format=fmt)
     monkeypatch.undo()
@@ -117,9 +120,9 @@ def test_crash_before_publish_leaves_previous_version(spark, tmp_path, fmt, monk
     assert as_set(back) == expected  # previous version, nothing of the crashed one
     if fmt == "delta":
         assert delta_rows(storage.table_path(root, TRAINING_EXAMPLES)) == expected
-        # the crashed attempt's files do exist on disk, but outside the log
+        # the failed attempt deleted its own data files (a killed one would leave them outside the log)
         files = list((tmp_path / "out" / "training_examples").rglob("*.parquet"))
-        assert len({f.parent for f in files}) == 2
+        assert len({f.parent for f in files}) == 1
     # a later successful re-run works normally
     storage.write_table(frame(spark, example_rows(2, offset=9)), TRAINING_EXAMPLES, root, "2026-01-01", format=fmt)
     assert storage.read_table(spark, TRAINING_EXAMPLES, root, "2026-01-01", format=fmt).count() == 2

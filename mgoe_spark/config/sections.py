@@ -61,6 +61,9 @@ INPUT_FORMATS: tuple[str, ...] = typing.get_args(InputFormat)
 OutputFormat = Literal["parquet", "delta"]
 OUTPUT_FORMATS: tuple[str, ...] = typing.get_args(OutputFormat)
 """The table formats the stages write (``output.format``)."""
+OBJECT_STORE_SCHEMES = ("s3", "s3a", "s3n", "gs", "abfs", "abfss", "wasb", "wasbs", "oss", "cos", "cosn")
+"""URI schemes of object stores, where a directory rename is a copy and a delete (not atomic): Parquet output,
+published by rename, is refused there."""
 
 
 @dataclass
@@ -379,9 +382,23 @@ class OutputSettings:
     root: str = "mgoe_output"
     format: OutputFormat = "parquet"
     row_group_rows: int = 65_536
+    lease_seconds: int = 120
+    """A writer renews its lease on a run date every ``lease_seconds / 4``; one not renewed for this long
+    belongs to a dead run and the next writer of the date takes it over (:mod:`mgoe_spark.core.lease`)."""
+    storage_options: dict[str, str] = field(default_factory=dict)
+    """Object-store settings for the trainer's reader and delta-rs (e.g. ``endpoint_url``, ``region``,
+    ``allow_http``); credentials come from the usual environment variables (``AWS_ACCESS_KEY_ID`` ...)."""
 
     def validate(self) -> None:
         _require(self.row_group_rows >= 1, "output.row_group_rows", "must be >= 1")
+        _require(self.lease_seconds >= 2, "output.lease_seconds", "must be >= 2")
+        scheme = self.root.split("://", 1)[0].lower() if "://" in self.root else ""
+        _require(
+            not (self.format == "parquet" and scheme in OBJECT_STORE_SCHEMES),
+            "output.format",
+            f"parquet cannot be published atomically on an object store ({scheme}://, a rename is a copy and a "
+            "delete); use output.format=delta there",
+        )
 
 
 @dataclass

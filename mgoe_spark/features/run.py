@@ -61,13 +61,16 @@ def run_features(spark: SparkSession, cfg: MgoeConfig, run_date: str) -> StageSu
     """Build both feature snapshots and the training examples of ``run_date`` (needs ``run_nodes`` first)."""
     summary = StageSummary("features")
     store = TableStore.of(spark, cfg)
-    with stage(spark, summary, "macro edges, recent neighbors, task lookup, samples, training examples"):
+    with (
+        stage(spark, summary, "macro edges, recent neighbors, task lookup, samples, training examples"),
+        store.transaction(run_date, stage="features"),  # the stage's tables appear together at the end
+    ):
         interactions = load_interactions(store, run_date).persist(LEVEL)
         interactions, windows = windows_of(store, interactions, cfg, summary, run_date, decide=False)
         with step(spark, summary, "read train assignments"):
             fitted = store.read(ASSIGNMENTS, run_date).where(F.col("snapshot") == TRAIN)
             fitted = fitted.select(*ASSIGNMENT_COLS).persist(LEVEL)
-            fitted.count()  # materialized: the assignments partition is rewritten at the end of this stage
+            fitted.count()  # materialized: the stage replaces the assignments partition
         features = build_features(cfg, interactions, windows, fitted_nodes(store, cfg, run_date, fitted))
         _write(spark, store, cfg, summary, features, run_date)
         _summarize(spark, store, cfg, summary, run_date)

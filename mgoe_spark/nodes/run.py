@@ -56,7 +56,10 @@ def run_nodes(spark: SparkSession, cfg: MgoeConfig, run_date: str) -> StageSumma
     """Fit the macro nodes at the training cutoff and write the stage-1 tables for ``run_date``."""
     summary = StageSummary("nodes")
     store = TableStore.of(spark, cfg)
-    with stage(spark, summary, "pair scores, node vectors, weights, weighted k-means"):
+    with (
+        stage(spark, summary, "pair scores, node vectors, weights, weighted k-means"),
+        store.transaction(run_date, stage="nodes"),  # the stage's tables appear together at the end
+    ):
         interactions = load_interactions(store, run_date)
         interactions, windows = windows_of(store, interactions, cfg, summary, run_date, decide=True)
         with step(spark, summary, "pair scores"):
