@@ -37,6 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from mgoe_spark.core import manifest
 from schemas import REGISTRY, RUN_METRICS
 from tests.support import BUILD_DATE, BUILD_OVERRIDES, CACHE, JVM_OPTIONS
 
@@ -48,7 +49,10 @@ D1, D2 = BUILD_DATE, "2026-11-24"
 INGESTED = ("interactions", "vocab_users", "vocab_items", "rejects")
 # Every build here runs with the settings of the session's build, the local reference (tests/conftest.py):
 # no warm start (the two dates built at once must not read each other), eight k-means iterations.
-SETTINGS = [arg for item in BUILD_OVERRIDES for arg in ("--set", item)]
+LEASE_SECONDS = 10
+"""The lease of a run date (``output.lease_seconds``) in these builds: the rerun after the driver kill waits
+until the dead driver's lease has not been renewed for this long, then takes it over."""
+SETTINGS = [arg for item in (*BUILD_OVERRIDES, f"output.lease_seconds={LEASE_SECONDS}") for arg in ("--set", item)]
 # The k-means engine is part of what is compared: fits give the same centroids on any slot count and either
 # engine (tests/test_kmeans.py), so the local[2] reference and the one-core cluster date run the default
 # (auto: the resident engine), and the date under dynamic allocation, whose executor is killed twice, falls
@@ -246,7 +250,7 @@ def _tables(root: Path, run_date: str) -> dict[str, pa.Table]:
     out = {}
     for table_dir in sorted(root.iterdir()):
         part = table_dir / f"run_date={run_date}"
-        if part.is_dir() and table_dir.name != RUN_METRICS.name:  # run_metrics holds timings
+        if part.is_dir() and table_dir.name != RUN_METRICS.name and not table_dir.name.startswith("_"):
             schema = REGISTRY[table_dir.name].arrow(with_partition=False)
             table = pq.read_table(part, schema=schema)
             if "version" in table.column_names:  # centroids: "<run date>-<content hash>"
@@ -377,7 +381,7 @@ def _watch(procs: dict[str, subprocess.Popen], cluster: Cluster, root: Path, tag
     driver (spark-submit's JVM and the Python driver) once its write of :data:`KILLED_WRITE` has begun.
     Returns (kills, seconds both ran side by side)."""
     phases = [  # (what, when, whom): executors are found by the tag on their command line
-        ("nodes", lambda: _published(root, "pair_scores", D2) and not _published(root, "kmeans_stats", D2), "executor"),
+        ("nodes", lambda: bool(_staging(root, "pair_scores", D2)) and not _published(root, "kmeans_stats", D2), "executor"),
         ("features", lambda: bool(_staging(root, "macro_edges", D2)), "executor"),
         ("driver", lambda: bool(_staging(root, KILLED_WRITE, D2)), "driver"),
     ]
@@ -404,6 +408,12 @@ def _watch(procs: dict[str, subprocess.Popen], cluster: Cluster, root: Path, tag
     return kills, overlap
 
 
+def _wait_for_stale_lease(root: Path, run_date: str) -> None:
+    lease = root / "_leases" / f"run_date={run_date}"
+    while lease.exists() and time.time() - lease.stat().st_mtime <= LEASE_SECONDS + 0.5:
+        time.sleep(0.5)
+
+
 @pytest.fixture(scope="module")
 def two_dates(cluster, artifacts, raw_log, reference, tmp_path_factory) -> TwoDates:
     """D1 and D2 submitted at the same time into one root, one executor each; no warm start, so neither date
@@ -422,9 +432,10 @@ def two_dates(cluster, artifacts, raw_log, reference, tmp_path_factory) -> TwoDa
 
     tmp = tmp_path_factory.mktemp("two-dates")
     root = tmp / "out"
-    for name in INGESTED:
+    for name in INGESTED:  # without version markers: partitions as written before manifests, readable as they are
         if (reference / name / f"run_date={D1}").is_dir():
-            shutil.copytree(reference / name / f"run_date={D1}", root / name / f"run_date={D2}")
+            src, dst = reference / name / f"run_date={D1}", root / name / f"run_date={D2}"
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns(manifest.VERSION_MARKER))
     previous = _previous_version(reference, root)
     tag = "-Dmgoe.test.faulted=true"
     one_core = "spark.cores.max=1"
@@ -447,11 +458,14 @@ def two_dates(cluster, artifacts, raw_log, reference, tmp_path_factory) -> TwoDa
     for d in logs:
         print(f"[cluster timing] {d} stage seconds:", _stage_seconds(logs[d]))
     print("[cluster timing] kills (what, pid, seconds into the run):", kills)
-    at_kill = tmp / "at-kill"  # D2's partitions as the killed driver left them
+    at_kill = tmp / "at-kill"  # D2's partitions, and the features tables it had staged, as the killed driver left them
     for table_dir in root.iterdir():
-        if (table_dir / f"run_date={D2}").is_dir():
-            shutil.copytree(table_dir / f"run_date={D2}", at_kill / table_dir.name / f"run_date={D2}")
+        complete = [p for p in _staging(root, table_dir.name, D2) if (p / manifest.VERSION_MARKER).exists()]
+        for src in [table_dir / f"run_date={D2}", *complete][-1:]:  # staged: features' new version, unpublished
+            if src.is_dir():
+                shutil.copytree(src, at_kill / table_dir.name / f"run_date={D2}")
     staging_left = _staging(root, KILLED_WRITE, D2)
+    _wait_for_stale_lease(root, D2)
     rerun = time.perf_counter()
     assert main(["features", *SETTINGS, *_common(root, D2)]) == 0
     TIMES["the rerun of D2's features after the driver kill, in-process"] = time.perf_counter() - rerun
@@ -517,7 +531,7 @@ def test_driver_killed_mid_write_keeps_the_previous_version_and_the_next_run_cle
 def test_two_dates_built_at_once_into_one_root_do_not_interfere(two_dates):
     _completed(two_dates, D1)
     assert two_dates.overlap_s > 30, f"the applications ran side by side for {two_dates.overlap_s:.0f} s only"
-    for table_dir in two_dates.root.iterdir():
+    for table_dir in (d for d in two_dates.root.iterdir() if not d.name.startswith("_")):
         dates = sorted(p.name for p in table_dir.glob("run_date=*"))
         assert dates == [f"run_date={D1}", f"run_date={D2}"], (table_dir.name, dates)
         staging = table_dir / "_staging"
