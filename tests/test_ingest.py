@@ -448,6 +448,52 @@ def test_quoted_csv_split_matches_python_csv(spark, records):
     assert sorted((r["i"], list(r["f"])) for r in out) == [(i, f) for i, f in enumerate(records)]
 
 
+QUOTED_TEXT = st.text(alphabet='a ,;"\u001f\u001e\u00e9', max_size=8)
+
+
+def csv_line(fields: list[str], quote_all: list[bool], delimiter: str) -> str:
+    """A CSV line: a field is quoted when asked or when it must be (a quote, the delimiter, an edge space)."""
+    out = []
+    for f, q in zip(fields, quote_all, strict=True):
+        must = '"' in f or delimiter in f or f != f.strip(" ")
+        out.append('"' + f.replace('"', '""') + '"' if q or must else f)
+    return delimiter.join(out)
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.sampled_from([",", ";", "\u001f"]),
+    st.lists(st.lists(st.tuples(QUOTED_TEXT, st.booleans()), min_size=2, max_size=6), min_size=1, max_size=20),
+)
+def test_quoted_split_with_spaces_markers_and_other_delimiters_matches_python_csv(spark, delimiter, records):
+    # Quoted fields keep their inner spaces, the split's own marker characters are data like any other.
+    lines = [csv_line([f for f, _ in r], [q for _, q in r], delimiter) for r in records]
+    df = spark.createDataFrame(list(enumerate(lines)), "i long, raw string")
+    out = df.select("i", ing._split_fields(F.col("raw"), delimiter, quoted=True).alias("f")).collect()
+    want = [(i, next(csv.reader([x], delimiter=delimiter))) for i, x in enumerate(lines)]
+    assert sorted((r["i"], list(r["f"])) for r in out) == want
+
+
+def test_quoted_split_of_a_long_line_is_exact(spark):
+    # 150k characters, 30k fields (a third quoted, with the delimiter and doubled quotes inside): the old
+    # look-ahead regex recursed once per quote pair after each delimiter (StackOverflowError, which killed the
+    # local JVM) and scanned the rest of the line from every delimiter (quadratic); the split is now linear.
+    fields = [f'q"{k},' if k % 3 == 0 else f"p{k % 97}" for k in range(30_000)]
+    line = csv_line(fields, [False] * len(fields), ",")
+    assert len(line) > 150_000
+    df = spark.createDataFrame([(line,)], "raw string")
+    got = df.select(ing._split_fields(F.col("raw"), ",", quoted=True).alias("f")).first()["f"]
+    assert got == fields
+
+
+def test_quoted_split_counts_quote_parity_from_the_line_start(spark):
+    # An unbalanced quote opens a quoted run up to the end of the line (the field keeps its stray quote).
+    lines = ['a,"b,c', 'a",b,c', '"a,b",c"']
+    df = spark.createDataFrame(list(enumerate(lines)), "i long, raw string")
+    out = df.select("i", ing._split_fields(F.col("raw"), ",", quoted=True).alias("f")).collect()
+    assert [list(r["f"]) for r in sorted(out)] == [["a", '"b,c'], ['a",b,c'], ["a,b", 'c"']]
+
+
 # ---- config checks (no Spark) ----------------------------------------------------------------------------
 
 
