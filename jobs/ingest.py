@@ -27,7 +27,8 @@ date (SPEC 7, 8). Vocabularies are cumulative: ids of earlier run dates are kept
 Formats (input.format / --format): taobao (UserBehavior CSV, no header), tenrec (QB-video CSV with header;
 file order is time order), generic_csv / generic_parquet (columns named in the config's input section).
 Malformed rows go to the rejects table with the raw line and a reason; exact duplicates are removed and
-counted. Example:
+counted. The first input.check_rows records are parsed before anything is written: when more than
+quality.max_reject_fraction of them are rejected (a wrong --config), ingest stops with one line. Example:
 
   mgoe ingest --config configs/taobao_userbehavior.yaml --input UserBehavior.csv --run-date 2017-12-03
 """

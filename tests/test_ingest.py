@@ -395,6 +395,29 @@ def test_cli_input_errors_are_one_line(cli_main, tmp_path, capsys):
     assert "no valid events" in capsys.readouterr().err
 
 
+def test_cli_wrong_format_fails_fast_and_writes_nothing(cli_main, tmp_path, capsys):
+    # A Tenrec export (ten columns) ingested with the Taobao config: every record would be a reject.
+    log = tmp_path / "tenrec.csv"
+    log.write_text(
+        ",".join(ing.TENREC_COLUMNS) + "\n" + "".join(f"{u},{u % 50},1,0,0,0,3,1,1,20\n" for u in range(3000))
+    )
+    root = tmp_path / "out"
+    args = ["ingest", "--profile", "test", "--output", str(root), "--input", str(log), "--run-date", "2026-01-01"]
+    capsys.readouterr()
+    assert cli_main(args) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1, err
+    assert "does not look like input.format=taobao: 1,000 of its first 1,000 records rejected" in err[0]
+    assert "mostly field_count (e.g. expected 5 fields, got 10)" in err[0] and "input.check_rows=0" in err[0]
+    assert [p for p in root.rglob("*")] == []  # no table, no rejects, no run metrics
+    # a sample under quality.max_reject_fraction passes the guard: the same file from line 2 on, with the
+    # Taobao columns, and 40 bad lines among the first 1,000 (4%)
+    good = tmp_path / "taobao.csv"
+    good.write_text("".join(f"{u},{u % 50},1,{'pv' if u % 25 else 'zz'},{u}\n" for u in range(3000)))
+    assert cli_main([*args[:-4], "--input", str(good), "--run-date", "2026-01-01"]) == 0
+    assert "rejects=120" in capsys.readouterr().out.split()
+
+
 # ---- properties against Python oracles -------------------------------------------------------------------
 
 TOKENS = ["1", "42", " 7 ", "", "x", "-3", "pv", "fav", "buy", "zzz", "1511658000", "99999999999999999999", "0"]

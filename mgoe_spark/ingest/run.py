@@ -1,7 +1,8 @@
 """Stage 0, ``ingest`` (SPEC 7, 8): a raw multi-behavior log -> interactions, rejects, vocab_users, vocab_items.
 
-Reads the input (Taobao / Tenrec / generic CSV: as text lines; generic Parquet: as rows), parses it with
-:mod:`mgoe_spark.ingest.parse`, and writes the four tables for the run date. The vocabularies are
+Reads the input (Taobao / Tenrec / generic CSV: as text lines; generic Parquet: as rows), checks that its
+first records mostly parse (:func:`check_sample`: a wrong format fails before anything is written), parses
+it with :mod:`mgoe_spark.ingest.parse`, and writes the four tables for the run date. The vocabularies are
 cumulative: the latest earlier run date's vocabulary is loaded so raw ids keep their dense ids and new ids
 are appended.
 Counts (see :mod:`mgoe_spark.ingest.parse` for the accounting): ``lines_in`` records read, ``header_lines``,
@@ -17,6 +18,7 @@ sort; the driver sees O(#reasons + #tasks + #partitions) numbers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pyspark import StorageLevel
@@ -25,7 +27,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from mgoe_spark.config import MgoeConfig
-from mgoe_spark.core.errors import UserError
+from mgoe_spark.core.errors import InputFormatError, UserError
 from mgoe_spark.core.metrics import StageSummary, stage, step
 from mgoe_spark.core.storage import TableStore, _fs, partition_path
 from mgoe_spark.ingest import parse as ing
@@ -40,9 +42,11 @@ def _check_exists(spark: SparkSession, path: str) -> None:
 
 
 def load_records(spark: SparkSession, cfg: MgoeConfig, path: str) -> DataFrame:
-    """Read ``path`` and parse it into the parsed frame of :mod:`mgoe_spark.ingest.parse` (lazy).
+    """Read ``path`` and parse it into the parsed frame of :mod:`mgoe_spark.ingest.parse` (lazy), after the
+    wrong-format guard on its first records (:func:`check_sample`).
 
-    Raises UserError when the path is missing, holds no rows, or lacks a configured column.
+    Raises UserError when the path is missing, holds no rows, lacks a configured column, or its first
+    records are mostly rejected.
     """
     _check_exists(spark, path)
     fmt = cfg.input.format
@@ -55,16 +59,61 @@ def load_records(spark: SparkSession, cfg: MgoeConfig, path: str) -> DataFrame:
         raise UserError(f"cannot read input '{path}' as {fmt}: {str(exc).splitlines()[0]}") from None
     if raw.limit(1).count() == 0:
         raise UserError(f"input '{path}' has no rows (empty file or directory)")
+    records = ing.parquet_records(raw) if fmt == "generic_parquet" else ing.text_lines(raw)
     try:
-        if fmt == "taobao":
-            return ing.parse_taobao(ing.text_lines(raw), cfg)
-        if fmt == "tenrec":
-            return ing.parse_tenrec(ing.text_lines(raw), cfg)
-        if fmt == "generic_parquet":
-            return ing.parse_generic_parquet(ing.parquet_records(raw), cfg)
-        return ing.parse_generic_csv(ing.text_lines(raw), cfg, csv_columns(spark, cfg, raw))
+        columns = csv_columns(spark, cfg, raw) if fmt == "generic_csv" else []
+        parse = {
+            "taobao": lambda recs: ing.parse_taobao(recs, cfg),
+            "tenrec": lambda recs: ing.parse_tenrec(recs, cfg),
+            "generic_parquet": lambda recs: ing.parse_generic_parquet(recs, cfg),
+            "generic_csv": lambda recs: ing.parse_generic_csv(recs, cfg, columns),
+        }[fmt]
+        parsed = parse(records)
     except ValueError as exc:  # the parsers' InputFormatError keeps its hint
         raise UserError(f"input '{path}': {exc}", hint=getattr(exc, "hint", None)) from None
+    check_sample(spark, cfg, path, records, parse)
+    return parsed
+
+
+def check_sample(
+    spark: SparkSession, cfg: MgoeConfig, path: str, records: DataFrame, parse: Callable[[DataFrame], DataFrame]
+) -> None:
+    """The wrong-format guard: parse the first ``n = input.check_rows`` records and raise InputFormatError
+    (one line, before anything is written) when the input has at least ``n`` records and
+
+        rejected / (n - headers) > quality.max_reject_fraction
+
+    on them. A smaller input, or ``n = 0``, passes. Cost: ``take(n)`` scans only the first splits (Spark
+    reads more only when the first ones hold fewer than ``n`` records), the n records cross to the driver and
+    back as a local frame, which is parsed and aggregated to at most #reason classes + 2 rows: O(n) whatever
+    the input's size.
+    """
+    n = cfg.input.check_rows
+    if n <= 0:
+        return
+    first = records.take(n)
+    if len(first) < n:
+        return
+    kinds = (
+        parse(spark.createDataFrame(first, records.schema))
+        .groupBy("header", "code")
+        .agg(F.count("*").alias("n"), F.min("reason").alias("reason"))
+        .collect()
+    )
+    rejected = {r["code"]: (r["n"], r["reason"]) for r in kinds if r["code"] is not None}
+    checked = n - sum(r["n"] for r in kinds if r["header"])
+    bad = sum(k for k, _ in rejected.values())
+    limit = cfg.quality.max_reject_fraction
+    if checked == 0 or bad <= limit * checked:
+        return
+    top = max(sorted(rejected), key=lambda c: rejected[c][0])
+    raise InputFormatError(
+        f"input '{path}' does not look like input.format={cfg.input.format}: {bad:,} of its first {checked:,} "
+        f"records rejected (more than quality.max_reject_fraction={limit:g}), mostly {top} (e.g. "
+        f"{rejected[top][1]}); nothing written",
+        hint="check --config, input.format and the input.* column settings against the file "
+        "(input.check_rows=0 turns this check off)",
+    )
 
 
 def csv_columns(spark: SparkSession, cfg: MgoeConfig, raw: DataFrame) -> list[str]:
