@@ -378,6 +378,64 @@ def test_cli_ingest_two_days_keeps_ids_and_writes_contract_tables(cli_main, spar
     assert (metrics["rows_out"], metrics["new_users"], metrics["vocab_users"], metrics["task.fav"]) == (3, 2, 4, 1)
 
 
+def test_cli_backfill_of_an_earlier_date_keeps_the_later_dates_ids(cli_main, tmp_path, capsys):
+    # D2 is ingested first, then the earlier D1 (a backfill), then D3, then D2 again: one numbering throughout.
+    d1, d2, d3 = "2026-01-01", "2026-01-02", "2026-01-03"
+    logs = {
+        d1: "100,7,1,pv,10\n200,8,1,buy,11\n",
+        d2: "300,9,3,pv,20\n100,7,2,cart,21\n400,5,1,fav,22\n",
+        d3: "200,6,1,pv,30\n500,9,1,pv,31\n",
+    }
+    root = tmp_path / "out"
+
+    def ingest(date):
+        (tmp_path / f"{date}.csv").write_text(logs[date])
+        args = ["ingest", "--profile", "test", "--output", str(root), "--input", str(tmp_path / f"{date}.csv")]
+        assert cli_main([*args, "--run-date", date]) == 0
+        return capsys.readouterr().out.split()
+
+    def vocab(schema, date, *cols):
+        return {r[0]: tuple(r[1:]) for r in read_arrow(root, schema, date)[["raw_id", "id", *cols]].values.tolist()}
+
+    def interactions(date):
+        return read_arrow(root, INTERACTIONS, date).sort_values("ts")[["user_id", "item_id", "ts"]].values.tolist()
+
+    ingest(d2)
+    users2, items2, events2 = vocab(VOCAB_USERS, d2), vocab(VOCAB_ITEMS, d2), interactions(d2)
+    assert users2 == {"100": (1,), "300": (2,), "400": (3,)}
+    out = ingest(d1)
+    assert vocab(VOCAB_USERS, d1) == {**users2, "200": (4,)}  # D2's ids kept, the new one appended
+    assert "new_users=1" in out  # 100 is known, 200 is new
+    assert vocab(VOCAB_ITEMS, d1) == {**items2, "8": (4,)}
+    assert items2 == {"5": (1,), "7": (2,), "9": (3,)}
+    assert interactions(d1) == [[1, 2, 10], [4, 4, 11]]
+    assert vocab(VOCAB_USERS, d2) == users2  # D2's own tables untouched
+    ingest(d3)  # builds on D1's vocabulary (the largest: it holds D2's too)
+    assert vocab(VOCAB_USERS, d3, "first_run_date") == {
+        "100": (1, d2),
+        "300": (2, d2),
+        "400": (3, d2),
+        "200": (4, d1),
+        "500": (5, d3),
+    }
+    assert interactions(d3) == [[4, 5, 30], [5, 3, 31]]
+    assert "new_users=0" in ingest(d2)  # a re-run: the whole vocabulary so far, the same ids for its events
+    assert vocab(VOCAB_USERS, d2, "first_run_date") == vocab(VOCAB_USERS, d3, "first_run_date")
+    assert interactions(d2) == events2
+
+
+def test_vocabulary_written_before_first_run_date_is_extended(spark, tmp_path):
+    # A vocabulary partition of an older release (raw_id, id only): its rows get their partition's date.
+    part = tmp_path / "out" / VOCAB_USERS.name / "run_date=2026-01-01"
+    part.mkdir(parents=True)
+    pq.write_table(pa.table({"raw_id": ["9", "100"], "id": pa.array([1, 2], pa.int64())}), part / "part-0.parquet")
+    log = tmp_path / "d2.csv"
+    log.write_text("100,7,1,pv,20\n5,7,1,pv,21\n")
+    run_ingest(spark, cfg_with(f"output.root={tmp_path / 'out'}"), str(log), "2026-01-02")
+    got = read_arrow(tmp_path / "out", VOCAB_USERS, "2026-01-02")[["raw_id", "id", "first_run_date"]]
+    assert sorted(got.values.tolist()) == [["100", 2, "2026-01-01"], ["5", 3, "2026-01-02"], ["9", 1, "2026-01-01"]]
+
+
 def test_cli_input_errors_are_one_line(cli_main, tmp_path, capsys):
     base = ["ingest", "--profile", "test", "--output", str(tmp_path / "out")]
     assert cli_main([*base, "--input", str(tmp_path / "nope.csv")]) == 2

@@ -29,7 +29,8 @@ Accounting (what :mod:`jobs.ingest` checks and reports)
 Ids
     :func:`build_vocab` maps raw ids to dense ``1..N`` (0 stays the padding id) without collecting ids to the
     driver: distinct -> global sort -> per-partition offsets (the zipWithIndex scheme, in the JVM). With the
-    previous run's vocabulary, old ids are kept and new ids are appended after the current maximum.
+    vocabulary so far, old ids are kept and new ids are appended after the current maximum (append-only,
+    each row with the ``first_run_date`` that appended it).
     :func:`assign_ids` joins events to the vocabularies.
 
 Costs (N input records, E events, U / I distinct users / items): parsing is one narrow pass, O(N);
@@ -597,26 +598,30 @@ def build_vocab(
     persisted: list[DataFrame] | None = None,
     *,
     distinct: bool = False,
+    run_date: str | None = None,
 ) -> DataFrame:
     """Vocabulary ``(raw_id, id)`` over the ``raw_id`` column of ``raw_ids``: ids are dense ``1..N``.
 
-    New raw ids are numbered in (length, string) order -- numeric order for plain integers -- so the result
-    is deterministic. With ``existing`` (a previous vocabulary with ids ``1..M``), its rows are kept as they
-    are and ids not in it get ``M+1..``; the result covers both. Nothing per id reaches the driver (only
-    ``M`` and per-partition counts). Cost: one shuffle for distinct / anti-join, one sort of the new ids.
+    Append-only: with ``existing`` (a vocabulary with ids ``1..M``) its rows are kept as they are and the raw
+    ids not in it get ``M + 1 + rank``, ``rank`` = 0-based position among the NEW ids only in (length,
+    string) order -- numeric order for plain integers -- so the result is deterministic and covers both.
+    ``run_date``: also carry ``first_run_date`` -- kept on existing rows (which must have it), ``run_date``
+    on the new ones. Nothing per id reaches the driver (only ``M`` and per-partition counts). Cost: one
+    shuffle for distinct / anti-join, one sort of the new ids, one aggregation for ``M``.
     ``persisted``: see :func:`dense_index`. ``distinct``: the caller's ``raw_ids`` are already distinct
     and non-null (for example :func:`distinct_ids`, counted too), which saves the distinct shuffle.
     """
     new = raw_ids.select(F.col("raw_id").cast("string"))
     if not distinct:
         new = new.where(F.col("raw_id").isNotNull()).distinct()
+    carried = [] if run_date is None else [F.lit(run_date).alias("first_run_date")]
     base = 0
     if existing is not None:
-        existing = existing.select("raw_id", F.col("id").cast("long"))
+        existing = existing.select("raw_id", F.col("id").cast("long"), *(["first_run_date"] if carried else []))
         new = new.join(existing.select("raw_id"), "raw_id", "left_anti")
         base = existing.agg(F.max("id")).first()[0] or 0
     numbered = dense_index(new, [F.length("raw_id"), F.col("raw_id")], persisted=persisted)
-    numbered = numbered.select("raw_id", (F.col("index") + F.lit(base + 1)).alias("id"))
+    numbered = numbered.select("raw_id", (F.col("index") + F.lit(base + 1)).alias("id"), *carried)
     return numbered if existing is None else existing.unionByName(numbered)
 
 

@@ -3,8 +3,10 @@
 Reads the input (Taobao / Tenrec / generic CSV: as text lines; generic Parquet: as rows), checks that its
 first records mostly parse (:func:`check_sample`: a wrong format fails before anything is written), parses
 it with :mod:`mgoe_spark.ingest.parse`, and writes the four tables for the run date. The vocabularies are
-cumulative: the latest earlier run date's vocabulary is loaded so raw ids keep their dense ids and new ids
-are appended.
+append-only across run dates, whatever order the dates are ingested in: the largest published vocabulary
+(:func:`current_vocab`) is extended, so raw ids keep their dense ids -- also when an earlier date is
+backfilled after a later one -- and new raw ids get the next ids, each with the ``first_run_date`` that
+appended it.
 Counts (see :mod:`mgoe_spark.ingest.parse` for the accounting): ``lines_in`` records read, ``header_lines``,
 ``rejects`` (and ``rejects.<code>`` per reason class), ``events_in`` events the accepted records yield,
 ``rows_in = rejects + events_in``, ``duplicates``, ``rows_out``, ``task.<name>`` rows per task, ``users`` /
@@ -31,7 +33,7 @@ from mgoe_spark.core.errors import InputFormatError, UserError
 from mgoe_spark.core.metrics import StageSummary, stage, step
 from mgoe_spark.core.storage import TableStore, _fs, partition_path
 from mgoe_spark.ingest import parse as ing
-from schemas import INTERACTIONS, REJECTS, VOCAB_ITEMS, VOCAB_USERS
+from schemas import INTERACTIONS, REJECTS, RUN_DATE, VOCAB_ITEMS, VOCAB_USERS, TableSchema
 
 
 def _check_exists(spark: SparkSession, path: str) -> None:
@@ -125,10 +127,26 @@ def csv_columns(spark: SparkSession, cfg: MgoeConfig, raw: DataFrame) -> list[st
     return [n.lstrip("\ufeff") for n in names]  # a byte order mark is not part of the first name
 
 
-def _previous_vocab(store: TableStore, schema, run_date: str) -> DataFrame | None:
-    """The vocabulary of the latest run date before ``run_date`` (a re-run of a date keeps ids stable too)."""
-    earlier = store.latest_before(schema, run_date)
-    return store.read(schema, earlier).drop("run_date") if earlier else None
+def current_vocab(store: TableStore, schema: TableSchema) -> tuple[DataFrame | None, int]:
+    """The whole vocabulary so far and its size: the largest published partition of ``schema``, of ANY run
+    date (earlier, later, or the one being re-run); ``(None, 0)`` before the first ingest.
+
+    Why the largest: vocabularies are append-only and every ingest writes the base it read plus its new ids,
+    so each partition is a prefix ``1..M_d`` of one global numbering and the one with the most rows holds
+    all the others. Ingesting D2 then D1 therefore builds D1 on D2's vocabulary (D2's ids kept), and a later
+    D3 builds on D1's (which holds D2's too). This holds while ingests into one root run one at a time (the
+    daily DAG runs with ``max_active_runs=1``). A partition written before ``first_run_date`` existed gets
+    its own run date there. Cost: one row count per partition, which reads no data column (Parquet: the
+    footers), at most #run dates rows to the driver; the chosen partition is read lazily.
+    """
+    dates = store.run_dates(schema)
+    if not dates:
+        return None, 0
+    sizes = store.read(schema, dates).groupBy(RUN_DATE).count().collect()
+    largest = max(sizes, key=lambda r: (r["count"], r[RUN_DATE]))
+    date = largest[RUN_DATE]
+    vocab = store.read(schema, date).withColumn("first_run_date", F.coalesce("first_run_date", F.lit(date)))
+    return vocab.drop(RUN_DATE), int(largest["count"])
 
 
 def run_ingest(
@@ -161,6 +179,8 @@ class _Counts:
     distinct: dict[str, int] = field(default_factory=dict)
     vocab_sizes: list = field(default_factory=list)
     """(rows, max id) of the written vocab_users and vocab_items."""
+    base_sizes: list = field(default_factory=list)
+    """Rows of the vocabularies this run extended (:func:`current_vocab`; 0 on a first ingest)."""
     written: int = 0
 
     @property
@@ -221,26 +241,25 @@ def _write_vocabularies(
     run_date: str,
     cached: list[DataFrame],
     counts: _Counts,
-) -> tuple[DataFrame | None, DataFrame | None]:
-    """Write the ``run_date`` vocabularies (the previous ones extended by this input's new raw ids) and set
-    counts.distinct; returns the previous vocabularies (None on a first run).
+) -> None:
+    """Write the ``run_date`` vocabularies (the current ones, :func:`current_vocab`, extended by this input's
+    new raw ids) and set counts.distinct and counts.base_sizes.
 
     Cost: one distinct shuffle per id side (persisted and appended to ``cached``: counted here, numbered by
     :func:`ing.build_vocab`), a distributed sort per vocabulary, two writes.
     """
-    old_users = _previous_vocab(store, VOCAB_USERS, run_date)
-    old_items = _previous_vocab(store, VOCAB_ITEMS, run_date)
+    (old_users, n_users), (old_items, n_items) = (current_vocab(store, s) for s in (VOCAB_USERS, VOCAB_ITEMS))
+    counts.base_sizes = [n_users, n_items]  # before the writes: the base may be the partition replaced below
     with step(spark, summary, "distinct ids"):  # counted here, numbered by the vocabularies below
         raw_users = ing.distinct_ids(deduped, "user_raw").persist(StorageLevel.MEMORY_AND_DISK)
         raw_items = ing.distinct_ids(deduped, "item_raw").persist(StorageLevel.MEMORY_AND_DISK)
         cached += [raw_users, raw_items]
         counts.distinct = {"users": raw_users.count(), "items": raw_items.count()}
-    vocab_users = ing.build_vocab(raw_users, old_users, cached, distinct=True)
-    vocab_items = ing.build_vocab(raw_items, old_items, cached, distinct=True)
+    vocab_users = ing.build_vocab(raw_users, old_users, cached, distinct=True, run_date=run_date)
+    vocab_items = ing.build_vocab(raw_items, old_items, cached, distinct=True, run_date=run_date)
     with step(spark, summary, "vocabularies + write"):
         store.write(vocab_users, VOCAB_USERS, run_date)
         store.write(vocab_items, VOCAB_ITEMS, run_date)
-    return old_users, old_items
 
 
 def _write_interactions(
@@ -286,11 +305,9 @@ def _check_accounting(counts: _Counts) -> None:
             raise RuntimeError(f"vocab_{name} is not dense: {count} ids, max id {max_id}")
 
 
-def _record_counts(
-    summary: StageSummary, cfg: MgoeConfig, counts: _Counts, old_users: DataFrame | None, old_items: DataFrame | None
-) -> None:
+def _record_counts(summary: StageSummary, cfg: MgoeConfig, counts: _Counts) -> None:
     """Add the run's counts to ``summary`` in their fixed order (new ids: written vocabulary size minus the
-    previous one's, one count of each previous vocabulary)."""
+    size of the vocabulary it extended)."""
     vocab_sizes = counts.vocab_sizes
     summary.add("lines_in", counts.lines_in)
     summary.add("header_lines", counts.headers)
@@ -303,8 +320,8 @@ def _record_counts(
     summary.add("duplicates", counts.duplicates)
     summary.add("users", counts.distinct["users"])
     summary.add("items", counts.distinct["items"])
-    summary.add("new_users", vocab_sizes[0][0] - (old_users.count() if old_users is not None else 0))
-    summary.add("new_items", vocab_sizes[1][0] - (old_items.count() if old_items is not None else 0))
+    summary.add("new_users", vocab_sizes[0][0] - counts.base_sizes[0])
+    summary.add("new_items", vocab_sizes[1][0] - counts.base_sizes[1])
     summary.add("vocab_users", vocab_sizes[0][0])
     summary.add("vocab_items", vocab_sizes[1][0])
     for task in [*cfg.tasks.order, *([cfg.tasks.exposure] if cfg.tasks.exposure else [])]:
@@ -334,11 +351,11 @@ def _ingest_parsed(
         _count_tasks(spark, summary, deduped, counts)
         if counts.rows_out == 0:
             raise _no_valid_events(counts, input_path, root, run_date)
-        old_users, old_items = _write_vocabularies(spark, summary, store, deduped, run_date, cached, counts)
+        _write_vocabularies(spark, summary, store, deduped, run_date, cached, counts)
         _write_interactions(spark, summary, store, deduped, run_date)
         _count_written(spark, summary, store, run_date, counts)
     finally:
         for df in cached:
             df.unpersist()
     _check_accounting(counts)
-    _record_counts(summary, cfg, counts, old_users, old_items)
+    _record_counts(summary, cfg, counts)
