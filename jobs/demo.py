@@ -31,6 +31,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--report", metavar="DIR", help="report directory (default: <output>/report/<run-date>)")
     g.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
+    g.add_argument(
+        "--overwrite", action="store_true", help="replace <output>/raw/<run-date> even if generate did not write it"
+    )
 
 
 def execute(args: argparse.Namespace) -> int:
@@ -62,7 +65,7 @@ def execute(args: argparse.Namespace) -> int:
     raw = default_out_dir(cfg, run_date)
     summaries: list[StageSummary] = []
     steps = [
-        ("generate", lambda: run_generate(spark, cfg, raw, run_date)),
+        ("generate", lambda: run_generate(spark, cfg, raw, run_date, overwrite=args.overwrite)),
         ("ingest", lambda: run_ingest(spark, cfg, raw, run_date)),
         ("nodes", lambda: run_nodes(spark, cfg, run_date)),
         ("features", lambda: run_features(spark, cfg, run_date)),

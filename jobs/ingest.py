@@ -1,8 +1,9 @@
 """``mgoe ingest``: a raw multi-behavior log -> interactions, rejects, vocab_users, vocab_items (SPEC 7, 8).
 
 Reads the input (Taobao / Tenrec / generic CSV: as text lines; generic Parquet: as rows), parses it with
-:mod:`mgoe_spark.ingest.parse`, and writes the four tables for the run date. The vocabularies are cumulative: the
-latest earlier run date's vocabulary is loaded so raw ids keep their dense ids and new ids are appended.
+:mod:`mgoe_spark.ingest.parse`, and writes the four tables for the run date. The vocabularies are append-only
+across run dates, in any ingest order (a backfill of an earlier date keeps the ids later dates gave): see
+:func:`mgoe_spark.ingest.run.current_vocab`.
 Prints one summary line and writes it to ``run_metrics``.
 
 The stage itself is :mod:`mgoe_spark.ingest.run`.
@@ -22,12 +23,14 @@ from mgoe_spark.ingest.run import run_ingest
 HELP = "read a raw multi-behavior log into interactions, rejects and id vocabularies"
 DESCRIPTION = """\
 Read a raw multi-behavior log into the interactions, rejects, vocab_users and vocab_items tables of the run
-date (SPEC 7, 8). Vocabularies are cumulative: ids of earlier run dates are kept and new ids appended.
+date (SPEC 7, 8). Vocabularies are append-only: ids given by any earlier ingest (of an earlier or a later run
+date) are kept and new ids appended; ingest one run date at a time into one output root.
 
 Formats (input.format / --format): taobao (UserBehavior CSV, no header), tenrec (QB-video CSV with header;
 file order is time order), generic_csv / generic_parquet (columns named in the config's input section).
 Malformed rows go to the rejects table with the raw line and a reason; exact duplicates are removed and
-counted. Example:
+counted. The first input.check_rows records are parsed before anything is written: when more than
+quality.max_reject_fraction of them are rejected (a wrong --config), ingest stops with one line. Example:
 
   mgoe ingest --config configs/taobao_userbehavior.yaml --input UserBehavior.csv --run-date 2017-12-03
 """

@@ -44,8 +44,11 @@ VOCAB_USERS = TableSchema(
     [
         Column("raw_id", "string", False, "id as it appears in the log"),
         Column("id", "int64", False, "dense id, 1..N (0 is reserved for padding / unknown)"),
+        Column("first_run_date", "string", False, "run date (YYYY-MM-DD) of the ingest that appended the id"),
     ],
-    doc="User vocabulary. Ids are stable across runs: a re-run keeps old ids and appends new users.",
+    doc="User vocabulary, append-only across run dates: an id never changes once given, new users "
+    "get the next ids. The partition of date D holds the whole vocabulary as of D's ingest (ids first given by "
+    "later dates included when D was ingested after them, as in a backfill).",
 )
 
 VOCAB_ITEMS = TableSchema(
@@ -53,8 +56,11 @@ VOCAB_ITEMS = TableSchema(
     [
         Column("raw_id", "string", False, "id as it appears in the log"),
         Column("id", "int64", False, "dense id, 1..N (0 is reserved for padding / unknown)"),
+        Column("first_run_date", "string", False, "run date (YYYY-MM-DD) of the ingest that appended the id"),
     ],
-    doc="Item vocabulary. Ids are stable across runs: a re-run keeps old ids and appends new items.",
+    doc="Item vocabulary, append-only across run dates: an id never changes once given, new items "
+    "get the next ids. The partition of date D holds the whole vocabulary as of D's ingest (ids first given by "
+    "later dates included when D was ingested after them, as in a backfill).",
 )
 
 GROUND_TRUTH_USERS = TableSchema(

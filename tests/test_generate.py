@@ -26,7 +26,7 @@ from mgoe_spark.generate.events import (
     start_timestamp,
     zipf_rank,
 )
-from mgoe_spark.generate.run import run_generate
+from mgoe_spark.generate.run import GENERATED_MARKER, run_generate
 from schemas import GROUND_TRUTH_ITEMS, GROUND_TRUTH_USERS
 
 BEHAVIOR_TASK = {"pv": "click", "fav": "fav", "cart": "cart", "buy": "buy"}
@@ -246,3 +246,28 @@ def test_job_writes_taobao_csv_and_ground_truth_atomically(spark, tmp_path):
     again = [r for f in raw.glob("part-*.csv") for r in csv.reader(f.open())]
     assert sum(r[3] == "pv" for r in again) == 1000
     assert sorted(p.name for p in Path(raw).parent.iterdir()) == ["2026-11-23"]
+
+
+def test_out_refuses_a_non_empty_directory_generate_did_not_write(spark, tmp_path, capsys):
+    from jobs.cli import main
+
+    out = tmp_path / "photos"
+    out.mkdir()
+    (out / "holiday.jpg").write_text("precious")
+    args = ["generate", "--out", str(out), "--profile", "test", "--set", "generator.events=500"]
+    args += ["--output", str(tmp_path / "root"), "--run-date", "2026-11-23"]
+    capsys.readouterr()
+    assert main(args) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and err[0].startswith("mgoe: error: --out ") and "pass --overwrite" in err[0], err
+    assert [p.name for p in out.iterdir()] == ["holiday.jpg"]  # nothing deleted
+    assert not (tmp_path / "root" / "ground_truth_users").exists()  # nothing written either
+    # told to: replaced, and marked as generate's own; a re-run replaces its own log without being told
+    assert main([*args, "--overwrite"]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert GENERATED_MARKER in names and "holiday.jpg" not in names and any(n.startswith("part-") for n in names)
+    assert main(args) == 0
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main([*args[:2], str(empty), *args[3:]]) == 0
+    assert (empty / GENERATED_MARKER).is_file()

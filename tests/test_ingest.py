@@ -378,6 +378,64 @@ def test_cli_ingest_two_days_keeps_ids_and_writes_contract_tables(cli_main, spar
     assert (metrics["rows_out"], metrics["new_users"], metrics["vocab_users"], metrics["task.fav"]) == (3, 2, 4, 1)
 
 
+def test_cli_backfill_of_an_earlier_date_keeps_the_later_dates_ids(cli_main, tmp_path, capsys):
+    # D2 is ingested first, then the earlier D1 (a backfill), then D3, then D2 again: one numbering throughout.
+    d1, d2, d3 = "2026-01-01", "2026-01-02", "2026-01-03"
+    logs = {
+        d1: "100,7,1,pv,10\n200,8,1,buy,11\n",
+        d2: "300,9,3,pv,20\n100,7,2,cart,21\n400,5,1,fav,22\n",
+        d3: "200,6,1,pv,30\n500,9,1,pv,31\n",
+    }
+    root = tmp_path / "out"
+
+    def ingest(date):
+        (tmp_path / f"{date}.csv").write_text(logs[date])
+        args = ["ingest", "--profile", "test", "--output", str(root), "--input", str(tmp_path / f"{date}.csv")]
+        assert cli_main([*args, "--run-date", date]) == 0
+        return capsys.readouterr().out.split()
+
+    def vocab(schema, date, *cols):
+        return {r[0]: tuple(r[1:]) for r in read_arrow(root, schema, date)[["raw_id", "id", *cols]].values.tolist()}
+
+    def interactions(date):
+        return read_arrow(root, INTERACTIONS, date).sort_values("ts")[["user_id", "item_id", "ts"]].values.tolist()
+
+    ingest(d2)
+    users2, items2, events2 = vocab(VOCAB_USERS, d2), vocab(VOCAB_ITEMS, d2), interactions(d2)
+    assert users2 == {"100": (1,), "300": (2,), "400": (3,)}
+    out = ingest(d1)
+    assert vocab(VOCAB_USERS, d1) == {**users2, "200": (4,)}  # D2's ids kept, the new one appended
+    assert "new_users=1" in out  # 100 is known, 200 is new
+    assert vocab(VOCAB_ITEMS, d1) == {**items2, "8": (4,)}
+    assert items2 == {"5": (1,), "7": (2,), "9": (3,)}
+    assert interactions(d1) == [[1, 2, 10], [4, 4, 11]]
+    assert vocab(VOCAB_USERS, d2) == users2  # D2's own tables untouched
+    ingest(d3)  # builds on D1's vocabulary (the largest: it holds D2's too)
+    assert vocab(VOCAB_USERS, d3, "first_run_date") == {
+        "100": (1, d2),
+        "300": (2, d2),
+        "400": (3, d2),
+        "200": (4, d1),
+        "500": (5, d3),
+    }
+    assert interactions(d3) == [[4, 5, 30], [5, 3, 31]]
+    assert "new_users=0" in ingest(d2)  # a re-run: the whole vocabulary so far, the same ids for its events
+    assert vocab(VOCAB_USERS, d2, "first_run_date") == vocab(VOCAB_USERS, d3, "first_run_date")
+    assert interactions(d2) == events2
+
+
+def test_vocabulary_written_before_first_run_date_is_extended(spark, tmp_path):
+    # A vocabulary partition of an older release (raw_id, id only): its rows get their partition's date.
+    part = tmp_path / "out" / VOCAB_USERS.name / "run_date=2026-01-01"
+    part.mkdir(parents=True)
+    pq.write_table(pa.table({"raw_id": ["9", "100"], "id": pa.array([1, 2], pa.int64())}), part / "part-0.parquet")
+    log = tmp_path / "d2.csv"
+    log.write_text("100,7,1,pv,20\n5,7,1,pv,21\n")
+    run_ingest(spark, cfg_with(f"output.root={tmp_path / 'out'}"), str(log), "2026-01-02")
+    got = read_arrow(tmp_path / "out", VOCAB_USERS, "2026-01-02")[["raw_id", "id", "first_run_date"]]
+    assert sorted(got.values.tolist()) == [["100", 2, "2026-01-01"], ["5", 3, "2026-01-02"], ["9", 1, "2026-01-01"]]
+
+
 def test_cli_input_errors_are_one_line(cli_main, tmp_path, capsys):
     base = ["ingest", "--profile", "test", "--output", str(tmp_path / "out")]
     assert cli_main([*base, "--input", str(tmp_path / "nope.csv")]) == 2
@@ -393,6 +451,29 @@ def test_cli_input_errors_are_one_line(cli_main, tmp_path, capsys):
     bad.write_text("a,b\n")
     assert cli_main([*base, "--input", str(bad)]) == 2
     assert "no valid events" in capsys.readouterr().err
+
+
+def test_cli_wrong_format_fails_fast_and_writes_nothing(cli_main, tmp_path, capsys):
+    # A Tenrec export (ten columns) ingested with the Taobao config: every record would be a reject.
+    log = tmp_path / "tenrec.csv"
+    log.write_text(
+        ",".join(ing.TENREC_COLUMNS) + "\n" + "".join(f"{u},{u % 50},1,0,0,0,3,1,1,20\n" for u in range(3000))
+    )
+    root = tmp_path / "out"
+    args = ["ingest", "--profile", "test", "--output", str(root), "--input", str(log), "--run-date", "2026-01-01"]
+    capsys.readouterr()
+    assert cli_main(args) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1, err
+    assert "does not look like input.format=taobao: 1,000 of its first 1,000 records rejected" in err[0]
+    assert "mostly field_count (e.g. expected 5 fields, got 10)" in err[0] and "input.check_rows=0" in err[0]
+    assert [p for p in root.rglob("*")] == []  # no table, no rejects, no run metrics
+    # a sample under quality.max_reject_fraction passes the guard: the same file from line 2 on, with the
+    # Taobao columns, and 40 bad lines among the first 1,000 (4%)
+    good = tmp_path / "taobao.csv"
+    good.write_text("".join(f"{u},{u % 50},1,{'pv' if u % 25 else 'zz'},{u}\n" for u in range(3000)))
+    assert cli_main([*args[:-4], "--input", str(good), "--run-date", "2026-01-01"]) == 0
+    assert "rejects=120" in capsys.readouterr().out.split()
 
 
 # ---- properties against Python oracles -------------------------------------------------------------------
@@ -446,6 +527,52 @@ def test_quoted_csv_split_matches_python_csv(spark, records):
     df = spark.createDataFrame([(i, x) for i, x in enumerate(lines)], "i long, raw string")
     out = df.select("i", ing._split_fields(F.col("raw"), ",", quoted=True).alias("f")).collect()
     assert sorted((r["i"], list(r["f"])) for r in out) == [(i, f) for i, f in enumerate(records)]
+
+
+QUOTED_TEXT = st.text(alphabet='a ,;"\u001f\u001e\u00e9', max_size=8)
+
+
+def csv_line(fields: list[str], quote_all: list[bool], delimiter: str) -> str:
+    """A CSV line: a field is quoted when asked or when it must be (a quote, the delimiter, an edge space)."""
+    out = []
+    for f, q in zip(fields, quote_all, strict=True):
+        must = '"' in f or delimiter in f or f != f.strip(" ")
+        out.append('"' + f.replace('"', '""') + '"' if q or must else f)
+    return delimiter.join(out)
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.sampled_from([",", ";", "\u001f"]),
+    st.lists(st.lists(st.tuples(QUOTED_TEXT, st.booleans()), min_size=2, max_size=6), min_size=1, max_size=20),
+)
+def test_quoted_split_with_spaces_markers_and_other_delimiters_matches_python_csv(spark, delimiter, records):
+    # Quoted fields keep their inner spaces, the split's own marker characters are data like any other.
+    lines = [csv_line([f for f, _ in r], [q for _, q in r], delimiter) for r in records]
+    df = spark.createDataFrame(list(enumerate(lines)), "i long, raw string")
+    out = df.select("i", ing._split_fields(F.col("raw"), delimiter, quoted=True).alias("f")).collect()
+    want = [(i, next(csv.reader([x], delimiter=delimiter))) for i, x in enumerate(lines)]
+    assert sorted((r["i"], list(r["f"])) for r in out) == want
+
+
+def test_quoted_split_of_a_long_line_is_exact(spark):
+    # 150k characters, 30k fields (a third quoted, with the delimiter and doubled quotes inside): the old
+    # look-ahead regex recursed once per quote pair after each delimiter (StackOverflowError, which killed the
+    # local JVM) and scanned the rest of the line from every delimiter (quadratic); the split is now linear.
+    fields = [f'q"{k},' if k % 3 == 0 else f"p{k % 97}" for k in range(30_000)]
+    line = csv_line(fields, [False] * len(fields), ",")
+    assert len(line) > 150_000
+    df = spark.createDataFrame([(line,)], "raw string")
+    got = df.select(ing._split_fields(F.col("raw"), ",", quoted=True).alias("f")).first()["f"]
+    assert got == fields
+
+
+def test_quoted_split_counts_quote_parity_from_the_line_start(spark):
+    # An unbalanced quote opens a quoted run up to the end of the line (the field keeps its stray quote).
+    lines = ['a,"b,c', 'a",b,c', '"a,b",c"']
+    df = spark.createDataFrame(list(enumerate(lines)), "i long, raw string")
+    out = df.select("i", ing._split_fields(F.col("raw"), ",", quoted=True).alias("f")).collect()
+    assert [list(r["f"]) for r in sorted(out)] == [["a", '"b,c'], ['a",b,c'], ["a,b", 'c"']]
 
 
 # ---- config checks (no Spark) ----------------------------------------------------------------------------

@@ -155,8 +155,8 @@ def _tables(cfg) -> dict:
     other = {"user": "item", "item": "user"}
     return {
         INTERACTIONS.name: [(u, i, tasks[(u + i) % t], 1000 + u, None) for u, i in pairs],
-        VOCAB_USERS.name: [(f"u{u}", u) for u in range(1, N_USERS + 1)],
-        VOCAB_ITEMS.name: [(f"i{i}", i) for i in range(1, N_ITEMS + 1)],
+        VOCAB_USERS.name: [(f"u{u}", u, RUN_DATE) for u in range(1, N_USERS + 1)],
+        VOCAB_ITEMS.name: [(f"i{i}", i, RUN_DATE) for i in range(1, N_ITEMS + 1)],
         REJECTS.name: [],
         PAIR_SCORES.name: [(u, i, 1, 1, 0.5) for u, i in pairs],
         NODE_VECTORS.name: [(s, n, [0.1] * r) for s, n in nodes],
@@ -221,7 +221,7 @@ BREAKS = [
         lambda rows: [(*rows[0][:2], "like", *rows[0][3:])] + rows,
         ("interactions", "unknown_task"),
     ),
-    ("ingest", VOCAB_USERS, lambda rows: rows[:-1] + [("u99", 99)], ("vocab_users", "dense_ids")),
+    ("ingest", VOCAB_USERS, lambda rows: rows[:-1] + [("u99", 99, RUN_DATE)], ("vocab_users", "dense_ids")),
     (
         "ingest",
         REJECTS,

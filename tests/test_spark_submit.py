@@ -91,8 +91,9 @@ def test_quality_gate_through_spark_submit(py_files, tmp_path):
             "category": [None] * 4,
         },
     )
-    write_arrow(root, VOCAB_USERS, {"raw_id": ["a", "b", "c"], "id": [1, 2, 3]})
-    write_arrow(root, VOCAB_ITEMS, {"raw_id": ["x", "y"], "id": [1, 1]})  # duplicate id: the gate must fail
+    write_arrow(root, VOCAB_USERS, {"raw_id": ["a", "b", "c"], "id": [1, 2, 3], "first_run_date": [RUN_DATE] * 3})
+    # duplicate id: the gate must fail
+    write_arrow(root, VOCAB_ITEMS, {"raw_id": ["x", "y"], "id": [1, 1], "first_run_date": [RUN_DATE] * 2})
     args = ["--gate", "ingest", "--profile", "test", "--run-date", RUN_DATE, "--output", str(root)]
 
     done = submit(py_files, "quality", args, tmp_path)

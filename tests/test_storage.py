@@ -14,7 +14,9 @@ from schemas import VOCAB_USERS
 
 
 def _vocab(spark, n: int, offset: int = 0):
-    return spark.range(n).selectExpr(f"cast(id + {offset} as string) as raw_id", "id + 1 as id")
+    return spark.range(n).selectExpr(
+        f"cast(id + {offset} as string) as raw_id", "id + 1 as id", "'2026-01-01' as first_run_date"
+    )
 
 
 def _leftovers(tmp_path, table="vocab_users") -> list[str]:
@@ -109,7 +111,8 @@ def test_kill_between_the_two_renames_keeps_the_previous_version(spark, tmp_path
 
 def test_schema_is_enforced_and_row_groups_capped(spark, tmp_path):
     with pytest.raises(ValueError, match=r"lacks columns \['id'\]"):
-        write_table(spark.range(3).selectExpr("cast(id as string) raw_id"), VOCAB_USERS, str(tmp_path), "2026-01-01")
+        no_id = spark.range(3).selectExpr("cast(id as string) raw_id", "'2026-01-01' first_run_date")
+        write_table(no_id, VOCAB_USERS, str(tmp_path), "2026-01-01")
     path = write_table(_vocab(spark, 5000).coalesce(1), VOCAB_USERS, str(tmp_path), "2026-01-01", row_group_rows=1000)
     files = [p for p in (tmp_path / "vocab_users" / "run_date=2026-01-01").glob("*.parquet")]
     meta = pq.ParquetFile(files[0]).metadata

@@ -95,9 +95,16 @@ class InputSettings:
     csv_delimiter: str = ","
     numeric_ids: bool = True
     """Reject rows whose user / item id is not a non-negative integer; ``false`` accepts any non-empty string."""
+    check_rows: int = 1000
+    """Wrong-format guard: ingest first parses the input's first ``check_rows`` records and, when the input
+    has at least that many and more than ``quality.max_reject_fraction`` of them (headers aside) are rejected,
+    stops with a one-line error before writing anything (a wrong ``--config`` would otherwise copy the whole
+    input into ``rejects``). A smaller input is not checked this way (its rejects are few; the rejects table
+    and the ingest gate judge it). ``0`` turns the guard off."""
 
     def validate(self) -> None:
         """The checks within the section; the ones against the task names are in :mod:`~mgoe_spark.config.tree`."""
+        _require(self.check_rows >= 0, "input.check_rows", "must be >= 0 (0 turns the wrong-format guard off)")
         generic = self.format.startswith("generic")
         if self.reads_behavior_column:
             _require(bool(self.behavior_map), "input.behavior_map", "must map at least one raw behavior to a task")

@@ -29,7 +29,8 @@ Accounting (what :mod:`jobs.ingest` checks and reports)
 Ids
     :func:`build_vocab` maps raw ids to dense ``1..N`` (0 stays the padding id) without collecting ids to the
     driver: distinct -> global sort -> per-partition offsets (the zipWithIndex scheme, in the JVM). With the
-    previous run's vocabulary, old ids are kept and new ids are appended after the current maximum.
+    vocabulary so far, old ids are kept and new ids are appended after the current maximum (append-only,
+    each row with the ``first_run_date`` that appended it).
     :func:`assign_ids` joins events to the vocabularies.
 
 Costs (N input records, E events, U / I distinct users / items): parsing is one narrow pass, O(N);
@@ -264,24 +265,54 @@ def _literal_pattern(delimiter: str) -> str:
     return "\\Q" + delimiter + "\\E"
 
 
+_MARKERS = "\u001f\u001e\u001d"
+"""Control characters the quoted split uses internally (unit / record / group separator): the first two that
+are not the delimiter become the field mark and the escape character."""
+
+
+def _split_quoted(raw: Column, delimiter: str) -> Column:
+    """Split a line on the delimiters outside double quotes, in one pass over its characters (untrimmed,
+    quotes kept).
+
+    A delimiter is *outside* when the number of ``"`` before it on the line is even. Steps, each linear in the
+    line length ``L``: escape the two marker characters in the data (``esc -> esc e``, ``mark -> esc m``),
+    split on ``"`` (the segments alternate outside / inside quotes, even indexes outside), replace the
+    delimiter by ``mark`` in the outside segments, join with ``"`` again, split on ``mark``, and undo the
+    escapes in each field. Cost O(L) time and memory per line, no regex (the former look-ahead regex scanned
+    the rest of the line from every delimiter, O(L * #delimiters), and recursed once per quote pair, which
+    overflowed the JVM stack on a line of a few thousand quoted fields).
+    """
+    if delimiter == '"':
+        raise InputFormatError("input.csv_delimiter cannot be a double quote", hint="set input.csv_delimiter")
+    mark, esc = [c for c in _MARKERS if c != delimiter][:2]
+    escaped = F.replace(F.replace(raw, F.lit(esc), F.lit(esc + "e")), F.lit(mark), F.lit(esc + "m"))
+    segments = F.split(escaped, '"', -1)  # one-character patterns take Java's split fast path (no regex)
+    marked = F.transform(
+        segments, lambda s, i: F.when(i % 2 == 0, F.replace(s, F.lit(delimiter), F.lit(mark))).otherwise(s)
+    )
+    fields = F.split(F.array_join(marked, '"'), mark, -1)
+    return F.transform(
+        fields, lambda f: F.replace(F.replace(f, F.lit(esc + "m"), F.lit(mark)), F.lit(esc + "e"), F.lit(esc))
+    )
+
+
 def _split_fields(raw: Column, delimiter: str, quoted: bool) -> Column:
     """Split a CSV line into trimmed fields (``-1``: keep trailing empty fields, so counts are honest).
 
-    ``quoted``: a delimiter inside double quotes does not split; the quotes are removed and a doubled quote
-    inside a quoted field becomes one quote (RFC 4180).
+    ``quoted``: a delimiter inside double quotes does not split (:func:`_split_quoted`: quote parity from
+    the start of the line, O(line length)); a field that is quoted after trimming loses its quotes and a
+    doubled quote inside it becomes one quote (RFC 4180). Lines without a quote take the plain split.
     """
     plain = F.split(raw, _literal_pattern(delimiter), -1)
     if not quoted:
         return F.transform(plain, lambda x: F.trim(x))  # not F.trim itself: 2-arg lambdas get the index
-    # Split only on delimiters followed by an even number of quotes (i.e. outside a quoted field).
-    outside = "\\Q" + delimiter + '\\E(?=(?:[^"]*"[^"]*")*[^"]*$)'
-    parts = F.when(raw.contains('"'), F.split(raw, outside, -1)).otherwise(plain)
+    parts = F.when(raw.contains('"'), _split_quoted(raw, delimiter)).otherwise(plain)
 
     def unquote(x: Column) -> Column:
         t = F.trim(x)
         is_quoted = t.startswith('"') & t.endswith('"') & (F.length(t) >= 2)
         body = F.substring(t, F.lit(2), F.length(t) - 2)
-        return F.when(is_quoted, F.regexp_replace(body, '""', '"')).otherwise(t)
+        return F.when(is_quoted, F.replace(body, F.lit('""'), F.lit('"'))).otherwise(t)
 
     return F.transform(parts, unquote)
 
@@ -567,26 +598,30 @@ def build_vocab(
     persisted: list[DataFrame] | None = None,
     *,
     distinct: bool = False,
+    run_date: str | None = None,
 ) -> DataFrame:
     """Vocabulary ``(raw_id, id)`` over the ``raw_id`` column of ``raw_ids``: ids are dense ``1..N``.
 
-    New raw ids are numbered in (length, string) order -- numeric order for plain integers -- so the result
-    is deterministic. With ``existing`` (a previous vocabulary with ids ``1..M``), its rows are kept as they
-    are and ids not in it get ``M+1..``; the result covers both. Nothing per id reaches the driver (only
-    ``M`` and per-partition counts). Cost: one shuffle for distinct / anti-join, one sort of the new ids.
+    Append-only: with ``existing`` (a vocabulary with ids ``1..M``) its rows are kept as they are and the raw
+    ids not in it get ``M + 1 + rank``, ``rank`` = 0-based position among the NEW ids only in (length,
+    string) order -- numeric order for plain integers -- so the result is deterministic and covers both.
+    ``run_date``: also carry ``first_run_date`` -- kept on existing rows (which must have it), ``run_date``
+    on the new ones. Nothing per id reaches the driver (only ``M`` and per-partition counts). Cost: one
+    shuffle for distinct / anti-join, one sort of the new ids, one aggregation for ``M``.
     ``persisted``: see :func:`dense_index`. ``distinct``: the caller's ``raw_ids`` are already distinct
     and non-null (for example :func:`distinct_ids`, counted too), which saves the distinct shuffle.
     """
     new = raw_ids.select(F.col("raw_id").cast("string"))
     if not distinct:
         new = new.where(F.col("raw_id").isNotNull()).distinct()
+    carried = [] if run_date is None else [F.lit(run_date).alias("first_run_date")]
     base = 0
     if existing is not None:
-        existing = existing.select("raw_id", F.col("id").cast("long"))
+        existing = existing.select("raw_id", F.col("id").cast("long"), *(["first_run_date"] if carried else []))
         new = new.join(existing.select("raw_id"), "raw_id", "left_anti")
         base = existing.agg(F.max("id")).first()[0] or 0
     numbered = dense_index(new, [F.length("raw_id"), F.col("raw_id")], persisted=persisted)
-    numbered = numbered.select("raw_id", (F.col("index") + F.lit(base + 1)).alias("id"))
+    numbered = numbered.select("raw_id", (F.col("index") + F.lit(base + 1)).alias("id"), *carried)
     return numbered if existing is None else existing.unionByName(numbered)
 
 

@@ -1,9 +1,12 @@
 """Stage 0, ``ingest`` (SPEC 7, 8): a raw multi-behavior log -> interactions, rejects, vocab_users, vocab_items.
 
-Reads the input (Taobao / Tenrec / generic CSV: as text lines; generic Parquet: as rows), parses it with
-:mod:`mgoe_spark.ingest.parse`, and writes the four tables for the run date. The vocabularies are
-cumulative: the latest earlier run date's vocabulary is loaded so raw ids keep their dense ids and new ids
-are appended.
+Reads the input (Taobao / Tenrec / generic CSV: as text lines; generic Parquet: as rows), checks that its
+first records mostly parse (:func:`check_sample`: a wrong format fails before anything is written), parses
+it with :mod:`mgoe_spark.ingest.parse`, and writes the four tables for the run date. The vocabularies are
+append-only across run dates, whatever order the dates are ingested in: the largest published vocabulary
+(:func:`current_vocab`) is extended, so raw ids keep their dense ids -- also when an earlier date is
+backfilled after a later one -- and new raw ids get the next ids, each with the ``first_run_date`` that
+appended it.
 Counts (see :mod:`mgoe_spark.ingest.parse` for the accounting): ``lines_in`` records read, ``header_lines``,
 ``rejects`` (and ``rejects.<code>`` per reason class), ``events_in`` events the accepted records yield,
 ``rows_in = rejects + events_in``, ``duplicates``, ``rows_out``, ``task.<name>`` rows per task, ``users`` /
@@ -17,6 +20,7 @@ sort; the driver sees O(#reasons + #tasks + #partitions) numbers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pyspark import StorageLevel
@@ -25,11 +29,11 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from mgoe_spark.config import MgoeConfig
-from mgoe_spark.core.errors import UserError
+from mgoe_spark.core.errors import InputFormatError, UserError
 from mgoe_spark.core.metrics import StageSummary, stage, step
 from mgoe_spark.core.storage import TableStore, _fs, partition_path
 from mgoe_spark.ingest import parse as ing
-from schemas import INTERACTIONS, REJECTS, VOCAB_ITEMS, VOCAB_USERS
+from schemas import INTERACTIONS, REJECTS, RUN_DATE, VOCAB_ITEMS, VOCAB_USERS, TableSchema
 
 
 def _check_exists(spark: SparkSession, path: str) -> None:
@@ -40,9 +44,11 @@ def _check_exists(spark: SparkSession, path: str) -> None:
 
 
 def load_records(spark: SparkSession, cfg: MgoeConfig, path: str) -> DataFrame:
-    """Read ``path`` and parse it into the parsed frame of :mod:`mgoe_spark.ingest.parse` (lazy).
+    """Read ``path`` and parse it into the parsed frame of :mod:`mgoe_spark.ingest.parse` (lazy), after the
+    wrong-format guard on its first records (:func:`check_sample`).
 
-    Raises UserError when the path is missing, holds no rows, or lacks a configured column.
+    Raises UserError when the path is missing, holds no rows, lacks a configured column, or its first
+    records are mostly rejected.
     """
     _check_exists(spark, path)
     fmt = cfg.input.format
@@ -55,16 +61,61 @@ def load_records(spark: SparkSession, cfg: MgoeConfig, path: str) -> DataFrame:
         raise UserError(f"cannot read input '{path}' as {fmt}: {str(exc).splitlines()[0]}") from None
     if raw.limit(1).count() == 0:
         raise UserError(f"input '{path}' has no rows (empty file or directory)")
+    records = ing.parquet_records(raw) if fmt == "generic_parquet" else ing.text_lines(raw)
     try:
-        if fmt == "taobao":
-            return ing.parse_taobao(ing.text_lines(raw), cfg)
-        if fmt == "tenrec":
-            return ing.parse_tenrec(ing.text_lines(raw), cfg)
-        if fmt == "generic_parquet":
-            return ing.parse_generic_parquet(ing.parquet_records(raw), cfg)
-        return ing.parse_generic_csv(ing.text_lines(raw), cfg, csv_columns(spark, cfg, raw))
+        columns = csv_columns(spark, cfg, raw) if fmt == "generic_csv" else []
+        parse = {
+            "taobao": lambda recs: ing.parse_taobao(recs, cfg),
+            "tenrec": lambda recs: ing.parse_tenrec(recs, cfg),
+            "generic_parquet": lambda recs: ing.parse_generic_parquet(recs, cfg),
+            "generic_csv": lambda recs: ing.parse_generic_csv(recs, cfg, columns),
+        }[fmt]
+        parsed = parse(records)
     except ValueError as exc:  # the parsers' InputFormatError keeps its hint
         raise UserError(f"input '{path}': {exc}", hint=getattr(exc, "hint", None)) from None
+    check_sample(spark, cfg, path, records, parse)
+    return parsed
+
+
+def check_sample(
+    spark: SparkSession, cfg: MgoeConfig, path: str, records: DataFrame, parse: Callable[[DataFrame], DataFrame]
+) -> None:
+    """The wrong-format guard: parse the first ``n = input.check_rows`` records and raise InputFormatError
+    (one line, before anything is written) when the input has at least ``n`` records and
+
+        rejected / (n - headers) > quality.max_reject_fraction
+
+    on them. A smaller input, or ``n = 0``, passes. Cost: ``take(n)`` scans only the first splits (Spark
+    reads more only when the first ones hold fewer than ``n`` records), the n records cross to the driver and
+    back as a local frame, which is parsed and aggregated to at most #reason classes + 2 rows: O(n) whatever
+    the input's size.
+    """
+    n = cfg.input.check_rows
+    if n <= 0:
+        return
+    first = records.take(n)
+    if len(first) < n:
+        return
+    kinds = (
+        parse(spark.createDataFrame(first, records.schema))
+        .groupBy("header", "code")
+        .agg(F.count("*").alias("n"), F.min("reason").alias("reason"))
+        .collect()
+    )
+    rejected = {r["code"]: (r["n"], r["reason"]) for r in kinds if r["code"] is not None}
+    checked = n - sum(r["n"] for r in kinds if r["header"])
+    bad = sum(k for k, _ in rejected.values())
+    limit = cfg.quality.max_reject_fraction
+    if checked == 0 or bad <= limit * checked:
+        return
+    top = max(sorted(rejected), key=lambda c: rejected[c][0])
+    raise InputFormatError(
+        f"input '{path}' does not look like input.format={cfg.input.format}: {bad:,} of its first {checked:,} "
+        f"records rejected (more than quality.max_reject_fraction={limit:g}), mostly {top} (e.g. "
+        f"{rejected[top][1]}); nothing written",
+        hint="check --config, input.format and the input.* column settings against the file "
+        "(input.check_rows=0 turns this check off)",
+    )
 
 
 def csv_columns(spark: SparkSession, cfg: MgoeConfig, raw: DataFrame) -> list[str]:
@@ -76,10 +127,26 @@ def csv_columns(spark: SparkSession, cfg: MgoeConfig, raw: DataFrame) -> list[st
     return [n.lstrip("\ufeff") for n in names]  # a byte order mark is not part of the first name
 
 
-def _previous_vocab(store: TableStore, schema, run_date: str) -> DataFrame | None:
-    """The vocabulary of the latest run date before ``run_date`` (a re-run of a date keeps ids stable too)."""
-    earlier = store.latest_before(schema, run_date)
-    return store.read(schema, earlier).drop("run_date") if earlier else None
+def current_vocab(store: TableStore, schema: TableSchema) -> tuple[DataFrame | None, int]:
+    """The whole vocabulary so far and its size: the largest published partition of ``schema``, of ANY run
+    date (earlier, later, or the one being re-run); ``(None, 0)`` before the first ingest.
+
+    Why the largest: vocabularies are append-only and every ingest writes the base it read plus its new ids,
+    so each partition is a prefix ``1..M_d`` of one global numbering and the one with the most rows holds
+    all the others. Ingesting D2 then D1 therefore builds D1 on D2's vocabulary (D2's ids kept), and a later
+    D3 builds on D1's (which holds D2's too). This holds while ingests into one root run one at a time (the
+    daily DAG runs with ``max_active_runs=1``). A partition written before ``first_run_date`` existed gets
+    its own run date there. Cost: one row count per partition, which reads no data column (Parquet: the
+    footers), at most #run dates rows to the driver; the chosen partition is read lazily.
+    """
+    dates = store.run_dates(schema)
+    if not dates:
+        return None, 0
+    sizes = store.read(schema, dates).groupBy(RUN_DATE).count().collect()
+    largest = max(sizes, key=lambda r: (r["count"], r[RUN_DATE]))
+    date = largest[RUN_DATE]
+    vocab = store.read(schema, date).withColumn("first_run_date", F.coalesce("first_run_date", F.lit(date)))
+    return vocab.drop(RUN_DATE), int(largest["count"])
 
 
 def run_ingest(
@@ -112,6 +179,8 @@ class _Counts:
     distinct: dict[str, int] = field(default_factory=dict)
     vocab_sizes: list = field(default_factory=list)
     """(rows, max id) of the written vocab_users and vocab_items."""
+    base_sizes: list = field(default_factory=list)
+    """Rows of the vocabularies this run extended (:func:`current_vocab`; 0 on a first ingest)."""
     written: int = 0
 
     @property
@@ -172,26 +241,25 @@ def _write_vocabularies(
     run_date: str,
     cached: list[DataFrame],
     counts: _Counts,
-) -> tuple[DataFrame | None, DataFrame | None]:
-    """Write the ``run_date`` vocabularies (the previous ones extended by this input's new raw ids) and set
-    counts.distinct; returns the previous vocabularies (None on a first run).
+) -> None:
+    """Write the ``run_date`` vocabularies (the current ones, :func:`current_vocab`, extended by this input's
+    new raw ids) and set counts.distinct and counts.base_sizes.
 
     Cost: one distinct shuffle per id side (persisted and appended to ``cached``: counted here, numbered by
     :func:`ing.build_vocab`), a distributed sort per vocabulary, two writes.
     """
-    old_users = _previous_vocab(store, VOCAB_USERS, run_date)
-    old_items = _previous_vocab(store, VOCAB_ITEMS, run_date)
+    (old_users, n_users), (old_items, n_items) = (current_vocab(store, s) for s in (VOCAB_USERS, VOCAB_ITEMS))
+    counts.base_sizes = [n_users, n_items]  # before the writes: the base may be the partition replaced below
     with step(spark, summary, "distinct ids"):  # counted here, numbered by the vocabularies below
         raw_users = ing.distinct_ids(deduped, "user_raw").persist(StorageLevel.MEMORY_AND_DISK)
         raw_items = ing.distinct_ids(deduped, "item_raw").persist(StorageLevel.MEMORY_AND_DISK)
         cached += [raw_users, raw_items]
         counts.distinct = {"users": raw_users.count(), "items": raw_items.count()}
-    vocab_users = ing.build_vocab(raw_users, old_users, cached, distinct=True)
-    vocab_items = ing.build_vocab(raw_items, old_items, cached, distinct=True)
+    vocab_users = ing.build_vocab(raw_users, old_users, cached, distinct=True, run_date=run_date)
+    vocab_items = ing.build_vocab(raw_items, old_items, cached, distinct=True, run_date=run_date)
     with step(spark, summary, "vocabularies + write"):
         store.write(vocab_users, VOCAB_USERS, run_date)
         store.write(vocab_items, VOCAB_ITEMS, run_date)
-    return old_users, old_items
 
 
 def _write_interactions(
@@ -237,11 +305,9 @@ def _check_accounting(counts: _Counts) -> None:
             raise RuntimeError(f"vocab_{name} is not dense: {count} ids, max id {max_id}")
 
 
-def _record_counts(
-    summary: StageSummary, cfg: MgoeConfig, counts: _Counts, old_users: DataFrame | None, old_items: DataFrame | None
-) -> None:
+def _record_counts(summary: StageSummary, cfg: MgoeConfig, counts: _Counts) -> None:
     """Add the run's counts to ``summary`` in their fixed order (new ids: written vocabulary size minus the
-    previous one's, one count of each previous vocabulary)."""
+    size of the vocabulary it extended)."""
     vocab_sizes = counts.vocab_sizes
     summary.add("lines_in", counts.lines_in)
     summary.add("header_lines", counts.headers)
@@ -254,8 +320,8 @@ def _record_counts(
     summary.add("duplicates", counts.duplicates)
     summary.add("users", counts.distinct["users"])
     summary.add("items", counts.distinct["items"])
-    summary.add("new_users", vocab_sizes[0][0] - (old_users.count() if old_users is not None else 0))
-    summary.add("new_items", vocab_sizes[1][0] - (old_items.count() if old_items is not None else 0))
+    summary.add("new_users", vocab_sizes[0][0] - counts.base_sizes[0])
+    summary.add("new_items", vocab_sizes[1][0] - counts.base_sizes[1])
     summary.add("vocab_users", vocab_sizes[0][0])
     summary.add("vocab_items", vocab_sizes[1][0])
     for task in [*cfg.tasks.order, *([cfg.tasks.exposure] if cfg.tasks.exposure else [])]:
@@ -285,11 +351,11 @@ def _ingest_parsed(
         _count_tasks(spark, summary, deduped, counts)
         if counts.rows_out == 0:
             raise _no_valid_events(counts, input_path, root, run_date)
-        old_users, old_items = _write_vocabularies(spark, summary, store, deduped, run_date, cached, counts)
+        _write_vocabularies(spark, summary, store, deduped, run_date, cached, counts)
         _write_interactions(spark, summary, store, deduped, run_date)
         _count_written(spark, summary, store, run_date, counts)
     finally:
         for df in cached:
             df.unpersist()
     _check_accounting(counts)
-    _record_counts(summary, cfg, counts, old_users, old_items)
+    _record_counts(summary, cfg, counts)
