@@ -381,7 +381,11 @@ def _watch(procs: dict[str, subprocess.Popen], cluster: Cluster, root: Path, tag
     driver (spark-submit's JVM and the Python driver) once its write of :data:`KILLED_WRITE` has begun.
     Returns (kills, seconds both ran side by side)."""
     phases = [  # (what, when, whom): executors are found by the tag on their command line
-        ("nodes", lambda: bool(_staging(root, "pair_scores", D2)) and not _published(root, "centroids", D2), "executor"),  # noqa: E501
+        (
+            "nodes",
+            lambda: bool(_staging(root, "pair_scores", D2)) and not _published(root, "centroids", D2),
+            "executor",
+        ),  # noqa: E501
         ("features", lambda: bool(_staging(root, "macro_edges", D2)), "executor"),
         ("driver", lambda: bool(_staging(root, KILLED_WRITE, D2)), "driver"),
     ]

@@ -32,8 +32,8 @@ def _vocab(spark, n: int, offset: int = 0):
     return spark.range(n).selectExpr(f"cast(id + {offset} as string) as raw_id", "id + 1 as id")
 
 
-def _raw_ids(spark, root, schema) -> list[str]:
-    return sorted(r.raw_id for r in read_table(spark, schema, root, D).collect())
+def _raw_ids(spark, root, schema, run_date: str = D) -> list[str]:
+    return sorted(r.raw_id for r in read_table(spark, schema, root, run_date).collect())
 
 
 def _trainer_raw_ids(root, schema) -> list[str]:
@@ -186,3 +186,22 @@ def test_parquet_on_an_object_store_is_refused_in_one_line(spark, root):
     load_config(profile="test", overrides=[f"output.root={root}", "output.format=delta"])  # Delta is fine
     with pytest.raises(storage.StorageError, match="use output.format=delta"):
         storage.write_table(_vocab(spark, 2), VOCAB_USERS, root, D)
+
+
+def test_two_ingests_into_one_root_run_one_at_a_time(spark, tmp_path):
+    """The vocabulary is one numbering across run dates: while one ingest holds the root's vocabulary lease
+    (from before it reads the vocabulary until it has published), an ingest of ANOTHER date fails at once,
+    with one line, and publishes nothing."""
+    from mgoe_spark.config import load_config
+    from mgoe_spark.ingest.run import VOCABULARY_LEASE, run_ingest
+
+    log = tmp_path / "log.csv"
+    log.write_text("1,10,1,pv,1511700000\n2,11,1,buy,1511700100\n")
+    cfg = load_config(profile="test", overrides=[f"output.root={tmp_path / 'out'}"])
+    store = TableStore.of(spark, cfg)
+    with store.lease(VOCABULARY_LEASE):  # another ingest, mid-way
+        with pytest.raises(ConcurrentWriteError, match="_leases/vocabulary is held by another run"):
+            run_ingest(spark, cfg, str(log), "2017-11-27")
+    assert not (tmp_path / "out" / "vocab_users").exists()
+    run_ingest(spark, cfg, str(log), "2017-11-27")  # released: the ingest runs
+    assert len(_raw_ids(spark, cfg.output.root, VOCAB_USERS, "2017-11-27")) == 2

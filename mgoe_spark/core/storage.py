@@ -663,6 +663,11 @@ class TableStore:
             storage_options=self.storage_options,
         )
 
+    def lease(self, name: str) -> Lease:
+        """A root-wide :class:`~mgoe_spark.core.lease.Lease` ``<root>/_leases/<name>`` (e.g. the vocabulary's:
+        one ingest per root at a time), used as a context manager."""
+        return Lease(HadoopFiles(self.spark), f"{self.root.rstrip('/')}/{LEASES}/{name}", self.lease_seconds)
+
     def write(self, df: DataFrame, schema: TableSchema, run_date: str, **kwargs) -> str:
         open_tx = _open_transaction(self.root, run_date)
         if open_tx is not None:

@@ -21,7 +21,7 @@ sort; the driver sees O(#reasons + #tasks + #partitions) numbers.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from pyspark import StorageLevel
 from pyspark.errors import AnalysisException
@@ -134,10 +134,12 @@ def current_vocab(store: TableStore, schema: TableSchema) -> tuple[DataFrame | N
     Why the largest: vocabularies are append-only and every ingest writes the base it read plus its new ids,
     so each partition is a prefix ``1..M_d`` of one global numbering and the one with the most rows holds
     all the others. Ingesting D2 then D1 therefore builds D1 on D2's vocabulary (D2's ids kept), and a later
-    D3 builds on D1's (which holds D2's too). This holds while ingests into one root run one at a time (the
-    daily DAG runs with ``max_active_runs=1``). A partition written before ``first_run_date`` existed gets
-    its own run date there. Cost: one row count per partition, which reads no data column (Parquet: the
-    footers), at most #run dates rows to the driver; the chosen partition is read lazily.
+    D3 builds on D1's (which holds D2's too). This needs ingests into one root to run one at a time: each
+    holds the root's vocabulary lease (:data:`VOCABULARY_LEASE`) from before this read until its tables are
+    published, so a second one fails at once with a one-line error. A partition written before
+    ``first_run_date`` existed gets its own run date there. Cost: one row count per partition, which reads
+    no data column (Parquet: the footers), at most #run dates rows to the driver; the chosen partition is
+    read lazily.
     """
     dates = store.run_dates(schema)
     if not dates:
@@ -328,6 +330,10 @@ def _record_counts(summary: StageSummary, cfg: MgoeConfig, counts: _Counts) -> N
         summary.add(f"task.{task}", counts.per_task.get(task, (0, 0))[0])
 
 
+VOCABULARY_LEASE = "vocabulary"
+"""The root-wide lease an ingest holds while it extends the vocabularies (:meth:`TableStore.lease`)."""
+
+
 def _ingest_parsed(
     spark: SparkSession,
     cfg: MgoeConfig,
@@ -339,10 +345,10 @@ def _ingest_parsed(
 ) -> None:
     """Count, de-duplicate and write the four tables of a parsed (persisted) input; checks the accounting and
     adds the counts to ``summary``. Cost: see the module docstring."""
-    store = TableStore(spark, root, cfg.output.format)
+    store = replace(TableStore.of(spark, cfg), root=root)
     counts = _count_lines(spark, summary, parsed)
     rejected = ing.rejects(parsed)
-    with step(spark, summary, "write rejects"):
+    with step(spark, summary, "write rejects"):  # its own transaction: published even if no event is valid
         store.write(rejected, REJECTS, run_date)
 
     deduped = ing.deduplicate(ing.valid_events(parsed)).persist(StorageLevel.MEMORY_AND_DISK)
@@ -351,9 +357,13 @@ def _ingest_parsed(
         _count_tasks(spark, summary, deduped, counts)
         if counts.rows_out == 0:
             raise _no_valid_events(counts, input_path, root, run_date)
-        _write_vocabularies(spark, summary, store, deduped, run_date, cached, counts)
-        _write_interactions(spark, summary, store, deduped, run_date)
-        _count_written(spark, summary, store, run_date, counts)
+        # One ingest per root at a time (the vocabulary is one numbering across run dates; its lease is held
+        # until the transaction has published), one writer per run date; the vocabularies and the
+        # interactions appear together.
+        with store.lease(VOCABULARY_LEASE), store.transaction(run_date, stage="ingest"):
+            _write_vocabularies(spark, summary, store, deduped, run_date, cached, counts)
+            _write_interactions(spark, summary, store, deduped, run_date)
+            _count_written(spark, summary, store, run_date, counts)
     finally:
         for df in cached:
             df.unpersist()
