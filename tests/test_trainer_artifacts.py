@@ -78,3 +78,15 @@ def test_load_scorer_loads_torchscript_and_rejects_other_files(tmp_path):
     torch.save({"w": torch.ones(1)}, other)  # a plain state_dict: neither kind of archive
     with pytest.raises(ValueError, match="not a model exported by mgoe"):
         export.load_scorer(other)
+
+
+def test_train_refuses_a_uri_where_it_writes_with_file_io(tmp_path, capsys):
+    """A report URI (the Airflow DAG with a remote output root) would become a local folder named 's3a:'."""
+    import jobs.train as job
+    from jobs.common import job_main
+
+    argv = ["--examples-root", str(tmp_path / "missing"), "--report", "s3a://bucket/report", "--profile", "test"]
+    assert job_main(job, argv) == 2
+    err = capsys.readouterr().err
+    assert "--report 's3a://bucket/report' is a URI" in err and "MGOE_REPORT_ROOT" in err
+    assert not (tmp_path / "s3a:").exists()
