@@ -113,7 +113,9 @@ No catchup by default: backfill a date range with `airflow dags backfill {DAG_ID
 DRIVER_PYTHON_KEY = "spark.pyspark.driver.python"
 
 
-def driver_conf(conf: dict[str, str], deploy_mode: str | None) -> dict[str, str]:
+def driver_conf(
+    conf: dict[str, str], deploy_mode: str | None, archives: str | None = ARCHIVES, driver: str | None = DRIVER_PYTHON
+) -> dict[str, str]:
     """``conf`` with the driver's Python for ``deploy_mode`` (the connection's; ``None`` is client). Pure.
 
     With MGOE_ARCHIVES the executors run ``./environment/bin/python``; so does a cluster-mode driver (it runs
@@ -121,15 +123,15 @@ def driver_conf(conf: dict[str, str], deploy_mode: str | None) -> dict[str, str]
     is no ``./environment``: it gets MGOE_DRIVER_PYTHON, and without one the task fails here, in one line,
     rather than in spark-submit with "Cannot run program ./environment/bin/python". An explicit
     ``spark.pyspark.driver.python`` in MGOE_SPARK_CONF always wins."""
-    if not ARCHIVES or DRIVER_PYTHON_KEY in conf or deploy_mode == "cluster":
+    if not archives or DRIVER_PYTHON_KEY in conf or deploy_mode == "cluster":
         return conf
-    if not DRIVER_PYTHON:
+    if not driver:
         raise AirflowException(
             "mgoe_daily: MGOE_ARCHIVES is set and the Spark connection's deploy mode is client, so the driver runs "
             "on this worker where ./environment does not exist; set MGOE_DRIVER_PYTHON to a Python with the "
             "project's dependencies here (e.g. the packed env unpacked on the worker), or use deploy-mode cluster"
         )
-    return {**conf, DRIVER_PYTHON_KEY: DRIVER_PYTHON}
+    return {**conf, DRIVER_PYTHON_KEY: driver}
 
 
 class StageOperator(SparkSubmitOperator):
