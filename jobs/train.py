@@ -64,7 +64,20 @@ def _rank_args(args: argparse.Namespace, nproc: int) -> str:
     return json.dumps(data)
 
 
+def _check_local_outputs(args: argparse.Namespace) -> None:
+    """The report, JSON and export paths are written with plain file I/O: a URI there would become a local
+    folder named ``s3a:`` (or similar) in the working directory, lost with it."""
+    for flag in ("report", "json", "export"):
+        value = getattr(args, flag, None)
+        if value and "://" in value:
+            raise UserError(
+                f"--{flag} {value!r} is a URI, but it is written with plain file I/O: give a local or mounted "
+                "path (the Airflow DAG: set MGOE_REPORT_ROOT when the output root is remote)"
+            )
+
+
 def execute(args: argparse.Namespace) -> int:
+    _check_local_outputs(args)
     cfg = config_from_args(args, writes_output=False)
     from model.data import configure_storage
 

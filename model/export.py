@@ -14,6 +14,7 @@ code::
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 import torch
@@ -54,13 +55,30 @@ def export_model(
     return path
 
 
-def load_scorer(path: str | Path):
-    """(callable scorer, ``meta.json`` dict) for a file written by :func:`export_model`."""
-    extra = {"meta.json": ""}
+def archive_kind(path: str | Path) -> str:
+    """``"export"`` for a torch.export archive, ``"torchscript"`` for a TorchScript one, from the zip's entry
+    names (``<name>/archive_format`` vs ``<name>/data.pkl`` + ``<name>/code/``); ``ValueError`` otherwise.
+    Cost: reads the zip's central directory only."""
     try:
-        program = torch.export.load(str(path), extra_files=extra)
-        scorer = program.module()
-    except Exception:  # noqa: BLE001 - not a torch.export archive: try TorchScript
-        extra = {"meta.json": ""}
+        with zipfile.ZipFile(path) as archive:
+            names = {name.split("/", 1)[1] for name in archive.namelist() if "/" in name}
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ValueError(f"{path} is not a model exported by mgoe (mgoe train --export): {exc}") from None
+    if "archive_format" in names:
+        return "export"
+    if "data.pkl" in names and any(name.startswith("code/") for name in names):
+        return "torchscript"
+    raise ValueError(
+        f"{path} is not a model exported by mgoe (mgoe train --export): neither torch.export nor TorchScript"
+    )
+
+
+def load_scorer(path: str | Path):
+    """(callable scorer, ``meta.json`` dict) for a file written by :func:`export_model`. The archive's kind
+    decides the loader, so a torch.export archive that fails to load raises its own error."""
+    extra = {"meta.json": ""}
+    if archive_kind(path) == "export":
+        scorer = torch.export.load(str(path), extra_files=extra).module()
+    else:
         scorer = torch.jit.load(str(path), _extra_files=extra)
     return scorer, json.loads(extra["meta.json"] or "{}")

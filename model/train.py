@@ -19,14 +19,18 @@ row-group shard; gradients are averaged; metrics are computed on the gathered pr
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import re
 import tempfile
 import time
+import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -44,9 +48,28 @@ from model.sparse_optim import Optimizers, build_optimizers, dense_parameters
 
 
 def save_checkpoint(model: nn.Module, path: str | Path, info: dict) -> None:
-    """state_dict (tensors only) at ``path`` and ``info`` (JSON) at ``path + '.json'``."""
-    torch.save(model.state_dict(), path)
-    Path(f"{path}.json").write_text(json.dumps(info, indent=2, default=str))
+    """state_dict (tensors only) at ``path`` and ``info`` (JSON) at ``path + '.json'``, each written to a
+    temporary file beside it and renamed over it: a crash or a full disk mid-save leaves the previous
+    checkpoint whole. Cost: one fsync and one rename per file."""
+    atomic_write(Path(path), lambda fh: torch.save(model.state_dict(), fh))
+    text = json.dumps(info, indent=2, default=str).encode()
+    atomic_write(Path(f"{path}.json"), lambda fh: fh.write(text))
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Call ``write`` on a new hidden file in ``path``'s folder, fsync it, then rename it to ``path``; on any
+    failure the temporary file is removed and ``path`` is as it was."""
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"  # "x": a new file, with the umask's mode
+    try:
+        with open(tmp, "xb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 def load_checkpoint(path: str | Path, meta: TableMeta | None = None) -> tuple[nn.Module, dict]:

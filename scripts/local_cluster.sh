@@ -9,13 +9,17 @@
 #   --archives dist/mgoe-env-*.tar.gz#env --conf spark.pyspark.python=./env/bin/python jobs/build.py ...
 #
 # Environment (all optional):
-#   MGOE_CLUSTER_DIR   state + logs + worker dirs (default: ${TMPDIR:-/tmp}/mgoe-local-cluster-$USER)
+#   MGOE_CLUSTER_DIR   state + logs + worker dirs (default: a new private `mktemp -d` folder under ${TMPDIR:-/tmp}
+#                      per start, its path recorded in .cache/local-cluster.dir for stop / status: no predictable
+#                      path in a shared /tmp that another user could create first, fill with pid files, or swap)
 #   MGOE_CLUSTER_WORKERS (2), MGOE_WORKER_CORES (1), MGOE_WORKER_MEMORY (1g)
 #   SPARK_CLASS        the spark-class launcher (default: next to .venv/bin/python, else on PATH)
 # Ports are chosen free by the OS; every process is recorded by pid and stopped by pid, nothing by name.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DIR=${MGOE_CLUSTER_DIR:-${TMPDIR:-/tmp}/mgoe-local-cluster-${USER:-$(id -u)}}
+POINTER=.cache/local-cluster.dir
+# The state dir: MGOE_CLUSTER_DIR, else the one the last `start` made and recorded (empty: none yet).
+DIR=${MGOE_CLUSTER_DIR:-$(cat "$POINTER" 2>/dev/null || true)}
 WORKERS=${MGOE_CLUSTER_WORKERS:-2}
 CORES=${MGOE_WORKER_CORES:-1}
 MEMORY=${MGOE_WORKER_MEMORY:-1g}
@@ -58,12 +62,12 @@ wait_log() { # pid file pattern seconds
 
 start() {
   [ -n "$SPARK_CLASS" ] || die "spark-class not found: run scripts/setup.sh (pip's pyspark provides it) or set SPARK_CLASS"
-  if [ -f "$DIR/master.pid" ] && alive "$(cat "$DIR/master.pid")"; then
+  if [ -n "$DIR" ] && [ -f "$DIR/master.pid" ] && alive "$(cat "$DIR/master.pid")"; then
     echo "local_cluster: already running (stop it first: scripts/local_cluster.sh stop)" >&2
     cat "$DIR/master.url"
     return 0
   fi
-  rm -rf "$DIR" && mkdir -p "$DIR/logs"
+  new_state_dir
   # pip's pyspark is a full Spark distribution; spark-class finds it only through SPARK_HOME.
   SPARK_HOME=${SPARK_HOME:-$("$PY" -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))')}
   export SPARK_HOME
@@ -100,8 +104,22 @@ start() {
   echo "$url"
 }
 
+# A fresh state dir: MGOE_CLUSTER_DIR emptied, or a new mode-700 mktemp folder (the previous one, which this
+# script made and recorded, is removed: it only held the logs of a cluster that no longer runs).
+new_state_dir() {
+  if [ -n "${MGOE_CLUSTER_DIR:-}" ]; then
+    rm -rf "$DIR" && mkdir -p "$DIR/logs"
+    return
+  fi
+  if [ -n "$DIR" ] && [ -d "$DIR" ] && [ -O "$DIR" ] && [ ! -L "$DIR" ]; then rm -rf "$DIR"; fi
+  DIR=$(mktemp -d "${TMPDIR:-/tmp}/mgoe-local-cluster.XXXXXX")
+  mkdir "$DIR/logs"
+  mkdir -p "$(dirname "$POINTER")"
+  echo "$DIR" >"$POINTER"
+}
+
 stop() {
-  [ -d "$DIR" ] || { echo "local_cluster: nothing to stop ($DIR absent)"; return 0; }
+  [ -n "$DIR" ] && [ -d "$DIR" ] || { echo "local_cluster: nothing to stop (no state dir${DIR:+: $DIR absent})"; return 0; }
   local pids=() pid f
   for f in "$DIR"/worker-*.pid "$DIR"/master.pid; do
     [ -f "$f" ] || continue
@@ -125,6 +143,7 @@ stop() {
 
 status() {
   local f
+  [ -n "$DIR" ] || return 0
   for f in "$DIR"/master.pid "$DIR"/worker-*.pid; do
     [ -f "$f" ] || continue
     if alive "$(cat "$f")"; then echo "$(basename "$f" .pid) $(cat "$f") running"; else echo "$(basename "$f" .pid) $(cat "$f") gone"; fi

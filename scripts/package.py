@@ -6,8 +6,9 @@
   a byte-identical zip (cache-friendly on HDFS / S3).
 - ``dist/mgoe-env-<version>.tar.gz``: a relocatable Python for ``spark-submit --archives
   ...#environment``: the running interpreter's own installation (binary, shared libpython, standard
-  library) plus the native dependencies (numpy, pandas, pyarrow, faiss-cpu, scipy, PyYAML at the
-  setup.cfg pins), with ``bin/python`` a wrapper that finds its libpython relative to itself. Unpacked
+  library) plus what Spark's driver and executors import: setup.cfg's ``install_requires`` at their pins,
+  less the ``exclude`` list of its ``[mgoe:packed-env]`` section (PySpark, the trainer's torch, ...), with
+  ``bin/python`` a wrapper that finds its libpython relative to itself. Unpacked
   anywhere (a YARN container, a Kubernetes pod) ``./environment/bin/python`` works. PySpark itself is not
   in it: the cluster's Spark puts its own ``pyspark.zip`` / py4j on the workers' path. Nodes need an x86-64
   glibc no older than the build machine's (build on the oldest OS image you run).
@@ -42,27 +43,55 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("mgoe_spark", "schemas", "jobs", "model")
 DATA_SUFFIXES = (".py", ".yaml", ".yml", ".json")
-# What Spark's Python workers and drivers import besides pyspark (which the cluster's Spark provides).
-ENV_PACKAGES = ("numpy", "pandas", "pyarrow", "faiss-cpu", "PyYAML", "scipy")
-ENV_IMPORTS = ("numpy", "pandas", "pyarrow", "faiss", "yaml", "scipy")
+ENV_SECTION = "mgoe:packed-env"
+# Import names of the distributions whose import name is not their (normalized) project name.
+IMPORT_NAMES = {"faiss-cpu": "faiss", "pyyaml": "yaml"}
 # Parts of the standard library a batch job never imports: tests, GUI, IDE (about 100 MB).
 STDLIB_PRUNE = ("test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "site-packages")
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
+def _setup_cfg(repo: Path = REPO) -> configparser.ConfigParser:
+    cfg = configparser.ConfigParser()
+    cfg.read(repo / "setup.cfg")
+    return cfg
+
+
 def version() -> str:
-    cfg = configparser.ConfigParser()
-    cfg.read(REPO / "setup.cfg")
-    return cfg["metadata"]["version"]
+    return _setup_cfg()["metadata"]["version"]
 
 
-def pinned_requirements(names: tuple[str, ...] = ENV_PACKAGES) -> list[str]:
-    """The setup.cfg ``install_requires`` lines for ``names`` (so the env matches the project's pins)."""
-    cfg = configparser.ConfigParser()
-    cfg.read(REPO / "setup.cfg")
-    lines = [ln.strip() for ln in cfg["options"]["install_requires"].splitlines() if ln.strip()]
-    wanted = {n.lower() for n in names}
-    found = [ln for ln in lines if ln.split("=")[0].split("<")[0].split(">")[0].strip().lower() in wanted]
+def _lines(text: str) -> list[str]:
+    return [ln.split("#")[0].strip() for ln in text.splitlines() if ln.split("#")[0].strip()]
+
+
+def requirement_name(line: str) -> str:
+    """The normalized project name of a requirement line (``pandas>=2.2,<3`` -> ``pandas``)."""
+    return _norm(re.split(r"[\s;<>=!~\[(]", line.strip(), maxsplit=1)[0])
+
+
+def env_packages(repo: Path = REPO) -> tuple[str, ...]:
+    """What the packed environment holds: setup.cfg's ``install_requires`` less its ``[mgoe:packed-env]``
+    ``exclude`` (one source of truth: a new dependency of the pipeline is packed unless excluded there). An
+    excluded name that is no requirement is an error, so a typo cannot pack what it meant to leave out."""
+    cfg = _setup_cfg(repo)
+    required = [requirement_name(ln) for ln in _lines(cfg["options"]["install_requires"])]
+    excluded = {_norm(n) for n in _lines(cfg.get(ENV_SECTION, "exclude", fallback=""))}
+    unknown = excluded - set(required)
+    if unknown:
+        raise SystemExit(f"package.py: setup.cfg [{ENV_SECTION}] excludes {sorted(unknown)}, not in install_requires")
+    return tuple(name for name in required if name not in excluded)
+
+
+def import_name(project: str) -> str:
+    return IMPORT_NAMES.get(_norm(project), _norm(project).replace("-", "_"))
+
+
+def pinned_requirements(names: tuple[str, ...] | None = None) -> list[str]:
+    """The setup.cfg ``install_requires`` lines for ``names`` (default: :func:`env_packages`), so the env
+    matches the project's pins."""
+    wanted = {_norm(n) for n in (env_packages() if names is None else names)}
+    found = [ln for ln in _lines(_setup_cfg()["options"]["install_requires"]) if requirement_name(ln) in wanted]
     if len(found) != len(wanted):
         raise SystemExit(f"package.py: setup.cfg install_requires lacks some of {sorted(wanted)}")
     return found
@@ -105,15 +134,18 @@ exec "$here/python%(ver)s" "$@"
 """
 
 
-def installed_closure(names: tuple[str, ...] = ENV_PACKAGES) -> list:
-    """The installed distributions (importlib.metadata) of ``names`` and everything they require (no extras),
-    each checked against its setup.cfg pin. Only for the running interpreter."""
+def installed_closure(names: tuple[str, ...] | None = None) -> list:
+    """The installed distributions (importlib.metadata) of ``names`` (default: :func:`env_packages`) and
+    everything they require (no extras), each checked against its setup.cfg pin. Only for the running
+    interpreter."""
     import importlib.metadata as md
 
+    names = env_packages() if names is None else names
     pins = {}
     for line in pinned_requirements(names):
         name, _, ver = line.partition("==")
-        pins[_norm(name)] = ver.strip()
+        if ver:
+            pins[_norm(name)] = ver.strip()
     seen: dict[str, md.Distribution] = {}
     todo = list(names)
     while todo:
@@ -128,10 +160,18 @@ def installed_closure(names: tuple[str, ...] = ENV_PACKAGES) -> list:
         if key in pins and dist.version != pins[key]:
             raise SystemExit(f"package.py: installed {name}=={dist.version} but setup.cfg pins {pins[key]}")
         seen[key] = dist
-        for req in dist.requires or []:
-            if "extra ==" not in req:
-                todo.append(re.split(r"[ ;<>=!~\[(]", req.strip(), maxsplit=1)[0])
+        todo += [requirement_name(req) for req in dist.requires or [] if _applies(req)]
     return [seen[k] for k in sorted(seen)]
+
+
+def _applies(requirement: str) -> bool:
+    """Whether a requirement applies to this interpreter without extras (its PEP 508 marker, e.g. ``inspect2;
+    python_version < "3"`` does not). ``packaging`` is already installed (matplotlib requires it); evaluating
+    markers by hand would be a second, worse parser."""
+    from packaging.requirements import Requirement
+
+    marker = Requirement(requirement).marker
+    return marker is None or marker.evaluate({"extra": ""})
 
 
 def _norm(name: str) -> str:
@@ -202,8 +242,9 @@ def build_env(
             wrapper = env / "bin" / name
             wrapper.write_text(WRAPPER % {"ver": ver})
             wrapper.chmod(0o755)
+        imports = ", ".join(import_name(name) for name in env_packages())
         check = subprocess.run(
-            [str(env / "bin" / "python"), "-c", f"import sys, {', '.join(ENV_IMPORTS)}; print(sys.prefix)"],
+            [str(env / "bin" / "python"), "-c", f"import sys, {imports}; print(sys.prefix)"],
             capture_output=True,
             text=True,
         )

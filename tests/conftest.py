@@ -8,14 +8,17 @@ and end; every test has a timeout (``timeout`` in setup.cfg, pytest-timeout), so
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
+import shutil
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.support import BUILD_DATE, BUILD_OVERRIDES, TAOBAO_SLICE, Built
+from tests.support import BUILD_DATE, BUILD_OVERRIDES, CACHE, TAOBAO_SLICE, Built, PackedEnv, load_package_script
 
 
 def pytest_sessionstart(session):
@@ -84,6 +87,27 @@ def _build(spark, home: Path) -> float:
     summaries += [run_nodes(spark, cfg, BUILD_DATE), run_features(spark, cfg, BUILD_DATE)]
     write_metrics(spark, cfg, summaries, BUILD_DATE)
     return time.perf_counter() - start
+
+
+@pytest.fixture(scope="session")
+def packed_env() -> PackedEnv:
+    """The packed environment, built once per content (this Python, the pins it packs, package.py) into the
+    project's test cache and reused across runs; a lock keeps xdist workers from building it twice at once.
+    Cost when the key changes: about 30 s and 1 GB of disk (archive + unpacked copy); nothing after."""
+    package = load_package_script()
+    script = Path(package.__file__).read_text()
+    key_text = "|".join([sys.version, *package.pinned_requirements(), script])
+    cache = CACHE / "mgoe-env" / hashlib.sha256(key_text.encode()).hexdigest()[:16]
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    env = PackedEnv(cache / f"mgoe-env-{package.version()}.tar.gz", cache / "environment")
+    with open(cache.parent / "build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not (env.archive.is_file() and (env.unpacked / "bin" / "python").is_file()):
+            for old in cache.parent.iterdir():
+                if old.is_dir():
+                    shutil.rmtree(old, ignore_errors=True)
+            package.build_env(cache, keep=env.unpacked, from_installed=True, compresslevel=1)
+    return env
 
 
 @pytest.fixture()

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,3 +43,20 @@ class Built:
         from mgoe_spark.config import load_config
 
         return load_config(profile="test", overrides=[f"output.root={self.root}", *self.overrides, *overrides])
+
+
+@dataclass(frozen=True)
+class PackedEnv:
+    """``scripts/package.py env --from-installed --fast``: the archive (for ``--archives``) and the same
+    environment unpacked (a ``bin/python`` a local driver can run)."""
+
+    archive: Path
+    unpacked: Path
+
+
+def load_package_script():
+    """scripts/package.py as a module (it is a script, not a package)."""
+    spec = importlib.util.spec_from_file_location("mgoe_package", REPO / "scripts" / "package.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -8,6 +8,7 @@ and runs them.
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import os
@@ -36,6 +37,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 MGOE_ENV = ("MGOE_HOME", "MGOE_SPARK_CONN_ID", "MGOE_PY_FILES", "MGOE_ARCHIVES", "MGOE_SPARK_CONF", "MGOE_RETRIES")
+MGOE_ENV += ("MGOE_DRIVER_PYTHON", "MGOE_TRAIN_PYTHON", "MGOE_REPORT_ROOT")
 
 
 def load_dag(monkeypatch, **env: str):
@@ -140,8 +142,57 @@ def test_rendered_spark_submit_commands_carry_the_run_date(monkeypatch):
         "mgoe_output",
     ]
     train = render(dag.get_task("train"), output_root="s3a://bucket/mgoe")
-    assert f"-m jobs.train --run-date {RUN_DATE}" in train.bash_command
-    assert "--examples-root 's3a://bucket/mgoe'" in train.bash_command
+    assert "-m jobs.train --run-date" in train.bash_command
+    assert train.env["MGOE_RUN_DATE"] == RUN_DATE and train.env["MGOE_RUN_OUTPUT"] == "s3a://bucket/mgoe"
+
+
+STUB_TRAINER = """#!{python}
+# Stands in for the trainer's Python: records its arguments, PYTHONPATH and working directory.
+import json, os, sys
+env = {{"argv": sys.argv[1:], "pythonpath": os.environ.get("PYTHONPATH"), "cwd": os.getcwd()}}
+with open({out!r}, "w") as fh:
+    json.dump(env, fh)
+"""
+
+
+def run_train(monkeypatch, tmp_path: Path, params: dict, **env: str) -> dict:
+    """Parse the DAG with ``env`` and MGOE_TRAIN_PYTHON a stub, render the train task with ``params`` (as a
+    trigger that skipped validation would) and run it through BashOperator.execute: what the trainer got."""
+    out = tmp_path / "trainer-call.json"
+    stub = tmp_path / "stub-python"
+    stub.write_text(STUB_TRAINER.format(python=sys.executable, out=str(out)))
+    stub.chmod(0o755)
+    dag = load_dag(monkeypatch, MGOE_TRAIN_PYTHON=str(stub), **env)
+    task = render(dag.get_task("train"), **params)
+    task.execute({})
+    return json.loads(out.read_text())
+
+
+HOSTILE = ["x'; touch {p}; '", '"; touch {p}; "', "$(touch {p})", "`touch {p}`", "a\ntouch {p}"]
+
+
+@pytest.mark.parametrize("param", ["config", "output_root"])
+def test_a_hostile_param_is_refused_and_never_reaches_a_shell(monkeypatch, tmp_path, param):
+    """Issue 26 item 1: whoever may trigger the DAG sets the params; they must not run commands on the worker."""
+    from airflow.sdk.exceptions import ParamValidationError
+
+    pwned = tmp_path / "pwned"
+    dag = load_dag(monkeypatch)
+    for template in HOSTILE:
+        value = template.format(p=pwned)
+        params = copy.deepcopy(dag.params)
+        with pytest.raises(ParamValidationError, match=f"param {param}: .* does not match"):
+            params[param] = value  # what a trigger with conf={param: value} runs into
+            params.validate()
+        # Past validation too (e.g. an edited run conf), the value reaches the trainer as one argument.
+        got = run_train(monkeypatch, tmp_path, {param: value})
+        assert not pwned.exists(), f"{value!r} ran a command"
+        flag = "--config" if param == "config" else "--output"
+        assert got["argv"][got["argv"].index(flag) + 1] == value
+    for fine in ("/etc/mgoe/taobao.yaml", "s3a://bucket/mgoe/dt=2026-11-23", "hdfs:///warehouse/mgoe", "mgoe_output"):
+        params = copy.deepcopy(dag.params)
+        params[param] = fine
+        params.validate()
 
 
 def _write_ingest_tables(root: Path) -> None:
@@ -211,3 +262,54 @@ def test_quality_gate_task_runs_with_airflow_tasks_test(tmp_path):
     assert "[quality:ingest] ok   interactions.row_count = 2" in output
     checks = pq.read_table(root / "quality_checks" / f"run_date={RUN_DATE}").to_pylist()
     assert len(checks) >= 10 and all(c["passed"] and c["gate"] == "ingest" for c in checks)
+
+
+def test_train_imports_from_a_local_path_and_keeps_its_report(monkeypatch, tmp_path):
+    """Issue 26 item 8: the trainer (plain Python on the worker) never gets a URI on PYTHONPATH, and its report
+    and checkpoints go to a durable per-date folder (default: under the output root), not the worker's /tmp."""
+    got = run_train(monkeypatch, tmp_path, {"output_root": str(tmp_path / "out")})
+    assert got["pythonpath"] == str(REPO) and got["cwd"] == str(REPO)  # the default home: this checkout
+    assert got["argv"][got["argv"].index("--report") + 1] == f"{tmp_path}/out/report/{RUN_DATE}"
+    cluster = {"MGOE_HOME": "hdfs:///apps/mgoe", "MGOE_REPORT_ROOT": "/mnt/mgoe/reports/"}
+    got = run_train(monkeypatch, tmp_path, {"output_root": "s3a://bucket/mgoe"}, **cluster)
+    assert got["pythonpath"] is None or "://" not in got["pythonpath"]  # the default zip is remote too
+    assert got["argv"][got["argv"].index("--report") + 1] == f"/mnt/mgoe/reports/{RUN_DATE}"
+    zip_path = str(tmp_path / "mgoe-0.1.0.zip")
+    got = run_train(monkeypatch, tmp_path, {}, MGOE_PY_FILES=zip_path, **cluster)
+    assert got["pythonpath"] == zip_path
+
+
+def _submitted(monkeypatch, task) -> list[str] | None:
+    """Run a stage task's execute with spark-submit replaced by a recorder: the command it would run."""
+    from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
+
+    seen: list[list[str]] = []
+    monkeypatch.setattr(SparkSubmitHook, "submit", lambda hook, app: seen.append(hook._build_spark_submit_command(app)))
+    task.execute({})
+    return seen[0] if seen else None
+
+
+def test_the_driver_python_follows_the_deploy_mode_with_archives(monkeypatch):
+    """Issue 26 item 8: with MGOE_ARCHIVES a client-mode driver (on the Airflow worker, no ./environment there)
+    runs MGOE_DRIVER_PYTHON; a cluster-mode one the archive's Python; client mode without one fails first."""
+    from airflow.sdk.exceptions import AirflowException
+
+    for mode in ("client", "cluster"):
+        conn = {"conn_type": "spark", "host": "yarn", "extra": {"deploy-mode": mode}}
+        monkeypatch.setenv(f"AIRFLOW_CONN_SPARK_{mode.upper()}", json.dumps(conn))
+    archives = {"MGOE_ARCHIVES": "hdfs:///apps/mgoe/mgoe-env-0.1.0.tar.gz#environment"}
+    driver = {"MGOE_DRIVER_PYTHON": "/opt/mgoe-env/bin/python"}
+
+    dag = load_dag(monkeypatch, MGOE_SPARK_CONN_ID="spark_client", **archives, **driver)
+    cmd = _submitted(monkeypatch, render(dag.get_task("nodes")))
+    assert "spark.pyspark.driver.python=/opt/mgoe-env/bin/python" in cmd
+    assert "spark.pyspark.python=./environment/bin/python" in cmd and "--deploy-mode" in cmd
+
+    dag = load_dag(monkeypatch, MGOE_SPARK_CONN_ID="spark_cluster", **archives, **driver)
+    cmd = _submitted(monkeypatch, render(dag.get_task("nodes")))
+    assert not any(c.startswith("spark.pyspark.driver.python=") for c in cmd)  # falls back to ./environment
+    assert "spark.pyspark.python=./environment/bin/python" in cmd
+
+    dag = load_dag(monkeypatch, MGOE_SPARK_CONN_ID="spark_client", **archives)
+    with pytest.raises(AirflowException, match="set MGOE_DRIVER_PYTHON"):
+        _submitted(monkeypatch, render(dag.get_task("nodes")))

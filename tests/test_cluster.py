@@ -20,8 +20,6 @@ and the in-process rerun of one stage. Times are printed (``pytest -m cluster -s
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import os
 import re
 import shutil
@@ -39,7 +37,7 @@ import pytest
 
 from mgoe_spark.core import manifest
 from schemas import REGISTRY, RUN_METRICS
-from tests.support import BUILD_DATE, BUILD_OVERRIDES, CACHE, JVM_OPTIONS
+from tests.support import BUILD_DATE, BUILD_OVERRIDES, JVM_OPTIONS, load_package_script
 
 # The module fixture (two applications side by side) is the longest setup of the suite: ~4 min idle.
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
@@ -70,13 +68,6 @@ def _bin(name: str) -> str:
     return found
 
 
-def _load_package_script():
-    spec = importlib.util.spec_from_file_location("mgoe_package", REPO / "scripts" / "package.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @dataclass
 class Artifacts:
     zip: Path
@@ -84,22 +75,12 @@ class Artifacts:
 
 
 @pytest.fixture(scope="session")
-def artifacts(tmp_path_factory) -> Artifacts:
-    """The ``make package`` artifacts: the zip fresh, the packed env cached by what goes into it."""
-    package = _load_package_script()
+def artifacts(tmp_path_factory, packed_env) -> Artifacts:
+    """The ``make package`` artifacts: the zip fresh, the packed env cached by what goes into it (conftest)."""
     start = time.perf_counter()
-    zip_path = package.build_zip(tmp_path_factory.mktemp("dist"))
-    key_text = "|".join([sys.version, *package.pinned_requirements(), (REPO / "scripts" / "package.py").read_text()])
-    key = hashlib.sha256(key_text.encode()).hexdigest()[:16]
-    cache = CACHE / "mgoe-env" / key  # the project's own cache: works with pytest's cache plugin off
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    env = cache / f"mgoe-env-{package.version()}.tar.gz"
-    if not env.is_file():
-        for old in cache.parent.iterdir():
-            shutil.rmtree(old, ignore_errors=True)
-        package.build_env(cache, from_installed=True, compresslevel=1)
-    TIMES["package (zip + env, cached env: ~0)"] = time.perf_counter() - start
-    return Artifacts(zip_path, env)
+    zip_path = load_package_script().build_zip(tmp_path_factory.mktemp("dist"))
+    TIMES["package zip (the env: the cached packed_env fixture)"] = time.perf_counter() - start
+    return Artifacts(zip_path, packed_env.archive)
 
 
 @dataclass

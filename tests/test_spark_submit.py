@@ -2,7 +2,8 @@
 ``--py-files`` zip that ``scripts/package.py`` builds (the application file is copied out of the repo and
 the working directory is a temp dir, so nothing else could provide ``jobs`` / ``mgoe_spark``).
 
-Each spark-submit starts a JVM (about 15 s on two idle cores): two in all.
+Each spark-submit starts a JVM (about 15 s on two idle cores): three in all, the last a whole Delta-output
+build (about 60 s) on the packed environment alone, as a cluster-mode driver and its executors run it.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pyspark
 import pytest
 
 from schemas import INTERACTIONS, QUALITY_CHECKS, REJECTS, VOCAB_ITEMS, VOCAB_USERS, TableSchema
-from tests.support import JVM_OPTIONS
+from tests.support import BUILD_OVERRIDES, JVM_OPTIONS
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_DATE = "2026-11-23"
@@ -39,13 +41,19 @@ def py_files(tmp_path_factory) -> Path:
     return package.build_zip(tmp_path_factory.mktemp("dist"))
 
 
-def submit(py_files: Path, job: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    """``spark-submit --py-files <zip> <copy of jobs/<job>.py> args...`` from ``cwd``."""
+def submit(
+    py_files: Path, job: str, args: list[str], cwd: Path, python: str = sys.executable
+) -> subprocess.CompletedProcess:
+    """``spark-submit --py-files <zip> <copy of jobs/<job>.py> args...`` from ``cwd``, driver and executors on
+    ``python``."""
     app = cwd / "app" / f"{job}.py"
     app.parent.mkdir(exist_ok=True)
     shutil.copy(REPO / "jobs" / f"{job}.py", app)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "SPARK_HOME", "PYSPARK_GATEWAY_PORT")}
-    env.update(PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable)
+    env.update(PYSPARK_PYTHON=python, PYSPARK_DRIVER_PYTHON=python)
+    # Spark's home from this venv's pyspark, as a cluster's is fixed; spark-submit would otherwise look for
+    # pyspark in ``python``, which the packed environment does not have (its driver gets Spark's pyspark.zip).
+    env["SPARK_HOME"] = str(Path(pyspark.__file__).parent)
     cmd = [
         _spark_submit(),
         "--master",
@@ -122,3 +130,35 @@ def test_ingest_through_spark_submit_equals_the_in_process_ingest(py_files, buil
             keys = [(name, "ascending") for name in got.column_names]
             assert got.sort_by(keys).equals(want.sort_by(keys)), schema.name
     assert read_arrow(root, INTERACTIONS, built.run_date).num_rows > 0
+
+
+def _tiny_log(spark, out: Path) -> Path:
+    """A generated Taobao-format log of 3,000 events (the test profile's shape, a seventh of its size)."""
+    from mgoe_spark.config import load_config
+    from mgoe_spark.generate.run import run_generate
+
+    sizes = ["generator.events=3000", "generator.users=150", "generator.items=100"]
+    cfg = load_config(profile="test", overrides=[f"output.root={out / 'truth'}", *sizes])
+    run_generate(spark, cfg, str(out / "log"), RUN_DATE)
+    return out / "log"
+
+
+def test_delta_build_through_spark_submit_on_the_packed_env_alone(py_files, packed_env, spark, tmp_path):
+    """Issue 26 item 8: ``jobs/build.py`` with ``output.format=delta`` (whose commits the driver makes with
+    deltalake) through spark-submit, the driver and the executors on the packed environment's Python, the
+    project from the zip: every table it writes is a Delta table with rows for the run date."""
+    from deltalake import DeltaTable
+
+    root = tmp_path / "out"
+    log = _tiny_log(spark, tmp_path / "input")
+    settings = [arg for item in (*BUILD_OVERRIDES, "output.format=delta") for arg in ("--set", item)]
+    args = ["--input", str(log), "--profile", "test", "--run-date", RUN_DATE, "--output", str(root), *settings]
+    python = str(packed_env.unpacked / "bin" / "python")
+    done = submit(py_files, "build", args, tmp_path, python=python)
+    assert done.returncode == 0, f"{done.stdout[-3000:]}\n--- stderr ---\n{done.stderr[-1000:]}"
+    tables = {path.name for path in root.iterdir()}
+    assert {"interactions", "assignments", "centroids", "training_examples"} <= tables
+    for name in tables:
+        assert DeltaTable.is_deltatable(str(root / name)), f"{name} is not a Delta table"
+        rows = DeltaTable(str(root / name)).to_pyarrow_table(filters=[("run_date", "=", RUN_DATE)]).num_rows
+        assert rows > 0 or name == "rejects", name
