@@ -63,8 +63,10 @@ def load_results(path: str | Path) -> dict:
 
 
 def label_rates(root: str, run_date: str, tasks: list[str]) -> dict:
-    """Per split of ``root``'s training_examples (one run date): rows, each task's label rate and the
-    cold-start share. ``{split: {"rows": n, "cold_start": share, "labels": {task: rate}}}``.
+    """Per split of ``root``'s training_examples (one run date): rows, each task's label rate, the
+    cold-start share and the shares of rows with exactly one positive label (``one_hot``: every row in the
+    ``events`` space) and with none (``no_label``: negatives, unclicked exposures).
+    ``{split: {"rows": n, "cold_start": share, "one_hot": share, "no_label": share, "labels": {task: rate}}}``.
 
     Streams the ``split`` / ``labels`` / ``cold_start`` columns one row group at a time: O(rows) work,
     memory one row group.
@@ -86,12 +88,12 @@ def label_rates(root: str, run_date: str, tasks: list[str]) -> dict:
             labels = labels.reshape(t.num_rows, -1)
             split = np.asarray(t["split"].to_numpy(zero_copy_only=False))
             cold = np.asarray(t["cold_start"].to_numpy(zero_copy_only=False), np.float64)
+            positives = (labels > 0.5).sum(axis=1)
             for name in np.unique(split):
                 m = split == name
-                acc = sums.setdefault(str(name), np.zeros(2 + labels.shape[1]))
-                acc[0] += m.sum()
-                acc[1] += cold[m].sum()
-                acc[2:] += labels[m].sum(axis=0)
+                acc = sums.setdefault(str(name), np.zeros(4 + labels.shape[1]))
+                acc[:4] += [m.sum(), cold[m].sum(), (positives[m] == 1).sum(), (positives[m] == 0).sum()]
+                acc[4:] += labels[m].sum(axis=0)
     out = {}
     for name in [s for s in SPLITS if s in sums] + sorted(set(sums) - set(SPLITS)):
         acc = sums[name]
@@ -99,32 +101,60 @@ def label_rates(root: str, run_date: str, tasks: list[str]) -> dict:
         out[name] = {
             "rows": int(acc[0]),
             "cold_start": float(acc[1] / n),
-            "labels": {t: float(acc[2 + k] / n) for k, t in enumerate(tasks[: len(acc) - 2])},
+            "one_hot": float(acc[2] / n),
+            "no_label": float(acc[3] / n),
+            "labels": {t: float(acc[4 + k] / n) for k, t in enumerate(tasks[: len(acc) - 4])},
         }
     return out
 
 
+def sample_space(root: str, run_date: str, rates: dict | None = None) -> str:
+    """The sample space (SPEC 5) of ``root``'s tables of ``run_date``: the ``sample_space`` row the features
+    stage wrote to run_metrics; without one (tables built by another writer), inferred from ``rates``
+    (:func:`label_rates`): ``events (inferred)`` when every row has exactly one positive label, else ``pairs or
+    exposures (inferred)``. Reads the tiny run_metrics partition."""
+    import pyarrow.parquet as pq
+
+    from mgoe_spark.core.names import SAMPLE_SPACE_METRIC
+    from model.data import partition_files
+
+    try:
+        fs, files = partition_files(root, run_date, "run_metrics")
+        for f in files:
+            t = pq.read_table(f, filesystem=fs, columns=["stage", "metric", "detail"]).to_pylist()
+            found = [r["detail"] for r in t if r["stage"] == "features" and r["metric"] == SAMPLE_SPACE_METRIC]
+            if found:
+                return str(found[-1])
+    except (OSError, ValueError, KeyError):  # no run_metrics table, or one without the columns
+        pass
+    if not rates:
+        return "unknown"
+    one_hot = all(v.get("one_hot") == 1.0 for v in rates.values())
+    return "events (inferred)" if one_hot else "pairs or exposures (inferred)"
+
+
 def label_rate_table(results: dict) -> str:
-    """Text table: per table root read and split, rows, each task's label rate and the cold-start share, and
-    which models read that root. Empty string when the results carry no label rates."""
+    """Text table: per table root read and split, its sample space, rows, each task's label rate and the
+    cold-start share, and which models read that root. Empty string when the results carry no label rates."""
     rates = results.get("label_rates") or {}
     if not rates:
         return ""
     tasks = results["tasks"]
+    spaces = results.get("sample_space") or {}
     readers: dict[str, list[str]] = {}
     for name, r in results["models"].items():
         readers.setdefault(r.get("examples_root"), []).append(name)
-    head = ["table (models)", "split", "rows"] + [f"rate {t}" for t in tasks] + ["cold start"]
+    head = ["table (models)", "space", "split", "rows"] + [f"rate {t}" for t in tasks] + ["cold start"]
     rows = [head]
     for root, per_split in rates.items():
-        who = f"{root} ({', '.join(readers.get(root, []))})"
+        who, space = f"{root} ({', '.join(readers.get(root, []))})", spaces.get(root, "?")
         for split, v in per_split.items():
             rows.append(
-                [who, split, f"{v['rows']:,}"]
+                [who, space, split, f"{v['rows']:,}"]
                 + [f"{100 * v['labels'].get(t, math.nan):.2f}%" for t in tasks]
                 + [f"{100 * v['cold_start']:.2f}%"]
             )
-            who = ""
+            who = space = ""
     widths = [max(len(r[c]) for r in rows) for c in range(len(head))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in rows)
 
@@ -186,6 +216,8 @@ def write_report(results: dict, out_dir: str | Path) -> Path:
     if "checkpoint_dir" in results:
         lines.append(f"- checkpoints: `{results['checkpoint_dir']}`")
     lines.append(f"- tasks (importance order): {', '.join(tasks)}")
+    if spaces := results.get("sample_space"):
+        lines.append(f"- sample space (SPEC 5): {', '.join(sorted(set(spaces.values())))}")
     if meta := results.get("meta"):
         lines.append(
             f"- sizes: {meta['num_users']:,} users, {meta['num_items']:,} items, K_U={meta['k_user']}, "

@@ -352,16 +352,30 @@ class NeighborSettings:
         _require(self.length >= 1, "neighbors.length", "must be >= 1")
 
 
+SampleSpace = Literal["events", "exposures", "pairs"]
+SAMPLE_SPACES: tuple[str, ...] = typing.get_args(SampleSpace)
+"""The sample spaces of SPEC 5 (``samples.space``)."""
+DEFAULT_NEGATIVES_PER_POSITIVE = 7
+"""``samples.negatives_per_positive`` of the ``pairs`` space when the key is not set."""
+
+
 @dataclass
 class SampleSettings:
-    """Samples (SPEC 5)."""
+    """Samples (SPEC 5): which rows the model is trained and evaluated on."""
 
-    negatives_per_positive: int = 7
-    """Random unobserved items per observed (user, item) pair of a sample window, added as all-zero-label
-    rows (0 = none). 7 puts the click rate near 1/8 when nearly every observed pair is a click (the paper's
-    Taobao sample space). Ignored when ``tasks.exposure`` is set: the exposures are the sample space."""
+    space: Literal["auto", "events", "exposures", "pairs"] = "auto"
+    """``events``: each behavior event of a sample window is one row, labelled one-hot by its own task, no
+    negatives (the paper's Taobao protocol). ``exposures``: each exposure is a row, labelled by the behaviors
+    on it; unclicked exposures are the negatives (the paper's Tenrec protocol; needs ``tasks.exposure``).
+    ``pairs``: each observed (user, item) pair of a window is one row with multi-hot labels, plus seeded
+    random negatives (a ranking protocol, not the paper's). ``auto``: ``exposures`` when ``tasks.exposure`` is
+    set, else ``events`` (:meth:`resolve`)."""
+    negatives_per_positive: int | None = None
+    """``pairs`` only: random unobserved items per observed (user, item) pair of a sample window, added as
+    all-zero-label rows (0 = none). ``None``: 7 in ``pairs`` (a click rate near 1/8 when nearly every observed
+    pair is a click), 0 otherwise; a value above 0 in another space is an error."""
     negatives_per_user: int = 0
-    """Random unobserved items per (user, sample window) added on top (0 = none; applies with exposures)."""
+    """``pairs`` and ``exposures``: random unobserved items per (user, sample window) added on top (0 = none)."""
     negative_sampling: Literal["uniform", "popularity"] = "uniform"
     """How negatives are drawn: uniform over item ids, or in proportion to the item's sample-window pairs."""
     cold_start: Literal["keep", "drop"] = "keep"
@@ -369,7 +383,24 @@ class SampleSettings:
 
     def validate(self) -> None:
         _require(self.negatives_per_user >= 0, "samples.negatives_per_user", "must be >= 0")
-        _require(self.negatives_per_positive >= 0, "samples.negatives_per_positive", "must be >= 0")
+        _require(
+            self.negatives_per_positive is None or self.negatives_per_positive >= 0,
+            "samples.negatives_per_positive",
+            "must be >= 0 (or null: 7 in the pairs space, 0 otherwise)",
+        )
+
+    def resolve(self, exposure: str | None) -> str:
+        """The sample space a table gets: ``space``, or for ``auto`` ``exposures`` when the log has an
+        exposure pseudo-task (``tasks.exposure``) and ``events`` otherwise."""
+        if self.space != "auto":
+            return self.space
+        return "exposures" if exposure is not None else "events"
+
+    def per_positive(self, space: str) -> int:
+        """Negatives per observed pair in ``space``: the key's value, or its default (7 in ``pairs``)."""
+        if self.negatives_per_positive is not None:
+            return self.negatives_per_positive
+        return DEFAULT_NEGATIVES_PER_POSITIVE if space == "pairs" else 0
 
 
 @dataclass
