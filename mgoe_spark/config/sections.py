@@ -159,6 +159,23 @@ class GeneratorSettings:
     default matches ``conversion_spread``'s scale (what is bought is not simply what is clicked most)."""
     propensity_sigma: float = 0.5
     """Per-user conversion propensity: rates are scaled by a mean-1 log-normal with this sigma."""
+    conversion_segments: int = 4
+    """User segments for conversion (a hash of the user, independent of the click's user groups): what a
+    price band or a life stage does to buying, across the click communities."""
+    conversion_tiers: int = 4
+    """Item tiers for conversion (a hash of the item, independent of the item groups): price / brand tiers
+    that cut across what is clicked together."""
+    segment_sigma: float = 0.5
+    """Strength of the (user segment, item tier) structure: every later task and (segment, tier) cell gets a
+    mean-1 log-normal conversion factor with this sigma, drawn per task (a segment that favors a tier need not
+    buy it). Models who converts on what by traits the click graph does not group. 0 = off."""
+    item_quality_sigma: float = 0.8
+    """Per-item conversion quality: a mean-1 log-normal factor per item with this sigma, shared by every later
+    task and independent of popularity (some hot items are clicked often and bought rarely, some niche
+    items convert well). 0 = off."""
+    user_taste_sigma: float = 0.5
+    """Per-user preferences for what they convert on: a mean-1 log-normal factor per (later task, user, item
+    tier) with this sigma (one user buys cheap, another premium, whatever they click). 0 = off."""
     conversion_delay_s: float = 3600.0
     """Mean delay (seconds, exponential) between a task's event and the conversion into the next one."""
     hidden_click_fraction: float = 0.05
@@ -192,7 +209,10 @@ class GeneratorSettings:
         for key in ("users", "items"):
             _require(getattr(self, key) <= 1_000_000_000, f"generator.{key}", "must be <= 1,000,000,000")
         _require(self.user_activity_exponent >= 0, "generator.user_activity_exponent", "must be >= 0")
-        _require(self.propensity_sigma >= 0, "generator.propensity_sigma", "must be >= 0")
+        for key in ("propensity_sigma", "segment_sigma", "item_quality_sigma", "user_taste_sigma"):
+            _require(getattr(self, key) >= 0, f"generator.{key}", "must be >= 0 (0 = off)")
+        for key in ("conversion_segments", "conversion_tiers"):
+            _require(getattr(self, key) >= 1, f"generator.{key}", "must be >= 1")
         _require(self.conversion_delay_s > 0, "generator.conversion_delay_s", "must be > 0")
         for key in ("repeat_fraction", "hidden_click_fraction", "category_noise"):
             _require(0.0 <= getattr(self, key) <= 1.0, f"generator.{key}", "must be in [0, 1]")
