@@ -200,6 +200,37 @@ def plot_auc_per_task(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def oracle_line(oracle: dict, tasks: list[str]) -> str:
+    """One line: the oracle's AUC per task and mean on its split (:func:`mgoe_spark.generate.oracle.oracle_auc`)."""
+    cells = ", ".join(f"{t} {oracle['auc'].get(t, math.nan):.4f}" for t in tasks)
+    return f"{oracle.get('split', 'test')} AUC {cells}; mean {oracle['auc_mean']:.4f} ({oracle['rows']:,} rows)"
+
+
+def paired_lines(results: dict, reference: str | None = None) -> list[str]:
+    """Markdown section: each model's per-seed AUC difference to ``reference`` (default: ``mgoe`` when
+    present, else the first model), mean ± standard error (wins/seeds) per task and mean
+    (:mod:`model.paired`). Empty unless there are two models and a model has two seeds or more."""
+    from model.paired import default_reference, paired_differences, paired_table
+
+    models = results["models"]
+    reference = reference or default_reference(models)
+    if len(models) < 2 or max(len(r["seeds"]) for r in models.values()) < 2:
+        return []
+    split = results.get("split", "test")
+    paired = paired_differences(models, reference, results["tasks"], split)
+    return [
+        "",
+        f"## Paired differences to {reference} ({split} AUC, same seeds)",
+        "",
+        "Per model and task: mean over seeds of AUC(model) - AUC(reference), ± its standard error "
+        "(std over seeds, ddof 1, / sqrt(seeds)), (seeds where the model is above / seeds).",
+        "",
+        "```",
+        paired_table(paired, results["tasks"], reference),
+        "```",
+    ]
+
+
 def write_report(results: dict, out_dir: str | Path) -> Path:
     """Write the report files; returns the path of ``report.md``."""
     out = Path(out_dir)
@@ -218,6 +249,8 @@ def write_report(results: dict, out_dir: str | Path) -> Path:
     lines.append(f"- tasks (importance order): {', '.join(tasks)}")
     if spaces := results.get("sample_space"):
         lines.append(f"- sample space (SPEC 5): {', '.join(sorted(set(spaces.values())))}")
+    if oracle := results.get("oracle"):
+        lines.append(f"- oracle (the generator's true probabilities): {oracle_line(oracle, tasks)}")
     if meta := results.get("meta"):
         lines.append(
             f"- sizes: {meta['num_users']:,} users, {meta['num_items']:,} items, K_U={meta['k_user']}, "
@@ -253,8 +286,9 @@ def write_report(results: dict, out_dir: str | Path) -> Path:
             + f" | {f(r['auc_mean'], r['auc_mean_std'])} | {f(r['logloss_mean'], r['logloss_mean_std'])} | {epochs} |"
             + (f" `{r.get('examples_root')}` |" if len(roots) > 1 else "")
         )
+    lines += paired_lines(results)
     if rates := label_rate_table(results):
-        lines += ["", "## Label rates and cold-start share per split", "", "```", rates, "```"]
+        lines += ["", "## Sample space, label rates and cold-start share per split", "", "```", rates, "```"]
     lines += ["", "## Plots", ""]
     if has_history:
         lines += ["![training curves](training_curves.png)", ""]
