@@ -28,6 +28,7 @@ def run_training(
     no_pref_root: str | None = None,
     progress: bool = True,
     table_roots: dict[str, str] | None = None,
+    oracle: dict | None = None,
 ) -> dict:
     """Train ``models`` (default ``cfg.train.models``) and return the results dict.
 
@@ -59,6 +60,8 @@ def run_training(
     results["sample_space"] = {
         root: sample_space(root, results["run_date"], results["label_rates"][root]) for root in read
     }
+    if oracle:  # the generator's true probabilities scored on the same split (the comparison's headroom)
+        results["oracle"] = oracle
     if report_dir:
         write_report(results, report_dir)
     return results
