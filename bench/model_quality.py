@@ -48,6 +48,7 @@ def _cfg(args, root: str, extra: tuple[str, ...] = ()):
 
 def build_tables(args) -> dict:
     from mgoe_spark.config.models import TABLE_VARIANTS
+    from mgoe_spark.core.metrics import write_metrics
     from mgoe_spark.core.session import get_spark
     from mgoe_spark.features.run import run_features
     from mgoe_spark.generate.run import default_out_dir, run_generate
@@ -67,14 +68,16 @@ def build_tables(args) -> dict:
     for label in only:
         overrides = variants[label]
         cfg = _cfg(args, str(out / label), overrides)
+        summaries = []
         for step in (
             lambda c=cfg: run_ingest(spark, c, raw, RUN_DATE),
             lambda c=cfg: run_nodes(spark, c, RUN_DATE),
             lambda c=cfg: run_features(spark, c, RUN_DATE),
         ):
-            s = step()
+            summaries.append(s := step())
             print(f"({label}) {s.line()}", flush=True)
             lines[f"{label}:{s.stage}"] = s.metrics
+        write_metrics(spark, cfg, summaries, RUN_DATE)  # run_metrics: the trainer reads the sample space there
     if "default" in only and base.samples.resolve(base.tasks.exposure) == "events":
         from mgoe_spark.generate.oracle import oracle_auc
 
