@@ -10,12 +10,19 @@ model over ``train.seeds`` (variants on their own tables) and writes the results
 results dict plus ``label_rates`` per table and the load average before / after) and prints the label-rate
 and metric tables.
 
-``python -m bench.model_quality compare --results A.json,B.json [--json PATH]`` merges train-phase results
-(models of several runs on the same tables) and prints the metric table and issue 13's goal checks
-(:func:`goal_checks`): each margin of the ordering MGOE > MacGNN-style > MMoE, PLE and each ablation
-below full MGOE, in units of the larger of the two seed std's. ``--select valid`` first keeps, per model, the
+``python -m bench.model_quality compare --results A.json,B.json [--reference mgoe] [--json PATH]`` merges
+train-phase results (models of several runs on the same tables) and prints the metric table, the paired
+statistics (:mod:`model.paired`: per model the per-seed AUC difference to ``--reference``, its mean, standard
+error and wins out of seeds, per task and mean; issue 27), the oracle's AUC and each model's gap to it when
+the tables came from the generator in the ``events`` space, and issue 13's goal checks (:func:`goal_checks`:
+each margin of the ordering MGOE > MacGNN-style > MMoE, PLE and each ablation below full MGOE, in units of
+the larger of the two seed std's; unpaired, kept for the older results). ``--select valid`` first keeps, per model, the
 variant run (the same model under several ``--suffix`` labels, e.g. a weight-decay grid) with the best mean
 validation AUC (:func:`select_on_valid`), so each model gets its own setting without looking at test.
+
+The tables phase also writes ``DIR/oracle.json`` (:func:`mgoe_spark.generate.oracle.oracle_auc` on the
+default table's test rows) when the default table is in the ``events`` space; the train phase copies it
+into its results as ``oracle``.
 
 Cost: the tables phase is three pipeline runs (nodes + features) over one generated log; the train phase
 is models x seeds x epochs streamed passes. Run it in the background and watch its log.
@@ -41,6 +48,7 @@ def _cfg(args, root: str, extra: tuple[str, ...] = ()):
 
 def build_tables(args) -> dict:
     from mgoe_spark.config.models import TABLE_VARIANTS
+    from mgoe_spark.core.metrics import write_metrics
     from mgoe_spark.core.session import get_spark
     from mgoe_spark.features.run import run_features
     from mgoe_spark.generate.run import default_out_dir, run_generate
@@ -60,14 +68,22 @@ def build_tables(args) -> dict:
     for label in only:
         overrides = variants[label]
         cfg = _cfg(args, str(out / label), overrides)
+        summaries = []
         for step in (
             lambda c=cfg: run_ingest(spark, c, raw, RUN_DATE),
             lambda c=cfg: run_nodes(spark, c, RUN_DATE),
             lambda c=cfg: run_features(spark, c, RUN_DATE),
         ):
-            s = step()
+            summaries.append(s := step())
             print(f"({label}) {s.line()}", flush=True)
             lines[f"{label}:{s.stage}"] = s.metrics
+        write_metrics(spark, cfg, summaries, RUN_DATE)  # run_metrics: the trainer reads the sample space there
+    if "default" in only and base.samples.resolve(base.tasks.exposure) == "events":
+        from mgoe_spark.generate.oracle import oracle_auc
+
+        lines["oracle"] = oracle_auc(spark, base, RUN_DATE)
+        (out / "oracle.json").write_text(json.dumps(lines["oracle"], indent=2))
+        print(f"oracle: {lines['oracle']}", flush=True)
     spark.stop()
     lines["seconds"] = round(time.perf_counter() - t0, 1)
     (out / f"tables-{'-'.join(only)}.json").write_text(json.dumps(lines, indent=2))
@@ -89,6 +105,8 @@ def train(args) -> dict:
     results = run_training(cfg, str(out / "default"), RUN_DATE, models, None, progress=True, table_roots=roots)
     if args.suffix:  # a variant run (its overrides in the label), mergeable beside the default run
         results["models"] = {f"{label}{args.suffix}": r for label, r in results["models"].items()}
+    if (out / "oracle.json").is_file():
+        results["oracle"] = json.loads((out / "oracle.json").read_text())
     results["overrides"] = list(args.overrides)
     results["seconds"] = round(time.perf_counter() - t0, 1)
     results["load_average"] = {"before": load_before, "after": os.getloadavg()}
@@ -145,6 +163,43 @@ def select_on_valid(models: dict) -> tuple[dict, dict]:
     return chosen, report
 
 
+def print_paired(merged: dict, reference: str) -> None:
+    """Add ``merged["paired"]`` (:func:`model.paired.paired_differences` to ``reference``) and print its table;
+    says so and adds nothing when the reference model is not among the results."""
+    from model.paired import paired_differences, paired_table
+
+    if reference not in merged["models"]:
+        print(f"no paired statistics: reference model {reference!r} is not among {', '.join(merged['models'])}")
+        return
+    merged["paired"] = {
+        "reference": reference,
+        "models": paired_differences(merged["models"], reference, merged["tasks"]),
+    }
+    print(f"paired differences to {reference} (test AUC; mean ± standard error over seeds, (wins/seeds)):")
+    print(paired_table(merged["paired"]["models"], merged["tasks"], reference))
+    print()
+
+
+def print_oracle(merged: dict) -> None:
+    """Print the oracle's AUC (when a source carries one) and each model's gap to it, per task and mean;
+    adds ``merged["oracle_gap"]``: label -> {task: oracle - model mean AUC, "mean": ...}."""
+    from model.report import oracle_line
+
+    oracle = merged.get("oracle")
+    if not oracle:
+        return
+    tasks = merged["tasks"]
+    print(f"oracle: {oracle_line(oracle, tasks)}")
+    gaps = {}
+    for label, r in merged["models"].items():
+        gaps[label] = {t: oracle["auc"][t] - r["auc"][t]["mean"] for t in tasks}
+        gaps[label]["mean"] = oracle["auc_mean"] - r["auc_mean"]
+        cells = "  ".join(f"{t} {gaps[label][t]:.4f}" for t in [*tasks, "mean"])
+        print(f"{label:>16} gap to the oracle: {cells}")
+    merged["oracle_gap"] = gaps
+    print()
+
+
 def compare(args) -> dict:
     from model.evaluate import results_table, to_json
 
@@ -163,6 +218,8 @@ def compare(args) -> dict:
     merged["goal_checks"] = goal_checks(merged["models"])
     print(results_table(merged, merged["tasks"]))
     print()
+    print_paired(merged, args.reference)
+    print_oracle(merged)
     for c in merged["goal_checks"]:
         verdict = "met" if c["met"] else "NOT met"
         print(f"{c['better']:>16} > {c['worse']:<16} margin {c['margin']:+.4f}  2 std {2 * c['std']:.4f}  {verdict}")
@@ -185,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
         choices=["none", "valid"],
         default="none",
         help="compare phase: 'valid' keeps, per model, the variant (suffix) with the best validation mean AUC",
+    )
+    p.add_argument(
+        "--reference", default="mgoe", help="compare phase: the model every other is paired with, seed by seed"
     )
     p.add_argument("--suffix", default="", help="train phase: append this to every result label (e.g. [tower])")
     p.add_argument("--models", default="mgoe,mgoe_no_adjust,mgoe_no_cascade,mgoe_no_pref,macgnn,mmoe,ple")

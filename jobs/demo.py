@@ -2,7 +2,8 @@
 
 Generates a synthetic multi-behavior log with planted user / item groups (``generator.*``), ingests it,
 builds the MTMG (``nodes`` + ``features``), trains MGOE and MMoE (``--models``) over ``train.seeds``, prints
-the label rates and cold-start share per split and the per-task AUC / Logloss table. A model with its own
+the sample space, the label rates and cold-start share per split, the per-task AUC / Logloss table and (in
+the ``events`` space) the oracle's AUC, the generator's true probabilities scored as a model. A model with its own
 table (``mgoe_no_pref``: no preference weights; ``macgnn``: one binary graph, unweighted k-means; see
 ``mgoe_spark.config.models.TABLE_VARIANTS``) gets that table built from the same log under
 ``<output>/tables_<model>`` and trains on it; the table prints which root each model read. It writes a
@@ -48,8 +49,6 @@ def execute(args: argparse.Namespace) -> int:
     from mgoe_spark.generate.run import default_out_dir, run_generate
     from mgoe_spark.ingest.run import run_ingest
     from mgoe_spark.nodes.run import run_nodes
-    from model.evaluate import results_table, to_json
-    from model.report import label_rate_table
     from model.run import run_training
 
     start = time.perf_counter()
@@ -88,6 +87,7 @@ def execute(args: argparse.Namespace) -> int:
             summaries[-1].stage = f"{summaries[-1].stage}_{name.split('(')[1].split()[0]}"
         print(summaries[-1].line(), flush=True)
     write_metrics(spark, cfg, summaries, run_date)
+    oracle = _oracle(spark, cfg, run_date)
     step_lines = step_sections(metric_rows(store, run_date), report_dir)
     pipeline_lines = step_lines + pipeline_plots(spark, store, run_date, report_dir)
     if ours:
@@ -95,9 +95,8 @@ def execute(args: argparse.Namespace) -> int:
 
     print(f"[{len(steps) + 1}/{len(steps) + 1}] train {', '.join(models)} (seeds {cfg.train.seeds}) ...", flush=True)
     t0 = time.perf_counter()
-    results = run_training(
-        cfg, cfg.output.root, run_date, models, report_dir, progress=not args.quiet, table_roots=table_roots
-    )
+    extra = {"table_roots": table_roots, "oracle": oracle}
+    results = run_training(cfg, cfg.output.root, run_date, models, report_dir, progress=not args.quiet, **extra)
     train_seconds = time.perf_counter() - t0
     report = report_dir / "report.md"
     stage_lines = [s.line() for s in summaries] + [f"[train] seconds={train_seconds:,.1f}"]
@@ -105,14 +104,34 @@ def execute(args: argparse.Namespace) -> int:
 
     results["pipeline"] = {s.stage: s.metrics for s in summaries} | {"train": {"seconds": round(train_seconds, 1)}}
     results["seconds_total"] = round(time.perf_counter() - start, 1)
+    _print_and_write(results, args.json)
+    print(f"\ndemo done in {results['seconds_total']:,.0f} s: tables under {cfg.output.root}/, report {report}")
+    return 0
+
+
+def _print_and_write(results: dict, json_path: str | None) -> None:
+    """Print the sample space and label rates, the metric table and the oracle's AUC; write the JSON."""
+    from model.evaluate import results_table, to_json
+    from model.report import label_rate_table, oracle_line
+
     print()
     print(label_rate_table(results))
     print(results_table(results, results["tasks"]))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(to_json(results))
-    print(f"\ndemo done in {results['seconds_total']:,.0f} s: tables under {cfg.output.root}/, report {report}")
-    return 0
+    if oracle := results.get("oracle"):
+        print(f"oracle (the generator's true probabilities): {oracle_line(oracle, results['tasks'])}")
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(to_json(results))
+
+
+def _oracle(spark, cfg, run_date: str) -> dict | None:
+    """The oracle's AUC on the test rows (:func:`mgoe_spark.generate.oracle.oracle_auc`): the headroom of the
+    comparison; ``None`` outside the ``events`` sample space, whose labels the oracle scores."""
+    from mgoe_spark.generate.oracle import oracle_auc
+
+    if cfg.samples.resolve(cfg.tasks.exposure) != "events":
+        return None
+    return oracle_auc(spark, cfg, run_date)
 
 
 if __name__ == "__main__":

@@ -106,6 +106,10 @@ def evaluate(model: nn.Module, batches, tasks) -> dict:
     return task_metrics(labels, probs, tasks)
 
 
+def _defined(x) -> bool:
+    return x is not None and not (isinstance(x, float) and math.isnan(x))
+
+
 def _fmt(mean: float, std: float | None) -> str:
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "n/a"
@@ -114,8 +118,11 @@ def _fmt(mean: float, std: float | None) -> str:
 
 def results_table(results: dict, tasks) -> str:
     """Fixed-width text table: one row per model, AUC and Logloss per task and mean (mean±std over seeds), and
-    the mean AUC of the later tasks on the rows whose first task is positive (``auc_given_first``)."""
+    the mean AUC of the later tasks on the rows whose first task is positive (``auc_given_first``; left out
+    when no model has it, as in the ``events`` sample space)."""
     given = len(tasks) > 1 and all("auc_given_first_mean" in r for r in results["models"].values())
+    # in the events space no row has two behaviors, so a later task is never positive on a clicked row
+    given = given and any(_defined(r["auc_given_first_mean"]) for r in results["models"].values())
     head = ["model"] + [f"AUC {t}" for t in tasks] + ["AUC mean"]
     head += [f"AUC mean | {tasks[0]}"] if given else []
     head += [f"LL {t}" for t in tasks] + ["LL mean"]

@@ -63,8 +63,10 @@ def load_results(path: str | Path) -> dict:
 
 
 def label_rates(root: str, run_date: str, tasks: list[str]) -> dict:
-    """Per split of ``root``'s training_examples (one run date): rows, each task's label rate and the
-    cold-start share. ``{split: {"rows": n, "cold_start": share, "labels": {task: rate}}}``.
+    """Per split of ``root``'s training_examples (one run date): rows, each task's label rate, the
+    cold-start share and the shares of rows with exactly one positive label (``one_hot``: every row in the
+    ``events`` space) and with none (``no_label``: negatives, unclicked exposures).
+    ``{split: {"rows": n, "cold_start": share, "one_hot": share, "no_label": share, "labels": {task: rate}}}``.
 
     Streams the ``split`` / ``labels`` / ``cold_start`` columns one row group at a time: O(rows) work,
     memory one row group.
@@ -86,12 +88,12 @@ def label_rates(root: str, run_date: str, tasks: list[str]) -> dict:
             labels = labels.reshape(t.num_rows, -1)
             split = np.asarray(t["split"].to_numpy(zero_copy_only=False))
             cold = np.asarray(t["cold_start"].to_numpy(zero_copy_only=False), np.float64)
+            positives = (labels > 0.5).sum(axis=1)
             for name in np.unique(split):
                 m = split == name
-                acc = sums.setdefault(str(name), np.zeros(2 + labels.shape[1]))
-                acc[0] += m.sum()
-                acc[1] += cold[m].sum()
-                acc[2:] += labels[m].sum(axis=0)
+                acc = sums.setdefault(str(name), np.zeros(4 + labels.shape[1]))
+                acc[:4] += [m.sum(), cold[m].sum(), (positives[m] == 1).sum(), (positives[m] == 0).sum()]
+                acc[4:] += labels[m].sum(axis=0)
     out = {}
     for name in [s for s in SPLITS if s in sums] + sorted(set(sums) - set(SPLITS)):
         acc = sums[name]
@@ -99,32 +101,60 @@ def label_rates(root: str, run_date: str, tasks: list[str]) -> dict:
         out[name] = {
             "rows": int(acc[0]),
             "cold_start": float(acc[1] / n),
-            "labels": {t: float(acc[2 + k] / n) for k, t in enumerate(tasks[: len(acc) - 2])},
+            "one_hot": float(acc[2] / n),
+            "no_label": float(acc[3] / n),
+            "labels": {t: float(acc[4 + k] / n) for k, t in enumerate(tasks[: len(acc) - 4])},
         }
     return out
 
 
+def sample_space(root: str, run_date: str, rates: dict | None = None) -> str:
+    """The sample space (SPEC 5) of ``root``'s tables of ``run_date``: the ``sample_space`` row the features
+    stage wrote to run_metrics; without one (tables built by another writer), inferred from ``rates``
+    (:func:`label_rates`): ``events (inferred)`` when every row has exactly one positive label, else ``pairs or
+    exposures (inferred)``. Reads the tiny run_metrics partition."""
+    import pyarrow.parquet as pq
+
+    from mgoe_spark.core.names import SAMPLE_SPACE_METRIC
+    from model.data import partition_files
+
+    try:
+        fs, files = partition_files(root, run_date, "run_metrics")
+        for f in files:
+            t = pq.read_table(f, filesystem=fs, columns=["stage", "metric", "detail"]).to_pylist()
+            found = [r["detail"] for r in t if r["stage"] == "features" and r["metric"] == SAMPLE_SPACE_METRIC]
+            if found:
+                return str(found[-1])
+    except (OSError, ValueError, KeyError):  # no run_metrics table, or one without the columns
+        pass
+    if not rates:
+        return "unknown"
+    one_hot = all(v.get("one_hot") == 1.0 for v in rates.values())
+    return "events (inferred)" if one_hot else "pairs or exposures (inferred)"
+
+
 def label_rate_table(results: dict) -> str:
-    """Text table: per table root read and split, rows, each task's label rate and the cold-start share, and
-    which models read that root. Empty string when the results carry no label rates."""
+    """Text table: per table root read and split, its sample space, rows, each task's label rate and the
+    cold-start share, and which models read that root. Empty string when the results carry no label rates."""
     rates = results.get("label_rates") or {}
     if not rates:
         return ""
     tasks = results["tasks"]
+    spaces = results.get("sample_space") or {}
     readers: dict[str, list[str]] = {}
     for name, r in results["models"].items():
         readers.setdefault(r.get("examples_root"), []).append(name)
-    head = ["table (models)", "split", "rows"] + [f"rate {t}" for t in tasks] + ["cold start"]
+    head = ["table (models)", "space", "split", "rows"] + [f"rate {t}" for t in tasks] + ["cold start"]
     rows = [head]
     for root, per_split in rates.items():
-        who = f"{root} ({', '.join(readers.get(root, []))})"
+        who, space = f"{root} ({', '.join(readers.get(root, []))})", spaces.get(root, "?")
         for split, v in per_split.items():
             rows.append(
-                [who, split, f"{v['rows']:,}"]
+                [who, space, split, f"{v['rows']:,}"]
                 + [f"{100 * v['labels'].get(t, math.nan):.2f}%" for t in tasks]
                 + [f"{100 * v['cold_start']:.2f}%"]
             )
-            who = ""
+            who = space = ""
     widths = [max(len(r[c]) for r in rows) for c in range(len(head))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in rows)
 
@@ -170,6 +200,37 @@ def plot_auc_per_task(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def oracle_line(oracle: dict, tasks: list[str]) -> str:
+    """One line: the oracle's AUC per task and mean on its split (:func:`mgoe_spark.generate.oracle.oracle_auc`)."""
+    cells = ", ".join(f"{t} {oracle['auc'].get(t, math.nan):.4f}" for t in tasks)
+    return f"{oracle.get('split', 'test')} AUC {cells}; mean {oracle['auc_mean']:.4f} ({oracle['rows']:,} rows)"
+
+
+def paired_lines(results: dict, reference: str | None = None) -> list[str]:
+    """Markdown section: each model's per-seed AUC difference to ``reference`` (default: ``mgoe`` when
+    present, else the first model), mean ± standard error (wins/seeds) per task and mean
+    (:mod:`model.paired`). Empty unless there are two models and a model has two seeds or more."""
+    from model.paired import default_reference, paired_differences, paired_table
+
+    models = results["models"]
+    reference = reference or default_reference(models)
+    if len(models) < 2 or max(len(r["seeds"]) for r in models.values()) < 2:
+        return []
+    split = results.get("split", "test")
+    paired = paired_differences(models, reference, results["tasks"], split)
+    return [
+        "",
+        f"## Paired differences to {reference} ({split} AUC, same seeds)",
+        "",
+        "Per model and task: mean over seeds of AUC(model) - AUC(reference), ± its standard error "
+        "(std over seeds, ddof 1, / sqrt(seeds)), (seeds where the model is above / seeds).",
+        "",
+        "```",
+        paired_table(paired, results["tasks"], reference),
+        "```",
+    ]
+
+
 def write_report(results: dict, out_dir: str | Path) -> Path:
     """Write the report files; returns the path of ``report.md``."""
     out = Path(out_dir)
@@ -186,6 +247,10 @@ def write_report(results: dict, out_dir: str | Path) -> Path:
     if "checkpoint_dir" in results:
         lines.append(f"- checkpoints: `{results['checkpoint_dir']}`")
     lines.append(f"- tasks (importance order): {', '.join(tasks)}")
+    if spaces := results.get("sample_space"):
+        lines.append(f"- sample space (SPEC 5): {', '.join(sorted(set(spaces.values())))}")
+    if oracle := results.get("oracle"):
+        lines.append(f"- oracle (the generator's true probabilities): {oracle_line(oracle, tasks)}")
     if meta := results.get("meta"):
         lines.append(
             f"- sizes: {meta['num_users']:,} users, {meta['num_items']:,} items, K_U={meta['k_user']}, "
@@ -221,8 +286,9 @@ def write_report(results: dict, out_dir: str | Path) -> Path:
             + f" | {f(r['auc_mean'], r['auc_mean_std'])} | {f(r['logloss_mean'], r['logloss_mean_std'])} | {epochs} |"
             + (f" `{r.get('examples_root')}` |" if len(roots) > 1 else "")
         )
+    lines += paired_lines(results)
     if rates := label_rate_table(results):
-        lines += ["", "## Label rates and cold-start share per split", "", "```", rates, "```"]
+        lines += ["", "## Sample space, label rates and cold-start share per split", "", "```", rates, "```"]
     lines += ["", "## Plots", ""]
     if has_history:
         lines += ["![training curves](training_curves.png)", ""]

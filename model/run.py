@@ -14,7 +14,7 @@ from mgoe_spark.config.models import MODELS
 from mgoe_spark.core.errors import UserError
 from model.data import ExampleStream, TableMeta
 from model.export import export_model
-from model.report import label_rates, write_report
+from model.report import label_rates, sample_space, write_report
 from model.train import load_checkpoint, train_models
 
 
@@ -28,6 +28,7 @@ def run_training(
     no_pref_root: str | None = None,
     progress: bool = True,
     table_roots: dict[str, str] | None = None,
+    oracle: dict | None = None,
 ) -> dict:
     """Train ``models`` (default ``cfg.train.models``) and return the results dict.
 
@@ -35,7 +36,8 @@ def run_training(
     (test split, over seeds), ``auc[task]`` / ``logloss[task]`` as {mean, std, values}, and per-seed runs.
     With ``report_dir``, also writes the Markdown report, plots, results.json and checkpoints there.
     ``table_roots``: model -> its own table root (``--table-root MODEL=URI``); ``results["label_rates"]``
-    holds each read table's label rates and cold-start share per split.
+    holds each read table's label rates and cold-start share per split, ``results["sample_space"]`` its sample
+    space (SPEC 5).
     """
     models = list(models or cfg.train.models)
     unknown = [m for m in models if m not in MODELS]
@@ -53,10 +55,13 @@ def run_training(
             "mgoe_no_pref=URI (mgoe demo builds it for you)"
         )
     results = train_models(cfg, examples_root, run_date, models, ckpt, None, progress, table_roots=roots)
-    results["label_rates"] = {
-        root: label_rates(root, results["run_date"], results["tasks"])
-        for root in dict.fromkeys(r["examples_root"] for r in results["models"].values())
+    read = dict.fromkeys(r["examples_root"] for r in results["models"].values())
+    results["label_rates"] = {root: label_rates(root, results["run_date"], results["tasks"]) for root in read}
+    results["sample_space"] = {
+        root: sample_space(root, results["run_date"], results["label_rates"][root]) for root in read
     }
+    if oracle:  # the generator's true probabilities scored on the same split (the comparison's headroom)
+        results["oracle"] = oracle
     if report_dir:
         write_report(results, report_dir)
     return results

@@ -75,6 +75,22 @@ GROUND_TRUTH_ITEMS = TableSchema(
     doc="Synthetic data only: the planted item group of each item.",
 )
 
+GROUND_TRUTH_PAIRS = TableSchema(
+    "ground_truth_pairs",
+    [
+        Column("user_raw_id", "string", False, "raw user id"),
+        Column("item_raw_id", "string", False, "raw item id"),
+        Column(
+            "probabilities",
+            "list<float64>",
+            False,
+            "per task in tasks.order: the true probability that an event on this pair is that task (its "
+            "label in the events sample space); they add up to 1",
+        ),
+    ],
+    doc="Synthetic data only: the oracle, per (user, item) pair the generator drew (mgoe_spark.generate.oracle).",
+)
+
 RUN_METRICS = TableSchema(
     "run_metrics",
     [

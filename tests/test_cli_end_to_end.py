@@ -108,13 +108,18 @@ def test_demo_through_the_cli_entry_point(spark, tmp_path, capsys):
     for name in ("mgoe", "mmoe"):
         assert 0.0 <= data["models"][name]["auc_mean"] <= 1.0
         assert data["models"][name]["logloss_mean"] > 0
-    # the label rates print, and the default negatives make click AUC meaningful (click rate 5-30%)
-    assert "rate click" in run.out and "cold start" in run.out
+    # the sample space and label rates print: the default events space has one-hot rows, so the rates add
+    # up to 1 and the click is the most frequent behavior (as the paper's Taobao shares, 88 / 7 / 4 / 2 %)
+    assert "rate click" in run.out and "cold start" in run.out and " events " in run.out
+    assert data["sample_space"] == {str(out): "events"}
     rates = data["label_rates"][str(out)]
     assert set(rates) == {"train", "valid", "test"}
     for split, v in rates.items():
-        assert 0.05 <= v["labels"]["click"] <= 0.30, (split, v)
-        assert v["labels"]["buy"] < v["labels"]["click"]
+        assert sum(v["labels"].values()) == pytest.approx(1.0) and v["one_hot"] == pytest.approx(1.0), (split, v)
+        assert 0.6 <= v["labels"]["click"] <= 0.95 and v["labels"]["buy"] < v["labels"]["click"], (split, v)
+    # the oracle's AUC (the headroom) prints and is in the results
+    assert "oracle (the generator's true probabilities): test AUC click" in run.out
+    assert data["oracle"]["missing"] == 0 and 0.5 < data["oracle"]["auc_mean"] < 1.0
     # Real tables, readable with the contract's pyarrow schema.
     examples = pq.read_table(out / "training_examples" / "run_date=2026-11-23", schema=TRAINING_EXAMPLES.arrow(False))
     assert examples.num_rows > 0 and set(examples.column("split").to_pylist()) == {"train", "valid", "test"}

@@ -262,7 +262,8 @@ def _sorted_rows(table: pa.Table) -> tuple[list, list]:
             zip(*(cols[n] for n in floats), strict=True) if floats else [()] * table.num_rows,
             strict=True,
         ),
-        key=lambda r: repr(r[0]),
+        # ties of the exact part (the events space: one pair's events in a split) by their rounded floats
+        key=lambda r: (repr(r[0]), repr(np.round(_flat(r[1]), 5).tolist())),
     )
     return [r[0] for r in rows], [r[1] for r in rows]
 

@@ -15,6 +15,7 @@ def test_defaults_follow_the_spec():
     assert (cfg.windows.q1, cfg.windows.q2) == (0.8, 0.9)
     assert cfg.edges.hops == 2 and cfg.edges.edge_matrix == "score" and cfg.neighbors.length == 20
     assert cfg.train.embed_dim == 10 and cfg.train.tau == 1.3
+    assert cfg.samples.resolve(cfg.tasks.exposure) == "events"  # SPEC 5: the paper's Taobao protocol
 
 
 def test_layers_profile_file_then_overrides(tmp_path):

@@ -306,3 +306,23 @@ def test_model_quality_select_on_valid_chooses_by_validation_never_by_test():
     assert chosen["mgoe"]["selected_variant"] == "mgoe[wd=1e-4]" and chosen["mgoe"]["auc_mean"] == 0.90
     assert chosen["macgnn"]["selected_variant"] == "macgnn" and chosen["macgnn"]["auc_mean"] == 0.70
     assert math.isclose(report["mgoe"]["valid_auc_mean"]["mgoe"], 0.81)
+
+
+def test_sample_space_comes_from_run_metrics_or_the_labels(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from model.report import label_rates, sample_space
+    from schemas import RUN_METRICS, partition_path
+
+    root = _table(tmp_path / "t")
+    tasks = ["click", "fav", "cart", "buy"]
+    rates = label_rates(root, RUN, tasks)
+    assert all(0 < v["no_label"] < 1 and v["one_hot"] < 1 for v in rates.values())  # exposures: multi-hot, zeros
+    assert sample_space(root, RUN, rates) == "pairs or exposures (inferred)"
+    assert sample_space(root, RUN, {s: {**v, "one_hot": 1.0} for s, v in rates.items()}) == "events (inferred)"
+    part = partition_path(root, RUN_METRICS.name, RUN)
+    rows = [{"stage": "features", "metric": "sample_space", "value": 1.0, "detail": "exposures"}]
+    (tmp_path / "t" / RUN_METRICS.name / f"run_date={RUN}").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=RUN_METRICS.arrow(False)), f"{part}/part-0.parquet")
+    assert sample_space(root, RUN, rates) == "exposures"  # what the features stage recorded wins

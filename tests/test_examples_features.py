@@ -194,6 +194,7 @@ def test_build_features_end_to_end_and_label_leak_trap(spark):
             f"neighbors.length={L}",
             "windows.validation_fraction=0.25",
             # observed pairs only: the trap's new item id would move every uniform negative draw
+            "samples.space=pairs",
             "samples.negatives_per_positive=0",
         ],
     )

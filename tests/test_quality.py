@@ -258,6 +258,13 @@ BREAKS = [
         lambda rows: rows[:-1] + [(*rows[-1][:3], 1999, *rows[-1][4:])],
         ("samples", "outside_its_window"),
     ),
+    (
+        "features",
+        SAMPLES,
+        lambda rows: [(*rows[0][:4], [1.0, 1.0] + list(rows[0][4][2:]), rows[0][5])] + rows[1:],
+        ("samples", "labels_not_one_hot"),  # the default events space: one behavior per row
+    ),
+    ("features", SAMPLES, lambda rows: rows + rows[:1], ("samples", "unique_user_id_item_id_split_ts_labels")),
     ("features", MACRO_EDGES, lambda rows: [(*rows[0][:4], [0.5])] + rows[1:], ("macro_edges", "weights_length")),
     ("features", MACRO_EDGES, lambda rows: rows + [("later", *rows[0][1:])], ("macro_edges", "unknown_snapshot")),
     (

@@ -7,7 +7,7 @@ from collections import defaultdict
 
 import pytest
 
-from mgoe_spark.config import load_config
+from mgoe_spark.config import load_config, with_overrides
 from mgoe_spark.features.samples import build_samples
 from mgoe_spark.windows.cutoffs import Windows, compute_windows, parse_instant
 
@@ -16,8 +16,11 @@ TASKS = ["click", "fav", "cart", "buy"]
 
 
 def cfg(*overrides: str):
-    """The test profile with observed pairs only (no default negatives) unless an override adds them."""
-    return load_config(profile="test", overrides=["samples.negatives_per_positive=0", *overrides])
+    """The test profile in the ``pairs`` space with observed pairs only (no default negatives) unless an
+    override adds them (these tests check the pairs protocol: labels per pair, negatives, splits)."""
+    return load_config(
+        profile="test", overrides=["samples.space=pairs", "samples.negatives_per_positive=0", *overrides]
+    )
 
 
 def test_quantile_cutoffs_split_the_events_by_rank(spark):
@@ -99,6 +102,74 @@ def test_observed_samples_labels_splits_and_cold_start(spark):
     assert {(r.user_id, r.item_id, r.split) for r in dropped} == set(got) - cold
 
 
+EVENT_LOG = [
+    (1, 1, "click", 5, None),  # feature window: not a sample
+    (1, 1, "click", 12, None),
+    (1, 1, "click", 12, None),  # an exact duplicate: counted once
+    (1, 1, "click", 14, None),  # a second click of the same pair: its own row
+    (1, 1, "buy", 15, None),
+    (2, 3, "exposure", 13, None),  # not a task of tasks.order: not a sample
+    (2, 3, "fav", 16, None),  # user 2 and item 3 are new: cold
+    (1, 1, "cart", 25, None),  # test window
+]
+
+
+def test_events_space_is_one_row_per_event_with_one_hot_labels(spark):
+    c = load_config(profile="test", overrides=["windows.validation_fraction=0", "tasks.exposure=null"])
+    assert c.samples.resolve(c.tasks.exposure) == "events"  # the default for logs without exposures
+    df = spark.createDataFrame(EVENT_LOG, SCHEMA)
+    got = sorted(
+        (r.user_id, r.item_id, r.split, r.ts, list(r.labels), r.cold_start) for r in build_samples(df, WIN, c).collect()
+    )
+    assert got == [
+        (1, 1, "test", 25, [0.0, 0.0, 1.0, 0.0], False),
+        (1, 1, "train", 12, [1.0, 0.0, 0.0, 0.0], False),
+        (1, 1, "train", 14, [1.0, 0.0, 0.0, 0.0], False),
+        (1, 1, "train", 15, [0.0, 0.0, 0.0, 1.0], False),
+        (2, 3, "train", 16, [0.0, 1.0, 0.0, 0.0], True),
+    ]
+    # the same log in the pairs space: one row per (pair, window), multi-hot
+    pairs = build_samples(df, WIN, cfg("windows.validation_fraction=0")).collect()
+    assert sorted((r.user_id, r.item_id, r.split, list(r.labels)) for r in pairs) == [
+        (1, 1, "test", [0.0, 0.0, 1.0, 0.0]),
+        (1, 1, "train", [1.0, 0.0, 0.0, 1.0]),
+        (2, 3, "train", [0.0, 1.0, 0.0, 0.0]),
+    ]
+
+
+def test_events_of_a_pair_share_their_split(spark):
+    rows = [(u, i, t, 11 + k, None) for u in range(1, 31) for i in (1, 2) for k, t in enumerate(TASKS)]
+    c = load_config(profile="test", overrides=["windows.validation_fraction=0.5"])
+    per_pair = defaultdict(set)
+    for r in build_samples(spark.createDataFrame(rows, SCHEMA), WIN, c).collect():
+        per_pair[(r.user_id, r.item_id)].add(r.split)
+    assert len(per_pair) == 60 and all(len(s) == 1 for s in per_pair.values())
+    assert {s for v in per_pair.values() for s in v} == {"train", "valid"}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        (["samples.space=exposures"], "samples.space' is 'exposures' but the log has no exposure pseudo-task"),
+        (["samples.negatives_per_positive=3"], "samples.negatives_per_positive' applies to samples.space=pairs only"),
+        (["samples.negatives_per_user=2"], "samples.negatives_per_user' must be 0 in samples.space=events"),
+        (
+            ["tasks.exposure=exposure", "samples.negatives_per_positive=1"],
+            "applies to samples.space=pairs only (the space is 'exposures')",
+        ),
+        (["samples.space=rows"], "samples.space' must be one of 'auto', 'events', 'exposures', 'pairs'"),
+    ],
+)
+def test_sample_space_combinations_are_checked(overrides, needle):
+    from mgoe_spark.config import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=overrides)
+    assert needle in str(err.value)
+    # the same keys are fine where they apply
+    assert load_config(overrides=["samples.space=pairs", "samples.negatives_per_user=2"]).samples.space == "pairs"
+
+
 def test_validation_split_is_seeded_and_by_user(spark):
     rows = [(u, i, "click", 15, None) for u in range(1, 41) for i in range(1, 6)]
     rows += [(u, 1, "click", 1, None) for u in range(1, 41)]
@@ -127,6 +198,7 @@ def test_exposures_are_the_sample_space(spark):
     ]
     df = spark.createDataFrame(log, SCHEMA)
     c = cfg(
+        "samples.space=auto",  # exposures: automatic with tasks.exposure
         "tasks.order=[click, like]",
         "tasks.exposure=exposure",
         "input.behavior_map={pv: click}",
@@ -173,7 +245,9 @@ def test_default_negatives_are_n_per_positive_pair_and_skip_exposure_logs(spark)
     log = [(u, (u * 31 + k * 7) % 300 + 1, "click", 12, None) for u in range(1, 5) for k in range(30)]
     log += [(u, 1, "click", 1, None) for u in range(1, 5)]
     df = spark.createDataFrame(log, SCHEMA)
-    c = load_config(profile="test", overrides=["samples.negatives_per_positive=3", "windows.validation_fraction=0"])
+    c = load_config(profile="test", overrides=["samples.space=pairs", "windows.validation_fraction=0"])
+    assert c.samples.per_positive("pairs") == 7  # the pairs space's default: click rate near 1/8
+    c = with_overrides(c, ["samples.negatives_per_positive=3"])
     rows = build_samples(df, WIN, c, n_items=300).collect()
     observed = {(u, i, "test" if w == "test" else "train") for u, i, w in label_oracle(log, WIN, TASKS)}
     per_window = _negatives(rows, observed)
@@ -181,12 +255,9 @@ def test_default_negatives_are_n_per_positive_pair_and_skip_exposure_logs(spark)
     assert all(len(v) == len(set(v)) for v in per_window.values())
     click_rate = sum(r.labels[0] for r in rows) / len(rows)
     assert click_rate == pytest.approx(1 / 4)
-    assert load_config().samples.negatives_per_positive == 7  # the default: click rate near 1/8
     exposed = [(1, 2, "exposure", 12, None), (1, 2, "click", 12, None), (1, 3, "exposure", 13, None)]
-    ce = load_config(
-        profile="test",
-        overrides=["tasks.exposure=exposure", "windows.validation_fraction=0", "samples.negatives_per_positive=3"],
-    )
+    ce = load_config(profile="test", overrides=["tasks.exposure=exposure", "windows.validation_fraction=0"])
+    assert ce.samples.resolve(ce.tasks.exposure) == "exposures" and ce.samples.per_positive("exposures") == 0
     got = build_samples(spark.createDataFrame(exposed, SCHEMA), WIN, ce, n_items=300).collect()
     assert sorted((r.user_id, r.item_id) for r in got) == [(1, 2), (1, 3)]  # exposures only
 

@@ -23,6 +23,7 @@ from mgoe_spark.config.loader import PROFILES, load_config, profile_data, with_o
 from mgoe_spark.config.sections import (
     INPUT_FORMATS,
     OUTPUT_FORMATS,
+    SAMPLE_SPACES,
     EdgeSettings,
     GeneratorSettings,
     InputSettings,
@@ -44,6 +45,7 @@ from mgoe_spark.config.tree import MgoeConfig, validate
 __all__ = [
     "INPUT_FORMATS",
     "OUTPUT_FORMATS",
+    "SAMPLE_SPACES",
     "PROFILES",
     "ConfigError",
     "EdgeSettings",

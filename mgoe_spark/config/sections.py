@@ -169,6 +169,23 @@ class GeneratorSettings:
     default matches ``conversion_spread``'s scale (what is bought is not simply what is clicked most)."""
     propensity_sigma: float = 0.5
     """Per-user conversion propensity: rates are scaled by a mean-1 log-normal with this sigma."""
+    conversion_segments: int = 4
+    """User segments for conversion (a hash of the user, independent of the click's user groups): what a
+    price band or a life stage does to buying, across the click communities."""
+    conversion_tiers: int = 4
+    """Item tiers for conversion (a hash of the item, independent of the item groups): price / brand tiers
+    that cut across what is clicked together."""
+    segment_sigma: float = 0.5
+    """Strength of the (user segment, item tier) structure: every later task and (segment, tier) cell gets a
+    mean-1 log-normal conversion factor with this sigma, drawn per task (a segment that favors a tier need not
+    buy it). Models who converts on what by traits the click graph does not group. 0 = off."""
+    item_quality_sigma: float = 0.8
+    """Per-item conversion quality: a mean-1 log-normal factor per item with this sigma, shared by every later
+    task and independent of popularity (some hot items are clicked often and bought rarely, some niche
+    items convert well). 0 = off."""
+    user_taste_sigma: float = 0.5
+    """Per-user preferences for what they convert on: a mean-1 log-normal factor per (later task, user, item
+    tier) with this sigma (one user buys cheap, another premium, whatever they click). 0 = off."""
     conversion_delay_s: float = 3600.0
     """Mean delay (seconds, exponential) between a task's event and the conversion into the next one."""
     hidden_click_fraction: float = 0.05
@@ -202,7 +219,10 @@ class GeneratorSettings:
         for key in ("users", "items"):
             _require(getattr(self, key) <= 1_000_000_000, f"generator.{key}", "must be <= 1,000,000,000")
         _require(self.user_activity_exponent >= 0, "generator.user_activity_exponent", "must be >= 0")
-        _require(self.propensity_sigma >= 0, "generator.propensity_sigma", "must be >= 0")
+        for key in ("propensity_sigma", "segment_sigma", "item_quality_sigma", "user_taste_sigma"):
+            _require(getattr(self, key) >= 0, f"generator.{key}", "must be >= 0 (0 = off)")
+        for key in ("conversion_segments", "conversion_tiers"):
+            _require(getattr(self, key) >= 1, f"generator.{key}", "must be >= 1")
         _require(self.conversion_delay_s > 0, "generator.conversion_delay_s", "must be > 0")
         for key in ("repeat_fraction", "hidden_click_fraction", "category_noise"):
             _require(0.0 <= getattr(self, key) <= 1.0, f"generator.{key}", "must be in [0, 1]")
@@ -362,16 +382,30 @@ class NeighborSettings:
         _require(self.length >= 1, "neighbors.length", "must be >= 1")
 
 
+SampleSpace = Literal["events", "exposures", "pairs"]
+SAMPLE_SPACES: tuple[str, ...] = typing.get_args(SampleSpace)
+"""The sample spaces of SPEC 5 (``samples.space``)."""
+DEFAULT_NEGATIVES_PER_POSITIVE = 7
+"""``samples.negatives_per_positive`` of the ``pairs`` space when the key is not set."""
+
+
 @dataclass
 class SampleSettings:
-    """Samples (SPEC 5)."""
+    """Samples (SPEC 5): which rows the model is trained and evaluated on."""
 
-    negatives_per_positive: int = 7
-    """Random unobserved items per observed (user, item) pair of a sample window, added as all-zero-label
-    rows (0 = none). 7 puts the click rate near 1/8 when nearly every observed pair is a click (the paper's
-    Taobao sample space). Ignored when ``tasks.exposure`` is set: the exposures are the sample space."""
+    space: Literal["auto", "events", "exposures", "pairs"] = "auto"
+    """``events``: each behavior event of a sample window is one row, labelled one-hot by its own task, no
+    negatives (the paper's Taobao protocol). ``exposures``: each exposure is a row, labelled by the behaviors
+    on it; unclicked exposures are the negatives (the paper's Tenrec protocol; needs ``tasks.exposure``).
+    ``pairs``: each observed (user, item) pair of a window is one row with multi-hot labels, plus seeded
+    random negatives (a ranking protocol, not the paper's). ``auto``: ``exposures`` when ``tasks.exposure`` is
+    set, else ``events`` (:meth:`resolve`)."""
+    negatives_per_positive: int | None = None
+    """``pairs`` only: random unobserved items per observed (user, item) pair of a sample window, added as
+    all-zero-label rows (0 = none). ``None``: 7 in ``pairs`` (a click rate near 1/8 when nearly every observed
+    pair is a click), 0 otherwise; a value above 0 in another space is an error."""
     negatives_per_user: int = 0
-    """Random unobserved items per (user, sample window) added on top (0 = none; applies with exposures)."""
+    """``pairs`` and ``exposures``: random unobserved items per (user, sample window) added on top (0 = none)."""
     negative_sampling: Literal["uniform", "popularity"] = "uniform"
     """How negatives are drawn: uniform over item ids, or in proportion to the item's sample-window pairs."""
     cold_start: Literal["keep", "drop"] = "keep"
@@ -379,7 +413,24 @@ class SampleSettings:
 
     def validate(self) -> None:
         _require(self.negatives_per_user >= 0, "samples.negatives_per_user", "must be >= 0")
-        _require(self.negatives_per_positive >= 0, "samples.negatives_per_positive", "must be >= 0")
+        _require(
+            self.negatives_per_positive is None or self.negatives_per_positive >= 0,
+            "samples.negatives_per_positive",
+            "must be >= 0 (or null: 7 in the pairs space, 0 otherwise)",
+        )
+
+    def resolve(self, exposure: str | None) -> str:
+        """The sample space a table gets: ``space``, or for ``auto`` ``exposures`` when the log has an
+        exposure pseudo-task (``tasks.exposure``) and ``events`` otherwise."""
+        if self.space != "auto":
+            return self.space
+        return "exposures" if exposure is not None else "events"
+
+    def per_positive(self, space: str) -> int:
+        """Negatives per observed pair in ``space``: the key's value, or its default (7 in ``pairs``)."""
+        if self.negatives_per_positive is not None:
+            return self.negatives_per_positive
+        return DEFAULT_NEGATIVES_PER_POSITIVE if space == "pairs" else 0
 
 
 @dataclass

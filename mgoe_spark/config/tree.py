@@ -140,9 +140,33 @@ def _check_task_weights(cfg: MgoeConfig) -> None:
     )
 
 
+def _check_sample_space(cfg: MgoeConfig) -> None:
+    """``exposures`` needs an exposure pseudo-task; negatives only where the space has room for them: per
+    positive pair in ``pairs``, per user in ``pairs`` and ``exposures``, none in ``events`` (its labels are
+    one-hot over the tasks: an all-zero row is not an event)."""
+    sc, exposure = cfg.samples, cfg.tasks.exposure
+    space = sc.resolve(exposure)
+    _require(
+        space != "exposures" or exposure is not None,
+        "samples.space",
+        "is 'exposures' but the log has no exposure pseudo-task: set tasks.exposure, or use events / pairs",
+    )
+    _require(
+        space == "pairs" or sc.per_positive(space) == 0,
+        "samples.negatives_per_positive",
+        f"applies to samples.space=pairs only (the space is '{space}'); set it to 0 or null",
+    )
+    _require(
+        space != "events" or sc.negatives_per_user == 0,
+        "samples.negatives_per_user",
+        "must be 0 in samples.space=events (each row is an event, labelled one-hot; no negatives are drawn)",
+    )
+
+
 _CROSS_CHECKS: dict[str, Callable[[MgoeConfig], None]] = {
     "input": _check_input_tasks,
     "generator": _check_generator_funnel,
+    "samples": _check_sample_space,
     "train": _check_task_weights,
 }
 """Section -> the checks of that section that need another one (``tasks``); they run after its own checks."""

@@ -18,6 +18,10 @@ SPLITS = (TRAIN, VALID, TEST)
 SNAPSHOTS = (TRAIN, TEST)
 """Feature snapshots (SPEC 3): features at the training cutoff c1 and at the test cutoff c2."""
 
+SAMPLE_SPACE_METRIC = "sample_space"
+"""run_metrics row of the ``features`` stage whose ``detail`` names the sample space (SPEC 5) of the run
+date's samples and training_examples: ``events``, ``exposures`` or ``pairs``."""
+
 STAGE_TABLES: dict[str, tuple[str, ...]] = {
     "ingest": ("interactions", "vocab_users", "vocab_items", "rejects"),
     "nodes": ("windows", "pair_scores", "node_vectors", "node_weights", "centroids", "kmeans_stats"),

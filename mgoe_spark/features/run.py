@@ -16,7 +16,7 @@ from pyspark.sql import functions as F
 
 from mgoe_spark.config import MgoeConfig
 from mgoe_spark.core.metrics import StageSummary, stage, step
-from mgoe_spark.core.names import SIDES, TRAIN
+from mgoe_spark.core.names import SAMPLE_SPACE_METRIC, SIDES, TRAIN
 from mgoe_spark.core.storage import TableStore
 from mgoe_spark.features.build import Features, FittedNodes, build_features
 from mgoe_spark.features.examples import ASSIGNMENT_COLS
@@ -102,8 +102,13 @@ def _write(
 
 
 def _summarize(spark: SparkSession, store: TableStore, cfg: MgoeConfig, summary: StageSummary, run_date: str) -> None:
-    """Examples, cold starts and label rates per split, nodes per snapshot and side, from the written tables
-    (SPEC 5: is the AUC measuring anything?). One grouped count per table; <= 3 + 4 rows to the driver."""
+    """The sample space, examples, cold starts and label rates per split, nodes per snapshot and side, from
+    the written tables (SPEC 5: is the AUC measuring anything?). The space is a ``sample_space`` detail row of
+    run_metrics (value 1, detail the space) and a note; the label rates a note per split. One grouped count
+    per table; <= 3 + 4 rows to the driver."""
+    space = cfg.samples.resolve(cfg.tasks.exposure)
+    summary.add(SAMPLE_SPACE_METRIC, 1.0, space)
+    summary.note("samples", space)
     with step(spark, summary, "summary counts"):
         examples = store.read(TRAINING_EXAMPLES, run_date)
         tasks = list(cfg.tasks.order)
@@ -116,8 +121,11 @@ def _summarize(spark: SparkSession, store: TableStore, cfg: MgoeConfig, summary:
             summary.add(f"examples_{row['split']}", row["n"])
             summary.add(f"cold_start_{row['split']}", row["cold"] or 0)
             summary.add(f"cold_start_share_{row['split']}", round((row["cold"] or 0) / max(1, row["n"]), 4))
-            for k, task in enumerate(tasks):
-                summary.add(f"label_rate_{row['split']}_{task}", round(float(row[f"rate_{k}"] or 0.0), 4))
+            rates = [float(row[f"rate_{k}"] or 0.0) for k in range(len(tasks))]
+            for task, rate in zip(tasks, rates, strict=True):
+                summary.add(f"label_rate_{row['split']}_{task}", round(rate, 4))
+            text = " ".join(f"{t} {100 * r:.2f}%" for t, r in zip(tasks, rates, strict=True))
+            summary.note(f"label rates {row['split']}", text)
         written = store.read(ASSIGNMENTS, run_date)
         for row in written.groupBy("snapshot", "side").count().collect():  # 4 rows
             summary.add(f"{row['snapshot']}_{row['side']}_nodes", row["count"])

@@ -1,27 +1,32 @@
-"""Samples: the rows the model is trained and evaluated on (SPEC 5).
+"""Samples: the rows the model is trained and evaluated on (SPEC 5), in one of three sample spaces
+(``samples.space``, resolved by :meth:`~mgoe_spark.config.SampleSettings.resolve`: ``auto`` is ``exposures``
+when ``tasks.exposure`` is set, else ``events``):
 
-- Default: every (user, item) pair with an event in a sample window is one row per window, with one 0/1
-  label per task in ``tasks.order`` (1 if the pair has that task in the window). ``ts`` is the first event
-  of the pair in the window.
-- ``tasks.exposure`` set (Tenrec): the exposures are the sample space; a pair exposed in the window is a
+- ``events`` (the paper's Taobao protocol): every event of a task in ``tasks.order`` in a sample window is
+  one row (user, item, window, ts), labelled one-hot by its own task; exact duplicate events (same user,
+  item, task, ts) count once, as ingest keeps them. No negatives are drawn. A pair with three clicks and a
+  buy in the window gives four rows.
+- ``exposures`` (the paper's Tenrec protocol, needs ``tasks.exposure``): a pair exposed in the window is a
   row, labelled by its task events in the same window (an unclicked exposure is an all-zero row). Task
-  events of pairs never exposed in the window are not samples.
-- Negatives (default, logs without exposures): per (user, sample window), ``N * P + M`` random items that
-  are not an observed pair of that window, with all-zero labels, where P is the user's observed pairs in
-  the window, ``N = samples.negatives_per_positive`` (default 7: a click rate near 1/8 when nearly every
-  observed pair is a click, the paper's Taobao sample space) and ``M = samples.negatives_per_user``.
+  events of pairs never exposed in the window are not samples. ``ts`` is the first exposure.
+- ``pairs`` (a ranking protocol, not the paper's): every (user, item) pair with an event in a sample window
+  is one row per window, with one 0/1 label per task (1 if the pair has that task in the window); ``ts`` is
+  the pair's first event in the window. Plus negatives: per (user, sample window), ``N * P + M`` random
+  items that are not an observed pair of that window, with all-zero labels, where P is the user's observed
+  pairs in the window, ``N = samples.negatives_per_positive`` (default 7 in this space) and ``M =
+  samples.negatives_per_user`` (``M`` also applies to ``exposures``).
   ``samples.negative_sampling``: ``uniform`` draws item ids 1..n_items by a hash of (seed, user, window,
   draw index); ``popularity`` draws the item of a uniformly chosen observed sample-window pair (so in
   proportion to the item's popularity). ``2 want + 8`` draws are made and the first ``want`` distinct
-  unobserved ones kept, so a user who has seen almost every item may get fewer. With ``tasks.exposure``
-  the exposures are the sample space and only ``negatives_per_user`` applies.
+  unobserved ones kept, so a user who has seen almost every item may get fewer.
 - ``cold_start``: the user or the item has no event of ``tasks.order`` at or before the feature cutoff of
   the row's snapshot (train/valid: c1, test: c2). ``samples.cold_start=drop`` removes those rows.
-- ``split``: ``test`` in (c2, end]; ``valid`` / ``train`` in (c1, c2] by seeded hash (windows module).
+- ``split``: ``test`` in (c2, end]; ``valid`` / ``train`` in (c1, c2] by seeded hash (windows module) of
+  (user, item) or of the user: every row of a pair (every event, in ``events``) gets the same split.
 
-Cost: O(sample-window events) for the grouping, O(rows) hash joins with per-node first-event times
-(O(users + items)) for the cold-start flag, O(rows * N) for negatives. The driver gets at most one number
-(the item count when ``n_items`` is not given).
+Cost: one shuffle of the sample-window events (the dedupe in ``events``, the grouping by pair otherwise),
+O(rows) hash joins with per-node first-event times (O(users + items)) for the cold-start flag, O(rows * N)
+for negatives. The driver gets at most one number (the item count when ``n_items`` is not given).
 """
 
 from __future__ import annotations
@@ -39,8 +44,18 @@ def _labels(tasks: list[str]) -> list:
     return [F.max(F.when(F.col("task") == t, 1.0).otherwise(0.0)).alias(f"_l{k}") for k, t in enumerate(tasks)]
 
 
+def event_samples(interactions: DataFrame, windows: Windows, tasks: list[str]) -> DataFrame:
+    """The ``events`` space: (user_id, item_id, window, ts, labels) with one row per distinct sample-window
+    event (user, item, task, ts) of ``tasks``, labels one-hot on its task. One shuffle (the dedupe)."""
+    ev = sample_events(interactions, windows).where(F.col("task").isin(tasks))
+    ev = ev.select("user_id", "item_id", "window", "ts", "task").distinct()
+    one_hot = F.array(*[F.when(F.col("task") == t, 1.0).otherwise(0.0) for t in tasks]).cast("array<float>")
+    return ev.select("user_id", "item_id", "window", "ts", one_hot.alias("labels"))
+
+
 def observed_samples(interactions: DataFrame, windows: Windows, tasks: list[str], exposure: str | None) -> DataFrame:
-    """(user_id, item_id, window, ts, labels) for the observed pairs of both sample windows."""
+    """(user_id, item_id, window, ts, labels) of the ``pairs`` space (``exposure`` None: one row per observed
+    pair) or of the ``exposures`` space (one row per exposed pair) of both sample windows."""
     ev = sample_events(interactions, windows)
     keys = ["user_id", "item_id", "window"]
     label_array = F.array(*[F.col(f"_l{k}") for k in range(len(tasks))]).cast("array<float>").alias("labels")
@@ -51,6 +66,15 @@ def observed_samples(interactions: DataFrame, windows: Windows, tasks: list[str]
     labels = ev.where(F.col("task").isin(tasks)).groupBy(*keys).agg(*_labels(tasks))
     joined = space.join(labels, keys, "left").fillna(0.0, subset=[f"_l{k}" for k in range(len(tasks))])
     return joined.select(*keys, "ts", label_array)
+
+
+def space_rows(interactions: DataFrame, windows: Windows, cfg: MgoeConfig) -> DataFrame:
+    """The observed rows of the config's sample space (before negatives, splits and cold start)."""
+    tasks = list(cfg.tasks.order)
+    space = cfg.samples.resolve(cfg.tasks.exposure)
+    if space == "events":
+        return event_samples(interactions, windows, tasks)
+    return observed_samples(interactions, windows, tasks, cfg.tasks.exposure if space == "exposures" else None)
 
 
 def _uniform_items(cand: DataFrame, n_items: int, seed: int) -> DataFrame:
@@ -131,39 +155,46 @@ def first_seen(interactions: DataFrame, tasks: list[str], key: str) -> DataFrame
     return interactions.where(F.col("task").isin(tasks)).groupBy(key).agg(F.min("ts").alias(f"_first_{key}"))
 
 
+def _with_negatives(samples: DataFrame, interactions: DataFrame, cfg: MgoeConfig, n_items: int | None) -> DataFrame:
+    """``samples`` plus the negatives of its space (``pairs``: per positive and per user; ``exposures``: per
+    user; ``events``: none; the config check rejects negatives there)."""
+    sc = cfg.samples
+    space = sc.resolve(cfg.tasks.exposure)
+    per_user = sc.negatives_per_user if space != "events" else 0
+    per_positive = sc.per_positive(space) if space == "pairs" else 0
+    if per_user <= 0 and per_positive <= 0:
+        return samples
+    if n_items is None and sc.negative_sampling == "uniform":
+        row = interactions.agg(F.max("item_id")).first()
+        n_items = int(row[0]) if row and row[0] is not None else 0
+    if sc.negative_sampling == "uniform" and (n_items or 0) < 1:
+        return samples
+    negs = negative_samples(
+        samples,
+        n_items or 0,
+        per_user,
+        cfg.sub_seed("negatives"),
+        len(cfg.tasks.order),
+        per_positive=per_positive,
+        sampling=sc.negative_sampling,
+    )
+    return samples.unionByName(negs)
+
+
 def build_samples(
     interactions: DataFrame,
     windows: Windows,
     cfg: MgoeConfig,
     n_items: int | None = None,
 ) -> DataFrame:
-    """SAMPLES rows (user_id, item_id, split, ts, labels, cold_start) from INTERACTIONS.
+    """SAMPLES rows (user_id, item_id, split, ts, labels, cold_start) from INTERACTIONS, in the config's
+    sample space (module docstring).
 
-    ``n_items``: the item id range for negative sampling (default: the largest item id in ``interactions``,
-    one aggregate). Deterministic for a fixed ``cfg.seed``.
+    ``n_items``: the item id range for uniform negatives (default: the largest item id in ``interactions``,
+    one aggregate; only read when the space draws negatives). Deterministic for a fixed ``cfg.seed``.
     """
     tasks = list(cfg.tasks.order)
-    exposure = cfg.tasks.exposure
-    samples = observed_samples(interactions, windows, tasks, exposure)
-    sc = cfg.samples
-    per_user = sc.negatives_per_user
-    # logs with exposures keep them as the sample space: per-positive negatives are for exposure-less logs
-    per_positive = sc.negatives_per_positive if exposure is None else 0
-    if per_user > 0 or per_positive > 0:
-        if n_items is None and sc.negative_sampling == "uniform":
-            row = interactions.agg(F.max("item_id")).first()
-            n_items = int(row[0]) if row and row[0] is not None else 0
-        if sc.negative_sampling == "popularity" or (n_items or 0) >= 1:
-            negs = negative_samples(
-                samples,
-                n_items or 0,
-                per_user,
-                cfg.sub_seed("negatives"),
-                len(tasks),
-                per_positive=per_positive,
-                sampling=sc.negative_sampling,
-            )
-            samples = samples.unionByName(negs)
+    samples = _with_negatives(space_rows(interactions, windows, cfg), interactions, cfg, n_items)
     samples = samples.withColumn("split", split_column("window", cfg.windows, cfg.sub_seed("validation")))
     cutoff = F.when(snapshot_of_split("split") == F.lit(TEST), F.lit(windows.test_cutoff)).otherwise(
         F.lit(windows.train_cutoff)

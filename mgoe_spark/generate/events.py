@@ -53,23 +53,47 @@ so ``f_k`` is log-uniform on ``[1/(m spread), spread/m]`` with mean 1 over group
 by ``a_k(c, h) = (A if h in pref_k(c) else 1) / ((P A + G_I - P) / G_I)``, ``A = g.task_affinity``, where
 ``pref_k(c)`` are P item groups drawn for user group c and task k independently of the click's ``pref(c)``
 (mean 1 over item groups; ``A = 1`` turns it off). So later tasks prefer partly other item groups than the
-click: what is bought is not simply what is clicked most. The conversion happens when its parent happened
-on the same row and ``u_k < rate_k``; it is emitted at ``ts_k = ts_{q(k)} + 1 + floor(Exp(mean =
-g.conversion_delay_s))`` on the same (user, item) pair, and only if ``ts_k < start + days`` (later
-conversions fall outside the observation window, as in a real log). So every event of task k follows an
+click: what is bought is not simply what is clicked most.
+
+*Conversion traits that cut across the click communities* (each a mean-1 log-normal factor
+``L(sigma) = exp(sigma z - sigma^2 / 2)``, ``z ~ N(0, 1)`` hashed from its keys; ``sigma = 0`` leaves the
+factor out, so with all three at 0 the log is exactly the one without them). User ``a`` has conversion
+segment ``s(a)`` in ``0..g.conversion_segments-1`` and item ``j`` conversion tier ``tau(j)`` in
+``0..g.conversion_tiers-1``, both hashes independent of the groups. ``rate_k`` is also multiplied by
+
+- ``L_k(s(a), tau(j))`` with ``g.segment_sigma``: per later task and (segment, tier) cell (a price band
+  buys one brand tier, whatever community it clicks in);
+- ``Q(j)`` with ``g.item_quality_sigma``: per item, shared by the later tasks, independent of popularity
+  (hot items clicked often and bought rarely, niche items that convert);
+- ``B_k(a, tau(j))`` with ``g.user_taste_sigma``: per later task, user and tier (what this user buys).
+
+Each has mean 1, so ``funnel_rates`` stays the mean rate before the clip at 1; a chain of tasks sharing
+``Q(j)`` converts a little more often end to end than independent factors would.
+
+*Events.* The conversion happens when its parent happened on the same row and ``u_k < rate_k``; it is
+emitted at ``ts_k = ts_{q(k)} + 1 + floor(Exp(mean = g.conversion_delay_s))`` on the same (user, item)
+pair, and only if ``ts_k < start + days`` (later conversions fall outside the observation window, as in a
+real log). So every event of task k follows an
 event of its parent task on the same pair, strictly earlier.
 
 *What a model should learn.* Who clicks what: the (user group, item group) affinity and item
 popularity. Who converts: ``f_k(c, h)``, i.e. every task has its own group-pair structure (a pair
-that clicks a lot need not buy a lot), and per-user propensity.
+that clicks a lot need not buy a lot), per-user propensity, and the traits above (segments x tiers,
+item quality, user taste), which the click graph's communities do not carry.
+
+*The oracle.* The rates depend only on the pair (``a``, ``j``), so for an event drawn on a pair the true
+probability that it is task ``t`` (its label in the ``events`` sample space) is a function of the pair:
+:mod:`mgoe_spark.generate.oracle` computes it with :func:`conversion_rates` and writes it per generated pair
+(table ``ground_truth_pairs``).
 
 *Raw ids.* User, item and category indices are mapped to raw ids by seeded affine bijections
 ``x -> (A x + B) mod P + 1`` with ``P`` a prime above 4x the id count, so raw ids look arbitrary and
 carry no group information; the ground-truth tables map raw ids back to groups.
 
 Complexity: one map-only pass over ``N + H`` rows (no shuffle, no join, no Python UDF); each row costs a
-few dozen hashes. Output rows ~ ``N * (1 + sum of the funnel rates along each chain)``. Driver work:
-``O(G_U * P)`` (the preference table, embedded as a literal).
+few dozen hashes (about ten more per later task with the conversion traits on). Output rows ~ ``N * (1 +
+sum of the funnel rates along each chain)``. Driver work: ``O(G_U * P)`` (the preference table, embedded as
+a literal).
 """
 
 from __future__ import annotations
@@ -310,6 +334,46 @@ def _category_index(cfg: MgoeConfig, seed: int, j: Column, item_group: Column) -
     return (group * g.categories_per_group + within).cast("long")
 
 
+def lognormal_factor(seed: int, salt: str, sigma: float, *keys: Column) -> Column | None:
+    """``exp(sigma z - sigma^2 / 2)`` with ``z ~ N(0, 1)`` hashed from ``keys``: a mean-1 log-normal factor.
+    ``None`` when ``sigma == 0`` (off: the caller multiplies nothing, so the log is unchanged bit for bit)."""
+    if sigma == 0:
+        return None
+    return F.exp(normal(seed, salt, *keys) * float(sigma) - float(sigma) ** 2 / 2.0)
+
+
+def conversion_segment(cfg: MgoeConfig, seed: int, a: Column) -> Column:
+    """The conversion segment of user index ``a``: a hash, independent of its user group (``a mod G_U``)."""
+    return F.floor(uniform(seed, "segment", a) * cfg.generator.conversion_segments).cast("long")
+
+
+def conversion_tier(cfg: MgoeConfig, seed: int, j: Column) -> Column:
+    """The conversion tier of item index ``j``: a hash, independent of its item group (``j mod G_I``)."""
+    return F.floor(uniform(seed, "tier", j) * cfg.generator.conversion_tiers).cast("long")
+
+
+def conversion_rates(cfg: MgoeConfig, p: Plan, a: Column, c: Column, j: Column, h: Column) -> list[Column]:
+    """``rate_k`` of tasks ``k = 1..T-1`` (list index ``k - 1``) for a click of user index ``a`` (group ``c``)
+    on item index ``j`` (group ``h``): the module docstring's funnel, the one definition the log and the
+    oracle (:mod:`mgoe_spark.generate.oracle`) share. A factor whose strength is 0 is left out."""
+    g, seed = cfg.generator, p.seed
+    propensity = F.exp(normal(seed, "propensity", a) * g.propensity_sigma - g.propensity_sigma**2 / 2.0)
+    segment, tier = conversion_segment(cfg, seed, a), conversion_tier(cfg, seed, j)
+    quality = lognormal_factor(seed, "quality", g.item_quality_sigma, j)
+    rates = []
+    for k in range(1, len(p.tasks)):
+        factor = conversion_factor(seed, k, g.conversion_spread, c, h) * task_affinity(p, k, c, h)
+        extras = (
+            lognormal_factor(seed, f"segment:{k}", g.segment_sigma, segment, tier),
+            quality,
+            lognormal_factor(seed, f"taste:{k}", g.user_taste_sigma, a, tier),
+        )
+        for x in extras:
+            factor = factor if x is None else factor * x
+        rates.append(F.least(F.lit(1.0), factor * propensity * p.rates[k - 1]))
+    return rates
+
+
 def generate_events(spark: SparkSession, cfg: MgoeConfig) -> DataFrame:
     """The synthetic raw log: ``user_id, item_id, category_id`` (long), ``behavior`` (raw value, e.g.
     ``pv``), ``ts`` (long, epoch seconds), in the Taobao UserBehavior column order.
@@ -320,16 +384,15 @@ def generate_events(spark: SparkSession, cfg: MgoeConfig) -> DataFrame:
     p = plan(cfg)
     seed = p.seed
     clicks = _clicks(spark, cfg, p)
-    a, c, h = F.col("a"), F.col("user_group"), F.col("item_group")
-    propensity = F.exp(normal(seed, "propensity", a) * g.propensity_sigma - g.propensity_sigma**2 / 2.0)
+    h = F.col("item_group")
+    rates = conversion_rates(cfg, p, F.col("a"), F.col("user_group"), F.col("j"), h)
     # Task 0 (click): happened on every row, emitted unless hidden.
     happened: list[Column] = [F.lit(True)]
     times: list[Column] = [F.col("ts0")]
     emitted: list[Column] = [~F.col("hidden")]
     for k in range(1, len(p.tasks)):
         q = p.parents[k - 1]
-        factor = conversion_factor(seed, k, g.conversion_spread, c, h) * task_affinity(p, k, c, h)
-        rate = F.least(F.lit(1.0), factor * propensity * p.rates[k - 1])
+        rate = rates[k - 1]
         delay = 1 + F.floor(-g.conversion_delay_s * F.log(1.0 - uniform(seed, f"delay:{k}", "e"))).cast("long")
         ts_k = times[q] + delay
         ok = happened[q] & (uniform(seed, f"convert:{k}", "e") < rate) & (ts_k < p.end_ts)

@@ -5,11 +5,13 @@
   so a killed job leaves no partial log and a re-run replaces the old one. The directory gets a
   :data:`GENERATED_MARKER` file; a non-empty directory without it (one ``generate`` did not write) is
   refused unless ``overwrite`` is set (:func:`check_replaceable`), so a mistyped ``--out`` deletes nothing;
-- the planted groups as the ``ground_truth_users`` / ``ground_truth_items`` tables (run-date partition).
+- the planted groups as the ``ground_truth_users`` / ``ground_truth_items`` tables (run-date partition);
+- the oracle: per generated (user, item) pair the true probability of each task's label in the ``events``
+  sample space, the ``ground_truth_pairs`` table (:mod:`mgoe_spark.generate.oracle`).
 
 The generative model is :mod:`mgoe_spark.generate.events`. Cost: one map-only pass over the generated rows
 (no shuffle); the counts per task are collected during the write (a Spark ``Observation``), not by a second
-pass.
+pass. The oracle table: the click pass again plus one shuffle (distinct pairs).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from mgoe_spark.core.errors import UserError
 from mgoe_spark.core.metrics import StageSummary, stage
 from mgoe_spark.core.storage import TableStore, _fs, swap_directory
 from mgoe_spark.generate.events import behavior_names, generate_events, ground_truth
-from schemas import GROUND_TRUTH_ITEMS, GROUND_TRUTH_USERS
+from mgoe_spark.generate.oracle import ground_truth_pairs
+from schemas import GROUND_TRUTH_ITEMS, GROUND_TRUTH_PAIRS, GROUND_TRUTH_USERS
 
 GENERATED_MARKER = "_MGOE_GENERATED"
 """An empty file ``generate`` writes into every log directory it publishes: the proof that a later run may
@@ -92,8 +95,10 @@ def run_generate(
         for key, value in obs.get.items():
             summary.add(key, value)
         users, items = ground_truth(spark, cfg)
-        TableStore.of(spark, cfg).write(users, GROUND_TRUTH_USERS, run_date)
-        TableStore.of(spark, cfg).write(items, GROUND_TRUTH_ITEMS, run_date)
+        store = TableStore.of(spark, cfg)
+        store.write(users, GROUND_TRUTH_USERS, run_date)
+        store.write(items, GROUND_TRUTH_ITEMS, run_date)
+        store.write(ground_truth_pairs(spark, cfg), GROUND_TRUTH_PAIRS, run_date)
         summary.add("users", cfg.generator.users)
         summary.add("items", cfg.generator.items)
     return summary

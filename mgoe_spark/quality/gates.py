@@ -258,30 +258,39 @@ def _task_lookup_spec(cfg: MgoeConfig) -> TableSpec:
     )
 
 
+def _events_space(cfg: MgoeConfig) -> bool:
+    return cfg.samples.resolve(cfg.tasks.exposure) == "events"
+
+
 def _samples_spec(cfg: MgoeConfig, windows: Windows | None) -> TableSpec:
-    """samples: one row per (user, item, split), T finite labels, each row in the window of its split (when
-    the windows row was readable)."""
+    """samples: one row per (user, item, split) -- per (user, item, split, ts, labels) in the ``events``
+    space, whose rows are events with one-hot labels --, T finite labels, each row in the window of its split
+    (when the windows row was readable)."""
+    events = _events_space(cfg)
+    one_hot = {"labels_not_one_hot": F.aggregate("labels", F.lit(0.0), lambda acc, x: acc + x) != 1.0}
     return TableSpec(
         SAMPLES.name,
         cfg.quality.min_rows,
-        unique=[["user_id", "item_id", "split"]],
+        unique=[["user_id", "item_id", "split", "ts", "labels"] if events else ["user_id", "item_id", "split"]],
         finite=["labels"],
         violations={
             "unknown_split": _not_in("split", list(SPLITS)),
             "labels_length": F.size("labels") != len(cfg.tasks.order),
+            **(one_hot if events else {}),
             **({"outside_its_window": outside_window(windows)} if windows else {}),
         },
     )
 
 
 def _training_examples_spec(cfg: MgoeConfig) -> TableSpec:
-    """training_examples: one row per (user, item, split), finite floats, per-task arrays of length T, H hops
-    of edges, macro ids in 0..K (0: a node unseen in the feature window)."""
+    """training_examples: one row per (user, item, split) (not in the ``events`` space: a pair's events in a
+    window are rows with the same features), finite floats, per-task arrays of length T, H hops of edges,
+    macro ids in 0..K (0: a node unseen in the feature window)."""
     n_tasks, hops = len(cfg.tasks.order), cfg.edges.hops
     return TableSpec(
         TRAINING_EXAMPLES.name,
         cfg.quality.min_rows,
-        unique=[["user_id", "item_id", "split"]],
+        unique=[] if _events_space(cfg) else [["user_id", "item_id", "split"]],
         finite=["labels", "lookup", "user_edges", "item_edges"],
         violations={
             "unknown_split": _not_in("split", list(SPLITS)),

@@ -1,0 +1,99 @@
+"""Paired statistics of a model comparison (issue 27): per-seed differences to a reference model matched by
+seed number, their mean, standard error (ddof 1) and wins, in ``bench.model_quality compare`` and the report."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from model.paired import paired_differences, paired_table, summarize
+from model.report import paired_lines
+
+TASKS = ["click", "buy"]
+
+
+def _model(per_seed: dict[int, tuple[float, float]]) -> dict:
+    """A trainer result with per-seed test AUCs {seed: (click, buy)}, listed in the given seed order."""
+    seeds = [
+        {"seed": s, "test": {"auc": {"click": c, "buy": b}, "auc_mean": (c + b) / 2}} for s, (c, b) in per_seed.items()
+    ]
+    means = [x["test"]["auc_mean"] for x in seeds]
+    auc = {t: {"mean": sum(x["test"]["auc"][t] for x in seeds) / len(seeds), "std": 0.0} for t in TASKS}
+    logloss = {t: {"mean": 0.5, "std": 0.0} for t in TASKS}
+    return {
+        "seeds": seeds,
+        "auc": auc,
+        "auc_mean": sum(means) / len(means),
+        "auc_mean_std": 0.0,
+        "logloss": logloss,
+        "logloss_mean": 0.5,
+        "logloss_mean_std": 0.0,
+    }
+
+
+# reference (mgoe) and two models; macgnn lists its seeds in another order and lacks seed 3
+MODELS = {
+    "mgoe": _model({0: (0.80, 0.70), 1: (0.82, 0.72), 2: (0.81, 0.74), 3: (0.90, 0.90)}),
+    "macgnn": _model({2: (0.84, 0.74), 0: (0.81, 0.70), 1: (0.81, 0.68)}),
+    "mmoe": _model({0: (0.70, 0.60), 1: (0.70, 0.60), 2: (0.70, 0.60), 3: (0.70, 0.60)}),
+}
+
+
+def test_paired_differences_match_seeds_by_number_with_ddof_one():
+    p = paired_differences(MODELS, "mgoe", TASKS)
+    assert set(p) == {"macgnn", "mmoe"}
+    m = p["macgnn"]
+    assert m["seeds"] == [0, 1, 2]  # seed 3 only in the reference: left out
+    # click: 0.81-0.80, 0.81-0.82, 0.84-0.81 = +0.01, -0.01, +0.03: mean 0.01, std (ddof 1) 0.02
+    assert m["click"]["diffs"] == pytest.approx([0.01, -0.01, 0.03])
+    assert m["click"]["mean"] == pytest.approx(0.01)
+    assert m["click"]["se"] == pytest.approx(0.02 / math.sqrt(3))  # ddof 0 would give 0.0094
+    assert m["click"]["wins"] == 2 and m["click"]["n"] == 3
+    # buy: 0, -0.04, 0: no win (a tie is not a win), mean -0.04/3
+    assert m["buy"]["diffs"] == pytest.approx([0.0, -0.04, 0.0]) and m["buy"]["wins"] == 0
+    assert m["mean"]["diffs"] == pytest.approx([0.005, -0.025, 0.015])
+    mm = p["mmoe"]["mean"]  # mean AUC 0.65 against 0.75, 0.77, 0.775, 0.90
+    assert mm["diffs"] == pytest.approx([-0.1, -0.12, -0.125, -0.25]) and mm["wins"] == 0
+    assert mm["n"] == 4 and mm["mean"] == pytest.approx(-0.14875)
+    assert mm["se"] == pytest.approx(math.sqrt(sum((d + 0.14875) ** 2 for d in mm["diffs"]) / 3) / 2)
+    with pytest.raises(KeyError, match="reference model 'ple'"):
+        paired_differences(MODELS, "ple", TASKS)
+
+
+def test_summarize_one_seed_and_nan():
+    one = summarize([0.02])
+    assert one["n"] == 1 and one["mean"] == 0.02 and math.isnan(one["se"]) and one["wins"] == 1
+    some = summarize([0.01, math.nan, 0.03])
+    assert some["n"] == 2 and some["mean"] == pytest.approx(0.02) and some["se"] == pytest.approx(0.01)
+
+
+def test_table_compare_and_report_show_the_same_numbers(tmp_path, capsys):
+    from bench.model_quality import main
+
+    text = paired_table(paired_differences(MODELS, "mgoe", TASKS), TASKS, "mgoe")
+    assert "+0.0100 ± 0.0115 (2/3)" in text and "0: +0.0050, 1: -0.0250, 2: +0.0150" in text
+    paths = []
+    for k, names in enumerate((["mgoe", "mmoe"], ["macgnn"])):
+        path = tmp_path / f"r{k}.json"
+        run = {"tasks": TASKS, "run_date": "2024-01-01", "models": {n: MODELS[n] for n in names}}
+        if k == 0:
+            run["oracle"] = {"auc": {"click": 0.9, "buy": 0.8}, "auc_mean": 0.85, "rows": 100, "split": "test"}
+        path.write_text(json.dumps(run))
+        paths.append(str(path))
+    out = tmp_path / "merged.json"
+    assert main(["compare", "--results", ",".join(paths), "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "paired differences to mgoe" in printed and "+0.0100 ± 0.0115 (2/3)" in printed
+    assert "oracle: test AUC click 0.9000, buy 0.8000; mean 0.8500" in printed
+    merged = json.loads(out.read_text())
+    assert merged["paired"]["reference"] == "mgoe"
+    assert merged["paired"]["models"]["macgnn"]["click"]["wins"] == 2
+    assert merged["oracle_gap"]["mmoe"]["mean"] == pytest.approx(0.85 - MODELS["mmoe"]["auc_mean"])
+    assert main(["compare", "--results", paths[0], "--reference", "macgnn", "--json", str(out)]) == 0
+    assert "no paired statistics: reference model 'macgnn'" in capsys.readouterr().out
+    section = "\n".join(paired_lines({"models": MODELS, "tasks": TASKS}))
+    assert "## Paired differences to mgoe (test AUC, same seeds)" in section and "(2/3)" in section
+    one_seed = {n: {**r, "seeds": r["seeds"][:1]} for n, r in MODELS.items()}
+    assert paired_lines({"models": one_seed, "tasks": TASKS}) == []  # one seed: no standard error to show
