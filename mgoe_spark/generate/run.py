@@ -96,9 +96,10 @@ def run_generate(
             summary.add(key, value)
         users, items = ground_truth(spark, cfg)
         store = TableStore.of(spark, cfg)
-        store.write(users, GROUND_TRUTH_USERS, run_date)
-        store.write(items, GROUND_TRUTH_ITEMS, run_date)
-        store.write(ground_truth_pairs(spark, cfg), GROUND_TRUTH_PAIRS, run_date)
+        with store.transaction(run_date, stage="generate"):  # the ground truth's tables appear together
+            store.write(users, GROUND_TRUTH_USERS, run_date)
+            store.write(items, GROUND_TRUTH_ITEMS, run_date)
+            store.write(ground_truth_pairs(spark, cfg), GROUND_TRUTH_PAIRS, run_date)
         summary.add("users", cfg.generator.users)
         summary.add("items", cfg.generator.items)
     return summary
