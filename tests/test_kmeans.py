@@ -330,10 +330,10 @@ def test_both_modes_stop_before_max_iter_and_say_why(spark):
     assert weighted_inertia(x, w, mini.centroids) <= 1.05 * weighted_inertia(x, w, full.centroids)
     rows = mini.stats_frame(spark, "user").orderBy("iteration").collect()
     assert [r["stop_reason"] for r in rows] == [None] * (mini.n_iter - 1) + ["inertia_plateau"]
-    assert {(r["engine"], r["fallback_reason"]) for r in rows} == {("resident", None)}
+    assert {(r["engine"], r["fallback_reason"]) for r in rows} == {("jobs", None)}  # the default engine
 
 
-def test_auto_engine_falls_back_to_jobs_and_records_why(spark, monkeypatch, caplog):
+def test_resident_engine_falls_back_to_jobs_and_records_why(spark, monkeypatch, caplog):
     import logging
 
     from mgoe_spark.nodes.kmeans import model as model_module
@@ -346,13 +346,12 @@ def test_auto_engine_falls_back_to_jobs_and_records_why(spark, monkeypatch, capl
     # 1. the resident engine cannot start here (e.g. dynamic allocation): one log line, jobs engine
     monkeypatch.setattr(model_module, "resident_blocker", lambda spark: "dynamic allocation is on")
     with caplog.at_level(logging.WARNING, logger="mgoe.kmeans"):
-        km = WeightedKMeans(3, engine="auto", **params).fit(df)
-    assert "using one Spark job per iteration: dynamic allocation is on" in caplog.text
+        km = WeightedKMeans(3, engine="resident", **params).fit(df)
+    assert "resident engine not used (dynamic allocation is on); one Spark job per iteration" in caplog.text
     assert (km.engine_used, km.fallback_reason) == ("jobs", "dynamic allocation is on")
     rows = km.stats_frame(spark, "item").collect()
     assert {(r["engine"], r["fallback_reason"]) for r in rows} == {("jobs", "dynamic allocation is on")}
-    with pytest.raises(ValueError, match="engine='resident' cannot run here: dynamic allocation is on"):
-        WeightedKMeans(3, engine="resident", **params).fit(df)
+    np.testing.assert_array_equal(km.centroids, reference.centroids)
     monkeypatch.undo()
 
     # 2. it stops mid-fit (a task or the resident job fails): the fit restarts on the jobs engine, same result
@@ -360,7 +359,7 @@ def test_auto_engine_falls_back_to_jobs_and_records_why(spark, monkeypatch, capl
         raise EngineUnavailable("a task failed: simulated")
 
     monkeypatch.setattr(ResidentEngine, "step_parts", broken)
-    km = WeightedKMeans(3, engine="auto", **params).fit(df)
+    km = WeightedKMeans(3, engine="resident", **params).fit(df)
     assert (km.engine_used, km.fallback_reason) == ("jobs", "a task failed: simulated")
     np.testing.assert_array_equal(km.centroids, reference.centroids)
 

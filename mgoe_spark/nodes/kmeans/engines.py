@@ -1,4 +1,4 @@
-"""The two k-means engines and the choice between them.
+"""The k-means engines and the choice between them.
 
 An engine holds the packed nodes for one fit and answers :func:`~mgoe_spark.nodes.kmeans.loop.run_fit`'s
 questions: ``stats()`` (input statistics, once), ``sample(prob)`` (init sample rows) and
@@ -7,12 +7,18 @@ task). Both engines run the same worker code on the same blocks (cut per input p
 exact fixed-point integers, so for the same input DataFrame and seed they give bit-identical fits, whatever
 the number of task slots.
 
-- ``resident`` (:class:`~mgoe_spark.nodes.kmeans.resident.ResidentEngine`, the default): one Spark job per fit
-  whose tasks all run at once; the vectors leave Spark once and stay in the Python workers; per iteration
-  only centroids and sums move.
-- ``jobs`` (:class:`JobsEngine`, the fallback): the packed blocks are cached as an RDD (one pass) and every
-  iteration is one Spark job over that cache: each pass unpickles the blocks again (O(n r) memcpy) and pays
-  Spark's per-job cost. Works on any cluster (dynamic allocation, speculation, busy slots).
+- ``jobs`` (:class:`JobsEngine`, the default, ``auto``): the packed blocks are cached as an RDD (one pass) and
+  every iteration is one Spark job over that cache: each pass unpickles the blocks again (O(n r) memcpy) and
+  pays Spark's per-job cost. Spark's own channels only (``spark.authenticate``, network encryption and task
+  retry apply); works on any cluster (dynamic allocation, speculation, busy slots).
+- ``resident`` (:class:`~mgoe_spark.nodes.kmeans.resident.ResidentEngine`, opt-in): one Spark job per fit
+  whose tasks all run at once; the vectors leave Spark once and stay in the Python workers; per iteration only
+  centroids and sums move, over an authenticated socket of its own (see that module for its safeguards).
+
+Why no barrier engine (``BarrierTaskContext.allGather`` for the sums, all on Spark's channels)? Spark 4.2's
+``BarrierTaskContext.runBarrier`` polls its RPC future with ``Thread.sleep(1000)``: every ``allGather``
+costs at least 1 s (measured: 12 rounds of 30 KB on local[2] took 11 s), so a fit of 10 iterations cannot
+take less than ~12 s, slower than the jobs engine (bench/results/kmeans_engines_*).
 
 :func:`resident_blocker` says why the resident engine cannot run here (``None`` when it can).
 """

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from mgoe_spark.config import KMeansSettings
 
 FORMAT_VERSION = 2
-ENGINES = ("auto", "resident", "jobs")
+ENGINES = ("auto", "jobs", "resident")
 log = logging.getLogger("mgoe.kmeans")
 
 
@@ -49,8 +49,12 @@ class WeightedKMeans:
 
     Fitted state: ``centroids`` (k, r) float32 (row m-1 = macro m), ``weights`` / ``sizes`` per cluster over
     all nodes, ``inertia`` (weighted, all nodes), ``stats`` (per iteration), ``n_iter``, ``stop_reason``,
-    ``engine_used`` (+ ``fallback_reason``), ``version`` (content hash), ``fingerprint`` (the vector space
-    it was fitted in, set by the caller), ``seed``.
+    ``engine_used`` (+ ``fallback_reason``: why the opt-in resident engine did not run), ``version`` (content
+    hash), ``fingerprint`` (the vector space it was fitted in, set by the caller), ``seed``.
+
+    ``engine``: ``auto`` (the default) and ``jobs`` run the jobs engine, on Spark's own channels only;
+    ``resident`` (opt-in) runs :mod:`~mgoe_spark.nodes.kmeans.resident` and falls back to the jobs engine where
+    it cannot run or stops; ``exchange_timeout`` (seconds) bounds every wait on its socket.
 
     >>> km = WeightedKMeans(k=20, mode="full", seed=7)          # doctest: +SKIP
     >>> km.fit(nodes)                                            # doctest: +SKIP
@@ -70,7 +74,8 @@ class WeightedKMeans:
         seed: int = 0,
         faiss_threads: int | None = None,
         block_rows: int = 65_536,
-        engine: Literal["auto", "resident", "jobs"] = "auto",
+        engine: Literal["auto", "jobs", "resident"] = "auto",
+        exchange_timeout: float = 300.0,
         fingerprint: str = "",
     ) -> None:
         if k < 1:
@@ -83,6 +88,8 @@ class WeightedKMeans:
             raise ValueError(f"batch_fraction must be in (0, 1], got {batch_fraction}")
         if min(max_iter, init_samples_per_center, block_rows, patience) < 1:
             raise ValueError("max_iter, patience, init_samples_per_center and block_rows must be >= 1")
+        if not exchange_timeout > 0:
+            raise ValueError(f"exchange_timeout must be > 0 seconds, got {exchange_timeout}")
         self.k = k
         self.mode = mode
         self.max_iter = max_iter
@@ -94,6 +101,7 @@ class WeightedKMeans:
         self.faiss_threads = faiss_threads
         self.block_rows = block_rows
         self.engine = engine
+        self.exchange_timeout = exchange_timeout
         self.fingerprint = fingerprint
         # fitted state
         self.centroids: np.ndarray | None = None
@@ -126,6 +134,7 @@ class WeightedKMeans:
             faiss_threads=settings.faiss_threads,
             block_rows=settings.block_rows,
             engine=settings.engine,
+            exchange_timeout=settings.exchange_timeout,
             fingerprint=fingerprint,
         )
 
@@ -193,32 +202,13 @@ class WeightedKMeans:
         spark = nodes.sparkSession
         self.fallback_reason = None
         self._fit_assignments, self._fit_source = None, None
-        blocker = resident_blocker(spark) if self.engine != "jobs" else "engine=jobs was asked for"
-        if blocker is not None and self.engine == "resident":
-            raise ValueError(f"engine='resident' cannot run here: {blocker}; use engine='auto' or 'jobs'")
-        if blocker is None:
-            try:
-                t0 = time.perf_counter()
-                source, parts = self._resident_input(packed)
-                t1 = time.perf_counter()
-                with ResidentEngine(source, r, self.seed, self.block_rows, self._threads(spark), parts) as eng:
-                    t2 = time.perf_counter()
-                    self._fit_with(eng, init_centroids, r)
-                    perm = self._match(warm_start)
-                    t3 = time.perf_counter()
-                    self._fit_assignments = eng.emit(np.argsort(perm))  # label perm[m] becomes macro m + 1
-                    self.timings = {"plan": t1 - t0, "start": t2 - t1, **self.timings}
-                    self.timings["emit"] = time.perf_counter() - t3
+        if self.engine == "resident":  # opt-in; "auto" and "jobs" use Spark's channels only
+            reason = self._fit_resident(packed, init_centroids, r, warm_start)
+            if reason is None:
                 self._fit_source = nodes
                 return self._finish()
-            except EngineUnavailable as exc:
-                if self.engine == "resident":
-                    raise
-                blocker = str(exc)
-                log.warning("k-means: resident engine stopped (%s); falling back to one Spark job per iteration", exc)
-        if self.engine != "jobs":
-            self.fallback_reason = blocker
-            log.warning("k-means: using one Spark job per iteration: %s", blocker)
+            self.fallback_reason = reason
+            log.warning("k-means: resident engine not used (%s); one Spark job per iteration instead", reason)
         t0 = time.perf_counter()
         with JobsEngine(packed, r, self.seed, self.block_rows, self._threads(spark)) as eng:
             t1 = time.perf_counter()
@@ -227,6 +217,33 @@ class WeightedKMeans:
         self._match(warm_start)
         self._fit_source = nodes
         return self._finish()
+
+    def _fit_resident(
+        self, packed: DataFrame, init_centroids: np.ndarray | None, r: int | None, warm_start: WeightedKMeans | None
+    ) -> str | None:
+        """Fit on the opt-in resident engine (:mod:`.resident`); None when it did, else why it could not (the
+        caller falls back to the jobs engine; the resident job is cancelled by then)."""
+        spark = packed.sparkSession
+        blocker = resident_blocker(spark)
+        if blocker is not None:
+            return blocker
+        try:
+            t0 = time.perf_counter()
+            source, parts = self._resident_input(packed)
+            t1 = time.perf_counter()
+            threads = self._threads(spark)
+            timeout = self.exchange_timeout
+            with ResidentEngine(source, r, self.seed, self.block_rows, threads, parts, timeout) as eng:
+                t2 = time.perf_counter()
+                self._fit_with(eng, init_centroids, r)
+                perm = self._match(warm_start)
+                t3 = time.perf_counter()
+                self._fit_assignments = eng.emit(np.argsort(perm))  # label perm[m] becomes macro m + 1
+                self.timings = {"plan": t1 - t0, "start": t2 - t1, **self.timings}
+                self.timings["emit"] = time.perf_counter() - t3
+        except EngineUnavailable as exc:
+            return str(exc)
+        return None
 
     def _resident_input(self, nodes: DataFrame) -> tuple[DataFrame, int]:
         """(``nodes``, coalesced to the task-slot count when it has more partitions (all tasks of the resident
