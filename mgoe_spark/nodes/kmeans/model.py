@@ -115,6 +115,7 @@ class WeightedKMeans:
         self.engine_used: str | None = None
         self.fallback_reason: str | None = None
         self._fit_assignments: DataFrame | None = None
+        self._fit_cache: DataFrame | None = None
         self._fit_source: DataFrame | None = None
         self.timings: dict[str, float] = {}
         """Wall seconds of the last fit's phases: blocks (pack + input checks), init, iterations, final_pass."""
@@ -201,7 +202,8 @@ class WeightedKMeans:
         packed = nodes.withColumn("part", F.spark_partition_id())
         spark = nodes.sparkSession
         self.fallback_reason = None
-        self._fit_assignments, self._fit_source = None, None
+        self.unpersist()  # a refit replaces the previous fit's cached assignments
+        self._fit_source = None
         if self.engine == "resident":  # opt-in; "auto" and "jobs" use Spark's channels only
             reason = self._fit_resident(packed, init_centroids, r, warm_start)
             if reason is None:
@@ -213,10 +215,18 @@ class WeightedKMeans:
         with JobsEngine(packed, r, self.seed, self.block_rows, self._threads(spark)) as eng:
             t1 = time.perf_counter()
             self._fit_with(eng, init_centroids, r)
+            self._emit(eng, warm_start)
             self.timings = {"start": t1 - t0, **self.timings}
-        self._match(warm_start)
         self._fit_source = nodes
         return self._finish()
+
+    def _emit(self, eng: Any, warm_start: WeightedKMeans | None) -> None:
+        """Match to ``warm_start`` (if any), then take the final pass's assignments from the engine (cached)."""
+        perm = self._match(warm_start)
+        t0 = time.perf_counter()
+        self._fit_assignments = eng.emit(np.argsort(perm))  # label perm[m] becomes macro m + 1
+        self._fit_cache = eng.emitted
+        self.timings["emit"] = time.perf_counter() - t0
 
     def _fit_resident(
         self, packed: DataFrame, init_centroids: np.ndarray | None, r: int | None, warm_start: WeightedKMeans | None
@@ -236,11 +246,8 @@ class WeightedKMeans:
             with ResidentEngine(source, r, self.seed, self.block_rows, threads, parts, timeout) as eng:
                 t2 = time.perf_counter()
                 self._fit_with(eng, init_centroids, r)
-                perm = self._match(warm_start)
-                t3 = time.perf_counter()
-                self._fit_assignments = eng.emit(np.argsort(perm))  # label perm[m] becomes macro m + 1
+                self._emit(eng, warm_start)
                 self.timings = {"plan": t1 - t0, "start": t2 - t1, **self.timings}
-                self.timings["emit"] = time.perf_counter() - t3
         except EngineUnavailable as exc:
             return str(exc)
         return None
@@ -344,10 +351,10 @@ class WeightedKMeans:
         return src.mapInArrow(lambda batches: assign_batches(batches, centroids, threads), ASSIGN_SCHEMA)
 
     def training_assignments(self) -> DataFrame:
-        """:meth:`assign` of the nodes of the last :meth:`fit`, ``(node_id, macro_id, distance)``. When the
-        resident engine ran, its final pass already assigned every node and this is that result, cached
-        (MEMORY_AND_DISK, 16 bytes a node; :meth:`unpersist` or ``spark.catalog.clearCache()`` frees it): no
-        second pass over the vectors. Otherwise it is ``assign(fitted nodes)`` (lazy, one pass)."""
+        """:meth:`assign` of the nodes of the last :meth:`fit`, ``(node_id, macro_id, distance)``: the fit's
+        final pass already assigned every node, and this is that result, read from a cache (MEMORY_AND_DISK,
+        ~16 bytes a node; :meth:`unpersist` or ``spark.catalog.clearCache()`` frees it): no second pass over
+        the vectors. Falls back to ``assign(fitted nodes)`` (lazy, one pass) after :meth:`unpersist`."""
         if self._fit_source is None:
             raise ValueError("training_assignments() needs a fit() in this process; use assign(nodes)")
         if self._fit_assignments is not None:
@@ -356,9 +363,9 @@ class WeightedKMeans:
 
     def unpersist(self) -> None:
         """Free the cached fit-time assignments (if any)."""
-        if self._fit_assignments is not None:
-            self._fit_assignments.unpersist()
-            self._fit_assignments = None
+        if self._fit_cache is not None:
+            self._fit_cache.unpersist()
+        self._fit_assignments = self._fit_cache = None
 
     # ---- persistence -----------------------------------------------------------------------------------
 

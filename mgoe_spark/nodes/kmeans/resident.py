@@ -54,10 +54,12 @@ from mgoe_spark.nodes.kmeans.blocks import (
     STAT_KEYS,
     PartialSums,
     assignment_batch,
+    ipc_payload,
     merge_stats,
     pack_batches,
     partial_sums,
     sample_rows,
+    unpacked,
 )
 from mgoe_spark.nodes.kmeans.frames import KEY_BYTES, NONCE_BYTES, Channel, FrameError, recv_exact
 
@@ -121,24 +123,13 @@ def driver_address(spark: SparkSession) -> str:
 PACKED_SCHEMA = "payload binary"
 """The resident job's rows: one Arrow IPC stream of :data:`ASSIGN_SCHEMA` per block. Spark caches a few large
 binary values instead of building its columnar cache of n rows (measured: less JVM work at emit time); the
-rows come out of :func:`_unpacked` when read."""
+rows come out of :func:`~mgoe_spark.nodes.kmeans.blocks.unpacked` when read."""
 
 
 def _packed(batch: pa.RecordBatch) -> pa.RecordBatch:
     import pyarrow as pa
 
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, batch.schema) as writer:
-        writer.write_batch(batch)
-    return pa.RecordBatch.from_arrays([pa.array([sink.getvalue().to_pybytes()], pa.binary())], names=["payload"])
-
-
-def _unpacked(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    import pyarrow as pa
-
-    for batch in batches:
-        for payload in batch.column(0).to_pylist():
-            yield from pa.ipc.open_stream(payload)
+    return pa.RecordBatch.from_arrays([pa.array([ipc_payload(batch)], pa.binary())], names=["payload"])
 
 
 def serve(chan: Channel, blocks: list, seed: int, threads: int) -> list:
@@ -239,6 +230,8 @@ class ResidentEngine:
         self._key = secrets.token_bytes(KEY_BYTES)
         self._chans: list[Channel] = []
         self.assignments: DataFrame | None = None
+        self.emitted: DataFrame | None = None
+        """The cache :meth:`emit`'s assignments are read from (the caller unpersists it)."""
         self._error: BaseException | None = None
         host = driver_address(spark)
         try:
@@ -368,7 +361,8 @@ class ResidentEngine:
             raise EngineUnavailable(f"the resident job did not end within {self._timeout:g} s after emit")
         if self._error is not None:
             raise EngineUnavailable(self._job_gone())
-        self.assignments = self._job.mapInArrow(_unpacked, ASSIGN_SCHEMA)
+        self.emitted = self._job
+        self.assignments = self._job.mapInArrow(unpacked, ASSIGN_SCHEMA)
         return self.assignments
 
     def _close_channels(self) -> None:
