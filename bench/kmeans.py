@@ -401,9 +401,37 @@ def compare(spark, args, result: dict) -> None:
 
     df = nodes_frame(spark, x, w, args.partitions).persist()
     df.count()
+    modes, before = run_variants(spark, df, init, x, w, args, result)
+    load = os.getloadavg()[0]
+    faiss_single = result["faiss_single"] = {**run_faiss_single(x, w, init, args.iters), "load_avg": load}
+    print(f"faiss single: {faiss_single['seconds']:.2f}s inertia {faiss_single['inertia']:.6g}", flush=True)
+    floor = min((run_transfer_floor(df) for _ in range(2)), key=lambda r: r["seconds"])  # best of 2
+    print(f"transfer floor (out + back, no compute): {floor['seconds']:.2f}s", flush=True)
+    result["transfer_floor"] = floor
+    jobs_floor = result["jobs_floor"] = run_jobs_floor(df, args.iters)
+    print(f"jobs engine floor: {jobs_floor}", flush=True)
+    if not args.skip_mllib:
+        pairs, vecs, cached = mllib_rdd(spark, df)
+        load = os.getloadavg()[0]
+        mllib = run_mllib_same_init(spark, pairs, vecs, init, args.iters, args.seed, x, w)
+        result["mllib"] = {**mllib, "load_avg": load}
+        print(f"mllib: {mllib['seconds']:.2f}s inertia {mllib['inertia']:.6g}", flush=True)
+        pairs.unpersist(False)
+        vecs.unpersist(False)
+        cached.unpersist()
+        if args.ml_api:
+            result["mllib_ml_api"] = run_ml_api(df, args.k, args.iters, args.seed, x, w)
+            print(f"mllib ml api: {result['mllib_ml_api']['seconds']:.2f}s", flush=True)
+    df.unpersist()
+    summarize(result, modes, before, args.points)
+    print_table(result, modes, before)
+
+
+def run_variants(spark, df, init, x, w, args, result: dict) -> tuple[dict, dict]:
+    """Our ``--variants`` (each right after the baseline's run of it, with ``--baseline``), after a warm-up."""
     # warm up Python workers, FAISS and the JIT so the first timed variant is not penalised: a small slice
-    # through both engines, then one iteration on all the data (a small slice alone left the first variant
-    # of the first run ~1 s slower: the large-data paths were still cold)
+    # through both engines, then one iteration on all the data per engine timed (a small slice alone left the
+    # first variant of the first run ~1 s slower: the large-data paths were still cold)
     small = nodes_frame(spark, x[: 20 * args.k], w[: 20 * args.k], args.partitions)
     for engine in ("resident", "jobs"):
         run_ours(small, init, x[: 20 * args.k], w[: 20 * args.k], "full", engine, 1, 1.0)
@@ -423,32 +451,14 @@ def compare(spark, args, result: dict) -> None:
         print(f"ours {name}: {modes[name]['seconds']:.2f}s inertia {modes[name]['inertia']:.6g}", flush=True)
         result["ours"] = modes
         save(args.json, result)  # partial results survive a later method failing (shared machine)
-    load = os.getloadavg()[0]
-    faiss_single = run_faiss_single(x, w, init, args.iters)
-    faiss_single["load_avg"] = load
-    print(f"faiss single: {faiss_single['seconds']:.2f}s inertia {faiss_single['inertia']:.6g}", flush=True)
-    result["faiss_single"] = faiss_single
-    floor = min((run_transfer_floor(df) for _ in range(2)), key=lambda r: r["seconds"])  # best of 2
-    print(f"transfer floor (out + back, no compute): {floor['seconds']:.2f}s", flush=True)
-    result["transfer_floor"] = floor
-    jobs_floor = result["jobs_floor"] = run_jobs_floor(df, args.iters)
-    print(f"jobs engine floor: {jobs_floor}", flush=True)
-    mllib = None
-    if not args.skip_mllib:
-        pairs, vecs, cached = mllib_rdd(spark, df)
-        load = os.getloadavg()[0]
-        mllib = run_mllib_same_init(spark, pairs, vecs, init, args.iters, args.seed, x, w)
-        mllib["load_avg"] = load
-        print(f"mllib: {mllib['seconds']:.2f}s inertia {mllib['inertia']:.6g}", flush=True)
-        pairs.unpersist(False)
-        vecs.unpersist(False)
-        cached.unpersist()
-        result["mllib"] = mllib
-        if args.ml_api:
-            result["mllib_ml_api"] = run_ml_api(df, args.k, args.iters, args.seed, x, w)
-            print(f"mllib ml api: {result['mllib_ml_api']['seconds']:.2f}s", flush=True)
-    df.unpersist()
+    return modes, before
 
+
+def summarize(result: dict, modes: dict, before: dict, points: int) -> None:
+    """The headline figures (the default engine's best variant) and the opt-in resident engine's, into
+    ``result``."""
+    faiss_single, floor, jobs_floor = result["faiss_single"], result["transfer_floor"], result["jobs_floor"]
+    mllib = result.get("mllib")
     ref = mllib["inertia"] if mllib else faiss_single["inertia"]
     best = _best(modes, ref, DEFAULT_ENGINE)
     ours = modes[best]
@@ -469,7 +479,7 @@ def compare(spark, args, result: dict) -> None:
         transfer_share_of_ours=floor["seconds"] / ours["seconds"],
         # how much of the 10x-MLlib time budget the data movement alone takes (1.0: the goal is out of reach)
         floor_share_of_10x_mllib=10 * floor["seconds"] / mllib["seconds"] if mllib else None,
-        assign_rows_per_s=args.points / ours["seconds_assign"],
+        assign_rows_per_s=points / ours["seconds_assign"],
         seconds_jobs_floor=jobs_floor["seconds_floor"],
         # the share of the 5x-MLlib budget (issue 26's goal) the jobs engine's floor alone takes
         jobs_floor_share_of_5x_mllib=5 * jobs_floor["seconds_floor"] / mllib["seconds"] if mllib else None,
@@ -486,23 +496,25 @@ def compare(spark, args, result: dict) -> None:
     if best in before:
         result["baseline"] = before[best]
         result["speedup_vs_baseline"] = before[best]["seconds"] / ours["seconds"]
+
+
+def print_table(result: dict, modes: dict, before: dict) -> None:
     rows = [(f"ours {m}", modes[m]["seconds"], modes[m]["inertia"]) for m in modes]
     rows += [(f"before {m}", before[m]["seconds"], before[m]["inertia"]) for m in before]
-    rows.append(("faiss single", faiss_single["seconds"], faiss_single["inertia"]))
-    rows.append(("transfer floor (no compute)", floor["seconds"], float("nan")))
-    rows.append(("jobs floor (no compute)", jobs_floor["seconds_floor"], float("nan")))
-    if mllib:
-        rows.append(("mllib (same init)", mllib["seconds"], mllib["inertia"]))
-    if "mllib_ml_api" in result:
-        rows.append(("mllib ml api (own init)", result["mllib_ml_api"]["seconds"], result["mllib_ml_api"]["inertia"]))
-    print(f"\n{'method':<26}{'seconds':>10}{'weighted inertia':>20}")
+    rows.append(("faiss single", result["faiss_single"]["seconds"], result["faiss_single"]["inertia"]))
+    rows.append(("transfer floor (no compute)", result["transfer_floor"]["seconds"], float("nan")))
+    rows.append(("jobs floor (no compute)", result["jobs_floor"]["seconds_floor"], float("nan")))
+    for key, name in (("mllib", "mllib (same init)"), ("mllib_ml_api", "mllib ml api (own init)")):
+        if key in result:
+            rows.append((name, result[key]["seconds"], result[key]["inertia"]))
+    print(f"\n{'method':<28}{'seconds':>10}{'weighted inertia':>20}")
     for name, sec, inertia in rows:
-        print(f"{name:<26}{sec:>10.2f}{inertia:>20.6g}")
+        print(f"{name:<28}{sec:>10.2f}{inertia:>20.6g}")
     keys = ("speedup_vs_mllib", "inertia_vs_mllib", "slowdown_vs_faiss_single", "assign_rows_per_s")
-    keys += ("resident_speedup_vs_mllib", "resident_slowdown_vs_faiss_single") if resident is not None else ()
+    keys += ("resident_speedup_vs_mllib", "resident_slowdown_vs_faiss_single")
     keys += ("seconds_transfer_floor", "transfer_share_of_ours", "floor_share_of_10x_mllib")
     for key in (*keys, "seconds_jobs_floor", "jobs_floor_share_of_5x_mllib"):
-        if result[key] is not None:
+        if result.get(key) is not None:
             print(f"{key}: {result[key]:.4g}")
     print(f"load average: {os.getloadavg()}", flush=True)
 
