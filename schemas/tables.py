@@ -201,8 +201,8 @@ KMEANS_STATS = TableSchema(
             True,
             "last iteration only: shift_below_tol (full), inertia_plateau (mini-batch) or max_iter",
         ),
-        Column("engine", "string", False, "resident (one Spark job per fit) or jobs (one Spark job per iteration)"),
-        Column("fallback_reason", "string", True, "why the resident engine did not run, when it did not"),
+        Column("engine", "string", False, "jobs (one Spark job per iteration, the default) or resident (opt-in)"),
+        Column("fallback_reason", "string", True, "why the resident engine asked for did not run, when it did not"),
     ],
     doc="Per-iteration k-means statistics; the number of rows per side is the number of iterations run.",
 )

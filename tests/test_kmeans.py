@@ -330,10 +330,10 @@ def test_both_modes_stop_before_max_iter_and_say_why(spark):
     assert weighted_inertia(x, w, mini.centroids) <= 1.05 * weighted_inertia(x, w, full.centroids)
     rows = mini.stats_frame(spark, "user").orderBy("iteration").collect()
     assert [r["stop_reason"] for r in rows] == [None] * (mini.n_iter - 1) + ["inertia_plateau"]
-    assert {(r["engine"], r["fallback_reason"]) for r in rows} == {("resident", None)}
+    assert {(r["engine"], r["fallback_reason"]) for r in rows} == {("jobs", None)}  # the default engine
 
 
-def test_auto_engine_falls_back_to_jobs_and_records_why(spark, monkeypatch, caplog):
+def test_resident_engine_falls_back_to_jobs_and_records_why(spark, monkeypatch, caplog):
     import logging
 
     from mgoe_spark.nodes.kmeans import model as model_module
@@ -346,13 +346,12 @@ def test_auto_engine_falls_back_to_jobs_and_records_why(spark, monkeypatch, capl
     # 1. the resident engine cannot start here (e.g. dynamic allocation): one log line, jobs engine
     monkeypatch.setattr(model_module, "resident_blocker", lambda spark: "dynamic allocation is on")
     with caplog.at_level(logging.WARNING, logger="mgoe.kmeans"):
-        km = WeightedKMeans(3, engine="auto", **params).fit(df)
-    assert "using one Spark job per iteration: dynamic allocation is on" in caplog.text
+        km = WeightedKMeans(3, engine="resident", **params).fit(df)
+    assert "resident engine not used (dynamic allocation is on); one Spark job per iteration" in caplog.text
     assert (km.engine_used, km.fallback_reason) == ("jobs", "dynamic allocation is on")
     rows = km.stats_frame(spark, "item").collect()
     assert {(r["engine"], r["fallback_reason"]) for r in rows} == {("jobs", "dynamic allocation is on")}
-    with pytest.raises(ValueError, match="engine='resident' cannot run here: dynamic allocation is on"):
-        WeightedKMeans(3, engine="resident", **params).fit(df)
+    np.testing.assert_array_equal(km.centroids, reference.centroids)
     monkeypatch.undo()
 
     # 2. it stops mid-fit (a task or the resident job fails): the fit restarts on the jobs engine, same result
@@ -360,25 +359,73 @@ def test_auto_engine_falls_back_to_jobs_and_records_why(spark, monkeypatch, capl
         raise EngineUnavailable("a task failed: simulated")
 
     monkeypatch.setattr(ResidentEngine, "step_parts", broken)
-    km = WeightedKMeans(3, engine="auto", **params).fit(df)
+    km = WeightedKMeans(3, engine="resident", **params).fit(df)
     assert (km.engine_used, km.fallback_reason) == ("jobs", "a task failed: simulated")
     np.testing.assert_array_equal(km.centroids, reference.centroids)
 
 
-def test_training_assignments_of_the_resident_fit_equal_assign(spark):
+@pytest.mark.parametrize("engine", ["jobs", "resident"])
+def test_training_assignments_of_the_fit_equal_assign(spark, engine):
+    """Both engines keep the final pass's labels: the fitted nodes' assignments need no second pass."""
     x, w, _, _ = planted(10, k=3, per=30)
     df = nodes_df(spark, x, w, partitions=2)
     old = WeightedKMeans(3, mode="full", max_iter=5, seed=1, engine="jobs").fit(df)
     # warm start: the emitted macro ids must follow the Hungarian renumbering, like assign() does
-    km = WeightedKMeans(3, mode="full", max_iter=5, seed=2, engine="resident", block_rows=16)
+    km = WeightedKMeans(3, mode="full", max_iter=5, seed=2, engine=engine, block_rows=16)
     km.fit(df, warm_start=old)
+    assert km.engine_used == engine and km._fit_cache is not None and km._fit_cache.is_cached
     fitted = {row["node_id"]: (row["macro_id"], row["distance"]) for row in km.training_assignments().collect()}
     assert fitted == assignments(km, df) and len(fitted) == len(x)
+    assert {m for m, _ in fitted.values()} == {1, 2, 3}
+    cache = km._fit_cache
     km.unpersist()
-    jobs = WeightedKMeans(3, mode="full", max_iter=5, seed=2, engine="jobs").fit(df, warm_start=old)
-    assert {r["node_id"]: r["macro_id"] for r in jobs.training_assignments().collect()} == {
-        i: m for i, (m, _) in fitted.items()
-    }
+    assert not cache.is_cached
+
+
+def test_both_ways_into_the_workers_give_the_same_blocks(spark):
+    """The fast path (the DataFrame's Arrow batches as an RDD) and the public one (mapInArrow, then .rdd)."""
+    from pyspark.sql import functions as F
+
+    from mgoe_spark.nodes.kmeans.engines import packed_blocks
+
+    x, w, _, _ = planted(15, k=3, per=20)
+    w[3] = np.nan  # bad rows travel too (the statistics count them)
+    df = nodes_df(spark, x, w, partitions=3).withColumn("part", F.spark_partition_id())
+
+    def layout(arrow_rdd: bool):
+        rdd = packed_blocks(df, None, 7, 8, arrow_rdd=arrow_rdd)
+        parts = rdd.glom().collect()
+        return [[(b.ids.tolist(), b.x.tobytes(), b.w.tobytes(), b.u.tobytes(), s) for b, s in p] for p in parts]
+
+    fast, public = layout(True), layout(False)
+    assert fast == public and sum(len(p) for p in fast) >= 3
+    lineage = packed_blocks(df, None, 7, 8).toDebugString().decode()
+    assert "toArrowBatchRdd" in lineage and "javaToPython" not in lineage  # the fast path is the one taken
+
+
+def test_jobs_engine_final_pass_emits_renumbered_labels(spark):
+    """The jobs engine's final pass caches each node's label; emit(new_id) maps label l to macro new_id[l] + 1."""
+    from pyspark.sql import functions as F
+
+    from mgoe_spark.nodes.kmeans.blocks import sum_scales
+    from mgoe_spark.nodes.kmeans.engines import JobsEngine
+
+    x, w, _, centers = planted(14, k=3, per=20)
+    df = nodes_df(spark, x, w, partitions=2).withColumn("part", F.spark_partition_id())
+    c = centers.astype(np.float32)
+    with JobsEngine(df, None, 0, 16, 1) as eng:
+        stats = eng.stats()
+        parts = eng.step_parts(c, 0, 1.0, sum_scales(int(stats["n"]), stats["max_w"], stats["max_x"]))
+        assert sum(int(p[0][-3:].sum()) for p in parts) == len(x)  # the counts of the final pass
+        emitted = eng.emit(np.array([2, 0, 1]))
+        cache = eng.emitted
+    got = {r["node_id"]: (r["macro_id"], r["distance"]) for r in emitted.collect()}
+    d = ((x[:, None, :].astype(np.float64) - c[None]) ** 2).sum(-1)
+    want = {i + 1: (int([3, 1, 2][lab]), d[i, lab]) for i, lab in enumerate(d.argmin(1))}
+    assert {i: m for i, (m, _) in got.items()} == {i: m for i, (m, _) in want.items()}
+    np.testing.assert_allclose([got[i][1] for i in want], [want[i][1] for i in want], rtol=1e-4, atol=1e-4)
+    assert cache.is_cached  # close() left the labels' cache to the caller
+    cache.unpersist()
 
 
 @pytest.mark.parametrize("mode", ["full", "minibatch"])

@@ -59,4 +59,4 @@ def test_warm_start_only_when_the_fingerprint_matches(spark, tmp_path, caplog):
     assert len(stats) == second["user_iterations"]
     assert [r["stop_reason"] for r in stats[:-1]] == [None] * (len(stats) - 1)
     assert stats[-1]["stop_reason"] in ("shift_below_tol", "inertia_plateau", "max_iter")
-    assert {r["engine"] for r in stats} == {"resident"}
+    assert {r["engine"] for r in stats} == {"jobs"}  # the default: Spark's channels only

@@ -314,12 +314,18 @@ class KMeansSettings:
     warm_start: bool = True
     """Start a run's fit from the latest earlier run's centroids and match ids to them, when they have the same
     k, r and vector-space fingerprint (:mod:`mgoe_spark.kmeans.fingerprint`); otherwise a cold fit."""
-    engine: Literal["auto", "resident", "jobs"] = "auto"
-    """``resident``: one Spark job per fit, all its tasks at once; the vectors leave Spark once and stay in the
-    Python workers, only centroids and sums move per iteration (needs no dynamic allocation or speculation;
-    the result does not depend on the task-slot count). ``jobs``: one Spark job per
-    iteration over cached blocks (works anywhere). ``auto``: resident, falling back to jobs (one log line,
-    recorded in kmeans_stats) where it cannot run."""
+    engine: Literal["auto", "jobs", "resident"] = "auto"
+    """``auto`` (the default) = ``jobs``: one Spark job per iteration over cached blocks. It uses Spark's own
+    channels only, so it inherits ``spark.authenticate`` and Spark's network encryption, and Spark's task retry
+    covers lost executors; it works on any cluster. ``resident`` (opt-in, faster: bench/results/kmeans_engines_*):
+    one Spark job per fit whose tasks keep the vectors in the Python workers and exchange centroids and sums
+    with the driver over a socket of its own (bound to the driver's address, authenticated binary frames of
+    numbers, never pickles, timeouts on every wait, unencrypted); it falls back to ``jobs`` (one log line,
+    recorded in kmeans_stats) where it cannot run (dynamic allocation, speculation, too few slots) or stops. All
+    engines give the same fit for the same input and seed."""
+    exchange_timeout: float = 300.0
+    """Seconds the resident engine waits, at most, for any connect, reply or the end of its job before it
+    cancels its job and falls back to ``jobs`` (a stalled task, a lost host, a firewalled port)."""
 
     def validate(self) -> None:
         _require(self.k_user >= 1, "kmeans.k_user", "must be >= 1")
@@ -331,6 +337,7 @@ class KMeansSettings:
         _require(self.faiss_threads is None or self.faiss_threads >= 1, "kmeans.faiss_threads", "must be >= 1 or null")
         _require(self.block_rows >= 1, "kmeans.block_rows", "must be >= 1")
         _require(self.patience >= 1, "kmeans.patience", "must be >= 1")
+        _require(self.exchange_timeout > 0, "kmeans.exchange_timeout", "must be > 0 (seconds)")
 
 
 @dataclass

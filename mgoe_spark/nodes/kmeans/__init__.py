@@ -7,8 +7,9 @@ of length r, weight double)``.
 Modules, in the order a fit uses them:
 
 - :mod:`.blocks`: worker-side code (Arrow -> numpy blocks, FAISS assignment, per-partition sums);
-- :mod:`.engines` / :mod:`.resident`: where the blocks live during a fit: resident in the Python workers of
-  one Spark job per fit (default), or a cached RDD with one Spark job per iteration (automatic fallback);
+- :mod:`.engines` / :mod:`.resident`: where the blocks live during a fit: a cached RDD with one Spark job per
+  iteration (default: Spark's channels only), or, opt-in, resident in the Python workers of one Spark job per
+  fit that exchange sums with the driver over an authenticated socket (:mod:`.frames`; falls back to jobs);
 - :mod:`.loop`: input checks, k-means++ init, update and stop rules, the one update loop of both engines;
 - :mod:`.model`: :class:`WeightedKMeans` (fit, assign, id matching, save / load, table rows);
 - :mod:`.fingerprint`: which settings define the vector space (warm starts only within one).

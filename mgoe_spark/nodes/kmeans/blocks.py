@@ -376,3 +376,32 @@ def assignment_batch(ids: np.ndarray, labels: np.ndarray, d: np.ndarray) -> Any:
         [pa.array(ids), pa.array((np.asarray(labels) + 1).astype(np.int32)), pa.array(d.astype(np.float32))],
         names=["node_id", "macro_id", "distance"],
     )
+
+
+def label_batch(ids: np.ndarray, labels: np.ndarray, d: np.ndarray) -> Any:
+    """``(node_id int64, label int32 0-based, distance float32)`` Arrow batch: a final pass's raw labels."""
+    import pyarrow as pa
+
+    return pa.RecordBatch.from_arrays(
+        [pa.array(ids), pa.array(np.asarray(labels, dtype=np.int32)), pa.array(np.asarray(d, dtype=np.float32))],
+        names=["node_id", "label", "distance"],
+    )
+
+
+def ipc_payload(batch: Any) -> bytes:
+    """One Arrow batch as an Arrow IPC stream (cached as one binary value: far cheaper than n cached rows)."""
+    import pyarrow as pa
+
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    return sink.getvalue().to_pybytes()
+
+
+def unpacked(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """mapInArrow helper: rows of one binary column of :func:`ipc_payload` values -> the batches inside."""
+    import pyarrow as pa
+
+    for batch in batches:
+        for payload in batch.column(0).to_pylist():
+            yield from pa.ipc.open_stream(payload)

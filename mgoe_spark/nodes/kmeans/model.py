@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from mgoe_spark.config import KMeansSettings
 
 FORMAT_VERSION = 2
-ENGINES = ("auto", "resident", "jobs")
+ENGINES = ("auto", "jobs", "resident")
 log = logging.getLogger("mgoe.kmeans")
 
 
@@ -49,8 +49,12 @@ class WeightedKMeans:
 
     Fitted state: ``centroids`` (k, r) float32 (row m-1 = macro m), ``weights`` / ``sizes`` per cluster over
     all nodes, ``inertia`` (weighted, all nodes), ``stats`` (per iteration), ``n_iter``, ``stop_reason``,
-    ``engine_used`` (+ ``fallback_reason``), ``version`` (content hash), ``fingerprint`` (the vector space
-    it was fitted in, set by the caller), ``seed``.
+    ``engine_used`` (+ ``fallback_reason``: why the opt-in resident engine did not run), ``version`` (content
+    hash), ``fingerprint`` (the vector space it was fitted in, set by the caller), ``seed``.
+
+    ``engine``: ``auto`` (the default) and ``jobs`` run the jobs engine, on Spark's own channels only;
+    ``resident`` (opt-in) runs :mod:`~mgoe_spark.nodes.kmeans.resident` and falls back to the jobs engine where
+    it cannot run or stops; ``exchange_timeout`` (seconds) bounds every wait on its socket.
 
     >>> km = WeightedKMeans(k=20, mode="full", seed=7)          # doctest: +SKIP
     >>> km.fit(nodes)                                            # doctest: +SKIP
@@ -70,7 +74,8 @@ class WeightedKMeans:
         seed: int = 0,
         faiss_threads: int | None = None,
         block_rows: int = 65_536,
-        engine: Literal["auto", "resident", "jobs"] = "auto",
+        engine: Literal["auto", "jobs", "resident"] = "auto",
+        exchange_timeout: float = 300.0,
         fingerprint: str = "",
     ) -> None:
         if k < 1:
@@ -83,6 +88,8 @@ class WeightedKMeans:
             raise ValueError(f"batch_fraction must be in (0, 1], got {batch_fraction}")
         if min(max_iter, init_samples_per_center, block_rows, patience) < 1:
             raise ValueError("max_iter, patience, init_samples_per_center and block_rows must be >= 1")
+        if not exchange_timeout > 0:
+            raise ValueError(f"exchange_timeout must be > 0 seconds, got {exchange_timeout}")
         self.k = k
         self.mode = mode
         self.max_iter = max_iter
@@ -94,6 +101,7 @@ class WeightedKMeans:
         self.faiss_threads = faiss_threads
         self.block_rows = block_rows
         self.engine = engine
+        self.exchange_timeout = exchange_timeout
         self.fingerprint = fingerprint
         # fitted state
         self.centroids: np.ndarray | None = None
@@ -107,6 +115,7 @@ class WeightedKMeans:
         self.engine_used: str | None = None
         self.fallback_reason: str | None = None
         self._fit_assignments: DataFrame | None = None
+        self._fit_cache: DataFrame | None = None
         self._fit_source: DataFrame | None = None
         self.timings: dict[str, float] = {}
         """Wall seconds of the last fit's phases: blocks (pack + input checks), init, iterations, final_pass."""
@@ -126,6 +135,7 @@ class WeightedKMeans:
             faiss_threads=settings.faiss_threads,
             block_rows=settings.block_rows,
             engine=settings.engine,
+            exchange_timeout=settings.exchange_timeout,
             fingerprint=fingerprint,
         )
 
@@ -192,41 +202,55 @@ class WeightedKMeans:
         packed = nodes.withColumn("part", F.spark_partition_id())
         spark = nodes.sparkSession
         self.fallback_reason = None
-        self._fit_assignments, self._fit_source = None, None
-        blocker = resident_blocker(spark) if self.engine != "jobs" else "engine=jobs was asked for"
-        if blocker is not None and self.engine == "resident":
-            raise ValueError(f"engine='resident' cannot run here: {blocker}; use engine='auto' or 'jobs'")
-        if blocker is None:
-            try:
-                t0 = time.perf_counter()
-                source, parts = self._resident_input(packed)
-                t1 = time.perf_counter()
-                with ResidentEngine(source, r, self.seed, self.block_rows, self._threads(spark), parts) as eng:
-                    t2 = time.perf_counter()
-                    self._fit_with(eng, init_centroids, r)
-                    perm = self._match(warm_start)
-                    t3 = time.perf_counter()
-                    self._fit_assignments = eng.emit(np.argsort(perm))  # label perm[m] becomes macro m + 1
-                    self.timings = {"plan": t1 - t0, "start": t2 - t1, **self.timings}
-                    self.timings["emit"] = time.perf_counter() - t3
+        self.unpersist()  # a refit replaces the previous fit's cached assignments
+        self._fit_source = None
+        if self.engine == "resident":  # opt-in; "auto" and "jobs" use Spark's channels only
+            reason = self._fit_resident(packed, init_centroids, r, warm_start)
+            if reason is None:
                 self._fit_source = nodes
                 return self._finish()
-            except EngineUnavailable as exc:
-                if self.engine == "resident":
-                    raise
-                blocker = str(exc)
-                log.warning("k-means: resident engine stopped (%s); falling back to one Spark job per iteration", exc)
-        if self.engine != "jobs":
-            self.fallback_reason = blocker
-            log.warning("k-means: using one Spark job per iteration: %s", blocker)
+            self.fallback_reason = reason
+            log.warning("k-means: resident engine not used (%s); one Spark job per iteration instead", reason)
         t0 = time.perf_counter()
         with JobsEngine(packed, r, self.seed, self.block_rows, self._threads(spark)) as eng:
             t1 = time.perf_counter()
             self._fit_with(eng, init_centroids, r)
+            self._emit(eng, warm_start)
             self.timings = {"start": t1 - t0, **self.timings}
-        self._match(warm_start)
         self._fit_source = nodes
         return self._finish()
+
+    def _emit(self, eng: Any, warm_start: WeightedKMeans | None) -> None:
+        """Match to ``warm_start`` (if any), then take the final pass's assignments from the engine (cached)."""
+        perm = self._match(warm_start)
+        t0 = time.perf_counter()
+        self._fit_assignments = eng.emit(np.argsort(perm))  # label perm[m] becomes macro m + 1
+        self._fit_cache = eng.emitted
+        self.timings["emit"] = time.perf_counter() - t0
+
+    def _fit_resident(
+        self, packed: DataFrame, init_centroids: np.ndarray | None, r: int | None, warm_start: WeightedKMeans | None
+    ) -> str | None:
+        """Fit on the opt-in resident engine (:mod:`.resident`); None when it did, else why it could not (the
+        caller falls back to the jobs engine; the resident job is cancelled by then)."""
+        spark = packed.sparkSession
+        blocker = resident_blocker(spark)
+        if blocker is not None:
+            return blocker
+        try:
+            t0 = time.perf_counter()
+            source, parts = self._resident_input(packed)
+            t1 = time.perf_counter()
+            threads = self._threads(spark)
+            timeout = self.exchange_timeout
+            with ResidentEngine(source, r, self.seed, self.block_rows, threads, parts, timeout) as eng:
+                t2 = time.perf_counter()
+                self._fit_with(eng, init_centroids, r)
+                self._emit(eng, warm_start)
+                self.timings = {"plan": t1 - t0, "start": t2 - t1, **self.timings}
+        except EngineUnavailable as exc:
+            return str(exc)
+        return None
 
     def _resident_input(self, nodes: DataFrame) -> tuple[DataFrame, int]:
         """(``nodes``, coalesced to the task-slot count when it has more partitions (all tasks of the resident
@@ -327,10 +351,10 @@ class WeightedKMeans:
         return src.mapInArrow(lambda batches: assign_batches(batches, centroids, threads), ASSIGN_SCHEMA)
 
     def training_assignments(self) -> DataFrame:
-        """:meth:`assign` of the nodes of the last :meth:`fit`, ``(node_id, macro_id, distance)``. When the
-        resident engine ran, its final pass already assigned every node and this is that result, cached
-        (MEMORY_AND_DISK, 16 bytes a node; :meth:`unpersist` or ``spark.catalog.clearCache()`` frees it): no
-        second pass over the vectors. Otherwise it is ``assign(fitted nodes)`` (lazy, one pass)."""
+        """:meth:`assign` of the nodes of the last :meth:`fit`, ``(node_id, macro_id, distance)``: the fit's
+        final pass already assigned every node, and this is that result, read from a cache (MEMORY_AND_DISK,
+        ~16 bytes a node; :meth:`unpersist` or ``spark.catalog.clearCache()`` frees it): no second pass over
+        the vectors. Falls back to ``assign(fitted nodes)`` (lazy, one pass) after :meth:`unpersist`."""
         if self._fit_source is None:
             raise ValueError("training_assignments() needs a fit() in this process; use assign(nodes)")
         if self._fit_assignments is not None:
@@ -339,9 +363,9 @@ class WeightedKMeans:
 
     def unpersist(self) -> None:
         """Free the cached fit-time assignments (if any)."""
-        if self._fit_assignments is not None:
-            self._fit_assignments.unpersist()
-            self._fit_assignments = None
+        if self._fit_cache is not None:
+            self._fit_cache.unpersist()
+        self._fit_assignments = self._fit_cache = None
 
     # ---- persistence -----------------------------------------------------------------------------------
 
