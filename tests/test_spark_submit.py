@@ -156,7 +156,8 @@ def test_delta_build_through_spark_submit_on_the_packed_env_alone(py_files, pack
     python = str(packed_env.unpacked / "bin" / "python")
     done = submit(py_files, "build", args, tmp_path, python=python)
     assert done.returncode == 0, f"{done.stdout[-3000:]}\n--- stderr ---\n{done.stderr[-1000:]}"
-    tables = {path.name for path in root.iterdir()}
+    tables = {path.name for path in root.iterdir() if not path.name.startswith("_")}  # _manifests, _leases
+    assert (root / "_manifests" / f"run_date={RUN_DATE}").is_dir()
     assert {"interactions", "assignments", "centroids", "training_examples"} <= tables
     for name in tables:
         assert DeltaTable.is_deltatable(str(root / name)), f"{name} is not a Delta table"

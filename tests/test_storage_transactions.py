@@ -29,7 +29,9 @@ D = "2026-01-01"
 
 
 def _vocab(spark, n: int, offset: int = 0):
-    return spark.range(n).selectExpr(f"cast(id + {offset} as string) as raw_id", "id + 1 as id")
+    return spark.range(n).selectExpr(
+        f"cast(id + {offset} as string) as raw_id", "id + 1 as id", f"'{D}' as first_run_date"
+    )
 
 
 def _raw_ids(spark, root, schema, run_date: str = D) -> list[str]:
@@ -64,8 +66,9 @@ storage.Transaction._publish_parquet = publish_then_hang
 spark = get_spark(load_config(profile="test").spark, "killed-between-publishes")
 store = storage.TableStore(spark, root, lease_seconds=3)
 with store.transaction("2026-01-01", stage="ingest"):
-    store.write(spark.range(4).selectExpr("cast(id + 500 as string) raw_id", "id + 1 as id"), VOCAB_USERS, "2026-01-01")
-    store.write(spark.range(6).selectExpr("cast(id + 500 as string) raw_id", "id + 1 as id"), VOCAB_ITEMS, "2026-01-01")
+    cols = ("cast(id + 500 as string) raw_id", "id + 1 as id", "'2026-01-01' as first_run_date")
+    store.write(spark.range(4).selectExpr(*cols), VOCAB_USERS, "2026-01-01")
+    store.write(spark.range(6).selectExpr(*cols), VOCAB_ITEMS, "2026-01-01")
 """
 
 
