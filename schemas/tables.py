@@ -39,29 +39,24 @@ REJECTS = TableSchema(
     doc="Malformed input rows, kept with the reason: nothing is dropped silently.",
 )
 
-VOCAB_USERS = TableSchema(
-    "vocab_users",
-    [
-        Column("raw_id", "string", False, "id as it appears in the log"),
-        Column("id", "int64", False, "dense id, 1..N (0 is reserved for padding / unknown)"),
-        Column("first_run_date", "string", False, "run date (YYYY-MM-DD) of the ingest that appended the id"),
-    ],
-    doc="User vocabulary, append-only across run dates: an id never changes once given, new users "
-    "get the next ids. The partition of date D holds the whole vocabulary as of D's ingest (ids first given by "
-    "later dates included when D was ingested after them, as in a backfill).",
-)
 
-VOCAB_ITEMS = TableSchema(
-    "vocab_items",
-    [
-        Column("raw_id", "string", False, "id as it appears in the log"),
-        Column("id", "int64", False, "dense id, 1..N (0 is reserved for padding / unknown)"),
-        Column("first_run_date", "string", False, "run date (YYYY-MM-DD) of the ingest that appended the id"),
-    ],
-    doc="Item vocabulary, append-only across run dates: an id never changes once given, new items "
-    "get the next ids. The partition of date D holds the whole vocabulary as of D's ingest (ids first given by "
-    "later dates included when D was ingested after them, as in a backfill).",
-)
+def _vocabulary(name: str, nodes: str) -> TableSchema:
+    """The vocabulary of one side (``nodes``: "users" / "items"): the two tables differ only in name."""
+    return TableSchema(
+        name,
+        [
+            Column("raw_id", "string", False, "id as it appears in the log"),
+            Column("id", "int64", False, "dense id, 1..N (0 is reserved for padding / unknown)"),
+            Column("first_run_date", "string", False, "run date (YYYY-MM-DD) of the ingest that appended the id"),
+        ],
+        doc=f"{nodes.capitalize()[:-1]} vocabulary, append-only across run dates: an id never changes once given, "
+        f"new {nodes} get the next ids. The partition of date D holds the whole vocabulary as of D's ingest (ids "
+        "first given by later dates included when D was ingested after them, as in a backfill).",
+    )
+
+
+VOCAB_USERS = _vocabulary("vocab_users", "users")
+VOCAB_ITEMS = _vocabulary("vocab_items", "items")
 
 GROUND_TRUTH_USERS = TableSchema(
     "ground_truth_users",
