@@ -207,8 +207,8 @@ def _write_ingest_tables(root: Path) -> None:
             INTERACTIONS,
             {"user_id": [1, 2], "item_id": [1, 2], "task": ["click", "buy"], "ts": [1, 2], "category": [None] * 2},
         ),
-        (VOCAB_USERS, {"raw_id": ["a", "b"], "id": [1, 2]}),
-        (VOCAB_ITEMS, {"raw_id": ["x", "y"], "id": [1, 2]}),
+        (VOCAB_USERS, {"raw_id": ["a", "b"], "id": [1, 2], "first_run_date": [RUN_DATE] * 2}),
+        (VOCAB_ITEMS, {"raw_id": ["x", "y"], "id": [1, 2], "first_run_date": [RUN_DATE] * 2}),
     ]
     for schema, columns in tables:
         part = root / schema.name / f"run_date={RUN_DATE}"
