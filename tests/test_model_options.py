@@ -145,3 +145,24 @@ def test_every_option_has_a_row_in_the_ablation_bench():
     for key in ("attention_norm=true", "gate_input=full", "lookup_norm=tasks", "macgnn_own_macro=true"):
         assert f"train.{key}" in overrides, key
     assert any(model == "mmoe_full" for model, _ in SETTINGS.values())
+
+
+ALL_ON = dict(attention_norm=True, gate_input="full", lookup_norm="tasks", macgnn_own_macro=True, gamma_init=0.5)
+
+
+@pytest.mark.parametrize("name", ["mgoe", "macgnn", "mmoe_full"])
+def test_options_rebuild_from_a_checkpoint_and_export(name, tmp_path):
+    import dataclasses
+
+    from model.export import export_model, load_scorer
+
+    torch.manual_seed(0)
+    opts = ModelOptions(**OPTS, **ALL_ON)
+    model = build_model(name, META, opts).eval()
+    again = build_model(name, META, ModelOptions(**dataclasses.asdict(opts))).eval()  # what a checkpoint stores
+    again.load_state_dict(model.state_dict())
+    batch, other = _batch(12), _batch(5, seed=1)
+    with torch.no_grad():
+        torch.testing.assert_close(again(batch), model(batch))
+        scorer, _ = load_scorer(export_model(model, batch, tmp_path / f"{name}.pt2", {"model": name}))
+        torch.testing.assert_close(scorer(other), torch.sigmoid(model(other)), rtol=1e-5, atol=1e-6)
