@@ -145,6 +145,7 @@ def test_every_option_has_a_row_in_the_ablation_bench():
     for key in ("attention_norm=true", "gate_input=full", "lookup_norm=tasks", "macgnn_own_macro=true"):
         assert f"train.{key}" in overrides, key
     assert any(model == "mmoe_full" for model, _ in SETTINGS.values())
+    assert not [name for name in SETTINGS if "," in name]  # --only splits on commas
 
 
 ALL_ON = dict(attention_norm=True, gate_input="full", lookup_norm="tasks", macgnn_own_macro=True, gamma_init=0.5)
