@@ -492,7 +492,8 @@ class TrainSettings:
     """Macro attention (``logit`` / ``neighbors``) on L2-normalized queries and keys with a learned temperature
     per channel and task, ``exp(log_scale) * cos(W_Q e_m, W_K e_v)``, ``log_scale`` from ``log sqrt(d_h)``:
     the q.k term has std ~1 at init (the plain ``q.k/sqrt(d_h)`` is ~0.004 against edge logits of 0.5-9, so
-    ``attention=off`` ties it). Ablation: ``false`` (default until measured, issue 27 item 6)."""
+    ``attention=off`` ties it). No effect with ``attention=off``. Ablation: ``false`` (default until measured,
+    issue 27 item 6)."""
     gate_input: Literal["micro", "full"] = "micro"
     """Eq 12 bottom gates: ``micro`` = softmax(W^t [e_u, e_i]) (a near-constant mixture at Xavier scale);
     ``full`` = softmax(W^t [e_u, e_i, MGE^1..MGE^T]), Eq 12's full input (micro embeddings and the aggregated
