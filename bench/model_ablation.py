@@ -4,7 +4,8 @@ bench.model_ablation --json PATH``.
 Each row is one setting (config overrides of ``train.*`` on MGOE, or another model) trained over the same
 seeds on the same table; the JSON holds test mean AUC (mean, std over seeds), per-task AUC and the load
 average. Used to pick defaults by measurement (attention form, adjustment form, Eq 11 own macro embeddings,
-micro-neighbor attention) before the slower pipeline benchmark (:mod:`bench.model_quality`).
+micro-neighbor attention; issue 27's options: normalized attention, full-input gates, the lookup over tasks,
+MacGNN-style with own macros, MMoE on MGOE's inputs) before the slower pipeline benchmark (:mod:`bench.model_quality`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,12 @@ SETTINGS: dict[str, tuple[str, list[str]]] = {
     "recent_attention=true": ("mgoe", ["train.recent_attention=true"]),
     "adjust_form=log_macro gamma_init=0": ("mgoe", ["train.gamma_init=0"]),
     "adjust_form=tower cascade off": ("mgoe_no_cascade", ["train.adjust_form=tower"]),
+    # issue 27 items 5-6 (options; each row's ablation is "mgoe (defaults)" or "macgnn" / "mmoe")
+    "attention_norm=true (cos q.k with a learned temperature)": ("mgoe", ["train.attention_norm=true"]),
+    "gate_input=full (Eq 12 gates on e_u e_i MGE)": ("mgoe", ["train.gate_input=full"]),
+    "lookup_norm=tasks (SPEC 4.7 over tasks)": ("mgoe", ["train.lookup_norm=tasks"]),
+    "macgnn_own_macro=true": ("macgnn", ["train.macgnn_own_macro=true"]),
+    "mmoe_full (MMoE on MGOE's inputs)": ("mmoe_full", []),
 }
 
 

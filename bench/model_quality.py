@@ -24,6 +24,13 @@ The tables phase also writes ``DIR/oracle.json`` (:func:`mgoe_spark.generate.ora
 default table's test rows) when the default table is in the ``events`` space; the train phase copies it
 into its results as ``oracle``.
 
+Issue 27's options (items 5-6; not defaults): the paired rows come from train-phase runs with ``--suffix``,
+paired with ``mgoe`` of the default run by ``compare`` (``--reference macgnn`` for the MacGNN row):
+``--models mgoe --suffix [attention_norm] train.attention_norm=true``, ``[gate_full]
+train.gate_input=full``, ``[lookup_tasks] train.lookup_norm=tasks``, ``--models macgnn --suffix
+[own_macro] train.macgnn_own_macro=true``, and the model ``mmoe_full`` (MMoE on MGOE's inputs) beside
+``mmoe``. The same rows on the planted table: :data:`bench.model_ablation.SETTINGS`.
+
 Cost: the tables phase is three pipeline runs (nodes + features) over one generated log; the train phase
 is models x seeds x epochs streamed passes. Run it in the background and watch its log.
 """

@@ -4,13 +4,16 @@ Every model maps a batch (see :mod:`model.data`) to per-task logits (B, T); the 
 loss, optimizer, early stopping and metrics to all of them.
 
 - ``mmoe``: MMoE (Ma et al. 2018): E shared experts on [e_u, e_i], one softmax gate and one tower per task.
+- ``mmoe_full``: MMoE on MGOE's full inputs (macro graph encoder over the macro edges with one macro table,
+  own macro embeddings, per-task recent neighbors, e_u, e_i): MGOE's inputs without its architecture.
 - ``ple``: PLE (Tang et al. 2020) with one extraction level (CGC): shared + task-specific experts.
 - ``esmm``: ESMM (Ma et al. 2018): CTR and CVR towers; task 1 is trained on pCTCVR = pCTR * pCVR over the
   whole sample space; tasks after the second get their own tower.
 - ``macgnn``: single-graph MacGNN-style model: one set of macro embeddings shared by all tasks (no
   task-specific macro graph), neighbor sums over all tasks, one MLP and one tower per task. It reads its own
   table (:data:`TABLE_VARIANTS`): binary edges of one graph of all behaviors (``scores.binary=true``) and
-  unweighted k-means (``weights.enabled=false``).
+  unweighted k-means (``weights.enabled=false``). ``train.macgnn_own_macro`` adds the nodes' own macro
+  embeddings (Eq 11) to its input.
 - ``grec``: GRec-style task-routed sparse MoE: per row and task, noisy top-k routing over the experts with a
   load-balancing loss (:meth:`GRecMoE.auxiliary_loss`, added to the training loss); each expert picked in a
   batch runs once. Experts use ReLU (units must be independent to run a subset).
@@ -123,17 +126,62 @@ class MacGNNStyle(nn.Module):
         self.micro = MicroEmbeddings(meta, d)
         self.graph = MacroGraphEncoder(meta, opts, shared=True)
         self.neighbors = MicroNeighbors()
-        self.mlp = BatchedMLP(1, self.graph.out_dim + 4 * d, opts.expert_sizes, opts.activation, dropout=opts.dropout)
+        self.own_macro = opts.macgnn_own_macro
+        in_dim = self.graph.out_dim + 4 * d + (2 * d if self.own_macro else 0)
+        self.mlp = BatchedMLP(1, in_dim, opts.expert_sizes, opts.activation, dropout=opts.dropout)
         self.towers = parallel_towers(T, opts.expert_sizes[-1], opts.tower_hidden, opts.dropout)
         self.tasks = T
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """MLP input (B, F + 4d [+ 2d]): [MGE, r_u, r_i, e_u, e_i (, M_U[c(u)], M_I[c(i)] with macgnn_own_macro)]."""
         eu, ei = self.micro(batch["user_id"], batch["item_id"])
         mge = self.graph(batch["user_edges"], batch["item_edges"], eu, ei)[:, 0]  # (B, F)
         ru = self.neighbors(self.micro.item, batch["user_recent"]).sum(dim=1)
         ri = self.neighbors(self.micro.user, batch["item_recent"]).sum(dim=1)
-        h = self.mlp(torch.cat([mge, ru, ri, eu, ei], dim=-1))  # (B, 1, out)
+        parts = [mge, ru, ri, eu, ei]
+        if self.own_macro:  # Eq 11 from the one shared table: (B, 1, 2d) -> (B, 2d)
+            parts.append(self.graph.own(batch["user_macro"], batch["item_macro"])[:, 0])
+        h = self.mlp(torch.cat(parts, dim=-1))  # (B, 1, out)
         return self.towers(h.expand(-1, self.tasks, -1)).squeeze(-1)
+
+
+class MMoEFull(nn.Module):
+    """forward(batch) -> logits (B, T). MMoE's architecture on MGOE's inputs: separates inputs from architecture.
+
+    One input x (B, F + 2d + 2Td + 2d) for every expert and gate: the macro graph encoder over the same macro
+    edges (one macro table, as the shared input of MMoE: ``G = 1``, F = 2 * hops * o), the nodes' own macro
+    embeddings (Eq 11), the per-task recent-neighbor sums r^t_u, r^t_i for all T tasks (Eq 18) and e_u, e_i;
+    then E shared experts, one softmax gate and one tower per task (as :class:`MMoE`). No task-specific macro
+    tables, bottom gates, CGC, cascade or adjustment: those are MGOE's architecture.
+    """
+
+    def __init__(self, meta: TableMeta, opts: ModelOptions) -> None:
+        super().__init__()
+        d, T = opts.embed_dim, meta.num_tasks
+        n = opts.mmoe_experts or (opts.shared_experts + T * opts.task_experts)
+        self.micro = MicroEmbeddings(meta, d)
+        self.graph = MacroGraphEncoder(meta, opts, shared=True)
+        in_dim = self.graph.out_dim + 2 * d + 2 * T * d + 2 * d
+        self.experts = BatchedMLP(n, in_dim, opts.expert_sizes, opts.activation, dropout=opts.dropout)
+        self.gates = nn.Linear(in_dim, T * n)
+        self.towers = parallel_towers(T, opts.expert_sizes[-1], opts.tower_hidden, opts.dropout)
+        self.tasks, self.n = T, n
+
+    def features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """x (B, F + 2d + 2Td + 2d): [MGE, M_U[c(u)], M_I[c(i)], r_u (T x d), r_i (T x d), e_u, e_i]."""
+        eu, ei, ru, ri = self.micro.lookup(
+            batch["user_id"], batch["item_id"], batch["user_recent"], batch["item_recent"]
+        )
+        b = eu.shape[0]
+        mge = self.graph(batch["user_edges"], batch["item_edges"], eu, ei)[:, 0]  # (B, F)
+        own = self.graph.own(batch["user_macro"], batch["item_macro"])[:, 0]  # (B, 2d)
+        return torch.cat([mge, own, ru.reshape(b, -1), ri.reshape(b, -1), eu, ei], dim=-1)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        x = self.features(batch)
+        e = self.experts(x)  # (B, E, out)
+        g = torch.softmax(self.gates(x).reshape(-1, self.tasks, self.n), dim=-1)
+        return self.towers(torch.einsum("bte,beo->bto", g, e)).squeeze(-1)
 
 
 class GRecMoE(nn.Module):
@@ -215,6 +263,7 @@ BUILDERS: dict[str, Callable[[TableMeta, ModelOptions], nn.Module]] = {
     "mgoe_no_cascade": _mgoe_without("cascade"),
     "mgoe_no_pref": MGOE,  # differs by its table only (TABLE_VARIANTS)
     "mmoe": MMoE,
+    "mmoe_full": MMoEFull,
     "ple": PLE,
     "esmm": ESMM,
     "macgnn": MacGNNStyle,

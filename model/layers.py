@@ -224,15 +224,24 @@ class MacroGraphExpert(nn.Module):
     - ``attention='off'``: ``a = softmax(l)`` (what the MacGNN code computes, its softmax being over a size-1
       axis).
 
+    ``norm=True`` (``train.attention_norm``) replaces ``s`` by ``exp(log_scale_g) * cos(W_Q e_m, W_K e_v)``
+    with ``log_scale`` (G,) learned from ``log sqrt(h)``: the term has std ~1 at init whatever the embeddings'
+    scale (the plain ``q.k/sqrt(h)`` is ~0.004 at Xavier scale against edge logits of 0.5-9).
+
     forward(macro (G, K, d), target (B, d), logits (B, K)) -> (B, G, o), ``G`` = number of macro tables.
     """
 
-    def __init__(self, groups: int, dim: int, head: int, out: int, attention: str = "logit") -> None:
+    def __init__(
+        self, groups: int, dim: int, head: int, out: int, attention: str = "logit", norm: bool = False
+    ) -> None:
         super().__init__()
         if attention not in ATTENTION_FORMS:
             raise ValueError(f"attention must be one of {', '.join(ATTENTION_FORMS)}, got {attention!r}")
         self.attention = attention
         self.head = head
+        self.norm = norm
+        if norm:  # learned temperature per group, init sqrt(h): s = sqrt(h) cos(q, k) has std ~1 at init
+            self.log_scale = nn.Parameter(torch.full((groups,), 0.5 * math.log(head)))
         self.wq = nn.Parameter(torch.empty(groups, dim, head))
         self.wk = nn.Parameter(torch.empty(groups, dim, head))
         self.wv = nn.Parameter(torch.empty(groups, dim, out))
@@ -241,10 +250,14 @@ class MacroGraphExpert(nn.Module):
                 nn.init.xavier_uniform_(p[g])
 
     def scores(self, macro: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Scaled dot-product scores of the K macro neighbors: (B, G, K)."""
-        q = torch.einsum("gkd,gdh->gkh", macro, self.wq) / math.sqrt(self.head)  # scale the K-sized side once
+        """Scaled dot-product scores of the K macro neighbors: (B, G, K). ``norm``: ``exp(log_scale_g) *
+        cos(W_Q e_m, W_K e_v)`` (L2-normalized queries and keys, learned temperature) instead of ``q.k/sqrt(h)``."""
+        q = torch.einsum("gkd,gdh->gkh", macro, self.wq)
         k = torch.einsum("bd,gdh->bgh", target, self.wk)
-        return torch.einsum("bgh,gkh->bgk", k, q)
+        if self.norm:
+            q = F.normalize(q, dim=-1) * self.log_scale.exp().view(-1, 1, 1)
+            return torch.einsum("bgh,gkh->bgk", F.normalize(k, dim=-1), q)
+        return torch.einsum("bgh,gkh->bgk", k, q / math.sqrt(self.head))  # scale the K-sized side once
 
     def alpha(self, macro: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Attention over the K macro neighbors: (B, G, K), rows sum to 1."""
@@ -264,27 +277,36 @@ class MacroGraphExpert(nn.Module):
 
 
 class MacroGraphBottom(nn.Module):
-    """Eq 12-13: ``x^t = sum_k g^t_k MGE^k`` with ``g^t = softmax(W^t [e_u, e_i])`` over the T experts.
+    """Eq 12-13: ``x^t = sum_k g^t_k MGE^k`` with ``g^t = softmax(W^t h)`` over the T experts.
+
+    ``full_dim=0`` (``train.gate_input=micro``): ``h = [e_u, e_i]`` (2d). ``full_dim=F``
+    (``train.gate_input=full``, Eq 12's full input): ``h = [e_u, e_i, MGE^1, ..., MGE^T]`` (2d + T * F), so
+    the mixture depends on the row's aggregated macro neighbors too (at Xavier scale ``|e| ~ 0.03`` and the
+    ``[e_u, e_i]`` gate is a near-constant mixture).
 
     forward(mge (B, T, F), eu (B, d), ei (B, d)) -> (B, T, F); ``gates`` returns (B, T, T).
     """
 
-    def __init__(self, tasks: int, dim: int) -> None:
+    def __init__(self, tasks: int, dim: int, full_dim: int = 0) -> None:
         super().__init__()
-        self.gate = nn.Linear(2 * dim, tasks * tasks)
+        self.full = full_dim > 0
+        self.gate = nn.Linear(2 * dim + tasks * full_dim, tasks * tasks)
         self.tasks = tasks
 
-    def gates(self, eu: torch.Tensor, ei: torch.Tensor) -> torch.Tensor:
-        logits = self.gate(torch.cat([eu, ei], dim=-1)).reshape(-1, self.tasks, self.tasks)
+    def gates(self, eu: torch.Tensor, ei: torch.Tensor, mge: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, T); ``mge`` (B, T, F) is read with ``full_dim > 0`` only."""
+        h = [eu, ei, mge.reshape(eu.shape[0], -1)] if self.full else [eu, ei]
+        logits = self.gate(torch.cat(h, dim=-1)).reshape(-1, self.tasks, self.tasks)
         return torch.softmax(logits, dim=-1)
 
     def forward(self, mge: torch.Tensor, eu: torch.Tensor, ei: torch.Tensor) -> torch.Tensor:
-        return torch.einsum("btk,bkf->btf", self.gates(eu, ei), mge)
+        return torch.einsum("btk,bkf->btf", self.gates(eu, ei, mge), mge)
 
     def forward_fm(self, mge: torch.Tensor, eu: torch.Tensor, ei: torch.Tensor) -> torch.Tensor:
         """Feature-major: mge (T, F, B) -> (T, F, B); gates (T, T, B) from one GEMM, softmax over experts."""
         t, b = self.tasks, eu.shape[0]
-        logits = torch.addmm(self.gate.bias.unsqueeze(1), self.gate.weight, torch.cat([eu, ei], dim=-1).t())
+        h = [eu.t(), ei.t(), mge.reshape(-1, b)] if self.full else [eu.t(), ei.t()]
+        logits = torch.addmm(self.gate.bias.unsqueeze(1), self.gate.weight, torch.cat(h, dim=0))
         g = torch.softmax(logits.view(t, t, b), dim=1)
         return (g.unsqueeze(2) * mge.unsqueeze(0)).sum(dim=1)
 
@@ -541,6 +563,15 @@ def lookup_count(lookup: torch.Tensor, user_recent: torch.Tensor) -> torch.Tenso
     lookup (B, T), user_recent (B, T, L) -> (B, T)."""
     evidence = (user_recent > 0).sum(dim=-1).to(lookup.dtype)
     return torch.log1p(lookup.clamp(min=0.0) * evidence)
+
+
+def lookup_over_tasks(lookup: torch.Tensor, user_recent: torch.Tensor) -> torch.Tensor:
+    """SPEC 4.7's lookup normalized over tasks, from the table's (normalized over macros) one, trainer side:
+    ``n^t = T^t * min(N^t, L)`` (the count of :func:`lookup_count`, exact for ``N^t <= L``), then
+    ``n^t / max(1, sum_t' n^t')``: how often u's interactions with the target's macro node are task t.
+    lookup (B, T), user_recent (B, T, L) -> (B, T)."""
+    n = lookup.clamp(min=0.0) * (user_recent > 0).sum(dim=-1).to(lookup.dtype)
+    return n / n.sum(dim=-1, keepdim=True).clamp(min=1.0)
 
 
 class TaskAdjustment(nn.Module):

@@ -40,6 +40,7 @@ from model.layers import (
     MacroGraphExpert,
     MicroNeighbors,
     TaskAdjustment,
+    lookup_over_tasks,
     relayout,
 )
 
@@ -87,6 +88,14 @@ class ModelOptions:
     """Eq 11: the nodes' own task-specific macro embeddings in each task's bottom input."""
     recent_attention: bool = _train_default("recent_attention")
     """Eq 18 attention weights for the recent micro neighbors against the target (default: the sum)."""
+    attention_norm: bool = _train_default("attention_norm")
+    """Macro attention on L2-normalized queries / keys with a learned temperature (see MacroGraphExpert)."""
+    gate_input: str = _train_default("gate_input")
+    """Eq 12 bottom gates on ``micro`` = [e_u, e_i] or ``full`` = [e_u, e_i, MGE^1..T] (MacroGraphBottom)."""
+    lookup_norm: str = _train_default("lookup_norm")
+    """Eq 22's lookup share over ``macros`` (the table's) or over ``tasks`` (:func:`model.layers.lookup_over_tasks`)."""
+    macgnn_own_macro: bool = _train_default("macgnn_own_macro")
+    """The MacGNN-style baseline's input also holds the nodes' own macro embeddings (Eq 11, its one table)."""
     lambda_init: float = _train_default("lambda_init")
     gamma_init: float = _train_default("gamma_init")
     mmoe_experts: int | None = _train_default("mmoe_experts")
@@ -191,8 +200,10 @@ class MacroGraphEncoder(nn.Module):
                 self.channels.append((side, start, width, macro_side))
                 start += width
         self.experts = nn.ModuleList(
-            MacroGraphExpert(groups, d, opts.head_dim or d, out, opts.attention) for _ in self.channels
+            MacroGraphExpert(groups, d, opts.head_dim or d, out, opts.attention, opts.attention_norm)
+            for _ in self.channels
         )
+        self.norm = opts.attention_norm
         self.out_dim = out * len(self.channels)
         self.k_max = max(meta.k_user, meta.k_item)
         # 1 where channel c is keyed by e_u (its macro nodes are user macros), 0 where by e_i
@@ -211,13 +222,16 @@ class MacroGraphEncoder(nn.Module):
         :meth:`forward_channels` (the per-channel reference)."""
         b = eu.shape[0]
         c_n = len(self.channels)
-        a_full, v = self._stacked("batch")  # (2d, C * G * K), (C, G, K, o)
+        a_full, v, wk = self._stacked("batch")  # (2d, C * G * K), (C, G, K, o), (2d, C * G * h) or None
         g, k = v.shape[1], v.shape[2]
         logits = self._logits(user_edges, item_edges)  # (B, C, K), -inf in padded slots
         if self.attention == "off":
             a = torch.softmax(logits, dim=-1).unsqueeze(2).expand(b, c_n, g, k)
         else:
-            s = torch.mm(torch.cat([eu, ei], dim=-1), a_full).view(b, c_n, g, k)
+            x = torch.cat([eu, ei], dim=-1)
+            s = torch.mm(x, a_full).view(b, c_n, g, k)
+            if wk is not None:  # attention_norm: divide by |W_K e_v| (q is normalized and scaled in A)
+                s = s / torch.mm(x, wk).view(b, c_n, g, -1).norm(dim=-1, keepdim=True).clamp(min=1e-12)
             if self.attention == "logit":
                 a = torch.softmax(s + logits.unsqueeze(2), dim=-1)
             else:  # neighbors: softmax(s) * softmax(l), padded slots out of both
@@ -239,23 +253,27 @@ class MacroGraphEncoder(nn.Module):
             parts.append(F.pad(torch.log1p(e) / self.tau, (0, self.k_max - width), value=float("-inf")))
         return torch.stack(parts, dim=1)
 
-    def _stacked(self, layout: str = "batch") -> tuple[torch.Tensor, torch.Tensor]:
+    def _stacked(self, layout: str = "batch") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """The batch-independent parts of every channel, for ``[e_u, e_i]`` rows (``layout='batch'``) or
         columns (``'feature'``): score weights ``A`` with ``[e_u, e_i] @ A`` = the scaled scores
         ``(W_K e_v) . (W_Q e_m) / sqrt(h)`` (rows of the other target zero), and the values ``V = W_V e_m``
         (zero in padded slots). ``batch``: A (2d, C * G * K), V (C, G, K, o); ``feature``: A (G * C * K, 2d),
-        V^T (G * C, o, K). Cached without autograd until a parameter changes (its version counter moves)."""
+        V^T (G * C, o, K). With ``attention_norm`` the queries in ``A`` are L2-normalized and scaled by the
+        learned temperature, and a third tensor holds the key weights ``W_K`` in the same two layouts
+        ((2d, C * G * h) / (G * C * h, 2d)) to divide by ``|W_K e_v|``; else ``None``. Cached without
+        autograd until a parameter changes (its version counter moves)."""
         if torch.is_grad_enabled():
             return self._stack(layout)
         params = [self.macro_user.tables, self.macro_item.tables]
         params += [p for ex in self.experts for p in (ex.wq, ex.wk, ex.wv)]
+        params += [ex.log_scale for ex in self.experts if ex.norm]
         key = (layout, *((id(p), p._version) for p in params))
         cache = self.__dict__.setdefault("_cache", {})
         if cache.get(layout, (None,))[0] != key:
             cache[layout] = (key, self._stack(layout))
         return cache[layout][1]
 
-    def _stack(self, layout: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def _stack(self, layout: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         mu, mi = self.macro_user(), self.macro_item()
         padded = {side: F.pad(m, (0, 0, 0, self.k_max - m.shape[1])) for side, m in (("user", mu), ("item", mi))}
         macro = torch.stack([padded[c[3]] for c in self.channels])  # (C, G, K, d), zero rows in padded slots
@@ -263,14 +281,23 @@ class MacroGraphEncoder(nn.Module):
         wk = torch.stack([ex.wk for ex in self.experts])
         wv = torch.stack([ex.wv for ex in self.experts])
         v = torch.einsum("cgkd,cgdo->cgko", macro, wv)
-        q = torch.einsum("cgkd,cgdh->cgkh", macro, wq) / math.sqrt(wq.shape[-1])
+        q = torch.einsum("cgkd,cgdh->cgkh", macro, wq)
+        if self.norm:
+            scale = torch.stack([ex.log_scale for ex in self.experts]).exp()  # (C, G)
+            q = F.normalize(q, dim=-1) * scale.view(*scale.shape, 1, 1)
+        else:
+            q = q / math.sqrt(wq.shape[-1])
         a = torch.einsum("cgdh,cgkh->cgkd", wk, q)  # (C, G, K, d)
         u = self._keyed_by_user.view(-1, 1, 1, 1)
         a = torch.cat([a * u, a * (1 - u)], dim=-1)  # (C, G, K, 2d): weights of [e_u, e_i]
+        wk2 = torch.cat([wk * u, wk * (1 - u)], dim=2) if self.norm else None  # (C, G, 2d, h)
         if layout == "batch":
-            return a.reshape(-1, a.shape[-1]).t(), v
+            keys = None if wk2 is None else wk2.permute(2, 0, 1, 3).reshape(wk2.shape[2], -1)
+            return a.reshape(-1, a.shape[-1]).t(), v, keys
         g, o = v.shape[1], v.shape[-1]
-        return a.transpose(0, 1).reshape(-1, a.shape[-1]), v.permute(1, 0, 3, 2).reshape(g * len(self.channels), o, -1)
+        keys = None if wk2 is None else wk2.permute(1, 0, 3, 2).reshape(-1, wk2.shape[2])
+        vt = v.permute(1, 0, 3, 2).reshape(g * len(self.channels), o, -1)
+        return a.transpose(0, 1).reshape(-1, a.shape[-1]), vt, keys
 
     def forward_fm(
         self, user_edges: torch.Tensor, item_edges: torch.Tensor, eu: torch.Tensor, ei: torch.Tensor
@@ -278,13 +305,16 @@ class MacroGraphEncoder(nn.Module):
         """:meth:`forward` feature-major: -> MGE (G, C * o, B), scores (G, C, K, B) from one GEMM, the softmax
         over K, one batched value product whose output is already the expert layout (no relayouts)."""
         b, c_n, k = eu.shape[0], len(self.channels), self.k_max
-        a_fm, vt = self._stacked("feature")  # (G * C * K, 2d), (G * C, o, K)
+        a_fm, vt, wk = self._stacked("feature")  # (G * C * K, 2d), (G * C, o, K), (G * C * h, 2d) or None
         g = vt.shape[0] // c_n
         logits = self._logits(user_edges, item_edges).permute(1, 2, 0)  # (C, K, B)
         if self.attention == "off":
             a = torch.softmax(logits, dim=1).unsqueeze(0).expand(g, c_n, k, b)
         else:
-            s = torch.mm(a_fm, torch.cat([eu, ei], dim=-1).t()).view(g, c_n, k, b)
+            xt = torch.cat([eu, ei], dim=-1).t()
+            s = torch.mm(a_fm, xt).view(g, c_n, k, b)
+            if wk is not None:  # attention_norm: divide by |W_K e_v|
+                s = s / torch.mm(wk, xt).view(g, c_n, -1, b).norm(dim=2, keepdim=True).clamp(min=1e-12)
             if self.attention == "logit":
                 a = torch.softmax(s + logits, dim=2)
             else:
@@ -337,7 +367,8 @@ class MGOE(nn.Module):
         d, T = opts.embed_dim, meta.num_tasks
         self.micro = MicroEmbeddings(meta, d)
         self.graph = MacroGraphEncoder(meta, opts)
-        self.bottom = MacroGraphBottom(T, d)
+        self.bottom = MacroGraphBottom(T, d, self.graph.out_dim if opts.gate_input == "full" else 0)
+        self.lookup_norm = opts.lookup_norm
         self.user_neighbors = MicroNeighbors(T, d, opts.recent_attention)
         self.item_neighbors = MicroNeighbors(T, d, opts.recent_attention)
         self.own_macro = opts.own_macro
@@ -396,10 +427,18 @@ class MGOE(nn.Module):
         if self.own_macro:
             parts.append(self.graph.own(batch["user_macro"], batch["item_macro"]))
         parts += [ru, ri, eu.unsqueeze(1).expand(-1, t, -1), ei.unsqueeze(1).expand(-1, t, -1)]
-        o = self.towers(self.fusion(torch.cat(parts, dim=-1)), self.adjust.tower_inputs(batch["lookup"]))
-        return self.adjust(o, batch["lookup"], batch["item_macro"], batch["user_recent"])
+        lookup = self.lookup(batch)
+        o = self.towers(self.fusion(torch.cat(parts, dim=-1)), self.adjust.tower_inputs(lookup))
+        return self.adjust(o, lookup, batch["item_macro"], batch["user_recent"])
+
+    def lookup(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Eq 22's lookup (B, T): the table's share over macros, or over tasks (``opts.lookup_norm='tasks'``)."""
+        if self.lookup_norm == "tasks":
+            return lookup_over_tasks(batch["lookup"], batch["user_recent"])
+        return batch["lookup"]
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         ct = self.bottom_input_fm(batch)  # (T, in, B): feature-major through the experts and towers
-        o = self.towers.forward_fm(self.fusion.forward_fm(ct), self.adjust.tower_inputs(batch["lookup"]))
-        return self.adjust(o, batch["lookup"], batch["item_macro"], batch["user_recent"])
+        lookup = self.lookup(batch)
+        o = self.towers.forward_fm(self.fusion.forward_fm(ct), self.adjust.tower_inputs(lookup))
+        return self.adjust(o, lookup, batch["item_macro"], batch["user_recent"])

@@ -13,6 +13,7 @@ MODELS: dict[str, str] = {
     "mgoe_no_cascade": "MGOE w/o cascading readout (lambda = 0)",
     "mgoe_no_pref": "MGOE w/o preference weights (its own table: weights.enabled=false)",
     "mmoe": "MMoE",
+    "mmoe_full": "MMoE on MGOE's full inputs (macro edges, own macros, recent neighbors)",
     "ple": "PLE (one CGC level)",
     "esmm": "ESMM (CTR x CVR over the first two tasks)",
     "macgnn": "single-graph MacGNN-style model (its own table: one binary graph, unweighted k-means)",

@@ -488,6 +488,24 @@ class TrainSettings:
     """Eq 11: the user's and item's own task-specific macro embeddings in each task's bottom input."""
     recent_attention: bool = False
     """Eq 18: attention weights for the recent micro neighbors against the target (default: their sum)."""
+    attention_norm: bool = False
+    """Macro attention (``logit`` / ``neighbors``) on L2-normalized queries and keys with a learned temperature
+    per channel and task, ``exp(log_scale) * cos(W_Q e_m, W_K e_v)``, ``log_scale`` from ``log sqrt(d_h)``:
+    the q.k term has std ~1 at init (the plain ``q.k/sqrt(d_h)`` is ~0.004 against edge logits of 0.5-9, so
+    ``attention=off`` ties it). No effect with ``attention=off``. Ablation: ``false`` (default until measured,
+    issue 27 item 6)."""
+    gate_input: Literal["micro", "full"] = "micro"
+    """Eq 12 bottom gates: ``micro`` = softmax(W^t [e_u, e_i]) (a near-constant mixture at Xavier scale);
+    ``full`` = softmax(W^t [e_u, e_i, MGE^1..MGE^T]), Eq 12's full input (micro embeddings and the aggregated
+    macro neighbors). Ablation: ``micro`` (default until measured)."""
+    lookup_norm: Literal["macros", "tasks"] = "macros"
+    """Eq 22's task lookup (SPEC 4.7): ``macros`` = the table's share of u's task-t items in each item macro;
+    ``tasks`` = n^t / sum_t' n^t' (how often u's interactions with the target's macro node are task t),
+    computed in the trainer from the table's share and the recent lists (n^t = T^t * min(N^t, L), exact for
+    users with at most L task-t items). Ablation: ``macros`` (default until measured)."""
+    macgnn_own_macro: bool = False
+    """The MacGNN-style baseline (``macgnn``) also reads the user's and item's own macro embeddings (Eq 11,
+    from its one shared table), as MGOE does: separates that input from MGOE's architecture. Ablation: false."""
     epochs: int = 10
     patience: int = 2
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
