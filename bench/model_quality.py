@@ -1,6 +1,7 @@
 """Model quality benchmark (issue 13): every model on its own table, seeds, mean +- std, label rates.
 
-``python -m bench.model_quality tables --out DIR [--profile P] [overrides...]`` generates the log once and
+``python -m bench.model_quality tables --out DIR [--profile P] [--config F --input LOG] [overrides...]`` generates
+the log once (or ingests ``--input``, a real log read with ``--config``, which then has no oracle) and
 builds the default table under ``DIR/default`` plus each table variant of
 :data:`mgoe_spark.config.models.TABLE_VARIANTS` (``mgoe_no_pref``: weights off; ``macgnn``: one binary graph,
 unweighted k-means) under ``DIR/<variant>``, from the same raw log.
@@ -50,7 +51,8 @@ RUN_DATE = "2017-12-04"
 def _cfg(args, root: str, extra: tuple[str, ...] = ()):
     from mgoe_spark.config import load_config
 
-    return load_config(profile=args.profile, overrides=[*args.overrides, *extra, f"output.root={root}"])
+    overrides = [*args.overrides, *extra, f"output.root={root}"]
+    return load_config(args.config or None, profile=args.profile, overrides=overrides)
 
 
 def build_tables(args) -> dict:
@@ -65,10 +67,10 @@ def build_tables(args) -> dict:
     out = Path(args.out)
     base = _cfg(args, str(out / "default"))
     spark = get_spark(base.spark)
-    raw = default_out_dir(base, RUN_DATE)
+    raw = args.input or default_out_dir(base, RUN_DATE)
     lines = {}
     t0 = time.perf_counter()
-    if not Path(raw).is_dir():
+    if not args.input and not Path(raw).is_dir():
         print(run_generate(spark, base, raw, RUN_DATE).line(), flush=True)
     variants = {"default": ()} | {label: overrides for label, (_, overrides) in TABLE_VARIANTS.items()}
     only = [v.strip() for v in args.variants.split(",") if v.strip()] or list(variants)
@@ -85,7 +87,7 @@ def build_tables(args) -> dict:
             print(f"({label}) {s.line()}", flush=True)
             lines[f"{label}:{s.stage}"] = s.metrics
         write_metrics(spark, cfg, summaries, RUN_DATE)  # run_metrics: the trainer reads the sample space there
-    if "default" in only and base.samples.resolve(base.tasks.exposure) == "events":
+    if not args.input and "default" in only and base.samples.resolve(base.tasks.exposure) == "events":
         from mgoe_spark.generate.oracle import oracle_auc
 
         lines["oracle"] = oracle_auc(spark, base, RUN_DATE)
@@ -242,6 +244,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="", help="directory of the tables (one root per variant)")
     p.add_argument("--results", default="", help="compare phase: train-phase result JSONs, comma-separated")
     p.add_argument("--profile", default="default")
+    p.add_argument(
+        "--config", default="", help="a config file under the profile (e.g. configs/taobao_fav_cart_buy.yaml)"
+    )
+    p.add_argument(
+        "--input", default="", help="tables phase: a real log to ingest instead of a generated one (no oracle)"
+    )
     p.add_argument("--variants", default="", help="tables phase: only these tables (default, mgoe_no_pref, macgnn)")
     p.add_argument("--json", default="bench/results/model_quality.json")
     p.add_argument(
