@@ -109,6 +109,8 @@ WINDOWS = TableSchema(
         Column("feature_share", "float64", False, "share of events with ts <= c1"),
         Column("train_share", "float64", False, "share of events with c1 < ts <= c2 (train + valid samples)"),
         Column("test_share", "float64", False, "share of events with ts > c2 (test samples)"),
+        Column("valid_cutoff", "int64", True, "cv of windows.validation=window (valid samples in (cv, c2]), else null"),
+        Column("valid_share", "float64", True, "share of events with cv < ts <= c2 (null without a valid window)"),
     ],
     doc="The run date's time windows, chosen once by `nodes` and read by `features` and the quality gates.",
 )

@@ -91,6 +91,8 @@ def test_features_with_other_windows_than_nodes_chose(mgoe, ingested):
             "feature_share": [0.8],
             "train_share": [0.1],
             "test_share": [0.1],
+            "valid_cutoff": [None],
+            "valid_share": [None],
         },
     )
     common = ["--profile", "test", "--run-date", RUN_DATE, "--output", str(ingested)]

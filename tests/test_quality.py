@@ -172,7 +172,7 @@ def _tables(cfg) -> dict:
         RECENT_NEIGHBORS.name: [(snap, s, n, tasks[0], [1, 2]) for snap in SNAPSHOTS for s, n in nodes],
         TASK_LOOKUP.name: [(snap, u, tasks[0], 1 + u % ki, 1.0) for snap in SNAPSHOTS for u in range(1, N_USERS + 1)],
         # windows: features <= 1003 < train samples <= 2000 < test samples
-        WINDOWS.name: [(1003, 2000, "epoch_seconds", "quantile", _settings(cfg), 16, 0.5, 0.25, 0.25)],
+        WINDOWS.name: [(1003, 2000, "epoch_seconds", "quantile", _settings(cfg), 16, 0.5, 0.25, 0.25, None, None)],
         SAMPLES.name: [
             (u, i, "train" if u < 5 else "test", 1500 if u < 5 else 2500, [1.0] + [0.0] * (t - 1), False)
             for u, i in pairs
@@ -244,7 +244,7 @@ BREAKS = [
     ("nodes", ASSIGNMENTS, lambda rows: [(*rows[0][:3], 9, 0.0)] + rows[1:], ("assignments", "macro_id_out_of_range")),
     ("nodes", CENTROIDS, lambda rows: [(*rows[0][:4], 0, "v1", "fp")] + rows[1:], ("centroids", "empty_cluster")),
     ("nodes", PAIR_SCORES, lambda rows: [], ("pair_scores", "row_count")),
-    ("nodes", WINDOWS, lambda rows: [(*rows[0][:6], 0.75, 0.0, 0.25)], ("windows", "empty_windows")),
+    ("nodes", WINDOWS, lambda rows: [(*rows[0][:6], 0.75, 0.0, 0.25, None, None)], ("windows", "empty_windows")),
     ("nodes", WINDOWS, lambda rows: rows + rows, ("windows", "row_count")),
     (
         "features",

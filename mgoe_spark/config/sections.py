@@ -352,10 +352,20 @@ class WindowSettings:
     training feature window; train / valid samples come after it, up to ``test_cutoff``."""
     test_cutoff: str | None = None
     """``mode=dates``: end of the test feature window; test samples come after it."""
+    validation: Literal["split", "window"] = "split"
+    """Where validation rows come from (SPEC 3): ``split`` carves ``validation_fraction`` of the train
+    window's rows by a seeded hash, and they read the train snapshot's features; ``window`` makes the last
+    ``validation_fraction`` of the train window a valid window with a feature snapshot of its own (cutoff
+    cv, ``q2 - validation_fraction * (q2 - q1)`` in quantile mode, ``valid_cutoff`` in dates mode), so
+    selection sees the same shift as the test split. Costs one more snapshot of every feature table."""
     validation_fraction: float = 0.1
     validation_by: Literal["row", "user"] = "row"
-    """How validation is carved from the train window (seeded hash): ``row`` hashes the (user, item) pair,
-    so validation users also have training rows (like the test split); ``user`` holds out whole users."""
+    """How ``validation=split`` carves validation from the train window (seeded hash): ``row`` hashes the
+    (user, item) pair, so validation users also have training rows (like the test split); ``user`` holds
+    out whole users."""
+    valid_cutoff: str | None = None
+    """``mode=dates`` with ``validation=window``: end of the valid feature window (between ``train_cutoff``
+    and ``test_cutoff``); valid samples come after it, up to ``test_cutoff``."""
     quantile_rel_error: float = 0.0001
     """Relative error of the approximate quantiles of ``ts`` (0 = exact, a full sort)."""
 
@@ -363,9 +373,20 @@ class WindowSettings:
         _require(0 < self.q1 < self.q2 < 1, "windows.q1", "and windows.q2 need 0 < q1 < q2 < 1")
         _require(0 <= self.validation_fraction < 1, "windows.validation_fraction", "must be in [0, 1)")
         _require(0 <= self.quantile_rel_error < 0.1, "windows.quantile_rel_error", "must be in [0, 0.1)")
+        if self.validation == "window":
+            _require(
+                self.validation_fraction > 0,
+                "windows.validation_fraction",
+                "must be > 0 with windows.validation=window (the share of the train window held out)",
+            )
         if self.mode == "dates":
             _require(self.train_cutoff is not None, "windows.train_cutoff", "is required when windows.mode=dates")
             _require(self.test_cutoff is not None, "windows.test_cutoff", "is required when windows.mode=dates")
+            _require(
+                self.validation != "window" or self.valid_cutoff is not None,
+                "windows.valid_cutoff",
+                "is required when windows.mode=dates and windows.validation=window",
+            )
 
 
 @dataclass

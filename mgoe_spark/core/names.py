@@ -1,7 +1,7 @@
 """The names every stage, the quality gates and the trainer share: one definition each.
 
 >>> SIDES, SPLITS, SNAPSHOTS
-(('user', 'item'), ('train', 'valid', 'test'), ('train', 'test'))
+(('user', 'item'), ('train', 'valid', 'test'), ('train', 'valid', 'test'))
 >>> WRITTEN_BY["centroids"]
 'mgoe nodes'
 """
@@ -14,9 +14,11 @@ SIDES = (USER, ITEM)
 
 TRAIN, VALID, TEST = "train", "valid", "test"
 SPLITS = (TRAIN, VALID, TEST)
-"""Sample splits (SPEC 3): train and valid read the train snapshot's features, test the test snapshot's."""
-SNAPSHOTS = (TRAIN, TEST)
-"""Feature snapshots (SPEC 3): features at the training cutoff c1 and at the test cutoff c2."""
+"""Sample splits (SPEC 3): train rows read the train snapshot's features, test rows the test snapshot's, and
+valid rows the train snapshot's (``windows.validation=split``) or their own (``window``)."""
+SNAPSHOTS = (TRAIN, VALID, TEST)
+"""Feature snapshots (SPEC 3) in cutoff order: features at the training cutoff c1, at the validation cutoff
+cv (only with ``windows.validation=window``) and at the test cutoff c2."""
 
 SAMPLE_SPACE_METRIC = "sample_space"
 """run_metrics row of the ``features`` stage whose ``detail`` names the sample space (SPEC 5) of the run

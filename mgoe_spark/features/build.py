@@ -3,16 +3,16 @@
 :func:`build_features` is THE wiring of the stage: :func:`mgoe_spark.features.run.run_features` calls it on
 the tables stage 1 wrote and then persists and writes what it returns, step by step; the tests call it on
 stand-ins for stage 1. It does no I/O and runs no Spark job: everything it returns is lazy. Every per-node
-table covers BOTH snapshots (train: cutoff c1, test: cutoff c2) in one computation, keyed by a ``snapshot``
-column. Its steps, in data-flow order:
+table covers EVERY snapshot (train: cutoff c1, valid: cutoff cv with ``windows.validation=window``, test:
+cutoff c2) in one computation, keyed by a ``snapshot`` column. Its steps, in data-flow order:
 
-- the test snapshot's pair scores (``pair_scores`` of the events up to c2) and its assignments
+- each later snapshot's pair scores (``pair_scores`` of the events up to its cutoff) and its assignments
   (:func:`~mgoe_spark.features.examples.snapshot_assignments`: nodes fitted at c1 keep their macro id, new
   nodes go through ``assign_new``);
-- :func:`snapshot_events`: the feature-window events of both snapshots, tagged (an event at or before c1
-  belongs to both): one scan of the interactions;
+- :func:`snapshot_events`: the feature-window events of every snapshot, tagged (an event at or before c1
+  belongs to all): one scan of the interactions;
 - :func:`tag`: union per-snapshot frames (pair scores, assignments) with their ``snapshot`` tag;
-- :func:`snapshot_tables`: macro edges (one join + aggregation per hop and side for both snapshots),
+- :func:`snapshot_tables`: macro edges (one join + aggregation per hop and side for every snapshot),
   recent neighbors, task lookup;
 - samples (:func:`~mgoe_spark.features.samples.build_samples`) and training examples
   (:func:`~mgoe_spark.features.examples.build_examples`).
@@ -44,7 +44,7 @@ from mgoe_spark.windows.cutoffs import Windows, feature_events
 PairScoresFn = Callable[[DataFrame], DataFrame]
 """Events -> PAIR_SCORES (production: :func:`~mgoe_spark.nodes.scores.pair_scores_from_config`)."""
 AssignNewFn = Callable[[DataFrame, DataFrame], DataFrame]
-"""(test pair scores, (side, node_id) rows) -> ASSIGNMENT_COLS rows for those nodes."""
+"""(a later snapshot's pair scores, (side, node_id) rows) -> ASSIGNMENT_COLS rows for those nodes."""
 
 
 @dataclass(frozen=True)
@@ -63,25 +63,31 @@ class Features:
     """Everything stage 2 produces (all lazy); :meth:`tables` gives the contract tables to write."""
 
     windows: Windows
-    test_scores: DataFrame
-    """PAIR_SCORES of the test snapshot (events <= c2)."""
-    test_assignments: DataFrame
-    """ASSIGNMENT_COLS of the test snapshot."""
+    later_scores: dict[str, DataFrame]
+    """PAIR_SCORES of each snapshot after the train one (``valid`` when it has its own, ``test``)."""
+    later_assignments: dict[str, DataFrame]
+    """ASSIGNMENT_COLS of each snapshot after the train one."""
     tagged: dict[str, DataFrame]
-    """``assignments``, ``macro_edges``, ``recent_neighbors``, ``task_lookup`` of both snapshots, with a
+    """``assignments``, ``macro_edges``, ``recent_neighbors``, ``task_lookup`` of every snapshot, with a
     ``snapshot`` column."""
     samples: DataFrame
     examples: DataFrame
 
+    def _frames(self) -> list[DataFrame]:
+        return [*self.later_scores.values(), *self.later_assignments.values(), *self.tagged.values()] + [
+            self.samples,
+            self.examples,
+        ]
+
     def persist(self, level: StorageLevel = StorageLevel.MEMORY_AND_DISK) -> Features:
         """Persist the snapshot tables, samples and examples, so that writing several tables (and
         summarizing them) computes each once. Returns ``self``."""
-        for df in (self.test_scores, self.test_assignments, *self.tagged.values(), self.samples, self.examples):
+        for df in self._frames():
             df.persist(level)
         return self
 
     def unpersist(self) -> None:
-        for df in (self.test_scores, self.test_assignments, *self.tagged.values(), self.samples, self.examples):
+        for df in self._frames():
             df.unpersist()
 
     def tables(self) -> dict[str, DataFrame]:
@@ -107,13 +113,13 @@ def tag(frames: Mapping[str, DataFrame]) -> DataFrame:
 
 
 def snapshot_events(interactions: DataFrame, windows: Windows) -> DataFrame:
-    """The feature-window events of both snapshots with a ``snapshot`` column: ``train`` for ts <= c1,
-    ``test`` for ts <= c2 (an event at or before c1 is in both). One scan, no shuffle; rows <= 2 x events.
-    The filter is here, so no caller can leak sample-window events into a snapshot's features."""
+    """The feature-window events of every snapshot with a ``snapshot`` column: ``train`` for ts <= c1,
+    ``valid`` for ts <= cv (with a valid window), ``test`` for ts <= c2 (an event belongs to every snapshot
+    whose cutoff it precedes). One scan, no shuffle; rows <= snapshots x events. The filter is here, so no
+    caller can leak sample-window events into a snapshot's features."""
     ts = F.col("ts")
-    which = F.when(ts <= F.lit(windows.train_cutoff), F.array(F.lit(TRAIN), F.lit(TEST))).otherwise(
-        F.array(F.lit(TEST))
-    )
+    member = [F.when(ts <= F.lit(windows.cutoff(s)), F.lit(s)) for s in windows.snapshots]
+    which = F.filter(F.array(*member), lambda s: s.isNotNull())
     events = interactions.where(ts <= F.lit(windows.test_cutoff))
     return events.select(F.explode(which).alias("snapshot"), *interactions.columns)
 
@@ -134,7 +140,9 @@ def snapshot_tables(
     }
 
 
-def examples_of(cfg: MgoeConfig, samples: DataFrame, tables: Mapping[str, DataFrame]) -> DataFrame:
+def examples_of(
+    cfg: MgoeConfig, samples: DataFrame, tables: Mapping[str, DataFrame], snapshots: tuple[str, ...] = (TRAIN, TEST)
+) -> DataFrame:
     """TRAINING_EXAMPLES from SAMPLES and the tagged ``assignments`` / snapshot tables (lazy)."""
     return build_examples(
         samples,
@@ -147,6 +155,7 @@ def examples_of(cfg: MgoeConfig, samples: DataFrame, tables: Mapping[str, DataFr
         cfg.kmeans.k_item,
         cfg.edges.hops,
         cfg.neighbors.length,
+        snapshots,
     )
 
 
@@ -162,7 +171,7 @@ def build_features(
 ) -> Features:
     """Stage 2 of ``interactions`` (on the cutoffs' time axis) for ``windows``, given stage 1's ``nodes``.
 
-    ``pair_scores``: events -> PAIR_SCORES for the test snapshot (default: the config's Eq 6-7 scores, as
+    ``pair_scores``: events -> PAIR_SCORES for the later snapshots (default: the config's Eq 6-7 scores, as
     stage 1 computed the train snapshot's); ``assign_policy``: ``new`` (fitted nodes keep their macro id)
     or ``all`` (every test node re-assigned). Lazy; costs in the step modules' docstrings.
 
@@ -170,15 +179,21 @@ def build_features(
     >>> f.tables()["training_examples"]  # doctest: +SKIP
     """
     scores_of = pair_scores or (lambda events: pair_scores_from_config(events, cfg))
-    test_scores = scores_of(feature_events(interactions, windows.test_cutoff))
-    assign = None if nodes.assign_new is None else (lambda new: nodes.assign_new(test_scores, new))
-    test_assignments = snapshot_assignments(nodes.fitted, snapshot_nodes(test_scores), assign, assign_policy)
-    assignments = tag({TRAIN: nodes.fitted.select(*ASSIGNMENT_COLS), TEST: test_assignments})
-    scores = tag({TRAIN: nodes.train_scores, TEST: test_scores})
+    later = windows.snapshots[1:]
+    later_scores = {name: scores_of(feature_events(interactions, windows.cutoff(name))) for name in later}
+    later_assignments = {name: _later_assignments(nodes, later_scores[name], assign_policy) for name in later}
+    assignments = tag({TRAIN: nodes.fitted.select(*ASSIGNMENT_COLS), **later_assignments})
+    scores = tag({TRAIN: nodes.train_scores, **later_scores})
     tagged = {
         "assignments": assignments,
         **snapshot_tables(cfg, snapshot_events(interactions, windows), scores, assignments),
     }
     samples = build_samples(interactions, windows, cfg, n_items=n_items)
-    examples = examples_of(cfg, samples, tagged)
-    return Features(windows, test_scores, test_assignments, tagged, samples, examples)
+    examples = examples_of(cfg, samples, tagged, windows.snapshots)
+    return Features(windows, later_scores, later_assignments, tagged, samples, examples)
+
+
+def _later_assignments(nodes: FittedNodes, scores: DataFrame, policy: Literal["new", "all"]) -> DataFrame:
+    """ASSIGNMENT_COLS of a snapshot after the train one, from its pair ``scores`` and the fitted nodes."""
+    assign = None if nodes.assign_new is None else (lambda new: nodes.assign_new(scores, new))
+    return snapshot_assignments(nodes.fitted, snapshot_nodes(scores), assign, policy)

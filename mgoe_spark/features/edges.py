@@ -37,7 +37,7 @@ from typing import Literal
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from mgoe_spark.core.names import ITEM, SNAPSHOTS, TEST, TRAIN, USER
+from mgoe_spark.core.names import ITEM, SNAPSHOTS, USER
 
 
 def edge_values(
@@ -71,7 +71,9 @@ _NODE_BITS = 48
 def _packed(keys: list[str], node: str) -> Column:
     if not keys:
         return F.col(node)
-    idx = F.when(F.col("snapshot") == TRAIN, F.lit(0)).when(F.col("snapshot") == TEST, F.lit(1))
+    idx = F.when(F.col("snapshot") == SNAPSHOTS[0], F.lit(0))
+    for k, name in enumerate(SNAPSHOTS[1:], start=1):
+        idx = idx.when(F.col("snapshot") == name, F.lit(k))
     ok = idx.isNotNull() & (F.col(node) >= 0) & (F.col(node) < F.lit(1 << _NODE_BITS))
     packed = F.shiftleft(idx.cast("long"), _NODE_BITS) + F.col(node)
     return F.when(ok, packed).otherwise(
@@ -86,7 +88,10 @@ def _packed(keys: list[str], node: str) -> Column:
 def _unpacked(df: DataFrame, keys: list[str]) -> DataFrame:
     if not keys:
         return df
-    snap = F.when(F.shiftright("node_id", _NODE_BITS) == 0, F.lit(TRAIN)).otherwise(F.lit(TEST))
+    idx = F.shiftright("node_id", _NODE_BITS)
+    snap = F.when(idx == 0, F.lit(SNAPSHOTS[0]))
+    for k, name in enumerate(SNAPSHOTS[1:], start=1):
+        snap = snap.when(idx == k, F.lit(name))
     node = F.col("node_id").bitwiseAND(F.lit((1 << _NODE_BITS) - 1))
     return df.select(snap.alias("snapshot"), node.alias("node_id"), "vec")
 
@@ -133,7 +138,7 @@ def _sum_fn(key: str):
 
 
 def _keys(df: DataFrame) -> list[str]:
-    """The snapshot key, when the frame is tagged with one (both snapshots computed in one pass)."""
+    """The snapshot key, when the frame is tagged with one (every snapshot computed in one pass)."""
     return ["snapshot"] if "snapshot" in df.columns else []
 
 

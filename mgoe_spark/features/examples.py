@@ -24,6 +24,7 @@ from typing import Literal
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from mgoe_spark.core.names import TEST, TRAIN
 from mgoe_spark.features.edges import ITEM, USER, edge_width
 from mgoe_spark.windows.cutoffs import snapshot_of_split
 
@@ -189,9 +190,12 @@ def build_examples(
     k_item: int,
     hops: int,
     length: int,
+    snapshots: tuple[str, ...] = (TRAIN, TEST),
 ) -> DataFrame:
     """TRAINING_EXAMPLES rows from SAMPLES and the snapshot-tagged ASSIGNMENTS, MACRO_EDGES,
-    RECENT_NEIGHBORS and TASK_LOOKUP (each with a ``snapshot`` column).
+    RECENT_NEIGHBORS and TASK_LOOKUP (each with a ``snapshot`` column); ``snapshots``: the windows'
+    snapshots (:attr:`~mgoe_spark.windows.cutoffs.Windows.snapshots`), which say whether valid rows read a
+    ``valid`` snapshot of their own or the train one.
 
     Two shuffles of the sample rows, both narrow joins on int32 ids: with the item rows on
     (snapshot, item_id), then with the user rows on (snapshot, user_id); the user row carries its
@@ -220,7 +224,7 @@ def build_examples(
         "split",
         "labels",
         "cold_start",
-        snapshot_of_split("split").alias("snapshot"),
+        snapshot_of_split("split", snapshots).alias("snapshot"),
     )
     s = s.join(items, ["snapshot", "item_id"], "left").join(users, ["snapshot", "user_id"], "left")
 

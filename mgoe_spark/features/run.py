@@ -38,10 +38,11 @@ LEVEL = StorageLevel.MEMORY_AND_DISK
 
 def fitted_nodes(store: TableStore, cfg: MgoeConfig, run_date: str, fitted: DataFrame) -> FittedNodes:
     """Stage 1's output for stage 2: the train pair scores (as ``nodes`` wrote them), the train snapshot's
-    ``fitted`` assignments, and the fitted centroids as the assignment of nodes new at c2: the nearest
-    centroid of their sketch at c2 (sketch step 2 only for them). Cost of ``assign_new``: the sketch's Y pass
-    over the test S per side, step 2 on the new nodes' pairs, one FAISS search per partition; memory per
-    task: one Arrow batch (sketch) / one block of vectors (FAISS). Reads k x r centroids per side."""
+    ``fitted`` assignments, and the fitted centroids as the assignment of nodes new at a later cutoff (cv or
+    c2): the nearest centroid of their sketch there (sketch step 2 only for them). Cost of ``assign_new``:
+    the sketch's Y pass over that snapshot's S per side, step 2 on the new nodes' pairs, one FAISS search per
+    partition; memory per task: one Arrow batch (sketch) / one block of vectors (FAISS). Reads k x r
+    centroids per side."""
     models = {side: model_from_table(store, cfg, side, run_date) for side in SIDES}
 
     def assign_new(test_scores: DataFrame, nodes: DataFrame) -> DataFrame:
@@ -58,7 +59,7 @@ def fitted_nodes(store: TableStore, cfg: MgoeConfig, run_date: str, fitted: Data
 
 
 def run_features(spark: SparkSession, cfg: MgoeConfig, run_date: str) -> StageSummary:
-    """Build both feature snapshots and the training examples of ``run_date`` (needs ``run_nodes`` first)."""
+    """Build every feature snapshot and the training examples of ``run_date`` (needs ``run_nodes`` first)."""
     summary = StageSummary("features")
     store = TableStore.of(spark, cfg)
     with (
@@ -85,13 +86,14 @@ def _write(
     reads again (test scores and assignments, the snapshot tables, samples) is persisted before its first
     action, so it is computed once."""
     rows = cfg.output.row_group_rows
-    with step(spark, summary, "test pair scores"):
-        summary.add("test_pairs", f.test_scores.persist(LEVEL).count())
-    with step(spark, summary, "test assignments"):
-        f.test_assignments.persist(LEVEL).count()
+    for name, scores in f.later_scores.items():
+        with step(spark, summary, f"{name} pair scores"):
+            summary.add(f"{name}_pairs", scores.persist(LEVEL).count())
+        with step(spark, summary, f"{name} assignments"):
+            f.later_assignments[name].persist(LEVEL).count()
     tables = f.tables()
     for schema in (MACRO_EDGES, RECENT_NEIGHBORS, TASK_LOOKUP):  # the examples read them again: persisted
-        with step(spark, summary, f"{schema.name} (both snapshots) + write"):
+        with step(spark, summary, f"{schema.name} (every snapshot) + write"):
             store.write(tables[schema.name].persist(LEVEL), schema, run_date, row_group_rows=rows)
     with step(spark, summary, "samples + write"):
         store.write(tables["samples"].persist(LEVEL), SAMPLES, run_date, row_group_rows=rows)
@@ -127,5 +129,5 @@ def _summarize(spark: SparkSession, store: TableStore, cfg: MgoeConfig, summary:
             text = " ".join(f"{t} {100 * r:.2f}%" for t, r in zip(tasks, rates, strict=True))
             summary.note(f"label rates {row['split']}", text)
         written = store.read(ASSIGNMENTS, run_date)
-        for row in written.groupBy("snapshot", "side").count().collect():  # 4 rows
+        for row in written.groupBy("snapshot", "side").count().collect():  # <= 6 rows
             summary.add(f"{row['snapshot']}_{row['side']}_nodes", row["count"])

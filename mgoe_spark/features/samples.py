@@ -36,8 +36,7 @@ from pyspark.sql import functions as F
 
 from mgoe_spark.config import MgoeConfig
 from mgoe_spark.core import rand
-from mgoe_spark.core.names import TEST
-from mgoe_spark.windows.cutoffs import Windows, sample_events, snapshot_of_split, split_column
+from mgoe_spark.windows.cutoffs import Windows, sample_events, snapshot_cutoff, snapshot_of_split, split_column
 
 
 def _labels(tasks: list[str]) -> list:
@@ -196,9 +195,7 @@ def build_samples(
     tasks = list(cfg.tasks.order)
     samples = _with_negatives(space_rows(interactions, windows, cfg), interactions, cfg, n_items)
     samples = samples.withColumn("split", split_column("window", cfg.windows, cfg.sub_seed("validation")))
-    cutoff = F.when(snapshot_of_split("split") == F.lit(TEST), F.lit(windows.test_cutoff)).otherwise(
-        F.lit(windows.train_cutoff)
-    )
+    cutoff = snapshot_cutoff(snapshot_of_split("split", windows.snapshots), windows)
     samples = samples.join(first_seen(interactions, tasks, "user_id"), "user_id", "left")
     samples = samples.join(first_seen(interactions, tasks, "item_id"), "item_id", "left")
 

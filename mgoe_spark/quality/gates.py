@@ -28,11 +28,11 @@ from pyspark.sql import functions as F
 
 from mgoe_spark.config import MgoeConfig
 from mgoe_spark.core.errors import UserError
-from mgoe_spark.core.names import SIDES, SNAPSHOTS, SPLITS
+from mgoe_spark.core.names import SIDES, SNAPSHOTS, SPLITS, TRAIN, VALID
 from mgoe_spark.core.storage import TableNotFound, TableStore
 from mgoe_spark.quality.checks import CheckResult, TableSpec, check_table, empty_macro_nodes, ratio_at_most
 from mgoe_spark.windows import table as windows_table
-from mgoe_spark.windows.cutoffs import Windows
+from mgoe_spark.windows.cutoffs import Windows, sample_window
 from schemas import (
     ASSIGNMENTS,
     CENTROIDS,
@@ -114,10 +114,13 @@ def windows_checks(read: Reader, cfg: MgoeConfig, run_date: str) -> tuple[list[C
         return [CheckResult(WINDOWS.name, "row_count", False, len(rows), "needs exactly 1")], None
     w = windows_table.from_rows(rows, cfg, run_date)
     shares = (w.feature_share, w.train_share, w.test_share)
-    empty = sum(1 for x in shares if x <= 0)
+    windows = [*shares, *([] if w.valid_share is None else [w.valid_share, w.train_share - w.valid_share])]
+    empty = sum(1 for x in windows if x <= 0)
+    cuts = [w.cutoff(name) for name in w.snapshots]
+    ordered = all(a < b for a, b in zip(cuts, cuts[1:], strict=False))
     results = [
         CheckResult(WINDOWS.name, "row_count", True, 1, "needs exactly 1"),
-        CheckResult(WINDOWS.name, "cutoffs_ordered", w.train_cutoff < w.test_cutoff, w.test_cutoff - w.train_cutoff),
+        CheckResult(WINDOWS.name, "cutoffs_ordered", ordered, w.test_cutoff - w.train_cutoff),
         CheckResult(WINDOWS.name, "empty_windows", empty == 0, empty, w.summary()),
         CheckResult(WINDOWS.name, "shares_sum_to_1", abs(sum(shares) - 1) < 1e-9, sum(shares)),
     ]
@@ -126,9 +129,10 @@ def windows_checks(read: Reader, cfg: MgoeConfig, run_date: str) -> tuple[list[C
 
 def outside_window(w: Windows) -> Column:
     """True for a sample row whose ``ts`` is not in the window of its ``split``."""
-    ts, split = F.col("ts"), F.col("split")
-    in_train = (ts > F.lit(w.train_cutoff)) & (ts <= F.lit(w.test_cutoff))
-    return F.when(split == "test", ts <= F.lit(w.test_cutoff)).otherwise(~in_train)
+    split, window = F.col("split"), sample_window(w)
+    if w.valid_cutoff is None:  # valid rows are carved from the train window
+        window = F.when((window == F.lit(TRAIN)) & (split == F.lit(VALID)), F.lit(VALID)).otherwise(window)
+    return window.isNull() | (window != split)
 
 
 def gate_nodes(read: Reader, cfg: MgoeConfig, run_date: str = "") -> list[CheckResult]:

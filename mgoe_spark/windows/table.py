@@ -59,6 +59,8 @@ def choose(store: TableStore, interactions: DataFrame, cfg: MgoeConfig, run_date
         windows.feature_share,
         windows.train_share,
         windows.test_share,
+        windows.valid_cutoff,
+        windows.valid_share,
     )
     store.write(spark.createDataFrame([row], WINDOWS.spark(with_partition=False)).coalesce(1), WINDOWS, run_date)
     return windows
@@ -90,7 +92,15 @@ def from_rows(rows: list, cfg: MgoeConfig, run_date: str) -> Windows:
         feature_share=float(row["feature_share"]),
         train_share=float(row["train_share"]),
         test_share=float(row["test_share"]),
+        valid_cutoff=_optional(row, "valid_cutoff", int),
+        valid_share=_optional(row, "valid_share", float),
     )
+
+
+def _optional(row, name: str, cast):
+    """A nullable column of the windows row (absent in tables written before it existed: None)."""
+    value = row.asDict().get(name)
+    return None if value is None else cast(value)
 
 
 def _settings_text(settings: str) -> str:
@@ -111,6 +121,9 @@ def windows_of(
     windows = choose(store, interactions, cfg, run_date) if decide else recorded(store, cfg, run_date)
     summary.add("train_cutoff_ts", windows.train_cutoff)
     summary.add("test_cutoff_ts", windows.test_cutoff)
+    if windows.valid_cutoff is not None:
+        summary.add("valid_cutoff_ts", windows.valid_cutoff)
+        summary.add("valid_share", round(windows.valid_share, 4))
     for name in ("feature_share", "train_share", "test_share"):
         summary.add(name, round(getattr(windows, name), 4))
     summary.note("windows", windows.summary())
