@@ -33,7 +33,8 @@ train.gate_input=full``, ``[lookup_tasks] train.lookup_norm=tasks``, ``--models 
 ``mmoe``. The same rows on the planted table: :data:`bench.model_ablation.SETTINGS`.
 
 Cost: the tables phase is three pipeline runs (nodes + features) over one generated log; the train phase
-is models x seeds x epochs streamed passes. Run it in the background and watch its log.
+is models x seeds x epochs streamed passes, plus a pass over the valid split per validation check (each
+epoch, and every ``train.eval_every`` steps when set). Run it in the background and watch its log.
 """
 
 from __future__ import annotations
@@ -151,7 +152,8 @@ def base_model(label: str) -> str:
 
 
 def valid_auc_mean(result: dict) -> float:
-    """Mean over seeds of a result's validation mean AUC (at each seed's best epoch)."""
+    """Mean over seeds of a result's validation mean AUC (at each seed's best validation check: an epoch's
+    end, or a step with ``train.eval_every``)."""
     seeds = result["seeds"]
     return sum(s["valid"]["auc_mean"] for s in seeds) / len(seeds)
 

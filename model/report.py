@@ -1,7 +1,8 @@
 """Markdown report with PNG plots (matplotlib, Agg backend) from a results dict of :mod:`model.train`.
 
 Files written to ``out_dir``: ``report.md``, ``results.json``, ``training_curves.png`` (train loss and
-validation mean AUC per epoch, every model and seed; only when the results hold training histories) and
+validation mean AUC per validation check, every model and seed, against the epoch, or the optimizer step
+when the run validated every ``train.eval_every`` steps; only when the results hold training histories) and
 ``auc_per_task.png`` (AUC per task per model on the evaluated split, mean with std error bars over seeds).
 The results may also come back from JSON (:func:`load_results`): ``mgoe train`` / ``evaluate`` / ``demo
 --json`` write them, ``mgoe report`` rebuilds the report from them.
@@ -159,18 +160,28 @@ def label_rate_table(results: dict) -> str:
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in rows)
 
 
+def eval_every(results: dict) -> int | None:
+    """``train.eval_every`` of a training run's results (None: validated once per epoch, or not training
+    results)."""
+    return (results.get("train_config") or {}).get("eval_every")
+
+
 def plot_curves(results: dict, path: Path) -> None:
+    """Train loss and validation mean AUC at each validation check: against the epoch, or against the
+    optimizer step when the run validated every ``train.eval_every`` steps."""
+    every = eval_every(results)
+    x_key, x_label = ("step", f"optimizer step (validation every {every})") if every else ("epoch", "epoch")
     fig, (ax_loss, ax_auc) = plt.subplots(1, 2, figsize=(11, 4))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for k, (name, r) in enumerate(results["models"].items()):
         c = colors[k % len(colors)]
         for j, run in enumerate(r["seeds"]):
-            ep = [h["epoch"] for h in run["history"]]
+            x = [h[x_key] for h in run["history"]]
             label = name if j == 0 else None
-            ax_loss.plot(ep, [h["train_loss"] for h in run["history"]], color=c, marker="o", label=label)
-            ax_auc.plot(ep, [h["valid_auc_mean"] for h in run["history"]], color=c, marker="o", label=label)
-    ax_loss.set(xlabel="epoch", ylabel="train loss (sum of task BCE)", title="Training loss")
-    ax_auc.set(xlabel="epoch", ylabel="validation mean AUC", title="Validation mean AUC")
+            ax_loss.plot(x, [h["train_loss"] for h in run["history"]], color=c, marker="o", label=label)
+            ax_auc.plot(x, [h["valid_auc_mean"] for h in run["history"]], color=c, marker="o", label=label)
+    ax_loss.set(xlabel=x_label, ylabel="train loss (sum of task BCE)", title="Training loss")
+    ax_auc.set(xlabel=x_label, ylabel="validation mean AUC", title="Validation mean AUC")
     ax_auc.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -231,6 +242,12 @@ def paired_lines(results: dict, reference: str | None = None) -> list[str]:
     ]
 
 
+def best_cell(run: dict, every: int | None) -> str:
+    """A seed's best validation check: its epoch, and its optimizer step when validating every N steps."""
+    step = run.get("best_step")
+    return f"{run['best_epoch']} (step {step})" if every and step is not None else str(run["best_epoch"])
+
+
 def write_report(results: dict, out_dir: str | Path) -> Path:
     """Write the report files; returns the path of ``report.md``."""
     out = Path(out_dir)
@@ -256,17 +273,21 @@ def write_report(results: dict, out_dir: str | Path) -> Path:
             f"- sizes: {meta['num_users']:,} users, {meta['num_items']:,} items, K_U={meta['k_user']}, "
             f"K_I={meta['k_item']}, hops={meta['hops']}, L={meta['recent_len']}"
         )
+    every = eval_every(results)
     if tc := results.get("train_config"):
+        stop = f"patience {tc['patience']}"
+        if every:
+            stop = f"validation every {every} steps and at each epoch's end, {stop} checks"
         lines.append(
             f"- training: batch {tc['batch_size']}, lr {tc['lr']}, weight decay {tc['weight_decay']}, "
-            f"d={tc['embed_dim']}, tau={tc['tau']}, seeds {tc['seeds']}, up to {tc['epochs']} epochs "
-            f"(patience {tc['patience']})"
+            f"d={tc['embed_dim']}, tau={tc['tau']}, seeds {tc['seeds']}, up to {tc['epochs']} epochs ({stop})"
         )
+    best_head = "best epochs (steps)" if every else "best epochs"
     lines += [
         "",
         f"## {split.capitalize()} metrics (mean ± std over seeds)",
         "",
-        "| model | " + " | ".join(f"AUC {t}" for t in tasks) + " | AUC mean | Logloss mean | best epochs |",
+        "| model | " + " | ".join(f"AUC {t}" for t in tasks) + f" | AUC mean | Logloss mean | {best_head} |",
         "|---|" + "---|" * (len(tasks) + 3),
     ]
 
@@ -275,11 +296,11 @@ def write_report(results: dict, out_dir: str | Path) -> Path:
 
     roots = {r.get("examples_root") for r in results["models"].values()}
     if len(roots) > 1:  # say which table each model read
-        lines[-2] = lines[-2].replace(" | best epochs |", " | best epochs | table |")
+        lines[-2] = lines[-2].replace(f" | {best_head} |", f" | {best_head} | table |")
         lines[-1] += "---|"
     for name, r in results["models"].items():
         cells = [f(r["auc"][t]["mean"], r["auc"][t]["std"]) for t in tasks]
-        epochs = ", ".join(str(s["best_epoch"]) for s in r["seeds"])
+        epochs = ", ".join(best_cell(s, every) for s in r["seeds"])
         lines.append(
             f"| {name} | "
             + " | ".join(cells)

@@ -5,10 +5,10 @@ For each model and seed: the id embedding tables get sparse gradients and a spar
 :mod:`model.sparse_optim`); the other weights Adam (``train.lr``) with weight decay, biases / Dice alpha /
 lambda / gamma Adam without. Loss = sum of per-task BCE (+ ``train.l1`` * L1), one streamed pass over the
 train split per epoch (full batches of a windowed shuffle, see :class:`model.data.ExampleStream`),
-validation mean AUC after each epoch, early stopping after ``train.patience`` epochs without improvement,
-the best state kept as a checkpoint (``torch.save(state_dict)`` + a JSON sidecar; loaded back with
-``weights_only=True``) and scored on the test split. Results are aggregated over ``train.seeds`` (mean and
-population std).
+validation mean AUC after each epoch (and every ``train.eval_every`` optimizer steps when set), early
+stopping after ``train.patience`` checks without improvement, the best state kept as a checkpoint
+(``torch.save(state_dict)`` + a JSON sidecar; loaded back with ``weights_only=True``) and scored on the test
+split. Results are aggregated over ``train.seeds`` (mean and population std).
 
 Deterministic for a seed: the model init (``torch.manual_seed``), the loader order (seeded per epoch) and
 the thread count (``train.threads``) are fixed; the CPU kernels used are deterministic.
@@ -27,8 +27,9 @@ import re
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -203,13 +204,15 @@ def _train_step(run: _Run, batch: dict[str, torch.Tensor]) -> tuple[float, int]:
     return loss.item(), len(batch["labels"])
 
 
-def _train_epoch(run: _Run, train_s: ExampleStream, epoch: int) -> tuple[list[float], int, float]:
-    """One streamed pass over this rank's train shard (seeded per epoch): (per-step losses, rows, seconds)."""
+def _train_steps(run: _Run, train_s: ExampleStream, epoch: int) -> Iterator[tuple[float, int]]:
+    """The optimizer steps of one streamed pass over this rank's train shard (seeded per epoch), at most
+    :func:`_epoch_steps`: yields (loss, rows) after each step. The caller may stop early (a mid-epoch early
+    stop); closing the generator closes the progress bar."""
     t = run.t
     train_s.set_epoch(epoch)
     steps = _epoch_steps(run, train_s)
     run.model.train()
-    losses, rows, start = [], 0, time.perf_counter()
+    recent: deque[float] = deque(maxlen=20)
     bar = tqdm(
         make_loader(train_s, t.loader_workers),
         desc=f"{run.name} seed {run.seed} epoch {epoch + 1}/{t.epochs}",
@@ -218,67 +221,134 @@ def _train_epoch(run: _Run, train_s: ExampleStream, epoch: int) -> tuple[list[fl
         unit="batch",
         total=steps,
     )
-    for step, batch in enumerate(bar):
-        if steps is not None and step >= steps:
-            break
-        loss, n = _train_step(run, batch)
-        losses.append(loss)
-        rows += n
-        if step % 20 == 0:
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
-    return losses, rows, time.perf_counter() - start
+    try:
+        for step, batch in enumerate(bar):
+            if steps is not None and step >= steps:
+                break
+            loss, n = _train_step(run, batch)
+            recent.append(loss)
+            if step % 20 == 0:
+                bar.set_postfix(loss=f"{np.mean(recent):.4f}")
+            yield loss, n
+    finally:
+        bar.close()
 
 
-def _epoch_record(run: _Run, epoch: int, losses: list[float], valid: dict, elapsed: float) -> dict:
-    """The history entry of an epoch (mean train loss, validation metrics, seconds); printed when showing
-    progress."""
+@dataclass
+class _Fit:
+    """Where one run's training stands: its validation checks so far and the early-stopping state."""
+
+    history: list[dict] = field(default_factory=list)
+    """One record per validation check (:func:`_check_record`)."""
+    best: float = -math.inf
+    best_epoch: int = -1
+    best_step: int = -1
+    bad: int = 0
+    """Checks in a row without improvement."""
+    step: int = 0
+    """Optimizer steps so far, over all epochs."""
+    checked_at: int = -1
+    """``step`` at the latest check (-1: none yet)."""
+    losses: list[float] = field(default_factory=list)
+    """Train loss of each step since the latest check."""
+    rows: int = 0
+    """Train rows so far, over all ranks."""
+    clock: float = field(default_factory=time.perf_counter)
+    """When training resumed after the latest check (validation time is not training time)."""
+
+    @property
+    def train_seconds(self) -> float:
+        return float(sum(h["seconds"] for h in self.history))
+
+
+def _check_record(run: _Run, epoch: int, fit: _Fit, valid: dict, elapsed: float) -> dict:
+    """The history entry of a validation check: epoch (1-based), global step, mean train loss over the steps
+    since the previous check, validation metrics, training seconds since the previous check; printed when
+    showing progress."""
     score = valid["auc_mean"]
     record = {
         "epoch": epoch + 1,
-        "train_loss": float(np.mean(losses)) if losses else math.nan,
+        "step": fit.step,
+        "train_loss": float(np.mean(fit.losses)) if fit.losses else math.nan,
         "valid_auc_mean": score,
         "valid_logloss_mean": valid["logloss_mean"],
         "valid_auc": valid["auc"],
         "seconds": elapsed,
     }
     if run.progress:
+        at = "" if run.t.eval_every is None else f" step {fit.step}"
         tqdm.write(
-            f"{run.name} seed {run.seed} epoch {epoch + 1}/{run.t.epochs}: train loss {record['train_loss']:.4f}, "
+            f"{run.name} seed {run.seed} epoch {epoch + 1}/{run.t.epochs}{at}: train loss {record['train_loss']:.4f}, "
             f"valid mean AUC {score:.4f} ({elapsed:.0f} s)"
         )
     return record
 
 
 def _improved(score: float, best: float) -> bool:
-    """A better validation mean AUC; with no valid rows (or one class only, score NaN) the latest epoch counts
-    as improved until some epoch has a score, rather than never saving."""
+    """A better validation mean AUC; with no valid rows (or one class only, score NaN) the latest check counts
+    as improved until some check has a score, rather than never saving."""
     return (not math.isnan(score) and score > best) or (math.isnan(score) and best == -math.inf)
 
 
-def _fit(
-    run: _Run, train_s: ExampleStream, valid_s: ExampleStream, tasks: list[str], checkpoint: str | Path, info: dict
-) -> tuple[list[dict], int, float, int]:
-    """The epochs with early stopping (``train.patience`` epochs without improvement); rank 0 checkpoints
-    each improvement. Returns (history, best epoch, train seconds, train rows over all ranks)."""
-    t, ctx = run.t, run.ctx
-    history, best, best_epoch, bad = [], -math.inf, -1, 0
-    train_seconds, train_rows = 0.0, 0
-    for epoch in range(t.epochs):
-        losses, rows, elapsed = _train_epoch(run, train_s, epoch)
-        train_seconds += elapsed
-        train_rows += rows * ctx.world
-        valid = _evaluate(run.model, valid_s, tasks, ctx)
-        score = valid["auc_mean"]
-        history.append(_epoch_record(run, epoch, losses, valid, elapsed))
-        if _improved(score, best):
-            best, best_epoch, bad = (score if not math.isnan(score) else -math.inf), epoch + 1, 0
-            if ctx.is_main:
-                save_checkpoint(run.model, checkpoint, {**info, "epoch": epoch + 1, "valid": valid})
-        else:
-            bad += 1
-            if bad >= t.patience:
-                break
-    return history, best_epoch, train_seconds, train_rows
+@dataclass
+class _Validation:
+    """What a validation check needs besides the run: the valid stream, tasks, checkpoint path and sidecar."""
+
+    stream: ExampleStream
+    tasks: list[str]
+    checkpoint: str | Path
+    info: dict
+
+
+def _check(run: _Run, fit: _Fit, epoch: int, val: _Validation) -> bool:
+    """One validation check: metrics on the valid split, a history record, rank 0 checkpoints an improvement.
+    Returns True when ``train.patience`` checks in a row have not improved (stop). Every rank runs it at the
+    same step (collective) and gets the same answer: the score comes from the gathered predictions.
+    Cost: one pass over the valid split (each rank its shard), memory O(valid rows x T) for the exact AUC."""
+    elapsed = time.perf_counter() - fit.clock
+    valid = _evaluate(run.model, val.stream, val.tasks, run.ctx)
+    fit.history.append(_check_record(run, epoch, fit, valid, elapsed))
+    fit.losses, fit.checked_at = [], fit.step
+    score = valid["auc_mean"]
+    if _improved(score, fit.best):
+        fit.best = score if not math.isnan(score) else -math.inf
+        fit.best_epoch, fit.best_step, fit.bad = epoch + 1, fit.step, 0
+        if run.ctx.is_main:
+            at = {"epoch": epoch + 1, "step": fit.step, "valid": valid}
+            save_checkpoint(run.model, val.checkpoint, {**val.info, **at})
+    else:
+        fit.bad += 1
+    fit.clock = time.perf_counter()
+    return fit.bad >= run.t.patience
+
+
+def _train_epoch(run: _Run, fit: _Fit, train_s: ExampleStream, epoch: int, val: _Validation) -> bool:
+    """Train one epoch, with a validation check after every ``train.eval_every``-th step (counted over all
+    epochs); True when one of them stopped the run (early stopping, mid-epoch)."""
+    every = run.t.eval_every
+    with contextlib.closing(_train_steps(run, train_s, epoch)) as steps:
+        for loss, rows in steps:
+            fit.step += 1
+            fit.losses.append(loss)
+            fit.rows += rows * run.ctx.world
+            if every is not None and fit.step % every == 0 and _check(run, fit, epoch, val):
+                return True
+    return False
+
+
+def _fit(run: _Run, train_s: ExampleStream, val: _Validation) -> _Fit:
+    """The epochs with validation checks and early stopping: a check at each epoch's end (skipped when a
+    ``train.eval_every`` check just ran at that step) and every ``train.eval_every`` steps; stop after
+    ``train.patience`` checks without improvement; rank 0 checkpoints each improvement.
+    Cost: the train passes plus one pass over the valid split per check."""
+    fit = _Fit()
+    for epoch in range(run.t.epochs):
+        if _train_epoch(run, fit, train_s, epoch, val):
+            break
+        end_due = run.t.eval_every is None or fit.checked_at != fit.step
+        if end_due and _check(run, fit, epoch, val):
+            break
+    return fit
 
 
 def _restore_best(run: _Run, checkpoint: str | Path) -> None:
@@ -302,7 +372,8 @@ def train_one(
     checkpoint: str | Path,
     progress: bool = True,
 ) -> dict:
-    """Train ``name`` with ``seed``; returns history, best epoch, valid and test metrics, throughput.
+    """Train ``name`` with ``seed``; returns history (one record per validation check), best epoch and step,
+    valid and test metrics, throughput.
 
     Data parallel when the process group is up (:mod:`model.distributed`): every rank streams its row-group
     shard with ``batch_size / world`` rows per step, takes the same number of steps, and averages gradients;
@@ -314,18 +385,20 @@ def train_one(
     train_s, valid_s, test_s = _streams(cfg, root, run_date, meta, seed, ctx)
     tasks = list(meta.tasks)
     info = {"model": name, "seed": seed, "meta": asdict(meta), "options": asdict(opts)}
-    history, best_epoch, train_seconds, train_rows = _fit(run, train_s, valid_s, tasks, checkpoint, info)
+    fit = _fit(run, train_s, _Validation(valid_s, tasks, checkpoint, info))
+    train_seconds = fit.train_seconds
     _restore_best(run, checkpoint)
     test = _evaluate(run.model, test_s, tasks, ctx)
     valid = _evaluate(run.model, valid_s, tasks, ctx)
     return {
         "seed": seed,
-        "best_epoch": best_epoch,
-        "history": history,
+        "best_epoch": fit.best_epoch,
+        "best_step": fit.best_step,
+        "history": fit.history,
         "valid": valid,
         "test": test,
         "checkpoint": str(checkpoint),
-        "train_samples_per_s": train_rows / train_seconds if train_seconds > 0 else math.nan,
+        "train_samples_per_s": fit.rows / train_seconds if train_seconds > 0 else math.nan,
         "nproc": ctx.world,
     }
 
@@ -526,6 +599,7 @@ def evaluate_checkpoints(
                 {
                     "seed": seed,
                     "best_epoch": info.get("epoch"),
+                    "best_step": info.get("step"),
                     "history": [],
                     split: metrics,
                     "checkpoint": str(path),

@@ -66,7 +66,7 @@ def test_evaluate_reproduces_the_trainers_test_metrics(trained):
             for metric in ("auc", "logloss"):
                 assert e[metric][task]["mean"] == pytest.approx(r[metric][task]["mean"], abs=1e-9)
         for run_e, run_t in zip(e["seeds"], r["seeds"], strict=True):
-            assert run_e["best_epoch"] == run_t["best_epoch"]
+            assert run_e["best_epoch"] == run_t["best_epoch"] and run_e["best_step"] == run_t["best_step"]
             assert run_e["test"]["rows"] == run_t["test"]["rows"] > 0
 
 
@@ -186,6 +186,31 @@ def test_report_from_train_results_json(trained, tmp_path, capsys):
     for png in ("training_curves.png", "auc_per_task.png"):
         assert f"({png})" in text and (rep / png).stat().st_size > 1000
     assert "Pipeline run" not in text
+
+
+def test_report_with_eval_every_shows_steps(tmp_path, capsys, monkeypatch):
+    """Validation every 2 steps (3 per epoch): the report says so, gives each seed's best step and plots the
+    checks against the optimizer step; rebuilt from JSON it is the same."""
+    from matplotlib.axes import Axes
+
+    from model.evaluate import to_json
+
+    root = _table(tmp_path / "examples")
+    cfg = load_config(profile="test", overrides=[*SMALL, "train.eval_every=2", "train.patience=9", "train.seeds=[0]"])
+    xs, plot = [], Axes.plot
+    monkeypatch.setattr(Axes, "plot", lambda ax, x, *a, **k: xs.append(list(x)) or plot(ax, x, *a, **k))
+    results = run_training(cfg, root, None, ["mmoe"], tmp_path / "report", progress=False)
+    run = results["models"]["mmoe"]["seeds"][0]
+    assert [h["step"] for h in run["history"]] == [2, 3, 4, 6]
+    assert xs == [[2, 3, 4, 6]] * 2  # train loss and valid AUC against the step
+    path = tmp_path / "train.json"
+    path.write_text(to_json(results))
+    assert _report(tmp_path, capsys, path)[0] == 0
+    for report in (tmp_path / "report", tmp_path / "rep"):
+        text = (report / "report.md").read_text()
+        assert "(validation every 2 steps and at each epoch's end, patience 9 checks)" in text
+        assert "| best epochs (steps) |" in text
+        assert f"| {run['best_epoch']} (step {run['best_step']}) |" in text
 
 
 def test_report_from_evaluate_and_demo_json(trained, tmp_path, capsys):

@@ -139,3 +139,20 @@ def test_device_cuda_trains(root, tmp_path):
     r = subprocess.run(_cmd(root, "--device", "cuda", "--json", str(out)), env=_env(), capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads(out.read_text())["models"]["mgoe"]["auc_mean"] > 0.65
+
+
+def test_two_processes_validate_every_n_steps_and_stop_together(root, tmp_path):
+    """train.eval_every=2 on 2 ranks: both run every check (the evaluation is collective) and take the same
+    stop decision mid-epoch. Weights that cannot move (lr 1e-30, ReLU: no running statistics) give the same
+    valid AUC at each check: the first stays best and patience 1 stops at the second (step 4 of 5). A rank that
+    decided otherwise would block in the next step's gradient all-reduce and fail the run (timeout 20 s)."""
+    out = tmp_path / "every.json"
+    sets = ["train.lr=1e-30", "train.activation=relu", "train.eval_every=2", "train.patience=1", "train.epochs=3"]
+    sets += ["train.max_steps_per_epoch=5", "train.dist_timeout_s=20"]
+    cmd = _cmd(root, "--nproc", "2", "--json", str(out), *[a for s in sets for a in ("--set", s)])
+    r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-2000:]
+    run = json.loads(out.read_text())["models"]["mgoe"]["seeds"][0]
+    assert run["nproc"] == 2 and [(h["epoch"], h["step"]) for h in run["history"]] == [(1, 2), (1, 4)]
+    assert run["history"][0]["valid_auc_mean"] == run["history"][1]["valid_auc_mean"]
+    assert (run["best_epoch"], run["best_step"]) == (1, 2)

@@ -529,6 +529,11 @@ class TrainSettings:
     from its one shared table), as MGOE does: separates that input from MGOE's architecture. Ablation: false."""
     epochs: int = 10
     patience: int = 2
+    """Early stopping: stop after this many validation checks in a row without a better valid mean AUC, i.e.
+    epochs when ``eval_every`` is ``None``, checks (every ``eval_every`` steps and each epoch's end) otherwise."""
+    eval_every: int | None = None
+    """Validate (mean AUC on the valid split, one pass over it) every this many optimizer steps, counted over
+    all epochs, and at each epoch's end; the best check is checkpointed. ``None``: once per epoch."""
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     threads: int = 2
     shuffle_buffer: int = 16_384
@@ -603,6 +608,8 @@ class TrainSettings:
         _require(self.lr > 0, "train.lr", "must be > 0")
         _require(self.weight_decay >= 0 and self.l1 >= 0, "train.weight_decay", "and train.l1 must be >= 0")
         _require(self.epochs >= 1 and self.patience >= 1, "train.epochs", "and train.patience must be >= 1")
+        every_ok = self.eval_every is None or self.eval_every >= 1
+        _require(every_ok, "train.eval_every", "must be >= 1 (or null: once per epoch)")
         _require(self.threads >= 1, "train.threads", "must be >= 1")
         _require(self.shuffle_buffer >= 0, "train.shuffle_buffer", "must be >= 0")
         _require(self.shuffle_row_groups >= 1, "train.shuffle_row_groups", "must be >= 1")
