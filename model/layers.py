@@ -284,26 +284,35 @@ class MacroGraphBottom(nn.Module):
     the mixture depends on the row's aggregated macro neighbors too (at Xavier scale ``|e| ~ 0.03`` and the
     ``[e_u, e_i]`` gate is a near-constant mixture).
 
+    ``off=True`` (``train.gate_input=off``, the "w/o bottom gates" ablation): no gate, ``x^t = MGE^t``, each
+    task reads its own macro graph expert only (no parameters).
+
     forward(mge (B, T, F), eu (B, d), ei (B, d)) -> (B, T, F); ``gates`` returns (B, T, T).
     """
 
-    def __init__(self, tasks: int, dim: int, full_dim: int = 0) -> None:
+    def __init__(self, tasks: int, dim: int, full_dim: int = 0, off: bool = False) -> None:
         super().__init__()
         self.full = full_dim > 0
-        self.gate = nn.Linear(2 * dim + tasks * full_dim, tasks * tasks)
+        self.gate = None if off else nn.Linear(2 * dim + tasks * full_dim, tasks * tasks)
         self.tasks = tasks
 
     def gates(self, eu: torch.Tensor, ei: torch.Tensor, mge: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, T, T); ``mge`` (B, T, F) is read with ``full_dim > 0`` only."""
+        """(B, T, T); ``mge`` (B, T, F) is read with ``full_dim > 0`` only; the identity when off."""
+        if self.gate is None:
+            return torch.eye(self.tasks, device=eu.device, dtype=eu.dtype).expand(eu.shape[0], -1, -1)
         h = [eu, ei, mge.reshape(eu.shape[0], -1)] if self.full else [eu, ei]
         logits = self.gate(torch.cat(h, dim=-1)).reshape(-1, self.tasks, self.tasks)
         return torch.softmax(logits, dim=-1)
 
     def forward(self, mge: torch.Tensor, eu: torch.Tensor, ei: torch.Tensor) -> torch.Tensor:
+        if self.gate is None:
+            return mge
         return torch.einsum("btk,bkf->btf", self.gates(eu, ei, mge), mge)
 
     def forward_fm(self, mge: torch.Tensor, eu: torch.Tensor, ei: torch.Tensor) -> torch.Tensor:
         """Feature-major: mge (T, F, B) -> (T, F, B); gates (T, T, B) from one GEMM, softmax over experts."""
+        if self.gate is None:
+            return mge
         t, b = self.tasks, eu.shape[0]
         h = [eu.t(), ei.t(), mge.reshape(-1, b)] if self.full else [eu.t(), ei.t()]
         logits = torch.addmm(self.gate.bias.unsqueeze(1), self.gate.weight, torch.cat(h, dim=0))

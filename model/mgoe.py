@@ -91,7 +91,8 @@ class ModelOptions:
     attention_norm: bool = _train_default("attention_norm")
     """Macro attention on L2-normalized queries / keys with a learned temperature (see MacroGraphExpert)."""
     gate_input: str = _train_default("gate_input")
-    """Eq 12 bottom gates on ``micro`` = [e_u, e_i] or ``full`` = [e_u, e_i, MGE^1..T] (MacroGraphBottom)."""
+    """Eq 12 bottom gates on ``micro`` = [e_u, e_i] or ``full`` = [e_u, e_i, MGE^1..T], or ``off`` (x^t = MGE^t,
+    the "w/o bottom gates" ablation) (MacroGraphBottom)."""
     lookup_norm: str = _train_default("lookup_norm")
     """Eq 22's lookup share over ``macros`` (the table's) or over ``tasks`` (:func:`model.layers.lookup_over_tasks`)."""
     macgnn_own_macro: bool = _train_default("macgnn_own_macro")
@@ -367,7 +368,8 @@ class MGOE(nn.Module):
         d, T = opts.embed_dim, meta.num_tasks
         self.micro = MicroEmbeddings(meta, d)
         self.graph = MacroGraphEncoder(meta, opts)
-        self.bottom = MacroGraphBottom(T, d, self.graph.out_dim if opts.gate_input == "full" else 0)
+        full_dim = self.graph.out_dim if opts.gate_input == "full" else 0
+        self.bottom = MacroGraphBottom(T, d, full_dim, off=opts.gate_input == "off")
         self.lookup_norm = opts.lookup_norm
         self.user_neighbors = MicroNeighbors(T, d, opts.recent_attention)
         self.item_neighbors = MicroNeighbors(T, d, opts.recent_attention)

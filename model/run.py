@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from mgoe_spark.config.models import MODELS
+from mgoe_spark.config.models import MODELS, TABLE_VARIANTS, model_of
 from mgoe_spark.core.errors import UserError
 from model.data import ExampleStream, TableMeta
 from model.export import export_model
@@ -49,11 +49,13 @@ def run_training(
     if no_pref_root:  # the older spelling of --table-root mgoe_no_pref=URI
         roots["mgoe_no_pref"] = no_pref_root
         models = models if "mgoe_no_pref" in models else [*models, "mgoe_no_pref"]
-    if "mgoe_no_pref" in models and "mgoe_no_pref" not in roots:
-        raise UserError(
-            "mgoe_no_pref is MGOE on a table built with weights.enabled=false: pass --table-root "
-            "mgoe_no_pref=URI (mgoe demo builds it for you)"
-        )
+    for label in models:  # an ablation that differs from its model by its table only needs that table
+        if label in TABLE_VARIANTS and model_of(label) != label and label not in roots:
+            built_with = " ".join(TABLE_VARIANTS[label][1])
+            raise UserError(
+                f"{label} is {model_of(label).upper()} on a table built with {built_with}: pass --table-root "
+                f"{label}=URI (mgoe demo builds it for you)"
+            )
     results = train_models(cfg, examples_root, run_date, models, ckpt, None, progress, table_roots=roots)
     read = dict.fromkeys(r["examples_root"] for r in results["models"].values())
     results["label_rates"] = {root: label_rates(root, results["run_date"], results["tasks"]) for root in read}

@@ -59,6 +59,19 @@ def test_full_gate_input_reads_the_macro_part_only_when_on():
         torch.testing.assert_close(fm.permute(2, 0, 1), bottom(mge, eu, ei))
 
 
+def test_gates_off_give_each_task_its_own_macro_expert():
+    torch.manual_seed(0)
+    eu, ei, mge = torch.randn(5, 4), torch.randn(5, 4), torch.randn(5, 3, 6)
+    off = MacroGraphBottom(tasks=3, dim=4, off=True)
+    assert off.gate is None and not list(off.parameters())
+    torch.testing.assert_close(off(mge, eu, ei), mge)  # x^t = MGE^t
+    torch.testing.assert_close(off.gates(eu, ei), torch.eye(3).expand(5, -1, -1))
+    torch.testing.assert_close(off.forward_fm(mge.permute(1, 2, 0), eu, ei), mge.permute(1, 2, 0))
+    on = MacroGraphBottom(tasks=3, dim=4)
+    assert not torch.allclose(on(mge, eu, ei), mge)  # a gate mixes the experts
+    assert build_model("mgoe", META, ModelOptions(**OPTS, gate_input="off")).bottom.gate is None
+
+
 def test_mgoe_gate_input_option_builds_the_full_gate():
     assert build_model("mgoe", META, ModelOptions(**OPTS)).bottom.gate.in_features == 8
     full = build_model("mgoe", META, ModelOptions(**OPTS, gate_input="full"))

@@ -60,6 +60,16 @@ def test_table_variants_name_registered_models_and_valid_overrides():
     assert model_of("mmoe") == "mmoe"
 
 
+@pytest.mark.parametrize("label", ["mgoe_no_pref", "mgoe_binary_edges"])
+def test_a_table_only_ablation_without_its_table_is_refused(label, tmp_path):
+    from mgoe_spark.core.errors import UserError
+    from model.run import run_training
+
+    built_with = " ".join(TABLE_VARIANTS[label][1])
+    with pytest.raises(UserError, match=f"{label} is MGOE on a table built with {built_with}: pass --table-root"):
+        run_training(load_config(profile="test"), str(tmp_path), None, ["mgoe", label])
+
+
 def test_the_config_package_imports_without_spark_or_torch():
     code = (
         "import sys, mgoe_spark.config, mgoe_spark.config.models; "

@@ -374,6 +374,7 @@ def test_mgoe_expert_sizes_narrow_mgoe_only():
         {},
         {"attention": "neighbors", "recent_attention": True, "adjust_form": "tower"},
         {"attention": "off", "own_macro": False, "shared_expert_input": "task", "cascade": False},
+        {"gate_input": "off"},
         {"attention_norm": True, "gate_input": "full", "lookup_norm": "tasks", "gamma_init": 0.5},
         {"attention": "neighbors", "attention_norm": True, "adjust_form": "tower", "lookup_norm": "tasks"},
     ],

@@ -12,6 +12,7 @@ MODELS: dict[str, str] = {
     "mgoe_no_adjust": "MGOE w/o macro task adjustment (gamma = 0)",
     "mgoe_no_cascade": "MGOE w/o cascading readout (lambda = 0)",
     "mgoe_no_pref": "MGOE w/o preference weights (its own table: weights.enabled=false)",
+    "mgoe_binary_edges": "MGOE w/o score edges (its own table: edges.edge_matrix=binary)",
     "mmoe": "MMoE",
     "mmoe_full": "MMoE on MGOE's full inputs (macro edges, own macros, recent neighbors)",
     "ple": "PLE (one CGC level)",
@@ -24,10 +25,12 @@ MODELS: dict[str, str] = {
 
 TABLE_VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "mgoe_no_pref": ("mgoe", ("weights.enabled=false",)),
+    "mgoe_binary_edges": ("mgoe", ("edges.edge_matrix=binary",)),
     "macgnn": ("macgnn", ("scores.binary=true", "weights.enabled=false", "edges.edge_matrix=binary")),
 }
 """Result labels that read their own table: label -> (model, config overrides that build that table).
-``mgoe_no_pref`` is MGOE on tables without preference weights (the "w/o preference" ablation); ``macgnn``
+``mgoe_no_pref`` is MGOE on tables without preference weights (the "w/o preference" ablation),
+``mgoe_binary_edges`` on 0/1 macro edges instead of Eq 10's score sums (the "w/o score edges" one); ``macgnn``
 reads MacGNN's inputs (one binary graph, unweighted k-means). Every other label reads the default table."""
 
 

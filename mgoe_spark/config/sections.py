@@ -515,10 +515,11 @@ class TrainSettings:
     the q.k term has std ~1 at init (the plain ``q.k/sqrt(d_h)`` is ~0.004 against edge logits of 0.5-9, so
     ``attention=off`` ties it). No effect with ``attention=off``. Ablation: ``false`` (default until measured,
     issue 27 item 6)."""
-    gate_input: Literal["micro", "full"] = "micro"
+    gate_input: Literal["micro", "full", "off"] = "micro"
     """Eq 12 bottom gates: ``micro`` = softmax(W^t [e_u, e_i]) (a near-constant mixture at Xavier scale);
     ``full`` = softmax(W^t [e_u, e_i, MGE^1..MGE^T]), Eq 12's full input (micro embeddings and the aggregated
-    macro neighbors). Ablation: ``micro`` (default until measured)."""
+    macro neighbors); ``off`` = no gates, ``x^t = MGE^t`` (the "w/o bottom gates" ablation: no cross-task
+    mixing of the macro graph experts). Ablation: ``micro`` (default until measured)."""
     lookup_norm: Literal["macros", "tasks"] = "macros"
     """Eq 22's task lookup (SPEC 4.7): ``macros`` = the table's share of u's task-t items in each item macro;
     ``tasks`` = n^t / sum_t' n^t' (how often u's interactions with the target's macro node are task t),
