@@ -179,3 +179,42 @@ def test_each_snapshot_sees_exactly_the_events_before_its_cutoff(spark):
     assert valid_1 and all(after[k]["user_recent"] != before[k]["user_recent"] for k in valid_1)
     for df in (trapped, clean, clean_df, trap_df):
         df.unpersist()
+
+
+@pytest.mark.slow
+def test_nodes_features_quality_and_trainer_through_the_cli(built, spark, tmp_path, capsys):
+    """The window form through ``mgoe nodes`` / ``features`` / ``quality`` on a copy of the session's
+    ingested root, then the trainer's reader: three snapshots in every feature table, each sample in its
+    own window, every gate green, and the trainer streams the valid split."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from jobs.cli import main
+    from model.data import ExampleStream, read_meta
+    from schemas import MACRO_EDGES, SAMPLES, WINDOWS
+
+    root = tmp_path / "out"
+    shutil.copytree(built.root, root)  # the build's split-form tables are replaced by the window form's
+    sets = [f"--set={o}" for o in (*built.overrides, *WINDOW)]
+    common = ["--profile", "test", "--run-date", built.run_date, "--output", str(root), *sets]
+    for stage in ("nodes", "features", "quality"):
+        args = [stage, *common] if stage != "quality" else [stage, "--gate", "features", *common]
+        code = main(args)
+        assert code == 0, (stage, capsys.readouterr().err[-3000:])
+    part = f"run_date={built.run_date}"
+    w = pq.read_table(root / "windows" / part, schema=WINDOWS.arrow(False)).to_pylist()[0]
+    assert w["train_cutoff"] < w["valid_cutoff"] < w["test_cutoff"] and 0 < w["valid_share"] < w["train_share"]
+    edges = pq.read_table(root / "macro_edges" / part, schema=MACRO_EDGES.arrow(False))
+    assert set(edges.column("snapshot").to_pylist()) == {"train", "valid", "test"}
+    for s in pq.read_table(root / "samples" / part, schema=SAMPLES.arrow(False)).to_pylist():
+        lo, hi = {
+            "train": (w["train_cutoff"], w["valid_cutoff"]),
+            "valid": (w["valid_cutoff"], w["test_cutoff"]),
+            "test": (w["test_cutoff"], 2**62),
+        }[s["split"]]
+        assert lo < s["ts"] <= hi, s
+    cfg = built.config(*WINDOW)
+    meta = read_meta(str(root), built.run_date, list(cfg.tasks.order))
+    rows = sum(len(b["labels"]) for b in ExampleStream(str(root), built.run_date, "valid", meta, 256))
+    assert rows > 0
