@@ -31,6 +31,13 @@ paired with ``mgoe`` of the default run by ``compare`` (``--reference macgnn`` f
 train.gate_input=full``, ``[lookup_tasks] train.lookup_norm=tasks``, ``--models macgnn --suffix
 [own_macro] train.macgnn_own_macro=true``, and the model ``mmoe_full`` (MMoE on MGOE's inputs) beside
 ``mmoe``. The same rows on the planted table: :data:`bench.model_ablation.SETTINGS`.
+``python -m bench.model_quality components --out DIR --json STEM.json [--config F] [overrides...]`` trains
+every ablation row of :data:`COMPONENTS` (MGOE without each component: preference weights and score edges
+on their own tables, built with ``tables --variants mgoe_no_pref,mgoe_binary_edges``) and :data:`OPTIONS`,
+one results JSON per run (resumable); ``compare`` merges them with the default run's ``mgoe``, and
+``python -m bench.model_quality ablation --results G.json,T.json,R.json --names generator,taobao,rr`` prints
+the one ablation table: a row per component and option, a column per data set, the paired effect on the mean
+test AUC (``mean ± SE (wins/seeds)``).
 
 Cost: the tables phase is three pipeline runs (nodes + features) over one generated log; the train phase
 is models x seeds x epochs streamed passes, plus a pass over the valid split per validation check (each
@@ -125,6 +132,100 @@ def train(args) -> dict:
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(to_json(results))
     return results
+
+
+COMPONENTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "preference weights (Eq 3-5)": ("mgoe_no_pref", ()),
+    "score edges (Eq 10)": ("mgoe_binary_edges", ()),
+    "own macro embeddings (Eq 11)": ("mgoe[own_macro_off]", ("train.own_macro=false",)),
+    "macro attention (Eq 14-16)": ("mgoe[attention_off]", ("train.attention='off'",)),
+    "bottom gates (Eq 12-13)": ("mgoe[gates_off]", ("train.gate_input=off",)),
+    "cascade (Eq 21)": ("mgoe_no_cascade", ()),
+    "adjustment (Eq 22)": ("mgoe_no_adjust", ()),
+}
+"""Issue 27's ablation rows: MGOE component -> (result label of MGOE without it, train overrides). A label
+in :data:`~mgoe_spark.config.models.TABLE_VARIANTS` reads its own table; ``mgoe[x]`` is ``--models mgoe
+--suffix [x]`` with the overrides. A component's effect is ``AUC(mgoe) - AUC(label)``, paired by seed."""
+
+OPTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "train.attention_norm=true": ("mgoe[attention_norm]", ("train.attention_norm=true",)),
+    "train.gate_input=full": ("mgoe[gate_full]", ("train.gate_input=full",)),
+    "train.lookup_norm=tasks": ("mgoe[lookup_tasks]", ("train.lookup_norm=tasks",)),
+}
+"""Issue 27 item 6's options (off by default): option -> (result label of MGOE with it, overrides). An
+option's effect is ``AUC(label) - AUC(mgoe)``."""
+
+
+def component_runs() -> list[tuple[str, str, tuple[str, ...]]]:
+    """The train-phase runs behind :data:`COMPONENTS` and :data:`OPTIONS`: (suffix or "", models, overrides),
+    the table-only and model ablations in one run, each ``mgoe[x]`` row in a run of its own."""
+    plain = [label for label, _ in [*COMPONENTS.values(), *OPTIONS.values()] if "[" not in label]
+    runs = [("", ",".join(plain), ())]
+    for label, overrides in [*COMPONENTS.values(), *OPTIONS.values()]:
+        if "[" in label:
+            runs.append((label[label.index("[") :], base_model(label), overrides))
+    return runs
+
+
+def components(args) -> list[str]:
+    """Train every ablation run of :func:`component_runs` on ``--out``'s tables (``mgoe`` itself comes from
+    the default run), one results JSON each under ``--json``'s stem (``<stem>_components<suffix>.json``),
+    skipping a run whose JSON exists (resume). Returns the JSON paths, for ``compare`` with the ``mgoe`` run."""
+    stem = str(Path(args.json).with_suffix(""))
+    paths = []
+    for suffix, models, overrides in component_runs():
+        path = f"{stem}_components{suffix.replace('[', '_').replace(']', '')}.json"
+        paths.append(path)
+        if Path(path).is_file():
+            continue
+        run = argparse.Namespace(**{**vars(args), "models": models, "suffix": suffix, "json": path})
+        run.overrides = [*args.overrides, *overrides]
+        train(run)
+    print("compare with the default run's mgoe: --results MGOE.json," + ",".join(paths))
+    return paths
+
+
+def ablation_rows(paired: dict) -> dict[str, dict]:
+    """Component / option name -> its effect summary (mean, se, wins, n of the mean AUC), sign-corrected: a
+    component's effect is MGOE minus MGOE without it; an option's is MGOE with it minus MGOE. Rows whose
+    label is not among ``paired`` (a compare JSON's ``paired["models"]``) are left out."""
+    out = {}
+    for table, sign in ((COMPONENTS, -1.0), (OPTIONS, 1.0)):
+        for name, (label, _) in table.items():
+            if label in paired:
+                m = paired[label]["mean"]
+                wins = m["wins"] if sign > 0 else m["n"] - m["wins"]
+                out[name] = {"mean": sign * m["mean"], "se": m["se"], "wins": wins, "n": m["n"]}
+    return out
+
+
+def ablation(args) -> dict:
+    """One table, a row per component and option, a column per data set: the paired effect on the mean test
+    AUC from each ``--results`` compare JSON (reference ``mgoe``), named by ``--names``."""
+    names = [n.strip() for n in args.names.split(",")]
+    paths = [x.strip() for x in args.results.split(",") if x.strip()]
+    if len(names) != len(paths):
+        raise SystemExit("ablation: --names needs one name per --results file")
+    cols = {}
+    for n, path in zip(names, paths, strict=True):
+        cols[n] = ablation_rows(json.loads(Path(path).read_text())["paired"]["models"])
+    heads = ("component (effect = MGOE - without)", "option (effect = with - MGOE)")
+    lines = [["row", *names]]
+    for head, table in zip(heads, (COMPONENTS, OPTIONS), strict=True):
+        lines.append([head, *[""] * len(names)])
+        for name in table:
+            cells = []
+            for n in names:
+                e = cols[n].get(name)
+                cells.append("n/a" if e is None else f"{e['mean']:+.4f} ± {e['se']:.4f} ({e['wins']}/{e['n']})")
+            lines.append([f"  {name}", *cells])
+    widths = [max(len(r[c]) for r in lines) for c in range(len(lines[0]))]
+    print("\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in lines))
+    result = {"datasets": dict(zip(names, paths, strict=True)), "effects": cols}
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return result
 
 
 ORDER = (("mgoe", "macgnn"), ("macgnn", "mmoe"), ("macgnn", "ple"))
@@ -242,7 +343,7 @@ def compare(args) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("phase", choices=["tables", "train", "compare"])
+    p.add_argument("phase", choices=["tables", "train", "compare", "components", "ablation"])
     p.add_argument("--out", default="", help="directory of the tables (one root per variant)")
     p.add_argument("--results", default="", help="compare phase: train-phase result JSONs, comma-separated")
     p.add_argument("--profile", default="default")
@@ -252,7 +353,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--input", default="", help="tables phase: a real log to ingest instead of a generated one (no oracle)"
     )
-    p.add_argument("--variants", default="", help="tables phase: only these tables (default, mgoe_no_pref, macgnn)")
+    p.add_argument(
+        "--variants", default="", help="tables phase: only these tables (default and TABLE_VARIANTS' labels)"
+    )
+    p.add_argument("--names", default="", help="ablation phase: a data-set name per --results file")
     p.add_argument("--json", default="bench/results/model_quality.json")
     p.add_argument(
         "--select",
@@ -267,14 +371,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", default="mgoe,mgoe_no_adjust,mgoe_no_cascade,mgoe_no_pref,macgnn,mmoe,ple")
     p.add_argument("overrides", nargs="*", help="config overrides a.b=value")
     args = p.parse_intermixed_args(argv)
-    if args.phase != "compare" and not args.out:
+    if args.phase not in ("compare", "ablation") and not args.out:
         p.error(f"the {args.phase} phase needs --out DIR")
-    if args.phase == "compare":
+    if args.phase in ("compare", "ablation"):
         paths = [x.strip() for x in args.results.split(",") if x.strip()]
         missing = [x for x in paths if not Path(x).is_file()]
         if not paths or missing:
             p.error(f"--results: {', '.join(missing) or 'none given'}: need train-phase result JSON files")
-    {"tables": build_tables, "train": train, "compare": compare}[args.phase](args)
+    phases = {"tables": build_tables, "train": train, "compare": compare}
+    {**phases, "components": components, "ablation": ablation}[args.phase](args)
     return 0
 
 

@@ -97,3 +97,29 @@ def test_table_compare_and_report_show_the_same_numbers(tmp_path, capsys):
     assert "## Paired differences to mgoe (test AUC, same seeds)" in section and "(2/3)" in section
     one_seed = {n: {**r, "seeds": r["seeds"][:1]} for n, r in MODELS.items()}
     assert paired_lines({"models": one_seed, "tasks": TASKS}) == []  # one seed: no standard error to show
+
+
+def test_ablation_table_signs_components_and_options(tmp_path, capsys):
+    from bench.model_quality import COMPONENTS, OPTIONS, component_runs, main
+
+    def runs(*values):  # the same AUC on both tasks
+        return _model({s: (v, v) for s, v in enumerate(values)})
+
+    no_cascade, norm = COMPONENTS["cascade (Eq 21)"][0], OPTIONS["train.attention_norm=true"][0]
+    models = {"mgoe": runs(0.70, 0.72, 0.71), no_cascade: runs(0.68, 0.71, 0.70), norm: runs(0.71, 0.71, 0.73)}
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"tasks": TASKS, "run_date": "2024-01-01", "models": models}))
+    merged = tmp_path / "merged.json"
+    assert main(["compare", "--results", str(path), "--json", str(merged)]) == 0
+    table = tmp_path / "ablation.json"
+    assert main(["ablation", "--results", f"{merged},{merged}", "--names", "a,b", "--json", str(table)]) == 0
+    printed = capsys.readouterr().out
+    effects = json.loads(table.read_text())["effects"]["a"]
+    # the cascade helps: MGOE - without = (0.02 + 0.01 + 0.01) / 3 on 3 of 3 seeds; the option: (0.01 - 0.01 + 0.02) / 3
+    assert effects["cascade (Eq 21)"]["mean"] == pytest.approx(0.04 / 3) and effects["cascade (Eq 21)"]["wins"] == 3
+    assert effects["train.attention_norm=true"]["mean"] == pytest.approx(0.02 / 3)
+    assert effects["train.attention_norm=true"]["wins"] == 2
+    assert "cascade (Eq 21)" in printed and "+0.0133" in printed and "n/a" in printed  # rows not run: n/a
+    # every row is trained by exactly one run, with its overrides
+    labels = [lbl for suffix, models_, _ in component_runs() for lbl in (f"{m}{suffix}" for m in models_.split(","))]
+    assert sorted(labels) == sorted(label for label, _ in [*COMPONENTS.values(), *OPTIONS.values()])
