@@ -36,7 +36,7 @@ SETTINGS: dict[str, tuple[str, list[str]]] = {
     # issue 27 items 5-6 (options; each row's ablation is "mgoe (defaults)" or "macgnn" / "mmoe")
     "attention_norm=true (cos q.k with a learned temperature)": ("mgoe", ["train.attention_norm=true"]),
     "gate_input=full (Eq 12 gates on e_u e_i MGE)": ("mgoe", ["train.gate_input=full"]),
-    "gate_input=off (w/o bottom gates: x^t = MGE^t)": ("mgoe", ["train.gate_input=off"]),
+    "gate_input=off (w/o bottom gates: x^t = MGE^t)": ("mgoe", ["train.gate_input='off'"]),
     "lookup_norm=tasks (SPEC 4.7 over tasks)": ("mgoe", ["train.lookup_norm=tasks"]),
     "macgnn_own_macro=true": ("macgnn", ["train.macgnn_own_macro=true"]),
     "mmoe_full (MMoE on MGOE's inputs)": ("mmoe_full", []),

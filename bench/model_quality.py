@@ -139,7 +139,7 @@ COMPONENTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "score edges (Eq 10)": ("mgoe_binary_edges", ()),
     "own macro embeddings (Eq 11)": ("mgoe[own_macro_off]", ("train.own_macro=false",)),
     "macro attention (Eq 14-16)": ("mgoe[attention_off]", ("train.attention='off'",)),
-    "bottom gates (Eq 12-13)": ("mgoe[gates_off]", ("train.gate_input=off",)),
+    "bottom gates (Eq 12-13)": ("mgoe[gates_off]", ("train.gate_input='off'",)),
     "cascade (Eq 21)": ("mgoe_no_cascade", ()),
     "adjustment (Eq 22)": ("mgoe_no_adjust", ()),
 }
