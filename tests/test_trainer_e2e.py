@@ -12,7 +12,7 @@ import torch
 
 from jobs.common import job_main
 from mgoe_spark.config import load_config
-from mgoe_spark.config.models import MODELS
+from mgoe_spark.config.models import MODELS, TABLE_VARIANTS
 from model.baselines import build_model
 from model.data import ExampleStream, read_meta
 from model.export import export_model, load_scorer
@@ -54,8 +54,9 @@ def cfg():
 @pytest.fixture(scope="module")
 def results(cfg, root, tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
-    # every model, mgoe_no_pref and macgnn on their "own" root (the same tiny table here)
-    own = {"mgoe_no_pref": root, "macgnn": root}
+    # every model, each table variant (mgoe_no_pref, mgoe_binary_edges, macgnn) on its "own" root (the same
+    # tiny table here)
+    own = dict.fromkeys(TABLE_VARIANTS, root)
     res = run_training(cfg, root, None, list(MODELS), out, progress=False, table_roots=own)
     return res, out
 
