@@ -114,8 +114,7 @@ def windows_checks(read: Reader, cfg: MgoeConfig, run_date: str) -> tuple[list[C
         return [CheckResult(WINDOWS.name, "row_count", False, len(rows), "needs exactly 1")], None
     w = windows_table.from_rows(rows, cfg, run_date)
     shares = (w.feature_share, w.train_share, w.test_share)
-    windows = [*shares, *([] if w.valid_share is None else [w.valid_share, w.train_share - w.valid_share])]
-    empty = sum(1 for x in windows if x <= 0)
+    empty = sum(1 for x in w.window_shares().values() if x <= 0)
     cuts = [w.cutoff(name) for name in w.snapshots]
     ordered = all(a < b for a, b in zip(cuts, cuts[1:], strict=False))
     results = [

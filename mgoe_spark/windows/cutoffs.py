@@ -140,6 +140,17 @@ class Windows:
             f"valid samples <= {self.describe_cutoff(self.test_cutoff)} ({pct(self.valid_share)}), " + test
         )
 
+    def window_shares(self) -> dict[str, float | None]:
+        """The share of events in each window, by name: ``feature``, ``train sample`` (train rows only when
+        validation has a window of its own), ``valid sample`` (only then) and ``test sample``."""
+        train = self.train_share
+        if self.valid_share is not None and train is not None:
+            train = train - self.valid_share
+        shares = {"feature": self.feature_share, "train sample": train}
+        if self.valid_cutoff is not None:
+            shares["valid sample"] = self.valid_share
+        return {**shares, "test sample": self.test_share}
+
     def cutoff(self, snapshot: str) -> int:
         """Feature cutoff of a snapshot (one of :attr:`snapshots`)."""
         if snapshot not in self.snapshots:
@@ -309,19 +320,7 @@ def measure(interactions: DataFrame, windows: Windows) -> Windows:
 
 def check_nonempty(windows: Windows) -> None:
     """WindowError naming the empty window (explicit dates outside the log, or a tiny per-user log)."""
-    train_only = None
-    if windows.valid_share is not None and windows.train_share is not None:
-        train_only = windows.train_share - windows.valid_share
-    empty = [
-        name
-        for name, share in (
-            ("feature", windows.feature_share),
-            ("train sample", windows.train_share if train_only is None else train_only),
-            ("valid sample", windows.valid_share),
-            ("test sample", windows.test_share),
-        )
-        if share == 0
-    ]
+    empty = [name for name, share in windows.window_shares().items() if share == 0]
     if empty:
         raise WindowError(
             f"the {' and the '.join(empty)} window{'s are' if len(empty) > 1 else ' is'} empty ({windows.summary()}); "
