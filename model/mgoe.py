@@ -11,6 +11,7 @@ Data flow for a batch of B (user, item) rows, T tasks, d = embedding size::
     m^t_u, m^t_i = M^t_U[c(u)], M^t_I[c(i)]       the nodes' own task-t macro embeddings    Eq 11
     r^t_u, r^t_i (B, T, d)                        per-task micro neighbors (sum / attention) Eq 18
     c^t = [x^t, m^t_u, m^t_i, r^t_u, r^t_i, e_u, e_i] -> shared + task experts (CGC)       Eq 19-20
+          (train.neighbor_input=all: r^1..r^T of both sides in place of r^t_u, r^t_i)
     o_t = tower_t([h^t, lambda_t o_{t-1}])        cascading readout                          Eq 21
     logit_t = o_t + gamma[t, c(i)] log(1 + K T^t[u, c_I(i)])   macro task adjustment        Eq 22
     loss = sum_t BCE_t + l1 |theta|_1 (+ L2 as Adam weight decay)                           Eq 1, 23, 24
@@ -95,6 +96,9 @@ class ModelOptions:
     the "w/o bottom gates" ablation) (MacroGraphBottom)."""
     lookup_norm: str = _train_default("lookup_norm")
     """Eq 22's lookup share over ``macros`` (the table's) or over ``tasks`` (:func:`model.layers.lookup_over_tasks`)."""
+    neighbor_input: str = _train_default("neighbor_input")
+    """Eq 18-19's recent micro neighbors in task t's bottom input: ``task`` = r^t_u, r^t_i (2d), ``all`` = every
+    task's, r^1_u..r^T_u, r^1_i..r^T_i (2Td), so task t reads what the user did in the other behaviors."""
     macgnn_own_macro: bool = _train_default("macgnn_own_macro")
     """The MacGNN-style baseline's input also holds the nodes' own macro embeddings (Eq 11, its one table)."""
     lambda_init: float = _train_default("lambda_init")
@@ -374,7 +378,9 @@ class MGOE(nn.Module):
         self.user_neighbors = MicroNeighbors(T, d, opts.recent_attention)
         self.item_neighbors = MicroNeighbors(T, d, opts.recent_attention)
         self.own_macro = opts.own_macro
-        in_dim = self.graph.out_dim + 4 * d + (2 * d if opts.own_macro else 0)
+        self.all_neighbors = opts.neighbor_input == "all"
+        neighbors = 2 * (T if self.all_neighbors else 1) * d
+        in_dim = self.graph.out_dim + neighbors + 2 * d + (2 * d if opts.own_macro else 0)
         sizes = list(opts.mgoe_expert_sizes or opts.expert_sizes)
         self.fusion = ExpertFusion(
             T,
@@ -410,7 +416,12 @@ class MGOE(nn.Module):
         parts = [x]
         if self.own_macro:
             parts.append(self.graph.own(batch["user_macro"], batch["item_macro"]).permute(1, 2, 0))
-        parts += [ru.permute(1, 2, 0), ri.permute(1, 2, 0)]
+        if self.all_neighbors:  # every task's neighbors for every task: (T, 2Td, B)
+            b = eu.shape[0]
+            both = torch.cat([ru.reshape(b, -1), ri.reshape(b, -1)], dim=1).t()
+            parts.append(both.unsqueeze(0).expand(t, -1, -1))
+        else:
+            parts += [ru.permute(1, 2, 0), ri.permute(1, 2, 0)]
         parts += [eu.t().unsqueeze(0).expand(t, -1, -1), ei.t().unsqueeze(0).expand(t, -1, -1)]
         return torch.cat(parts, dim=1)
 
@@ -428,7 +439,12 @@ class MGOE(nn.Module):
         parts = [x]
         if self.own_macro:
             parts.append(self.graph.own(batch["user_macro"], batch["item_macro"]))
-        parts += [ru, ri, eu.unsqueeze(1).expand(-1, t, -1), ei.unsqueeze(1).expand(-1, t, -1)]
+        if self.all_neighbors:
+            b = eu.shape[0]
+            parts.append(torch.cat([ru.reshape(b, -1), ri.reshape(b, -1)], dim=1).unsqueeze(1).expand(-1, t, -1))
+        else:
+            parts += [ru, ri]
+        parts += [eu.unsqueeze(1).expand(-1, t, -1), ei.unsqueeze(1).expand(-1, t, -1)]
         lookup = self.lookup(batch)
         o = self.towers(self.fusion(torch.cat(parts, dim=-1)), self.adjust.tower_inputs(lookup))
         return self.adjust(o, lookup, batch["item_macro"], batch["user_recent"])

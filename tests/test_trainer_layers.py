@@ -375,6 +375,7 @@ def test_mgoe_expert_sizes_narrow_mgoe_only():
         {"attention": "neighbors", "recent_attention": True, "adjust_form": "tower"},
         {"attention": "off", "own_macro": False, "shared_expert_input": "task", "cascade": False},
         {"gate_input": "off"},
+        {"neighbor_input": "all", "shared_expert_input": "task"},
         {"attention_norm": True, "gate_input": "full", "lookup_norm": "tasks", "gamma_init": 0.5},
         {"attention": "neighbors", "attention_norm": True, "adjust_form": "tower", "lookup_norm": "tasks"},
     ],
@@ -404,6 +405,28 @@ def test_mgoe_feature_major_path_matches_the_module_by_module_reference(options)
     model.eval()
     with torch.no_grad():
         torch.testing.assert_close(model(batch), model.forward_reference(batch))
+
+
+@pytest.mark.parametrize("neighbor_input", ["task", "all"])
+def test_neighbor_input_all_lets_each_task_read_the_other_tasks_recent_neighbors(neighbor_input):
+    # Eq 19 (task): task t's task expert reads r^t only; all: r^1..r^T. Perturb task 0's recent items and
+    # watch the bottom input of task 1 (shared_expert_input=task: no mean over tasks mixes them anyway)
+    from model.baselines import build_model
+    from tests.test_trainer_infer import META as meta
+    from tests.test_trainer_infer import _batch
+
+    torch.manual_seed(0)
+    opts = ModelOptions(embed_dim=4, expert_sizes=[8, 4], tower_hidden=4, neighbor_input=neighbor_input)
+    model = build_model("mgoe", meta, opts).eval()
+    batch = _batch(16)
+    other = dict(batch, user_recent=batch["user_recent"].clone())
+    other["user_recent"][:, 0] = (other["user_recent"][:, 0] % (meta.num_items - 1)) + 1
+    with torch.no_grad():
+        c, c2 = model.bottom_input(batch), model.bottom_input(other)
+    width = model.graph.out_dim + 2 * 4 + (2 * meta.num_tasks * 4 if neighbor_input == "all" else 2 * 4) + 2 * 4
+    assert c.shape == (16, meta.num_tasks, width)
+    assert not torch.equal(c[:, 0], c2[:, 0])  # task 0 always reads its own neighbors
+    assert torch.equal(c[:, 1], c2[:, 1]) == (neighbor_input == "task")
 
 
 def test_dropout_drops_hidden_units_in_training_only_and_keeps_linear_outputs():

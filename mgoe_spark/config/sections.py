@@ -530,6 +530,10 @@ class TrainSettings:
     ``tasks`` = n^t / sum_t' n^t' (how often u's interactions with the target's macro node are task t),
     computed in the trainer from the table's share and the recent lists (n^t = T^t * min(N^t, L), exact for
     users with at most L task-t items). Ablation: ``macros`` (default until measured)."""
+    neighbor_input: Literal["task", "all"] = "task"
+    """Eq 18-19: the recent micro neighbors in task t's bottom input. ``task`` = r^t_u, r^t_i, the task's own
+    (the paper's Eq 19); ``all`` = every task's, r^1_u..r^T_u and r^1_i..r^T_i (2Td wide), so the buy task
+    reads the user's recent carts and views as MMoE on MGOE's inputs does. Ablation: ``task``."""
     macgnn_own_macro: bool = False
     """The MacGNN-style baseline (``macgnn``) also reads the user's and item's own macro embeddings (Eq 11,
     from its one shared table), as MGOE does: separates that input from MGOE's architecture. Ablation: false."""
