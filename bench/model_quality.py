@@ -151,6 +151,7 @@ OPTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "train.attention_norm=true": ("mgoe[attention_norm]", ("train.attention_norm=true",)),
     "train.gate_input=full": ("mgoe[gate_full]", ("train.gate_input=full",)),
     "train.lookup_norm=tasks": ("mgoe[lookup_tasks]", ("train.lookup_norm=tasks",)),
+    "train.neighbor_input=all": ("mgoe[neighbors_all]", ("train.neighbor_input=all",)),
 }
 """Issue 27 item 6's options (off by default): option -> (result label of MGOE with it, overrides). An
 option's effect is ``AUC(label) - AUC(mgoe)``."""
