@@ -60,7 +60,7 @@ def _train_default(name: str) -> Any:
 class ModelOptions:
     """Hyper-parameters of every model (filled from ``cfg.train`` by :meth:`from_train_settings`).
 
-    Every field but ``cascade`` and ``adjust`` (set by the ablations in :func:`model.baselines.build_model`) is a
+    Every field but ``adjust`` (set by the ablations in :func:`model.baselines.build_model`) is a
     :class:`~mgoe_spark.config.TrainSettings` field of the same name, and takes its default from there. A
     checkpoint stores ``dataclasses.asdict(options)`` and is rebuilt with ``ModelOptions(**options)``.
     """
@@ -81,7 +81,8 @@ class ModelOptions:
     tower_hidden: int = _train_default("tower_hidden")
     shared_experts: int = _train_default("shared_experts")
     task_experts: int = _train_default("task_experts")
-    cascade: bool = True
+    cascade: bool = _train_default("cascade")
+    """Eq 21's cascading readout (``mgoe_no_cascade`` forces it off)."""
     adjust: bool = True
     adjust_form: str = _train_default("adjust_form")
     """Eq 22 form: ``log_macro``, ``log_count``, ``literal``, ``tower`` (see :class:`model.layers.TaskAdjustment`)."""

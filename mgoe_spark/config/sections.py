@@ -560,6 +560,9 @@ class TrainSettings:
     tower_hidden: int = 40
     shared_experts: int = 2
     task_experts: int = 1
+    cascade: bool = True
+    """Eq 21's cascading readout ``o_t = tower_t([h^t, lambda_t o_{t-1}])``; ``false``: lambda = 0, every tower
+    reads its own task's expert output only (the model ``mgoe_no_cascade`` forces it off)."""
     lambda_init: float = 1.0
     """Initial cascade weight lambda_t (Eq 21)."""
     gamma_init: float = 0.0
