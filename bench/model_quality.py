@@ -32,8 +32,8 @@ train.gate_input=full``, ``[lookup_tasks] train.lookup_norm=tasks``, ``--models 
 [own_macro] train.macgnn_own_macro=true``, and the model ``mmoe_full`` (MMoE on MGOE's inputs) beside
 ``mmoe``. The same rows on the planted table: :data:`bench.model_ablation.SETTINGS`.
 ``python -m bench.model_quality components --out DIR --json STEM.json [--config F] [overrides...]`` trains
-every ablation row of :data:`COMPONENTS` (MGOE without each component: preference weights and score edges
-on their own tables, built with ``tables --variants mgoe_no_pref,mgoe_binary_edges``) and :data:`OPTIONS`,
+every ablation row of :data:`COMPONENTS` (MGOE with each component toggled from its default: preference weights
+and score edges on their own tables, built with ``tables --variants mgoe_pref,mgoe_binary_edges``) and :data:`OPTIONS`,
 one results JSON per run (resumable); ``compare`` merges them with the default run's ``mgoe``, and
 ``python -m bench.model_quality ablation --results G.json,T.json,R.json --names generator,taobao,rr`` prints
 the one ablation table: a row per component and option, a column per data set, the paired effect on the mean
@@ -52,6 +52,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 RUN_DATE = "2017-12-04"
 
@@ -134,35 +135,49 @@ def train(args) -> dict:
     return results
 
 
-COMPONENTS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "preference weights (Eq 3-5)": ("mgoe_no_pref", ()),
-    "score edges (Eq 10)": ("mgoe_binary_edges", ()),
-    "own macro embeddings (Eq 11)": ("mgoe[own_macro_off]", ("train.own_macro=false",)),
-    "macro attention (Eq 14-16)": ("mgoe[attention_off]", ("train.attention='off'",)),
-    "bottom gates (Eq 12-13)": ("mgoe[gates_off]", ("train.gate_input='off'",)),
-    "cascade (Eq 21)": ("mgoe_no_cascade", ()),
-    "adjustment (Eq 22)": ("mgoe_no_adjust", ()),
-}
-"""Issue 27's ablation rows: MGOE component -> (result label of MGOE without it, train overrides). A label
-in :data:`~mgoe_spark.config.models.TABLE_VARIANTS` reads its own table; ``mgoe[x]`` is ``--models mgoe
---suffix [x]`` with the overrides. A component's effect is ``AUC(mgoe) - AUC(label)``, paired by seed."""
+class Row(NamedTuple):
+    """One ablation row: the result label that differs from MGOE's defaults in this row only, its train
+    overrides, and whether the component is on in the defaults (the label is then MGOE *without* it)."""
 
-OPTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "train.attention_norm=true": ("mgoe[attention_norm]", ("train.attention_norm=true",)),
-    "train.gate_input=full": ("mgoe[gate_full]", ("train.gate_input=full",)),
-    "train.lookup_norm=tasks": ("mgoe[lookup_tasks]", ("train.lookup_norm=tasks",)),
-    "train.neighbor_input=all": ("mgoe[neighbors_all]", ("train.neighbor_input=all",)),
+    label: str
+    overrides: tuple[str, ...] = ()
+    default_on: bool = True
+
+
+COMPONENTS: dict[str, Row] = {
+    "preference weights (Eq 3-5)": Row("mgoe_pref", (), default_on=False),
+    "score edges (Eq 10)": Row("mgoe_binary_edges"),
+    "own macro embeddings (Eq 11)": Row("mgoe[own_macro_off]", ("train.own_macro=false",)),
+    "macro attention (Eq 14-16)": Row("mgoe[attention_on]", ("train.attention=logit",), default_on=False),
+    "bottom gates (Eq 12-13)": Row("mgoe[gates_off]", ("train.gate_input='off'",)),
+    "cascade (Eq 21)": Row("mgoe[cascade_on]", ("train.cascade=true",), default_on=False),
+    "adjustment (Eq 22)": Row("mgoe_no_adjust"),
 }
-"""Issue 27 item 6's options (off by default): option -> (result label of MGOE with it, overrides). An
-option's effect is ``AUC(label) - AUC(mgoe)``."""
+"""Issue 27's ablation rows: MGOE component -> :class:`Row`. A label in
+:data:`~mgoe_spark.config.models.TABLE_VARIANTS` reads its own table; ``mgoe[x]`` is ``--models mgoe --suffix
+[x]`` with the overrides. A component's effect is MGOE with it minus MGOE without it, paired by seed:
+``AUC(mgoe) - AUC(label)`` for a component on by default, ``AUC(label) - AUC(mgoe)`` for one off by default
+(issue 27 switched off the preference weights, the q.k attention term and the cascade: they helped on none
+of the three logs, ``bench/results/model_quality_ablation_events_window15.txt``)."""
+
+OPTIONS: dict[str, Row] = {
+    "train.attention_norm=true": Row(
+        "mgoe[attention_norm]", ("train.attention=logit", "train.attention_norm=true"), default_on=False
+    ),
+    "train.gate_input=full": Row("mgoe[gate_full]", ("train.gate_input=full",), False),
+    "train.lookup_norm=tasks": Row("mgoe[lookup_tasks]", ("train.lookup_norm=tasks",), False),
+    "train.neighbor_input=all": Row("mgoe[neighbors_all]", ("train.neighbor_input=all",), False),
+}
+"""Issue 27 item 6's options (off by default): option -> :class:`Row` of MGOE with it; the effect is
+``AUC(label) - AUC(mgoe)``. ``attention_norm`` acts on the q.k term, so its row turns the attention on too."""
 
 
 def component_runs() -> list[tuple[str, str, tuple[str, ...]]]:
     """The train-phase runs behind :data:`COMPONENTS` and :data:`OPTIONS`: (suffix or "", models, overrides),
     the table-only and model ablations in one run, each ``mgoe[x]`` row in a run of its own."""
-    plain = [label for label, _ in [*COMPONENTS.values(), *OPTIONS.values()] if "[" not in label]
+    plain = [row.label for row in [*COMPONENTS.values(), *OPTIONS.values()] if "[" not in row.label]
     runs = [("", ",".join(plain), ())]
-    for label, overrides in [*COMPONENTS.values(), *OPTIONS.values()]:
+    for label, overrides, _ in [*COMPONENTS.values(), *OPTIONS.values()]:
         if "[" in label:
             runs.append((label[label.index("[") :], base_model(label), overrides))
     return runs
@@ -187,14 +202,16 @@ def components(args) -> list[str]:
 
 
 def ablation_rows(paired: dict) -> dict[str, dict]:
-    """Component / option name -> its effect summary (mean, se, wins, n of the mean AUC), sign-corrected: a
-    component's effect is MGOE minus MGOE without it; an option's is MGOE with it minus MGOE. Rows whose
-    label is not among ``paired`` (a compare JSON's ``paired["models"]``) are left out."""
+    """Component / option name -> its effect summary (mean, se, wins, n of the mean AUC), sign-corrected: the
+    effect is MGOE with the component or option minus MGOE without it, whichever of the two is the default
+    (:class:`Row`). Rows whose label is not among ``paired`` (a compare JSON's ``paired["models"]``, paired with
+    the default ``mgoe``) are left out."""
     out = {}
-    for table, sign in ((COMPONENTS, -1.0), (OPTIONS, 1.0)):
-        for name, (label, _) in table.items():
-            if label in paired:
-                m = paired[label]["mean"]
+    for table in (COMPONENTS, OPTIONS):
+        for name, row in table.items():
+            if row.label in paired:
+                m = paired[row.label]["mean"]
+                sign = -1.0 if row.default_on else 1.0
                 wins = m["wins"] if sign > 0 else m["n"] - m["wins"]
                 out[name] = {"mean": sign * m["mean"], "se": m["se"], "wins": wins, "n": m["n"]}
     return out
@@ -210,16 +227,17 @@ def ablation(args) -> dict:
     cols = {}
     for n, path in zip(names, paths, strict=True):
         cols[n] = ablation_rows(json.loads(Path(path).read_text())["paired"]["models"])
-    heads = ("component (effect = MGOE - without)", "option (effect = with - MGOE)")
+    heads = ("component (effect = with - without; * = off by default)", "option (effect = with - MGOE)")
     lines = [["row", *names]]
     for head, table in zip(heads, (COMPONENTS, OPTIONS), strict=True):
         lines.append([head, *[""] * len(names)])
-        for name in table:
+        for name, row in table.items():
             cells = []
             for n in names:
                 e = cols[n].get(name)
                 cells.append("n/a" if e is None else f"{e['mean']:+.4f} ± {e['se']:.4f} ({e['wins']}/{e['n']})")
-            lines.append([f"  {name}", *cells])
+            star = " *" if table is COMPONENTS and not row.default_on else ""
+            lines.append([f"  {name}{star}", *cells])
     widths = [max(len(r[c]) for r in lines) for c in range(len(lines[0]))]
     print("\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in lines))
     result = {"datasets": dict(zip(names, paths, strict=True)), "effects": cols}

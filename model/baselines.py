@@ -262,6 +262,7 @@ BUILDERS: dict[str, Callable[[TableMeta, ModelOptions], nn.Module]] = {
     "mgoe_no_adjust": _mgoe_without("adjust"),
     "mgoe_no_cascade": _mgoe_without("cascade"),
     "mgoe_no_pref": MGOE,  # differs by its table only (TABLE_VARIANTS)
+    "mgoe_pref": MGOE,  # differs by its table only (TABLE_VARIANTS)
     "mgoe_binary_edges": MGOE,  # differs by its table only (TABLE_VARIANTS)
     "mmoe": MMoE,
     "mmoe_full": MMoEFull,

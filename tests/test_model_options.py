@@ -39,7 +39,7 @@ def test_normalized_attention_q_k_term_is_order_one_at_init_and_scale_free():
 def test_normalized_attention_temperature_is_learned_and_defaults_off():
     assert not ModelOptions().attention_norm and not hasattr(MacroGraphExpert(1, 4, 4, 4), "log_scale")
     torch.manual_seed(0)
-    model = build_model("mgoe", META, ModelOptions(**OPTS, attention_norm=True))
+    model = build_model("mgoe", META, ModelOptions(**OPTS, attention="logit", attention_norm=True))
     model(_batch(8)).sum().backward()
     grads = [ex.log_scale.grad for ex in model.graph.experts]
     assert all(g is not None and g.abs().sum() > 0 for g in grads)

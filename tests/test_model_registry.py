@@ -40,9 +40,12 @@ def test_ablations_switch_off_their_part_only():
     assert isinstance(build_model("mgoe_no_pref", META, OPTS), MGOE)
     assert build_model("mgoe", META, OPTS).adjust.form == "log_macro"
     assert build_model("mgoe_no_adjust", META, OPTS).adjust.form == "off"  # gamma = 0
-    assert "lam" in dict(build_model("mgoe", META, OPTS).towers.named_parameters())
-    assert "lam" in dict(build_model("mgoe_no_cascade", META, OPTS).towers.named_buffers())  # lambda = 0
-    assert OPTS.adjust and OPTS.cascade  # the caller's options are not changed
+    # the cascade is off by default (issue 27's ablation); on, mgoe learns lambda and mgoe_no_cascade still forces 0
+    assert "lam" in dict(build_model("mgoe", META, OPTS).towers.named_buffers())
+    cascade = dataclasses.replace(OPTS, cascade=True)
+    assert "lam" in dict(build_model("mgoe", META, cascade).towers.named_parameters())
+    assert "lam" in dict(build_model("mgoe_no_cascade", META, cascade).towers.named_buffers())  # lambda = 0
+    assert OPTS.adjust and cascade.cascade  # the caller's options are not changed
 
 
 def test_unknown_names_are_refused_with_the_registry_listed():
@@ -82,10 +85,10 @@ def test_model_options_take_their_defaults_from_train_settings():
     from mgoe_spark.config import TrainSettings
 
     train, opts = TrainSettings(), ModelOptions()
-    shared = [f.name for f in dataclasses.fields(ModelOptions) if f.name not in ("cascade", "adjust")]
+    shared = [f.name for f in dataclasses.fields(ModelOptions) if f.name != "adjust"]
     assert {f.name for f in dataclasses.fields(TrainSettings)} >= set(shared)
     assert {name: getattr(opts, name) for name in shared} == {name: getattr(train, name) for name in shared}
-    assert opts.cascade and opts.adjust
+    assert opts.adjust and not opts.cascade  # the cascade is an option since issue 27's ablation
     assert ModelOptions().expert_sizes is not ModelOptions().expert_sizes  # no shared mutable default
     # what a checkpoint stores rebuilds the same options
     custom = ModelOptions.from_train_settings(TrainSettings(embed_dim=6, mgoe_expert_sizes=[5, 4], dropout=0.1))

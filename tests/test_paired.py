@@ -105,8 +105,15 @@ def test_ablation_table_signs_components_and_options(tmp_path, capsys):
     def runs(*values):  # the same AUC on both tasks
         return _model({s: (v, v) for s, v in enumerate(values)})
 
-    no_cascade, norm = COMPONENTS["cascade (Eq 21)"][0], OPTIONS["train.attention_norm=true"][0]
-    models = {"mgoe": runs(0.70, 0.72, 0.71), no_cascade: runs(0.68, 0.71, 0.70), norm: runs(0.71, 0.71, 0.73)}
+    no_adjust, norm = COMPONENTS["adjustment (Eq 22)"].label, OPTIONS["train.attention_norm=true"].label
+    cascade_on = COMPONENTS["cascade (Eq 21)"].label  # off by default: its label is MGOE *with* it
+    assert COMPONENTS["adjustment (Eq 22)"].default_on and not COMPONENTS["cascade (Eq 21)"].default_on
+    models = {
+        "mgoe": runs(0.70, 0.72, 0.71),
+        no_adjust: runs(0.68, 0.71, 0.70),
+        cascade_on: runs(0.69, 0.73, 0.70),
+        norm: runs(0.71, 0.71, 0.73),
+    }
     path = tmp_path / "r.json"
     path.write_text(json.dumps({"tasks": TASKS, "run_date": "2024-01-01", "models": models}))
     merged = tmp_path / "merged.json"
@@ -115,11 +122,17 @@ def test_ablation_table_signs_components_and_options(tmp_path, capsys):
     assert main(["ablation", "--results", f"{merged},{merged}", "--names", "a,b", "--json", str(table)]) == 0
     printed = capsys.readouterr().out
     effects = json.loads(table.read_text())["effects"]["a"]
-    # the cascade helps: MGOE - without = (0.02 + 0.01 + 0.01) / 3 on 3 of 3 seeds; the option: (0.01 - 0.01 + 0.02) / 3
-    assert effects["cascade (Eq 21)"]["mean"] == pytest.approx(0.04 / 3) and effects["cascade (Eq 21)"]["wins"] == 3
+    # the adjustment helps: MGOE - without = (0.02 + 0.01 + 0.01) / 3 on 3 of 3 seeds;
+    # the option: (0.01 - 0.01 + 0.02) / 3
+    adjust = effects["adjustment (Eq 22)"]
+    assert adjust["mean"] == pytest.approx(0.04 / 3) and adjust["wins"] == 3
+    # the cascade is off by default: with - without = (-0.01 + 0.01 - 0.01) / 3, 1 win of 3
+    cascade = effects["cascade (Eq 21)"]
+    assert cascade["mean"] == pytest.approx(-0.01 / 3) and cascade["wins"] == 1
     assert effects["train.attention_norm=true"]["mean"] == pytest.approx(0.02 / 3)
     assert effects["train.attention_norm=true"]["wins"] == 2
-    assert "cascade (Eq 21)" in printed and "+0.0133" in printed and "n/a" in printed  # rows not run: n/a
+    assert "adjustment (Eq 22)" in printed and "+0.0133" in printed and "n/a" in printed  # rows not run: n/a
+    assert "cascade (Eq 21) *" in printed and "-0.0033" in printed  # * marks a component off by default
     # every row is trained by exactly one run, with its overrides
     labels = [lbl for suffix, models_, _ in component_runs() for lbl in (f"{m}{suffix}" for m in models_.split(","))]
-    assert sorted(labels) == sorted(label for label, _ in [*COMPONENTS.values(), *OPTIONS.values()])
+    assert sorted(labels) == sorted(row.label for row in [*COMPONENTS.values(), *OPTIONS.values()])

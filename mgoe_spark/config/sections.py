@@ -263,8 +263,11 @@ class SketchSettings:
 class WeightSettings:
     """Preference-based node weights (SPEC 4.3, Eq 8)."""
 
-    enabled: bool = True
-    """``False`` is the "w/o preference" ablation: every weight is 1."""
+    enabled: bool = False
+    """Eq 8's preference weights on the k-means nodes; ``False`` (the default): every weight is 1, and the
+    2-hop strength sums are not computed. Issue 27 measured the weights helping on none of its three logs
+    (generator, Taobao fav / cart / buy, RetailRocket; ``bench/results/model_quality_ablation_events_window15.txt``),
+    so they are an option: ``true`` builds the ``mgoe_pref`` table variant."""
     w_high: float = 2.0
     w_low: float = 0.5
     b: float | None = None
@@ -503,9 +506,10 @@ class TrainSettings:
     weight_decay: float = 1e-5
     l1: float = 0.0
     tau: float = 1.3
-    attention: Literal["logit", "neighbors", "off"] = "logit"
+    attention: Literal["logit", "neighbors", "off"] = "off"
     """Macro attention: ``logit`` = softmax(log1p(e)/tau + q.k/sqrt(h)); ``neighbors`` = the literal product of
-    the two softmaxes (Eq 14-16, mutes the channel ~K-fold); ``off`` = edge weights only (MacGNN's code)."""
+    the two softmaxes (Eq 14-16, mutes the channel ~K-fold); ``off`` = edge weights only (MacGNN's code), the
+    default: issue 27 measured the q.k term helping on none of its three logs (its ablation row)."""
     adjust_form: Literal["log_macro", "log_count", "literal", "tower"] = "log_macro"
     """Eq 22: ``log_macro`` = gamma[t, c(i)] * log(1 + K_I T); ``log_count`` = gamma[t, c(i)] * log(1 + n), n =
     the user's task-t items in c(i) (T times the recent list's count); ``literal`` = gamma_t * T; ``tower`` =
@@ -560,9 +564,10 @@ class TrainSettings:
     tower_hidden: int = 40
     shared_experts: int = 2
     task_experts: int = 1
-    cascade: bool = True
-    """Eq 21's cascading readout ``o_t = tower_t([h^t, lambda_t o_{t-1}])``; ``false``: lambda = 0, every tower
-    reads its own task's expert output only (the model ``mgoe_no_cascade`` forces it off)."""
+    cascade: bool = False
+    """Eq 21's cascading readout ``o_t = tower_t([h^t, lambda_t o_{t-1}])``; ``false`` (the default): lambda = 0,
+    every tower reads its own task's expert output only (the model ``mgoe_no_cascade`` forces it off). Issue 27
+    measured the cascade helping on none of its three logs (its ablation row), so it is an option."""
     lambda_init: float = 1.0
     """Initial cascade weight lambda_t (Eq 21)."""
     gamma_init: float = 0.0
