@@ -76,9 +76,10 @@ def test_no_adjust_ignores_lookup_and_full_mgoe_reads_it(batch):
 
 def test_no_cascade_tower_ignores_the_previous_tower(batch):
     meta, b = batch
-    for name, coupled in (("mgoe_no_cascade", False), ("mgoe", True)):
+    cascade = dataclasses.replace(OPTS, cascade=True)  # an option since issue 27's ablation
+    for name, opts, coupled in (("mgoe_no_cascade", cascade, False), ("mgoe", OPTS, False), ("mgoe", cascade, True)):
         torch.manual_seed(0)
-        model = build_model(name, meta, OPTS)
+        model = build_model(name, meta, opts)
         before = _out(model, b)
         with torch.no_grad():  # change only tower 0's output layer: o_0 moves
             model.towers.out.weights[0][0].mul_(-3.0)
@@ -86,7 +87,7 @@ def test_no_cascade_tower_ignores_the_previous_tower(batch):
         after = _out(model, b)
         assert not torch.equal(before[:, 0], after[:, 0])
         changed = not torch.equal(before[:, 1], after[:, 1])
-        assert changed == coupled, name
+        assert changed == coupled, (name, opts.cascade)
 
 
 def test_macgnn_has_one_macro_table_and_mgoe_has_one_per_task(batch):

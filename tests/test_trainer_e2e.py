@@ -117,9 +117,10 @@ def test_dropouts_are_seeded_and_change_training(cfg, root, tmp_path):
 
 def test_ablations_fix_their_parameters(root):
     meta = read_meta(root)
-    opts = ModelOptions(embed_dim=4, expert_sizes=[8, 4], tower_hidden=4)
+    opts = ModelOptions(embed_dim=4, expert_sizes=[8, 4], tower_hidden=4, cascade=True)  # the cascade is an option
     full = dict(build_model("mgoe", meta, opts).named_parameters())
     assert "adjust.gamma" in full and "towers.lam" in full
+    assert "towers.lam" not in dict(build_model("mgoe", meta, ModelOptions(embed_dim=4)).named_parameters())
     assert "adjust.gamma" not in dict(build_model("mgoe_no_adjust", meta, opts).named_parameters())
     assert "towers.lam" not in dict(build_model("mgoe_no_cascade", meta, opts).named_parameters())
 
@@ -243,7 +244,16 @@ def test_eval_every_none_is_the_per_epoch_loop(root, tmp_path):
 def test_eval_every_one_epoch_matches_none(root, tmp_path):
     meta = read_meta(root, RUN)
     runs = [
-        train_one("mgoe", _every_cfg("train.epochs=3", *extra), root, RUN, meta, 3, tmp_path / f"{i}.pt", False)
+        train_one(
+            "mgoe",
+            _every_cfg("train.epochs=3", "train.patience=3", *extra),
+            root,
+            RUN,
+            meta,
+            3,
+            tmp_path / f"{i}.pt",
+            False,
+        )
         for i, extra in enumerate([[], [f"train.eval_every={STEPS}"]])
     ]
     assert _comparable(runs[0]["history"]) == _comparable(runs[1]["history"])
