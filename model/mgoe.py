@@ -97,6 +97,9 @@ class ModelOptions:
     the "w/o bottom gates" ablation) (MacroGraphBottom)."""
     lookup_norm: str = _train_default("lookup_norm")
     """Eq 22's lookup share over ``macros`` (the table's) or over ``tasks`` (:func:`model.layers.lookup_over_tasks`)."""
+    macro_neighbors: str = _train_default("macro_neighbors")
+    """Eq 15's macro neighbors N(v): ``all`` K macro nodes (zero-edge ones at logit 0, MacGNN's code) or
+    ``edges``, only those with a non-zero edge (a channel with none gives z = 0)."""
     neighbor_input: str = _train_default("neighbor_input")
     """Eq 18-19's recent micro neighbors in task t's bottom input: ``task`` = r^t_u, r^t_i (2d), ``all`` = every
     task's, r^1_u..r^T_u, r^1_i..r^T_i (2Td), so task t reads what the user did in the other behaviors."""
@@ -210,6 +213,7 @@ class MacroGraphEncoder(nn.Module):
             for _ in self.channels
         )
         self.norm = opts.attention_norm
+        self.edges_only = opts.macro_neighbors == "edges"
         self.out_dim = out * len(self.channels)
         self.k_max = max(meta.k_user, meta.k_item)
         # 1 where channel c is keyed by e_u (its macro nodes are user macros), 0 where by e_i
@@ -230,7 +234,7 @@ class MacroGraphEncoder(nn.Module):
         c_n = len(self.channels)
         a_full, v, wk = self._stacked("batch")  # (2d, C * G * K), (C, G, K, o), (2d, C * G * h) or None
         g, k = v.shape[1], v.shape[2]
-        logits = self._logits(user_edges, item_edges)  # (B, C, K), -inf in padded slots
+        logits, keep = self._neighbors(self._logits(user_edges, item_edges), dim=-1)  # (B, C, K), -inf in padded slots
         if self.attention == "off":
             a = torch.softmax(logits, dim=-1).unsqueeze(2).expand(b, c_n, g, k)
         else:
@@ -244,8 +248,21 @@ class MacroGraphEncoder(nn.Module):
                 if self._pad is not None:
                     s = s + self._pad.unsqueeze(0)
                 a = torch.softmax(s, dim=-1) * torch.softmax(logits, dim=-1).unsqueeze(2)
+        if keep is not None:  # a channel without a macro neighbor contributes z = 0
+            a = a * keep.unsqueeze(2)
         z = torch.einsum("bcgk,cgko->bgco", a, v)  # (B, G, C, o)
         return z.reshape(b, g, -1)
+
+    def _neighbors(self, logits: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``macro_neighbors='edges'``: Eq 15's N(v), the macro nodes with a non-zero edge. Zero-edge slots
+        (logit 0) go to -inf; a channel row with no neighbor gets logits 0 (a finite softmax) and ``keep`` 0
+        there, 1 elsewhere (shape of ``logits`` with ``dim`` of size 1), to multiply its weights by. ``all``:
+        ``(logits, None)`` unchanged."""
+        if not self.edges_only:
+            return logits, None
+        logits = logits.masked_fill(logits == 0, float("-inf"))
+        keep = torch.isfinite(logits).any(dim=dim, keepdim=True)
+        return torch.where(keep, logits, torch.zeros_like(logits)), keep.to(logits.dtype)
 
     def _logits(self, user_edges: torch.Tensor, item_edges: torch.Tensor) -> torch.Tensor:
         """Eq 14's smoothed edge logits of every channel (B, C, K), -inf in the padded slots."""
@@ -313,7 +330,7 @@ class MacroGraphEncoder(nn.Module):
         b, c_n, k = eu.shape[0], len(self.channels), self.k_max
         a_fm, vt, wk = self._stacked("feature")  # (G * C * K, 2d), (G * C, o, K), (G * C * h, 2d) or None
         g = vt.shape[0] // c_n
-        logits = self._logits(user_edges, item_edges).permute(1, 2, 0)  # (C, K, B)
+        logits, keep = self._neighbors(self._logits(user_edges, item_edges).permute(1, 2, 0), dim=1)  # (C, K, B)
         if self.attention == "off":
             a = torch.softmax(logits, dim=1).unsqueeze(0).expand(g, c_n, k, b)
         else:
@@ -327,6 +344,8 @@ class MacroGraphEncoder(nn.Module):
                 if self._pad is not None:
                     s = s + self._pad.transpose(1, 2)
                 a = torch.softmax(s, dim=2) * torch.softmax(logits, dim=1)
+        if keep is not None:  # (C, 1, B): a channel without a macro neighbor contributes z = 0
+            a = a * keep
         return torch.bmm(vt, a.reshape(g * c_n, k, b)).view(g, -1, b)
 
     def forward_channels(
@@ -337,9 +356,10 @@ class MacroGraphEncoder(nn.Module):
         zs = []
         for (side, start, width, macro_side), expert in zip(self.channels, self.experts, strict=True):
             edges = (user_edges if side == "user" else item_edges)[:, start : start + width]
-            logits = torch.log1p(edges) / self.tau  # Eq 14 before its softmax
+            logits, keep = self._neighbors(torch.log1p(edges) / self.tau, dim=-1)  # Eq 14 before its softmax
             macro, target = (mu, eu) if macro_side == "user" else (mi, ei)
-            zs.append(expert(macro, target, logits))
+            z = expert(macro, target, logits)  # (B, G, o)
+            zs.append(z if keep is None else z * keep.unsqueeze(1))
         return torch.cat(zs, dim=-1)
 
     def own(self, user_macro: torch.Tensor, item_macro: torch.Tensor) -> torch.Tensor:

@@ -376,6 +376,9 @@ def test_mgoe_expert_sizes_narrow_mgoe_only():
         {"attention": "off", "own_macro": False, "shared_expert_input": "task", "cascade": False},
         {"gate_input": "off"},
         {"neighbor_input": "all", "shared_expert_input": "task"},
+        {"macro_neighbors": "edges"},
+        {"macro_neighbors": "edges", "attention": "logit"},
+        {"macro_neighbors": "edges", "attention": "neighbors", "attention_norm": True},
         {"attention_norm": True, "gate_input": "full", "lookup_norm": "tasks", "gamma_init": 0.5},
         {"attention": "neighbors", "attention_norm": True, "adjust_form": "tower", "lookup_norm": "tasks"},
     ],
@@ -389,7 +392,7 @@ def test_mgoe_feature_major_path_matches_the_module_by_module_reference(options)
 
     torch.manual_seed(0)
     model = build_model("mgoe", meta, ModelOptions(embed_dim=4, expert_sizes=[8, 4], tower_hidden=4, **options))
-    batch = _batch(16)
+    batch = _sparse_edges(_batch(16))
     ref_model = copy.deepcopy(model)  # training-mode forwards move the batch-norm statistics: one copy each
     out, ref = model(batch), ref_model.forward_reference(batch)
     torch.testing.assert_close(out, ref)
@@ -405,6 +408,45 @@ def test_mgoe_feature_major_path_matches_the_module_by_module_reference(options)
     model.eval()
     with torch.no_grad():
         torch.testing.assert_close(model(batch), model.forward_reference(batch))
+
+
+def _sparse_edges(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Macro edges as a sparse log has them: about half zero, and row 0 with no edge at all on either side."""
+    g = torch.Generator().manual_seed(1)
+    out = dict(batch)
+    for key in ("user_edges", "item_edges"):
+        e = batch[key] * (torch.rand(batch[key].shape, generator=g) < 0.5)
+        e[0] = 0.0
+        out[key] = e
+    return out
+
+
+@pytest.mark.parametrize("attention", ["off", "logit"])
+def test_macro_neighbors_edges_mixes_only_the_macro_nodes_with_an_edge(attention):
+    # Eq 15 over N(v): with 'edges', moving a zero-edge macro node's embedding leaves z unchanged, a row with
+    # no edge gets z = 0; with 'all' (MacGNN's code) every macro node is mixed in at logit 0
+    from model.baselines import build_model
+    from tests.test_trainer_infer import META as meta
+    from tests.test_trainer_infer import _batch
+
+    batch = _sparse_edges(_batch(16))
+    for mode in ("all", "edges"):
+        torch.manual_seed(0)
+        opts = ModelOptions(embed_dim=4, expert_sizes=[8, 4], attention=attention, macro_neighbors=mode)
+        graph = build_model("mgoe", meta, opts).graph
+        eu, ei = torch.randn(16, 4), torch.randn(16, 4)
+        with torch.no_grad():
+            z = graph(batch["user_edges"], batch["item_edges"], eu, ei)  # (B, G, C * o)
+            # user hop 1 is keyed over item macros: zero the item macro embeddings no row-1 edge points to
+            width = meta.k_item
+            unused = batch["user_edges"][1, :width] == 0
+            assert unused.any() and not unused.all()
+            graph.macro_item.tables[:, unused] += 5.0
+            moved = graph(batch["user_edges"], batch["item_edges"], eu, ei)
+        o = z.shape[-1] // len(graph.channels)
+        assert torch.equal(moved[1, :, :o], z[1, :, :o]) == (mode == "edges")
+        assert (z[0].abs().sum() == 0) == (mode == "edges")  # row 0 has no macro neighbor on either side
+        assert torch.isfinite(z).all()
 
 
 @pytest.mark.parametrize("neighbor_input", ["task", "all"])

@@ -534,6 +534,11 @@ class TrainSettings:
     ``tasks`` = n^t / sum_t' n^t' (how often u's interactions with the target's macro node are task t),
     computed in the trainer from the table's share and the recent lists (n^t = T^t * min(N^t, L), exact for
     users with at most L task-t items). Ablation: ``macros`` (default until measured)."""
+    macro_neighbors: Literal["all", "edges"] = "all"
+    """Eq 15's macro neighbors N(v) of a node in each (side, hop) channel: ``all`` = every one of the K macro
+    nodes, zero-edge ones at logit log1p(0) / tau = 0 (MacGNN's code: a node with a few edges gets an almost
+    uniform mixture of all K); ``edges`` = only the macro nodes with a non-zero edge (the paper's sum over
+    N(v)); a channel where the node has none contributes z = 0."""
     neighbor_input: Literal["task", "all"] = "task"
     """Eq 18-19: the recent micro neighbors in task t's bottom input. ``task`` = r^t_u, r^t_i, the task's own
     (the paper's Eq 19); ``all`` = every task's, r^1_u..r^T_u and r^1_i..r^T_i (2Td wide), so the buy task
