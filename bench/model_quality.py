@@ -167,6 +167,7 @@ OPTIONS: dict[str, Row] = {
     "train.gate_input=full": Row("mgoe[gate_full]", ("train.gate_input=full",), False),
     "train.lookup_norm=tasks": Row("mgoe[lookup_tasks]", ("train.lookup_norm=tasks",), False),
     "train.neighbor_input=all": Row("mgoe[neighbors_all]", ("train.neighbor_input=all",), False),
+    "train.macro_neighbors=edges": Row("mgoe[edges]", ("train.macro_neighbors=edges",), False),
 }
 """Issue 27 item 6's options (off by default): option -> :class:`Row` of MGOE with it; the effect is
 ``AUC(label) - AUC(mgoe)``. ``attention_norm`` acts on the q.k term, so its row turns the attention on too."""
