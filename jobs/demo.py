@@ -4,7 +4,7 @@ Generates a synthetic multi-behavior log with planted user / item groups (``gene
 builds the MTMG (``nodes`` + ``features``), trains MGOE and MMoE (``--models``) over ``train.seeds``, prints
 the sample space, the label rates and cold-start share per split, the per-task AUC / Logloss table and (in
 the ``events`` space) the oracle's AUC, the generator's true probabilities scored as a model. A model with its own
-table (``mgoe_no_pref``: no preference weights; ``macgnn``: one binary graph, unweighted k-means; see
+table (``mgoe_pref``: with preference weights; ``macgnn``: one binary graph, unweighted k-means; see
 ``mgoe_spark.config.models.TABLE_VARIANTS``) gets that table built from the same log under
 ``<output>/tables_<model>`` and trains on it; the table prints which root each model read. It writes a
 report (Markdown + PNG plots: cluster sizes, edge-weight distributions, training curves, AUC per task)
