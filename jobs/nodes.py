@@ -2,9 +2,9 @@
 
 Reads the interactions of ``--run-date``, takes the feature window up to the training cutoff, computes the
 pair scores (Eq 6-7), sketched node vectors, preference weights (Eq 8; all 1 unless ``weights.enabled``) and
-fits weighted k-means with FAISS on every partition (Eq 9) for users and items. Writes pair_scores, node_vectors, node_weights, centroids,
-kmeans_stats and assignments (snapshot 'train'). Warm-starts from the previous run's centroids when
-``kmeans.warm_start`` is on, so macro ids keep their meaning from day to day.
+fits weighted k-means with FAISS on every partition (Eq 9) for users and items. Writes pair_scores,
+node_vectors, node_weights, centroids, kmeans_stats and assignments (snapshot 'train'). Warm-starts from the
+previous run's centroids when ``kmeans.warm_start`` is on, so macro ids keep their meaning from day to day.
 """
 
 from __future__ import annotations
