@@ -33,7 +33,7 @@ train.gate_input=full``, ``[lookup_tasks] train.lookup_norm=tasks``, ``--models 
 ``mmoe``. The same rows on the planted table: :data:`bench.model_ablation.SETTINGS`.
 ``python -m bench.model_quality components --out DIR --json STEM.json [--config F] [overrides...]`` trains
 every ablation row of :data:`COMPONENTS` (MGOE with each component toggled from its default: preference weights
-and score edges on their own tables, built with ``tables --variants mgoe_pref,mgoe_binary_edges``) and :data:`OPTIONS`,
+and score edges on their own tables, built with ``tables --variants mgoe_pref,mgoe_score_edges``) and :data:`OPTIONS`,
 one results JSON per run (resumable); ``compare`` merges them with the default run's ``mgoe``, and
 ``python -m bench.model_quality ablation --results G.json,T.json,R.json --names generator,taobao,rr`` prints
 the one ablation table: a row per component and option, a column per data set, the paired effect on the mean
@@ -146,7 +146,7 @@ class Row(NamedTuple):
 
 COMPONENTS: dict[str, Row] = {
     "preference weights (Eq 3-5)": Row("mgoe_pref", (), default_on=False),
-    "score edges (Eq 10)": Row("mgoe_binary_edges"),
+    "score edges (Eq 10)": Row("mgoe_score_edges", (), default_on=False),
     "own macro embeddings (Eq 11)": Row("mgoe[own_macro_off]", ("train.own_macro=false",)),
     "macro attention (Eq 14-16)": Row("mgoe[attention_on]", ("train.attention=logit",), default_on=False),
     "bottom gates (Eq 12-13)": Row("mgoe[gates_off]", ("train.gate_input='off'",)),
@@ -158,7 +158,8 @@ COMPONENTS: dict[str, Row] = {
 [x]`` with the overrides. A component's effect is MGOE with it minus MGOE without it, paired by seed:
 ``AUC(mgoe) - AUC(label)`` for a component on by default, ``AUC(label) - AUC(mgoe)`` for one off by default
 (issue 27 switched off the preference weights, the q.k attention term and the cascade: they helped on none
-of the three logs, ``bench/results/model_quality_ablation_events_window15.txt``)."""
+of the three logs, ``bench/results/model_quality_ablation_events_window15.txt``; then the score edges, which
+helped on none under those defaults, ``model_quality_ablation_events_defaults27.txt``)."""
 
 OPTIONS: dict[str, Row] = {
     "train.attention_norm=true": Row(

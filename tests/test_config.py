@@ -13,7 +13,7 @@ def test_defaults_follow_the_spec():
     assert cfg.scores.beta == 1.0 and cfg.sketch.dim == 64 and cfg.sketch.normalize
     assert (cfg.weights.w_high, cfg.weights.w_low, cfg.weights.neighbor_cap) == (2.0, 0.5, 200)
     assert (cfg.windows.q1, cfg.windows.q2) == (0.8, 0.9)
-    assert cfg.edges.hops == 2 and cfg.edges.edge_matrix == "score" and cfg.neighbors.length == 20
+    assert cfg.edges.hops == 2 and cfg.edges.edge_matrix == "binary" and cfg.neighbors.length == 20
     assert cfg.train.embed_dim == 10 and cfg.train.tau == 1.3
     assert cfg.samples.resolve(cfg.tasks.exposure) == "events"  # SPEC 5: the paper's Taobao protocol
 

@@ -13,7 +13,8 @@ MODELS: dict[str, str] = {
     "mgoe_no_cascade": "MGOE w/o cascading readout (lambda = 0)",
     "mgoe_no_pref": "MGOE w/o preference weights (its own table: weights.enabled=false, the default since issue 27)",
     "mgoe_pref": "MGOE with preference weights (its own table: weights.enabled=true)",
-    "mgoe_binary_edges": "MGOE w/o score edges (its own table: edges.edge_matrix=binary)",
+    "mgoe_binary_edges": "MGOE w/o score edges (its own table: edges.edge_matrix=binary, the default since issue 27)",
+    "mgoe_score_edges": "MGOE with score edges (its own table: edges.edge_matrix=score)",
     "mmoe": "MMoE",
     "mmoe_full": "MMoE on MGOE's full inputs (macro edges, own macros, recent neighbors)",
     "ple": "PLE (one CGC level)",
@@ -28,13 +29,15 @@ TABLE_VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "mgoe_no_pref": ("mgoe", ("weights.enabled=false",)),
     "mgoe_pref": ("mgoe", ("weights.enabled=true",)),
     "mgoe_binary_edges": ("mgoe", ("edges.edge_matrix=binary",)),
+    "mgoe_score_edges": ("mgoe", ("edges.edge_matrix=score",)),
     "macgnn": ("macgnn", ("scores.binary=true", "weights.enabled=false", "edges.edge_matrix=binary")),
 }
 """Result labels that read their own table: label -> (model, config overrides that build that table).
 ``mgoe_no_pref`` is MGOE on tables without preference weights (the "w/o preference" ablation; the same as the
 default table since issue 27 measured the weights helping on none of its three logs, kept for older runs and
 roots), ``mgoe_pref`` on tables with them (Eq 8, ``weights.enabled=true``),
-``mgoe_binary_edges`` on 0/1 macro edges instead of Eq 10's score sums (the "w/o score edges" one); ``macgnn``
+``mgoe_binary_edges`` on 0/1 macro edges instead of Eq 10's score sums (the "w/o score edges" one, also the
+default table since issue 27), ``mgoe_score_edges`` on the score sums (``edges.edge_matrix=score``); ``macgnn``
 reads MacGNN's inputs (one binary graph, unweighted k-means). Every other label reads the default table."""
 
 

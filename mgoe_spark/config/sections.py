@@ -402,7 +402,12 @@ class EdgeSettings:
     """Macro edges (SPEC 4.5, Eq 10)."""
 
     hops: int = 2
-    edge_matrix: Literal["score", "binary"] = "score"
+    edge_matrix: Literal["score", "binary"] = "binary"
+    """The matrix S the macro edges multiply (Eq 10): ``binary`` (the default) = 1 for every (user, item) pair
+    the task has, ``score`` = the merging preference score s_ui (Eq 6-7). Issue 27 measured the score edges
+    helping on none of its three logs under its other defaults (generator +0.0002 ± 0.0006 over 10 seeds,
+    ``bench/results/model_quality_ablation_events_defaults27.txt``), so they are an option: ``score`` builds the
+    ``mgoe_score_edges`` table variant."""
 
     def validate(self) -> None:
         _require(self.hops >= 1, "edges.hops", "must be >= 1")
