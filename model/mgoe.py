@@ -284,7 +284,8 @@ class MacroGraphEncoder(nn.Module):
         V^T (G * C, o, K). With ``attention_norm`` the queries in ``A`` are L2-normalized and scaled by the
         learned temperature, and a third tensor holds the key weights ``W_K`` in the same two layouts
         ((2d, C * G * h) / (G * C * h, 2d)) to divide by ``|W_K e_v|``; else ``None``. Cached without
-        autograd until a parameter changes (its version counter moves)."""
+        autograd until a parameter changes (its version counter moves). With ``attention='off'`` only V is built
+        (``A`` is ``None``: the forward passes read the edge weights alone)."""
         if torch.is_grad_enabled():
             return self._stack(layout)
         params = [self.macro_user.tables, self.macro_item.tables]
@@ -300,10 +301,15 @@ class MacroGraphEncoder(nn.Module):
         mu, mi = self.macro_user(), self.macro_item()
         padded = {side: F.pad(m, (0, 0, 0, self.k_max - m.shape[1])) for side, m in (("user", mu), ("item", mi))}
         macro = torch.stack([padded[c[3]] for c in self.channels])  # (C, G, K, d), zero rows in padded slots
-        wq = torch.stack([ex.wq for ex in self.experts])  # (C, G, d, h)
-        wk = torch.stack([ex.wk for ex in self.experts])
         wv = torch.stack([ex.wv for ex in self.experts])
         v = torch.einsum("cgkd,cgdo->cgko", macro, wv)
+        if self.attention == "off":  # the edge weights alone: no scores to stack (forward reads V only)
+            if layout == "batch":
+                return None, v, None
+            g, o = v.shape[1], v.shape[-1]
+            return None, v.permute(1, 0, 3, 2).reshape(g * len(self.channels), o, -1), None
+        wq = torch.stack([ex.wq for ex in self.experts])  # (C, G, d, h)
+        wk = torch.stack([ex.wk for ex in self.experts])
         q = torch.einsum("cgkd,cgdh->cgkh", macro, wq)
         if self.norm:
             scale = torch.stack([ex.log_scale for ex in self.experts]).exp()  # (C, G)
