@@ -224,15 +224,26 @@ class MacroGraphExpert(nn.Module):
     - ``attention='off'``: ``a = softmax(l)`` (what the MacGNN code computes, its softmax being over a size-1
       axis).
 
-    ``norm=True`` (``train.attention_norm``) replaces ``s`` by ``exp(log_scale_g) * cos(W_Q e_m, W_K e_v)``
-    with ``log_scale`` (G,) learned from ``log sqrt(h)``: the term has std ~1 at init whatever the embeddings'
-    scale (the plain ``q.k/sqrt(h)`` is ~0.004 at Xavier scale against edge logits of 0.5-9).
+    ``norm=True`` (``train.attention_norm``) replaces ``s`` by ``beta_g * cos(W_Q e_m, W_K e_v)`` with a learned
+    temperature ``beta`` (G,) (:meth:`temperature`). ``scale_init=None``: ``beta = exp(log_scale)`` from
+    ``sqrt(h)``, so the term has std ~1 at init whatever the embeddings' scale (the plain ``q.k/sqrt(h)`` is
+    ~0.004 at Xavier scale against edge logits of 0.5-9). ``scale_init=b0``: ``beta`` itself is the parameter,
+    from ``b0``; ``b0 = 0`` starts exactly as ``attention='off'`` (zero-init, as ReZero does for residual
+    branches) and the term grows only as far as its gradient pays: ``dL/dbeta = sum cos * dL/ds`` is non-zero
+    at 0 while ``W_Q``, ``W_K`` take gradient once ``beta`` has moved.
 
     forward(macro (G, K, d), target (B, d), logits (B, K)) -> (B, G, o), ``G`` = number of macro tables.
     """
 
     def __init__(
-        self, groups: int, dim: int, head: int, out: int, attention: str = "logit", norm: bool = False
+        self,
+        groups: int,
+        dim: int,
+        head: int,
+        out: int,
+        attention: str = "logit",
+        norm: bool = False,
+        scale_init: float | None = None,
     ) -> None:
         super().__init__()
         if attention not in ATTENTION_FORMS:
@@ -240,8 +251,10 @@ class MacroGraphExpert(nn.Module):
         self.attention = attention
         self.head = head
         self.norm = norm
-        if norm:  # learned temperature per group, init sqrt(h): s = sqrt(h) cos(q, k) has std ~1 at init
+        if norm and scale_init is None:  # learned temperature per group, init sqrt(h): std ~1 at init
             self.log_scale = nn.Parameter(torch.full((groups,), 0.5 * math.log(head)))
+        elif norm:  # the temperature itself, from scale_init (0: starts as attention off)
+            self.scale = nn.Parameter(torch.full((groups,), float(scale_init)))
         self.wq = nn.Parameter(torch.empty(groups, dim, head))
         self.wk = nn.Parameter(torch.empty(groups, dim, head))
         self.wv = nn.Parameter(torch.empty(groups, dim, out))
@@ -249,13 +262,21 @@ class MacroGraphExpert(nn.Module):
             for g in range(groups):
                 nn.init.xavier_uniform_(p[g])
 
+    def temperature(self) -> torch.Tensor:
+        """The learned temperature ``beta`` (G,) of the normalized attention (``norm=True`` only)."""
+        return self.log_scale.exp() if hasattr(self, "log_scale") else self.scale
+
+    def temperature_params(self) -> list[nn.Parameter]:
+        """The parameter behind :meth:`temperature` (empty without ``norm``)."""
+        return [p for name in ("log_scale", "scale") if isinstance(p := getattr(self, name, None), nn.Parameter)]
+
     def scores(self, macro: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Scaled dot-product scores of the K macro neighbors: (B, G, K). ``norm``: ``exp(log_scale_g) *
-        cos(W_Q e_m, W_K e_v)`` (L2-normalized queries and keys, learned temperature) instead of ``q.k/sqrt(h)``."""
+        """Scaled dot-product scores of the K macro neighbors: (B, G, K). ``norm``: ``beta_g * cos(W_Q e_m,
+        W_K e_v)`` (L2-normalized queries and keys, learned temperature) instead of ``q.k/sqrt(h)``."""
         q = torch.einsum("gkd,gdh->gkh", macro, self.wq)
         k = torch.einsum("bd,gdh->bgh", target, self.wk)
         if self.norm:
-            q = F.normalize(q, dim=-1) * self.log_scale.exp().view(-1, 1, 1)
+            q = F.normalize(q, dim=-1) * self.temperature().view(-1, 1, 1)
             return torch.einsum("bgh,gkh->bgk", F.normalize(k, dim=-1), q)
         return torch.einsum("bgh,gkh->bgk", k, q / math.sqrt(self.head))  # scale the K-sized side once
 

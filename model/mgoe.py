@@ -91,6 +91,8 @@ class ModelOptions:
     recent_attention: bool = _train_default("recent_attention")
     """Eq 18 attention weights for the recent micro neighbors against the target (default: the sum)."""
     attention_norm: bool = _train_default("attention_norm")
+    attention_scale_init: float | None = _train_default("attention_scale_init")
+    """Initial temperature of the normalized attention (None: sqrt(h), log-parametrized; 0: starts as off)."""
     """Macro attention on L2-normalized queries / keys with a learned temperature (see MacroGraphExpert)."""
     gate_input: str = _train_default("gate_input")
     """Eq 12 bottom gates on ``micro`` = [e_u, e_i] or ``full`` = [e_u, e_i, MGE^1..T], or ``off`` (x^t = MGE^t,
@@ -209,7 +211,9 @@ class MacroGraphEncoder(nn.Module):
                 self.channels.append((side, start, width, macro_side))
                 start += width
         self.experts = nn.ModuleList(
-            MacroGraphExpert(groups, d, opts.head_dim or d, out, opts.attention, opts.attention_norm)
+            MacroGraphExpert(
+                groups, d, opts.head_dim or d, out, opts.attention, opts.attention_norm, opts.attention_scale_init
+            )
             for _ in self.channels
         )
         self.norm = opts.attention_norm
@@ -290,7 +294,7 @@ class MacroGraphEncoder(nn.Module):
             return self._stack(layout)
         params = [self.macro_user.tables, self.macro_item.tables]
         params += [p for ex in self.experts for p in (ex.wq, ex.wk, ex.wv)]
-        params += [ex.log_scale for ex in self.experts if ex.norm]
+        params += [p for ex in self.experts for p in ex.temperature_params()]
         key = (layout, *((id(p), p._version) for p in params))
         cache = self.__dict__.setdefault("_cache", {})
         if cache.get(layout, (None,))[0] != key:
@@ -312,7 +316,7 @@ class MacroGraphEncoder(nn.Module):
         wk = torch.stack([ex.wk for ex in self.experts])
         q = torch.einsum("cgkd,cgdh->cgkh", macro, wq)
         if self.norm:
-            scale = torch.stack([ex.log_scale for ex in self.experts]).exp()  # (C, G)
+            scale = torch.stack([ex.temperature() for ex in self.experts])  # (C, G)
             q = F.normalize(q, dim=-1) * scale.view(*scale.shape, 1, 1)
         else:
             q = q / math.sqrt(wq.shape[-1])

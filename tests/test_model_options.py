@@ -45,6 +45,27 @@ def test_normalized_attention_temperature_is_learned_and_defaults_off():
     assert all(g is not None and g.abs().sum() > 0 for g in grads)
 
 
+def test_zero_init_temperature_starts_as_attention_off_and_learns():
+    # attention_scale_init=0: the normalized q.k term is 0 at init, so MGOE's outputs equal attention=off
+    # exactly; the temperature itself takes a gradient (W_Q, W_K none until it moves), and once it moves the
+    # attention acts
+    def model(**kw):
+        torch.manual_seed(0)
+        return build_model("mgoe", META, ModelOptions(**OPTS, **kw))
+
+    zero = model(attention="logit", attention_norm=True, attention_scale_init=0.0)
+    off = model(attention="off")
+    batch = _batch(8)
+    assert all(not hasattr(ex, "log_scale") and ex.temperature().eq(0).all() for ex in zero.graph.experts)
+    torch.testing.assert_close(zero(batch), off(batch))
+    zero(batch).sum().backward()
+    assert all(ex.scale.grad.abs().sum() > 0 and ex.wq.grad.abs().sum() == 0 for ex in zero.graph.experts)
+    with torch.no_grad():
+        for ex in zero.graph.experts:
+            ex.scale.fill_(2.0)
+    assert not torch.allclose(zero(batch), off(batch))
+
+
 def test_full_gate_input_reads_the_macro_part_only_when_on():
     torch.manual_seed(0)
     eu, ei, mge = torch.randn(5, 4), torch.randn(5, 4), torch.randn(5, 3, 6)

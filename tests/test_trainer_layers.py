@@ -101,19 +101,23 @@ def test_macro_attention_matches_loop_for_several_tasks(form):
 @pytest.mark.parametrize("form", ["logit", "neighbors", "off"])
 @pytest.mark.parametrize("k_user, k_item", [(5, 5), (3, 6)])
 @pytest.mark.parametrize("shared", [False, True])
-@pytest.mark.parametrize("norm", [False, True])
+@pytest.mark.parametrize("norm", [None, "log", "linear"])
 def test_stacked_macro_channels_match_the_per_channel_experts(form, k_user, k_item, shared, norm):
     # the encoder batches its 2 * hops channels (padded to max(K_U, K_I) slots when they differ) into one
     # score GEMM, one softmax and one value product: same outputs and gradients as one expert per channel,
     # with autograd and through the no-grad cache (also after a parameter changes)
     torch.manual_seed(0)
     meta = TableMeta(10, 10, k_user, k_item, hops=2, num_tasks=3, recent_len=4, tasks=("a", "b", "c"))
-    opts = ModelOptions(embed_dim=4, head_dim=3, macro_out=2, attention=form, attention_norm=norm)
+    scale_init = 0.5 if norm == "linear" else None  # the temperature itself learned, or its log
+    opts = ModelOptions(
+        embed_dim=4, head_dim=3, macro_out=2, attention=form, attention_norm=bool(norm), attention_scale_init=scale_init
+    )
     enc = MacroGraphEncoder(meta, opts, shared=shared).double()
     if norm:  # distinct temperatures per channel and group
         with torch.no_grad():
             for ex in enc.experts:
-                ex.log_scale.add_(torch.rand_like(ex.log_scale))
+                (p,) = ex.temperature_params()
+                p.add_(torch.rand_like(p))
     b = 7
     ue = torch.rand(b, sum(meta.hop_widths("user")), dtype=torch.float64) * 5
     ie = torch.rand(b, sum(meta.hop_widths("item")), dtype=torch.float64) * 5
@@ -130,7 +134,7 @@ def test_stacked_macro_channels_match_the_per_channel_experts(form, k_user, k_it
         enc.experts[1].wk.mul_(2.0)  # the cached stacks follow the parameters
         torch.testing.assert_close(enc(ue, ie, eu, ei), enc.forward_channels(ue, ie, eu, ei))
         if norm:
-            enc.experts[0].log_scale.add_(1.0)
+            enc.experts[0].temperature_params()[0].add_(1.0)
             torch.testing.assert_close(enc(ue, ie, eu, ei), enc.forward_channels(ue, ie, eu, ei))
         fm = enc.forward_fm(ue, ie, eu, ei)  # (G, C * o, B): the same numbers feature-major
         torch.testing.assert_close(fm.permute(2, 0, 1), enc.forward_channels(ue, ie, eu, ei))

@@ -529,6 +529,11 @@ class TrainSettings:
     the q.k term has std ~1 at init (the plain ``q.k/sqrt(d_h)`` is ~0.004 against edge logits of 0.5-9, so
     ``attention=off`` ties it). No effect with ``attention=off``. Ablation: ``false`` (default until measured,
     issue 27 item 6)."""
+    attention_scale_init: float | None = None
+    """With ``attention_norm``: the learned temperature's start. ``None``: ``sqrt(d_h)``, log-parametrized (std ~1
+    at init); a number ``b0 >= 0``: the temperature itself is learned from ``b0``. ``0`` starts exactly as
+    ``attention=off`` (zero-init, as ReZero does for residual branches): the q.k term grows only as far as its
+    gradient pays, so a log too small to learn it loses nothing. Ablation: ``None``."""
     gate_input: Literal["micro", "full", "off"] = "micro"
     """Eq 12 bottom gates: ``micro`` = softmax(W^t [e_u, e_i]) (a near-constant mixture at Xavier scale);
     ``full`` = softmax(W^t [e_u, e_i, MGE^1..MGE^T]), Eq 12's full input (micro embeddings and the aggregated
@@ -630,6 +635,8 @@ class TrainSettings:
         """The checks within the section (``task_weights`` against the tasks is in :mod:`~mgoe_spark.config.tree`)."""
         _require(self.embed_dim >= 1 and self.batch_size >= 1, "train.embed_dim", "and train.batch_size must be >= 1")
         _require(self.tau > 0, "train.tau", "must be > 0")
+        scale_ok = self.attention_scale_init is None or self.attention_scale_init >= 0
+        _require(scale_ok, "train.attention_scale_init", "must be >= 0 (or null: sqrt(d_h))")
         _require(0 <= self.dropout < 1, "train.dropout", "must be in [0, 1)")
         _require(0 <= self.id_dropout < 1, "train.id_dropout", "must be in [0, 1)")
         _require(len(self.seeds) >= 1, "train.seeds", "needs at least one seed")
