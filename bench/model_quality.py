@@ -165,13 +165,19 @@ OPTIONS: dict[str, Row] = {
     "train.attention_norm=true": Row(
         "mgoe[attention_norm]", ("train.attention=logit", "train.attention_norm=true"), default_on=False
     ),
+    "train.attention_scale_init=0": Row(
+        "mgoe[att_init0]",
+        ("train.attention=logit", "train.attention_norm=true", "train.attention_scale_init=0"),
+        default_on=False,
+    ),
     "train.gate_input=full": Row("mgoe[gate_full]", ("train.gate_input=full",), False),
     "train.lookup_norm=tasks": Row("mgoe[lookup_tasks]", ("train.lookup_norm=tasks",), False),
     "train.neighbor_input=all": Row("mgoe[neighbors_all]", ("train.neighbor_input=all",), False),
     "train.macro_neighbors=edges": Row("mgoe[edges]", ("train.macro_neighbors=edges",), False),
 }
 """Issue 27 item 6's options (off by default): option -> :class:`Row` of MGOE with it; the effect is
-``AUC(label) - AUC(mgoe)``. ``attention_norm`` acts on the q.k term, so its row turns the attention on too."""
+``AUC(label) - AUC(mgoe)``. ``attention_norm`` acts on the q.k term, so its row turns the attention on too;
+``attention_scale_init=0`` is the same attention with its temperature learned from 0 (starts as off)."""
 
 
 def component_runs() -> list[tuple[str, str, tuple[str, ...]]]:
