@@ -135,7 +135,8 @@ class MacGNNStyle(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """MLP input (B, F + 4d [+ 2d]): [MGE, r_u, r_i, e_u, e_i (, M_U[c(u)], M_I[c(i)] with macgnn_own_macro)]."""
         eu, ei = self.micro(batch["user_id"], batch["item_id"])
-        mge = self.graph(batch["user_edges"], batch["item_edges"], eu, ei)[:, 0]  # (B, F)
+        keys = self.graph.keys(eu, ei, batch["user_macro"], batch["item_macro"])
+        mge = self.graph(batch["user_edges"], batch["item_edges"], *keys)[:, 0]  # (B, F)
         ru = self.neighbors(self.micro.item, batch["user_recent"]).sum(dim=1)
         ri = self.neighbors(self.micro.user, batch["item_recent"]).sum(dim=1)
         parts = [mge, ru, ri, eu, ei]
@@ -173,7 +174,8 @@ class MMoEFull(nn.Module):
             batch["user_id"], batch["item_id"], batch["user_recent"], batch["item_recent"]
         )
         b = eu.shape[0]
-        mge = self.graph(batch["user_edges"], batch["item_edges"], eu, ei)[:, 0]  # (B, F)
+        keys = self.graph.keys(eu, ei, batch["user_macro"], batch["item_macro"])
+        mge = self.graph(batch["user_edges"], batch["item_edges"], *keys)[:, 0]  # (B, F)
         own = self.graph.own(batch["user_macro"], batch["item_macro"])[:, 0]  # (B, 2d)
         return torch.cat([mge, own, ru.reshape(b, -1), ri.reshape(b, -1), eu, ei], dim=-1)
 

@@ -232,7 +232,8 @@ class MacroGraphExpert(nn.Module):
     branches) and the term grows only as far as its gradient pays: ``dL/dbeta = sum cos * dL/ds`` is non-zero
     at 0 while ``W_Q``, ``W_K`` take gradient once ``beta`` has moved.
 
-    forward(macro (G, K, d), target (B, d), logits (B, K)) -> (B, G, o), ``G`` = number of macro tables.
+    forward(macro (G, K, d), target (B, d) or per-group (B, G, d), logits (B, K)) -> (B, G, o), ``G`` = number
+    of macro tables.
     """
 
     def __init__(
@@ -274,7 +275,7 @@ class MacroGraphExpert(nn.Module):
         """Scaled dot-product scores of the K macro neighbors: (B, G, K). ``norm``: ``beta_g * cos(W_Q e_m,
         W_K e_v)`` (L2-normalized queries and keys, learned temperature) instead of ``q.k/sqrt(h)``."""
         q = torch.einsum("gkd,gdh->gkh", macro, self.wq)
-        k = torch.einsum("bd,gdh->bgh", target, self.wk)
+        k = torch.einsum("bd,gdh->bgh" if target.dim() == 2 else "bgd,gdh->bgh", target, self.wk)
         if self.norm:
             q = F.normalize(q, dim=-1) * self.temperature().view(-1, 1, 1)
             return torch.einsum("bgh,gkh->bgk", F.normalize(k, dim=-1), q)

@@ -91,9 +91,12 @@ class ModelOptions:
     recent_attention: bool = _train_default("recent_attention")
     """Eq 18 attention weights for the recent micro neighbors against the target (default: the sum)."""
     attention_norm: bool = _train_default("attention_norm")
+    """Macro attention on L2-normalized queries / keys with a learned temperature (see MacroGraphExpert)."""
     attention_scale_init: float | None = _train_default("attention_scale_init")
     """Initial temperature of the normalized attention (None: sqrt(h), log-parametrized; 0: starts as off)."""
-    """Macro attention on L2-normalized queries / keys with a learned temperature (see MacroGraphExpert)."""
+    attention_key: str = _train_default("attention_key")
+    """The macro attention's target: ``id`` = e_u / e_i, ``macro`` = the node's own macro embedding (see
+    :meth:`MacroGraphEncoder.keys`)."""
     gate_input: str = _train_default("gate_input")
     """Eq 12 bottom gates on ``micro`` = [e_u, e_i] or ``full`` = [e_u, e_i, MGE^1..T], or ``off`` (x^t = MGE^t,
     the "w/o bottom gates" ablation) (MacroGraphBottom)."""
@@ -217,6 +220,7 @@ class MacroGraphEncoder(nn.Module):
             for _ in self.channels
         )
         self.norm = opts.attention_norm
+        self.key = opts.attention_key
         self.edges_only = opts.macro_neighbors == "edges"
         self.out_dim = out * len(self.channels)
         self.k_max = max(meta.k_user, meta.k_item)
@@ -242,10 +246,15 @@ class MacroGraphEncoder(nn.Module):
         if self.attention == "off":
             a = torch.softmax(logits, dim=-1).unsqueeze(2).expand(b, c_n, g, k)
         else:
-            x = torch.cat([eu, ei], dim=-1)
-            s = torch.mm(x, a_full).view(b, c_n, g, k)
-            if wk is not None:  # attention_norm: divide by |W_K e_v| (q is normalized and scaled in A)
-                s = s / torch.mm(x, wk).view(b, c_n, g, -1).norm(dim=-1, keepdim=True).clamp(min=1e-12)
+            x = torch.cat([eu, ei], dim=-1)  # (B, 2d), or (B, G, 2d) per-group targets (attention_key='macro')
+            if x.dim() == 2:
+                s = torch.mm(x, a_full).view(b, c_n, g, k)
+                kw = None if wk is None else torch.mm(x, wk).view(b, c_n, g, -1)
+            else:
+                s = torch.einsum("bgj,cgkj->bcgk", x, a_full.t().view(c_n, g, k, -1))
+                kw = None if wk is None else torch.einsum("bgj,jcgh->bcgh", x, wk.view(x.shape[-1], c_n, g, -1))
+            if kw is not None:  # attention_norm: divide by |W_K e_v| (q is normalized and scaled in A)
+                s = s / kw.norm(dim=-1, keepdim=True).clamp(min=1e-12)
             if self.attention == "logit":
                 a = torch.softmax(s + logits.unsqueeze(2), dim=-1)
             else:  # neighbors: softmax(s) * softmax(l), padded slots out of both
@@ -344,10 +353,15 @@ class MacroGraphEncoder(nn.Module):
         if self.attention == "off":
             a = torch.softmax(logits, dim=1).unsqueeze(0).expand(g, c_n, k, b)
         else:
-            xt = torch.cat([eu, ei], dim=-1).t()
-            s = torch.mm(a_fm, xt).view(g, c_n, k, b)
-            if wk is not None:  # attention_norm: divide by |W_K e_v|
-                s = s / torch.mm(wk, xt).view(g, c_n, -1, b).norm(dim=2, keepdim=True).clamp(min=1e-12)
+            x = torch.cat([eu, ei], dim=-1)  # (B, 2d), or (B, G, 2d) per-group targets (attention_key='macro')
+            if x.dim() == 2:
+                s = torch.mm(a_fm, x.t()).view(g, c_n, k, b)
+                kw = None if wk is None else torch.mm(wk, x.t()).view(g, c_n, -1, b)
+            else:
+                s = torch.einsum("gckj,bgj->gckb", a_fm.view(g, c_n, k, -1), x)
+                kw = None if wk is None else torch.einsum("gchj,bgj->gchb", wk.view(g, c_n, -1, x.shape[-1]), x)
+            if kw is not None:  # attention_norm: divide by |W_K e_v|
+                s = s / kw.norm(dim=2, keepdim=True).clamp(min=1e-12)
             if self.attention == "logit":
                 a = torch.softmax(s + logits, dim=2)
             else:
@@ -371,6 +385,16 @@ class MacroGraphEncoder(nn.Module):
             z = expert(macro, target, logits)  # (B, G, o)
             zs.append(z if keep is None else z * keep.unsqueeze(1))
         return torch.cat(zs, dim=-1)
+
+    def keys(
+        self, eu: torch.Tensor, ei: torch.Tensor, user_macro: torch.Tensor, item_macro: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The attention's targets ``(k_u, k_i)`` that ``W_K`` reads: ``attention_key='id'`` (or the attention
+        off): e_u, e_i (B, d) as given; ``'macro'``: the nodes' own macro embeddings ``M^g_U[c(u)]``,
+        ``M^g_I[c(i)]`` (B, G, d) per macro table g, zeros for a node with no macro node (scores 0 there)."""
+        if self.key != "macro" or self.attention == "off":
+            return eu, ei
+        return self.macro_user.own(user_macro), self.macro_item.own(item_macro)
 
     def own(self, user_macro: torch.Tensor, item_macro: torch.Tensor) -> torch.Tensor:
         """Eq 11: [M^t_U[c(u)], M^t_I[c(i)]] -> (B, G, 2d)."""
@@ -441,7 +465,8 @@ class MGOE(nn.Module):
         if self.user_neighbors.attention:  # Eq 18 with attention needs each neighbor's embedding, not the sum
             ru = self.user_neighbors(self.micro.item, batch["user_recent"], ei)  # keyed by e_i
             ri = self.item_neighbors(self.micro.user, batch["item_recent"], eu)
-        mge = self.graph.forward_fm(batch["user_edges"], batch["item_edges"], eu, ei)  # (T, F, B)
+        keys = self.graph.keys(eu, ei, batch["user_macro"], batch["item_macro"])
+        mge = self.graph.forward_fm(batch["user_edges"], batch["item_edges"], *keys)  # (T, F, B)
         x = self.bottom.forward_fm(mge, eu, ei)
         t = x.shape[0]
         parts = [x]
@@ -465,7 +490,8 @@ class MGOE(nn.Module):
         if self.user_neighbors.attention:
             ru = self.user_neighbors(self.micro.item, batch["user_recent"], ei)
             ri = self.item_neighbors(self.micro.user, batch["item_recent"], eu)
-        x = self.bottom(self.graph.forward_channels(batch["user_edges"], batch["item_edges"], eu, ei), eu, ei)
+        keys = self.graph.keys(eu, ei, batch["user_macro"], batch["item_macro"])
+        x = self.bottom(self.graph.forward_channels(batch["user_edges"], batch["item_edges"], *keys), eu, ei)
         t = x.shape[1]
         parts = [x]
         if self.own_macro:

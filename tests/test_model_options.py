@@ -66,6 +66,31 @@ def test_zero_init_temperature_starts_as_attention_off_and_learns():
     assert not torch.allclose(zero(batch), off(batch))
 
 
+@pytest.mark.parametrize("model_name", ["mgoe", "macgnn", "mmoe_full"])
+def test_macro_keyed_attention_reads_the_macro_ids_not_the_node_ids(model_name):
+    # attention_key='macro': the macro attention compares the neighbors with the target's own macro embedding,
+    # so two rows with the same macro ids and different node embeddings get the same graph part (with 'id'
+    # they do not); a node without a macro node (id 0) gets scores 0, i.e. the edge weights alone
+    torch.manual_seed(0)
+    base = dict(OPTS, attention="logit", attention_norm=True)
+    batch = _batch(8)
+    eu, ei = torch.randn(8, 4), torch.randn(8, 4)
+    other = (torch.randn(8, 4), torch.randn(8, 4))
+    for key in ("id", "macro"):
+        graph = build_model(model_name, META, ModelOptions(**base, attention_key=key)).graph
+        um, im = batch["user_macro"], batch["item_macro"]
+        out = [graph(batch["user_edges"], batch["item_edges"], *graph.keys(u, i, um, im)) for u, i in [(eu, ei), other]]
+        assert torch.allclose(out[0], out[1]) is (key == "macro")
+    graph = build_model("mgoe", META, ModelOptions(**base, attention_key="macro")).graph
+    off = build_model("mgoe", META, ModelOptions(**OPTS, attention="off", attention_norm=True)).graph
+    off.load_state_dict(graph.state_dict())
+    zero = torch.zeros_like(batch["user_macro"])
+    torch.testing.assert_close(
+        graph(batch["user_edges"], batch["item_edges"], *graph.keys(eu, ei, zero, zero)),
+        off(batch["user_edges"], batch["item_edges"], eu, ei),
+    )
+
+
 def test_full_gate_input_reads_the_macro_part_only_when_on():
     torch.manual_seed(0)
     eu, ei, mge = torch.randn(5, 4), torch.randn(5, 4), torch.randn(5, 3, 6)

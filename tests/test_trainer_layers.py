@@ -102,7 +102,8 @@ def test_macro_attention_matches_loop_for_several_tasks(form):
 @pytest.mark.parametrize("k_user, k_item", [(5, 5), (3, 6)])
 @pytest.mark.parametrize("shared", [False, True])
 @pytest.mark.parametrize("norm", [None, "log", "linear"])
-def test_stacked_macro_channels_match_the_per_channel_experts(form, k_user, k_item, shared, norm):
+@pytest.mark.parametrize("per_group", [False, True])
+def test_stacked_macro_channels_match_the_per_channel_experts(form, k_user, k_item, shared, norm, per_group):
     # the encoder batches its 2 * hops channels (padded to max(K_U, K_I) slots when they differ) into one
     # score GEMM, one softmax and one value product: same outputs and gradients as one expert per channel,
     # with autograd and through the no-grad cache (also after a parameter changes)
@@ -121,7 +122,12 @@ def test_stacked_macro_channels_match_the_per_channel_experts(form, k_user, k_it
     b = 7
     ue = torch.rand(b, sum(meta.hop_widths("user")), dtype=torch.float64) * 5
     ie = torch.rand(b, sum(meta.hop_widths("item")), dtype=torch.float64) * 5
-    eu, ei = torch.randn(b, 4, dtype=torch.float64), torch.randn(b, 4, dtype=torch.float64)
+    # targets (B, d), or one per macro table (B, G, d) as attention_key='macro' passes them (a zero row: a node
+    # with no macro node)
+    shape = (b, 1 if shared else 3, 4) if per_group else (b, 4)
+    eu, ei = torch.randn(*shape, dtype=torch.float64), torch.randn(*shape, dtype=torch.float64)
+    if per_group:
+        eu[0] = 0.0
     ref = enc.forward_channels(ue, ie, eu, ei)
     out = enc(ue, ie, eu, ei)
     assert out.shape == (b, 1 if shared else 3, 4 * 2)
@@ -385,6 +391,9 @@ def test_mgoe_expert_sizes_narrow_mgoe_only():
         {"macro_neighbors": "edges", "attention": "neighbors", "attention_norm": True},
         {"attention_norm": True, "gate_input": "full", "lookup_norm": "tasks", "gamma_init": 0.5},
         {"attention": "neighbors", "attention_norm": True, "adjust_form": "tower", "lookup_norm": "tasks"},
+        {"attention": "logit", "attention_key": "macro"},
+        {"attention": "logit", "attention_norm": True, "attention_key": "macro", "macro_neighbors": "edges"},
+        {"attention": "neighbors", "attention_norm": True, "attention_scale_init": 0.5, "attention_key": "macro"},
     ],
 )
 def test_mgoe_feature_major_path_matches_the_module_by_module_reference(options):

@@ -534,6 +534,12 @@ class TrainSettings:
     at init); a number ``b0 >= 0``: the temperature itself is learned from ``b0``. ``0`` starts exactly as
     ``attention=off`` (zero-init, as ReZero does for residual branches): the q.k term grows only as far as its
     gradient pays, so a log too small to learn it loses nothing. Ablation: ``None``."""
+    attention_key: Literal["id", "macro"] = "id"
+    """What the macro attention (``logit`` / ``neighbors``) compares the macro neighbors with: ``id`` = the
+    target's micro embedding e_u / e_i (Eq 16's ``W_K e_v``); ``macro`` = the target's own task-specific macro
+    embedding ``M^t[c(v)]`` (Eq 11), a learned macro-to-macro affinity that exists for nodes the training rows
+    never saw (about half of the test users and items of both real logs; their e_v is still its random
+    init) and is 0 for a node with no macro node (its scores are 0: the edge weights alone). Ablation: ``id``."""
     gate_input: Literal["micro", "full", "off"] = "micro"
     """Eq 12 bottom gates: ``micro`` = softmax(W^t [e_u, e_i]) (a near-constant mixture at Xavier scale);
     ``full`` = softmax(W^t [e_u, e_i, MGE^1..MGE^T]), Eq 12's full input (micro embeddings and the aggregated
