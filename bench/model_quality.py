@@ -170,6 +170,11 @@ OPTIONS: dict[str, Row] = {
         ("train.attention=logit", "train.attention_norm=true", "train.attention_scale_init=0"),
         default_on=False,
     ),
+    "train.attention_key=macro": Row(
+        "mgoe[attention_key]",
+        ("train.attention=logit", "train.attention_norm=true", "train.attention_key=macro"),
+        default_on=False,
+    ),
     "train.gate_input=full": Row("mgoe[gate_full]", ("train.gate_input=full",), False),
     "train.lookup_norm=tasks": Row("mgoe[lookup_tasks]", ("train.lookup_norm=tasks",), False),
     "train.neighbor_input=all": Row("mgoe[neighbors_all]", ("train.neighbor_input=all",), False),
@@ -177,7 +182,8 @@ OPTIONS: dict[str, Row] = {
 }
 """Issue 27 item 6's options (off by default): option -> :class:`Row` of MGOE with it; the effect is
 ``AUC(label) - AUC(mgoe)``. ``attention_norm`` acts on the q.k term, so its row turns the attention on too;
-``attention_scale_init=0`` is the same attention with its temperature learned from 0 (starts as off)."""
+``attention_scale_init=0`` is the same attention with its temperature learned from 0 (starts as off), and
+``attention_key=macro`` the same attention keyed on the target's own macro embedding instead of its id."""
 
 
 def component_runs() -> list[tuple[str, str, tuple[str, ...]]]:
