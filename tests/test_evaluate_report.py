@@ -293,24 +293,31 @@ def test_report_with_tables_adds_pipeline_plots_and_stage_lines(trained, spark, 
     assert code == 2 and "centroids" in err and "2024-03-09" in err
 
 
-def _result(mean: float, std: float) -> dict:
-    return {"auc_mean": mean, "auc_mean_std": std}
+def _by_seed(*values: float) -> dict:
+    return {"seeds": [{"seed": s, "test": {"auc": {"a": x}, "auc_mean": x}} for s, x in enumerate(values)]}
 
 
-def test_model_quality_goal_checks_need_margins_above_two_std():
+def test_model_quality_goal_checks_need_paired_margins_above_two_standard_errors():
     from bench.model_quality import goal_checks
 
     rows = goal_checks(
         {
-            "mgoe": _result(0.70, 0.002),
-            "macgnn": _result(0.69, 0.004),  # margin 0.010 > 2 * 0.004
-            "mmoe": _result(0.685, 0.001),  # margin 0.005 < 2 * 0.004
-            "mgoe_no_adjust": _result(0.71, 0.001),  # above full MGOE
-        }
+            "mgoe": _by_seed(0.70, 0.72, 0.74, 0.71),
+            "macgnn": _by_seed(0.69, 0.71, 0.73, 0.70),  # +0.01 on every seed: SE 0, met
+            "mmoe": _by_seed(0.60, 0.80, 0.64, 0.81),  # a larger mean gap (+0.005) that seeds do not repeat
+            "mmoe_full": _by_seed(0.71, 0.73),  # behind on its 2 matched seeds
+            "mgoe_no_adjust": _by_seed(0.5, 0.5, 0.5, 0.5),  # ablation aliases are not goals
+        },
+        ["a"],
     )
-    got = {(r["better"], r["worse"]): r["met"] for r in rows}
-    assert got == {("mgoe", "macgnn"): True, ("macgnn", "mmoe"): False, ("mgoe", "mgoe_no_adjust"): False}
-    assert math.isclose(next(r["margin"] for r in rows if r["worse"] == "macgnn"), 0.01)
+    got = {(r["better"], r["worse"]): (r["met"], r["n"], r["wins"]) for r in rows}
+    assert got == {
+        ("mgoe", "macgnn"): (True, 4, 4),
+        ("mgoe", "mmoe"): (False, 4, 2),
+        ("mgoe", "mmoe_full"): (False, 2, 0),
+    }
+    macgnn = next(r for r in rows if r["worse"] == "macgnn")
+    assert math.isclose(macgnn["margin"], 0.01) and macgnn["se"] < 1e-12
 
 
 def _seeded(test: float, valids: list[float]) -> dict:
