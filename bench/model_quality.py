@@ -12,7 +12,8 @@ results dict plus ``label_rates`` per table and the load average before / after)
 and metric tables.
 
 ``python -m bench.model_quality compare --results A.json,B.json [--reference mgoe] [--json PATH]`` merges
-train-phase results (models of several runs on the same tables) and prints the metric table, the paired
+train-phase results (models of several runs on the same tables; a model in several of them, over other
+seeds, becomes one result over all its seeds: :func:`merge_seeds`) and prints the metric table, the paired
 statistics (:mod:`model.paired`: per model the per-seed AUC difference to ``--reference``, its mean, standard
 error and wins out of seeds, per task and mean; issue 27), the oracle's AUC and each model's gap to it when
 the tables came from the generator in the ``events`` space, and issue 27's goal checks (:func:`goal_checks`:
@@ -146,6 +147,7 @@ class Row(NamedTuple):
 
 
 COMPONENTS: dict[str, Row] = {
+    "merging preference scores (Eq 6-7)": Row("mgoe_pref_scores", (), default_on=False),
     "preference weights (Eq 3-5)": Row("mgoe_pref", (), default_on=False),
     "score edges (Eq 10)": Row("mgoe_score_edges", (), default_on=False),
     "own macro embeddings (Eq 11)": Row("mgoe[own_macro_off]", ("train.own_macro=false",)),
@@ -160,7 +162,8 @@ COMPONENTS: dict[str, Row] = {
 ``AUC(mgoe) - AUC(label)`` for a component on by default, ``AUC(label) - AUC(mgoe)`` for one off by default
 (issue 27 switched off the preference weights, the q.k attention term and the cascade: they helped on none
 of the three logs, ``bench/results/model_quality_ablation_events_window15.txt``; then the score edges, which
-helped on none under those defaults, ``model_quality_ablation_events_defaults27.txt``)."""
+helped on none under those defaults, ``model_quality_ablation_events_defaults27.txt``; then the merging
+preference scores of the k-means node vectors, ``*_defaults27b_binary_scores_10seeds.json``)."""
 
 OPTIONS: dict[str, Row] = {
     "train.attention_norm=true": Row(
@@ -354,6 +357,22 @@ def print_oracle(merged: dict) -> None:
     print()
 
 
+def merge_seeds(first: dict, second: dict, tasks: list[str]) -> dict:
+    """One model's results over the seeds of two runs (a comparison split per seed, issue 27): the union of
+    their per-seed runs, re-aggregated (:func:`model.train.aggregate`). Runs of the same seeds, or on another
+    table, are refused with one line: their per-seed numbers would be ambiguous."""
+    from model.train import aggregate
+
+    root = (first.get("examples_root"), second.get("examples_root"))
+    if root[0] != root[1]:
+        raise ValueError(f"{first.get('model')}: runs on different tables ({root[0]} and {root[1]}) cannot merge")
+    seen = {s["seed"] for s in first["seeds"]} & {s["seed"] for s in second["seeds"]}
+    if seen:
+        raise ValueError(f"{first.get('model')}: seeds {sorted(seen)} are in two results; pass each seed once")
+    runs = sorted([*first["seeds"], *second["seeds"]], key=lambda s: s["seed"])
+    return {**first, **aggregate(runs, tasks)}
+
+
 def compare(args) -> dict:
     from model.evaluate import results_table, to_json
 
@@ -362,7 +381,9 @@ def compare(args) -> dict:
         r = json.loads(Path(path).read_text())
         if not merged:
             merged = {**r, "models": {}, "sources": []}
-        merged["models"].update(r["models"])
+        for label, result in r["models"].items():
+            old = merged["models"].get(label)
+            merged["models"][label] = result if old is None else merge_seeds(old, result, merged["tasks"])
         merged["sources"].append({"path": path, "seconds": r.get("seconds"), "load_average": r.get("load_average")})
     if args.select == "valid":
         merged["models"], merged["selection"] = select_on_valid(merged["models"])
@@ -411,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
         "--reference", default="mgoe", help="compare phase: the model every other is paired with, seed by seed"
     )
     p.add_argument("--suffix", default="", help="train phase: append this to every result label (e.g. [tower])")
-    p.add_argument("--models", default="mgoe,mgoe_no_adjust,mgoe_no_cascade,mgoe_no_pref,macgnn,mmoe,ple")
+    p.add_argument("--models", default="mgoe,macgnn,mmoe,mmoe_full", help="train phase (default: issue 27's goals)")
     p.add_argument("overrides", nargs="*", help="config overrides a.b=value")
     args = p.parse_intermixed_args(argv)
     if args.phase not in ("compare", "ablation") and not args.out:
@@ -421,8 +442,13 @@ def main(argv: list[str] | None = None) -> int:
         missing = [x for x in paths if not Path(x).is_file()]
         if not paths or missing:
             p.error(f"--results: {', '.join(missing) or 'none given'}: need train-phase result JSON files")
-    phases = {"tables": build_tables, "train": train, "compare": compare}
-    {**phases, "components": components, "ablation": ablation}[args.phase](args)
+    if args.phase == "compare":
+        try:
+            compare(args)
+        except ValueError as e:  # results that cannot merge: one line, exit 2
+            p.error(str(e))
+        return 0
+    {"tables": build_tables, "train": train, "components": components, "ablation": ablation}[args.phase](args)
     return 0
 
 

@@ -267,6 +267,7 @@ BUILDERS: dict[str, Callable[[TableMeta, ModelOptions], nn.Module]] = {
     "mgoe_pref": MGOE,  # differs by its table only (TABLE_VARIANTS)
     "mgoe_binary_edges": MGOE,  # differs by its table only (TABLE_VARIANTS)
     "mgoe_score_edges": MGOE,  # differs by its table only (TABLE_VARIANTS)
+    "mgoe_pref_scores": MGOE,  # differs by its table only (TABLE_VARIANTS)
     "mmoe": MMoE,
     "mmoe_full": MMoEFull,
     "ple": PLE,

@@ -63,7 +63,9 @@ def test_table_variants_name_registered_models_and_valid_overrides():
     assert model_of("mmoe") == "mmoe"
 
 
-@pytest.mark.parametrize("label", ["mgoe_no_pref", "mgoe_pref", "mgoe_binary_edges", "mgoe_score_edges"])
+@pytest.mark.parametrize(
+    "label", ["mgoe_no_pref", "mgoe_pref", "mgoe_binary_edges", "mgoe_score_edges", "mgoe_pref_scores"]
+)
 def test_a_table_only_ablation_without_its_table_is_refused(label, tmp_path):
     from mgoe_spark.core.errors import UserError
     from model.run import run_training

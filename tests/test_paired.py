@@ -136,3 +136,32 @@ def test_ablation_table_signs_components_and_options(tmp_path, capsys):
     # every row is trained by exactly one run, with its overrides
     labels = [lbl for suffix, models_, _ in component_runs() for lbl in (f"{m}{suffix}" for m in models_.split(","))]
     assert sorted(labels) == sorted(row.label for row in [*COMPONENTS.values(), *OPTIONS.values()])
+
+
+def _seed_runs(root: str, **by_seed: float) -> dict:
+    seeds = [
+        {"seed": int(k[1:]), "test": {"auc": {"a": v}, "logloss": {"a": 0.5}, "auc_mean": v, "logloss_mean": 0.5}}
+        for k, v in by_seed.items()
+    ]
+    return {"model": "mgoe", "examples_root": root, "seeds": seeds}
+
+
+def test_compare_merges_a_model_run_split_per_seed_and_refuses_ambiguous_merges(tmp_path, capsys):
+    # issue 27: a comparison split into runs per seed is one result per model again in compare (seeds
+    # concatenated, mean / std over all of them); the same seed twice, or another table, is one line, exit 2
+    from bench.model_quality import main, merge_seeds
+
+    merged = merge_seeds(_seed_runs("/t", s0=0.70, s1=0.72), _seed_runs("/t", s2=0.74), ["a"])
+    assert [s["seed"] for s in merged["seeds"]] == [0, 1, 2]
+    assert merged["auc_mean"] == pytest.approx(0.72) and merged["auc"]["a"]["values"] == [0.70, 0.72, 0.74]
+    with pytest.raises(ValueError, match=r"seeds \[1\] are in two results"):
+        merge_seeds(_seed_runs("/t", s0=0.7, s1=0.7), _seed_runs("/t", s1=0.7), ["a"])
+    with pytest.raises(ValueError, match="different tables"):
+        merge_seeds(_seed_runs("/t", s0=0.7), _seed_runs("/u", s1=0.7), ["a"])
+    paths = []
+    for i, run in enumerate([_seed_runs("/t", s0=0.7, s1=0.7), _seed_runs("/t", s1=0.7)]):
+        paths.append(tmp_path / f"r{i}.json")
+        paths[-1].write_text(json.dumps({"tasks": ["a"], "models": {"mgoe": run}}))
+    with pytest.raises(SystemExit) as exit_:
+        main(["compare", "--results", ",".join(map(str, paths)), "--json", str(tmp_path / "c.json")])
+    assert exit_.value.code == 2 and "seeds [1] are in two results" in capsys.readouterr().err

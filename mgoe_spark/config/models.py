@@ -15,11 +15,12 @@ MODELS: dict[str, str] = {
     "mgoe_pref": "MGOE with preference weights (its own table: weights.enabled=true)",
     "mgoe_binary_edges": "MGOE w/o score edges (its own table: edges.edge_matrix=binary, the default since issue 27)",
     "mgoe_score_edges": "MGOE with score edges (its own table: edges.edge_matrix=score)",
+    "mgoe_pref_scores": "MGOE with merging preference scores in the node vectors (its own table: scores.binary=false)",
     "mmoe": "MMoE",
     "mmoe_full": "MMoE on MGOE's full inputs (macro edges, own macros, recent neighbors)",
     "ple": "PLE (one CGC level)",
     "esmm": "ESMM (CTR x CVR over the first two tasks)",
-    "macgnn": "single-graph MacGNN-style model (its own table: one binary graph, unweighted k-means)",
+    "macgnn": "single-graph MacGNN-style model (its own table: one binary graph, unweighted k-means; the default's)",
     "grec": "GRec-style task-routed sparse MoE",
 }
 """Model name -> description, in the order reports list them."""
@@ -30,6 +31,7 @@ TABLE_VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "mgoe_pref": ("mgoe", ("weights.enabled=true",)),
     "mgoe_binary_edges": ("mgoe", ("edges.edge_matrix=binary",)),
     "mgoe_score_edges": ("mgoe", ("edges.edge_matrix=score",)),
+    "mgoe_pref_scores": ("mgoe", ("scores.binary=false",)),
     "macgnn": ("macgnn", ("scores.binary=true", "weights.enabled=false", "edges.edge_matrix=binary")),
 }
 """Result labels that read their own table: label -> (model, config overrides that build that table).
@@ -37,8 +39,10 @@ TABLE_VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
 default table since issue 27 measured the weights helping on none of its three logs, kept for older runs and
 roots), ``mgoe_pref`` on tables with them (Eq 8, ``weights.enabled=true``),
 ``mgoe_binary_edges`` on 0/1 macro edges instead of Eq 10's score sums (the "w/o score edges" one, also the
-default table since issue 27), ``mgoe_score_edges`` on the score sums (``edges.edge_matrix=score``); ``macgnn``
-reads MacGNN's inputs (one binary graph, unweighted k-means). Every other label reads the default table."""
+default table since issue 27), ``mgoe_score_edges`` on the score sums (``edges.edge_matrix=score``),
+``mgoe_pref_scores`` on node vectors from Eq 6-7's merging preference scores (``scores.binary=false``; the
+default is binary since issue 27); ``macgnn`` reads MacGNN's inputs (one binary graph, unweighted k-means:
+since issue 27 the same table as the default). Every other label reads the default table."""
 
 
 def model_of(label: str) -> str:

@@ -237,9 +237,15 @@ class ScoreSettings:
     """Merging preference score (SPEC 4.1, Eq 6-7)."""
 
     beta: float = 1.0
-    binary: bool = False
-    """``True``: every observed pair scores 1 whatever its tasks (one binary graph of all behaviors, as
-    MacGNN's; with ``weights.enabled=false`` the clustering is MacGNN's unweighted k-means)."""
+    binary: bool = True
+    """``True`` (the default): every observed pair scores 1 whatever its tasks, so the k-means node vectors are
+    rows of the binary graph of all behaviors (MacGNN's; with ``weights.enabled=false`` its unweighted
+    k-means). ``False``: Eq 6-7's merging preference score ``s = ((rho + 1)^beta - 1) / beta``, which weighs a
+    buy 8x a click in the node vectors. Issue 27 measured the merging scores helping on none of its three
+    logs and costing 0.0135 +- 0.0010 (10/10 seeds) mean test AUC on the generator and 0.0094 +- 0.0037 on
+    RetailRocket (Taobao fav / cart / buy: +0.0025 +- 0.0014, under 2 SE), so they are an option: the table
+    variant ``mgoe_pref_scores``. Score edges (``edges.edge_matrix=score``) and preference weights read the
+    scores as this key sets them."""
 
     def validate(self) -> None:
         _require(math.isfinite(self.beta), "scores.beta", "must be a finite number")
