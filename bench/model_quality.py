@@ -34,8 +34,9 @@ train.gate_input=full``, ``[lookup_tasks] train.lookup_norm=tasks``, ``--models 
 [own_macro] train.macgnn_own_macro=true``, and the model ``mmoe_full`` (MMoE on MGOE's inputs) beside
 ``mmoe``. The same rows on the planted table: :data:`bench.model_ablation.SETTINGS`.
 ``python -m bench.model_quality components --out DIR --json STEM.json [--config F] [overrides...]`` trains
-every ablation row of :data:`COMPONENTS` (MGOE with each component toggled from its default: preference weights
-and score edges on their own tables, built with ``tables --variants mgoe_pref,mgoe_score_edges``) and :data:`OPTIONS`,
+every ablation row of :data:`COMPONENTS` (MGOE with each component toggled from its default: merging preference
+scores, preference weights and score edges on their own tables, built with ``tables --variants
+mgoe_pref_scores,mgoe_pref,mgoe_score_edges``) and :data:`OPTIONS`,
 one results JSON per run (resumable); ``compare`` merges them with the default run's ``mgoe``, and
 ``python -m bench.model_quality ablation --results G.json,T.json,R.json --names generator,taobao,rr`` prints
 the one ablation table: a row per component and option, a column per data set, the paired effect on the mean
