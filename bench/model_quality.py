@@ -153,7 +153,7 @@ COMPONENTS: dict[str, Row] = {
     "score edges (Eq 10)": Row("mgoe_score_edges", (), default_on=False),
     "own macro embeddings (Eq 11)": Row("mgoe[own_macro_off]", ("train.own_macro=false",)),
     "macro attention (Eq 14-16)": Row("mgoe[attention_on]", ("train.attention=logit",), default_on=False),
-    "bottom gates (Eq 12-13)": Row("mgoe[gates_off]", ("train.gate_input='off'",)),
+    "bottom gates (Eq 12-13)": Row("mgoe[gates_on]", ("train.gate_input=micro",), default_on=False),
     "cascade (Eq 21)": Row("mgoe[cascade_on]", ("train.cascade=true",), default_on=False),
     "adjustment (Eq 22)": Row("mgoe_no_adjust"),
 }
@@ -164,7 +164,8 @@ COMPONENTS: dict[str, Row] = {
 (issue 27 switched off the preference weights, the q.k attention term and the cascade: they helped on none
 of the three logs, ``bench/results/model_quality_ablation_events_window15.txt``; then the score edges, which
 helped on none under those defaults, ``model_quality_ablation_events_defaults27.txt``; then the merging
-preference scores of the k-means node vectors, ``*_defaults27b_binary_scores_10seeds.json``)."""
+preference scores of the k-means node vectors, ``*_defaults27b_binary_scores_10seeds.json``, and the bottom
+gates, which helped on none in ``model_quality_ablation_events_defaults27c.txt`` and over 10 seeds)."""
 
 OPTIONS: dict[str, Row] = {
     "train.attention_norm=true": Row(

@@ -98,8 +98,8 @@ class ModelOptions:
     """The macro attention's target: ``id`` = e_u / e_i, ``macro`` = the node's own macro embedding (see
     :meth:`MacroGraphEncoder.keys`)."""
     gate_input: str = _train_default("gate_input")
-    """Eq 12 bottom gates on ``micro`` = [e_u, e_i] or ``full`` = [e_u, e_i, MGE^1..T], or ``off`` (x^t = MGE^t,
-    the "w/o bottom gates" ablation) (MacroGraphBottom)."""
+    """Eq 12 bottom gates on ``micro`` = [e_u, e_i] or ``full`` = [e_u, e_i, MGE^1..T], or ``off`` (the default
+    since issue 27: x^t = MGE^t, each task its own macro graph expert) (MacroGraphBottom)."""
     lookup_norm: str = _train_default("lookup_norm")
     """Eq 22's lookup share over ``macros`` (the table's) or over ``tasks`` (:func:`model.layers.lookup_over_tasks`)."""
     macro_neighbors: str = _train_default("macro_neighbors")

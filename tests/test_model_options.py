@@ -119,7 +119,8 @@ def test_gates_off_give_each_task_its_own_macro_expert():
 
 
 def test_mgoe_gate_input_option_builds_the_full_gate():
-    assert build_model("mgoe", META, ModelOptions(**OPTS)).bottom.gate.in_features == 8
+    assert build_model("mgoe", META, ModelOptions(**OPTS, gate_input="micro")).bottom.gate.in_features == 8
+    assert build_model("mgoe", META, ModelOptions(**OPTS)).bottom.gate is None  # off by default (issue 27)
     full = build_model("mgoe", META, ModelOptions(**OPTS, gate_input="full"))
     assert full.bottom.full and full.bottom.gate.in_features == 8 + 2 * full.graph.out_dim
 

@@ -94,7 +94,8 @@ def test_rowwise_adagrad_oracle_and_state_is_one_float_per_row():
 
 
 def test_parameter_groups_decay_weights_only():
-    model = build_model("mgoe", META, ModelOptions(embed_dim=4, expert_sizes=[8, 4], tower_hidden=4, cascade=True))
+    options = ModelOptions(embed_dim=4, expert_sizes=[8, 4], tower_hidden=4, cascade=True, gate_input="micro")
+    model = build_model("mgoe", META, options)
     opts = build_optimizers(model, lr=1e-3, weight_decay=0.1)
     adam, sparse = opts.parts
     assert isinstance(sparse, SparseRowAdam)
