@@ -289,8 +289,8 @@ def goal_checks(models: dict, tasks: list[str], sigmas: float = 2.0) -> list[dic
         if better in models and worse in models:
             d = paired_differences({better: models[better], worse: models[worse]}, worse, tasks)[better][MEAN]
             met = d["n"] >= 2 and d["mean"] > sigmas * d["se"]
-            rows.append({"better": better, "worse": worse, "margin": d["mean"], "se": d["se"], "n": d["n"]})
-            rows[-1].update(wins=d["wins"], met=bool(met))
+            row = {"better": better, "worse": worse, "margin": d["mean"], "se": d["se"], "n": d["n"]}
+            rows.append({**row, "wins": d["wins"], "met": bool(met)})
     return rows
 
 
